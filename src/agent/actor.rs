@@ -1,0 +1,307 @@
+//! The private side of an agent actor: its loop, its timers, its tabs.
+
+use axum::extract::ws::Utf8Bytes;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::handle::{Applied, Command, Profile, TabId, TelephonyAnswer};
+use crate::hub::dedup::StoredReply;
+use crate::hub::fanout::Published;
+use crate::hub::HubCore;
+use crate::model::machine::{apply, next_deadline, Timer};
+use crate::model::{AgentState, Effect, Input, Outcome, Policy, Reason, Rejection};
+use crate::protocol::json_string;
+use crate::ws::outbox::{Outbound, Outbox};
+
+/// Close code sent with `logged_out`.
+const CLOSE_NORMAL: u16 = 1000;
+
+struct Tab {
+    id: TabId,
+    outbox: Outbox,
+}
+
+pub(super) struct AgentActor {
+    receiver: mpsc::Receiver<Command>,
+    core: Arc<HubCore>,
+    state: AgentState,
+    profile: Profile,
+    /// Open sockets of this agent; every one gets every update, in order.
+    tabs: Vec<Tab>,
+    next_tab: u64,
+    /// The latest published state (what replies carry).
+    published: Arc<Published>,
+}
+
+impl AgentActor {
+    pub(super) fn new(
+        receiver: mpsc::Receiver<Command>,
+        core: Arc<HubCore>,
+        mut state: AgentState,
+        profile: Profile,
+    ) -> Self {
+        apply_profile(&mut state, &profile);
+        let published = core.fanout.register(&state);
+        AgentActor {
+            receiver,
+            core,
+            state,
+            profile,
+            tabs: Vec::new(),
+            next_tab: 0,
+            published,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        // A state restored with a timer already due (or a fresh change) is handled at once.
+        loop {
+            let timer = next_deadline(&self.state)
+                .map(|(at, which)| (self.core.clock.instant_at(at), which));
+            tokio::select! {
+                cmd = self.receiver.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd),
+                    None => break,
+                },
+                which = sleep_until(timer) => {
+                    let _ = self.apply(which.input(), None);
+                }
+            }
+        }
+    }
+
+    fn policy(&self) -> Policy {
+        let s = &self.core.settings;
+        Policy {
+            wrap_up_ms: self
+                .profile
+                .wrap_up_ms
+                .unwrap_or(s.wrap_up.as_millis() as u64),
+            disconnect_grace_ms: s.disconnect_grace.as_millis() as u64,
+            max_missed_in_row: s.max_missed_in_row,
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Attach {
+                outbox,
+                hint,
+                reply,
+            } => {
+                if let Some(hint) = hint {
+                    self.merge_hint(hint);
+                }
+                let id = TabId(self.next_tab);
+                self.next_tab += 1;
+                let _ = self.apply(Input::SocketOpened, None);
+                self.hello(&outbox);
+                self.tabs.push(Tab { id, outbox });
+                let _ = reply.send(id);
+            }
+            Command::Detach { tab } => {
+                let before = self.tabs.len();
+                self.tabs.retain(|t| t.id != tab);
+                if self.tabs.len() < before {
+                    let _ = self.apply(Input::SocketClosed, None);
+                }
+            }
+            Command::Apply {
+                input,
+                origin,
+                reply,
+            } => {
+                let result = self.apply(input, origin).map(|outcome| Applied {
+                    outcome,
+                    state: self.published.clone(),
+                });
+                let _ = reply.send(result);
+            }
+            Command::Telephony {
+                event_id,
+                input,
+                reply,
+            } => {
+                let answer = self.telephony(event_id, input);
+                let _ = reply.send(answer);
+            }
+            Command::SetProfile { profile } => {
+                self.profile = profile;
+                let before = (self.state.name.clone(), self.state.teams.clone());
+                apply_profile(&mut self.state, &self.profile);
+                if before != (self.state.name.clone(), self.state.teams.clone()) {
+                    self.state.version += 1;
+                    self.publish(&[], None);
+                }
+            }
+        }
+    }
+
+    /// Token claims fill in what the directory does not know.
+    fn merge_hint(&mut self, hint: Profile) {
+        let in_directory = self
+            .core
+            .directory()
+            .agents
+            .contains_key(&self.state.agent_id);
+        if in_directory {
+            return;
+        }
+        if hint.name.is_some() {
+            self.profile.name = hint.name;
+        }
+        if !hint.teams.is_empty() {
+            self.profile.teams = hint.teams;
+        }
+        apply_profile(&mut self.state, &self.profile);
+    }
+
+    /// Applies one input; on a change, publishes it and carries out its effects.
+    fn apply(&mut self, input: Input, origin: Option<TabId>) -> Result<Outcome, Rejection> {
+        let now = self.core.clock.now_ms();
+        let policy = self.policy();
+        let outcome = apply(&mut self.state, input, now, &policy)?;
+        if let Outcome::Changed(effects) = &outcome {
+            self.publish(effects, origin);
+        }
+        Ok(outcome)
+    }
+
+    fn publish(&mut self, effects: &[Effect], origin: Option<TabId>) {
+        self.published = self.core.fanout.publish(&self.state);
+        for tab in &self.tabs {
+            let _ = tab.outbox.push(self.published.frame.clone());
+        }
+        for effect in effects {
+            match effect {
+                Effect::OfferToTabs => {
+                    let frame = self.call_offered_frame();
+                    for tab in &self.tabs {
+                        let _ = tab.outbox.push(frame.clone());
+                    }
+                }
+                Effect::Telephony(notice) => self.core.notices.notify(&self.state.agent_id, notice),
+                Effect::LoggedOut(reason) => self.close_tabs(*reason, origin),
+            }
+        }
+    }
+
+    /// Sends `logged_out` and closes every tab but the one that asked (it answers itself).
+    fn close_tabs(&mut self, reason: Reason, origin: Option<TabId>) {
+        let frame = logged_out_frame(reason);
+        for tab in self.tabs.drain(..) {
+            if Some(tab.id) == origin {
+                continue;
+            }
+            let _ = tab.outbox.push(frame.clone());
+            let _ = tab
+                .outbox
+                .push_unbounded(Outbound::Close(CLOSE_NORMAL, "logged out"));
+        }
+    }
+
+    fn hello(&self, outbox: &Outbox) {
+        let hello = format!(
+            r#"{{"type":"hello","role":"agent","agent":{},"server_time":{},"epoch":{},"seq":{}}}"#,
+            self.published.agent_json(),
+            self.core.clock.now_ms(),
+            json_string(self.core.fanout.epoch()),
+            self.published.seq,
+        );
+        let _ = outbox.push(Utf8Bytes::from(hello));
+        if self.state.status == crate::model::Status::Ringing {
+            let _ = outbox.push(self.call_offered_frame());
+        }
+    }
+
+    fn call_offered_frame(&self) -> Utf8Bytes {
+        let call = serde_json::to_string(&self.state.call).unwrap_or_else(|_| "null".into());
+        let expires = self
+            .state
+            .ring_expires_at
+            .map_or_else(|| "null".to_string(), |t| t.to_string());
+        Utf8Bytes::from(format!(
+            r#"{{"type":"call_offered","call":{call},"ring_expires_at":{expires}}}"#
+        ))
+    }
+
+    /// A telephony event: answered from the idempotency cache if its id was seen, else
+    /// applied and its reply remembered.
+    fn telephony(&mut self, event_id: Option<String>, input: Input) -> TelephonyAnswer {
+        if let Some(id) = &event_id {
+            if let Some(reply) = self.core.dedup.get(id) {
+                return TelephonyAnswer {
+                    reply,
+                    duplicate: true,
+                    stale: false,
+                };
+            }
+        }
+        let is_offer = matches!(input, Input::CallOffered { .. });
+        let result = self.apply(input, None);
+        let stale = matches!(result, Ok(Outcome::Stale));
+        let reply = self.telephony_reply(is_offer, result);
+        if let Some(id) = &event_id {
+            self.core.dedup.insert(id, reply.clone());
+        }
+        TelephonyAnswer {
+            reply,
+            duplicate: false,
+            stale,
+        }
+    }
+
+    fn telephony_reply(&self, is_offer: bool, result: Result<Outcome, Rejection>) -> StoredReply {
+        let agent = self.published.agent_json();
+        let status = self.state.status.as_str();
+        let fields = match (is_offer, result) {
+            (true, Ok(Outcome::Changed(_))) => format!(r#""accepted":true,"agent":{agent}"#),
+            (true, Ok(Outcome::Stale)) => {
+                format!(r#""accepted":false,"reason":"stale","status":"{status}","agent":{agent}"#)
+            }
+            (true, Ok(Outcome::Unchanged) | Err(_)) => format!(
+                r#""accepted":false,"reason":"not_available","status":"{status}","agent":{agent}"#
+            ),
+            (false, Ok(Outcome::Stale)) => format!(r#""stale":true,"agent":{agent}"#),
+            (false, Ok(_)) => format!(r#""agent":{agent}"#),
+            (false, Err(rejection)) => {
+                let (code, extra) = crate::ws::reply::rejection_code(rejection);
+                return StoredReply {
+                    error: Some(code),
+                    fields: Arc::from(format!(
+                        r#""message":{},"status":"{status}"{extra}"#,
+                        json_string(&rejection.to_string())
+                    )),
+                };
+            }
+        };
+        StoredReply {
+            error: None,
+            fields: Arc::from(fields),
+        }
+    }
+}
+
+fn apply_profile(state: &mut AgentState, profile: &Profile) {
+    state.name = profile.name.clone();
+    state.teams = profile.teams.clone();
+}
+
+fn logged_out_frame(reason: Reason) -> Utf8Bytes {
+    Utf8Bytes::from(format!(
+        r#"{{"type":"logged_out","reason":"{}"}}"#,
+        reason.as_str()
+    ))
+}
+
+/// Sleeps until the next timer, or forever when there is none.
+async fn sleep_until(timer: Option<(Instant, Timer)>) -> Timer {
+    match timer {
+        Some((at, which)) => {
+            tokio::time::sleep_until(at).await;
+            which
+        }
+        None => std::future::pending().await,
+    }
+}

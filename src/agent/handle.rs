@@ -1,0 +1,155 @@
+//! The public side of an agent actor.
+
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+use super::actor::AgentActor;
+use crate::hub::dedup::StoredReply;
+use crate::hub::fanout::Published;
+use crate::hub::HubCore;
+use crate::model::{AgentState, Input, Outcome, Rejection, TeamId};
+use crate::ws::outbox::Outbox;
+
+/// Mailbox size of one agent. Small: an agent gets a handful of requests per call.
+const MAILBOX: usize = 64;
+
+/// Identifies one socket (tab) of an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TabId(pub u64);
+
+/// Name, teams and wrap-up of an agent, from the directory or its token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profile {
+    pub name: Option<String>,
+    pub teams: Vec<TeamId>,
+    /// Overrides the hub default; `None` uses it.
+    pub wrap_up_ms: Option<u64>,
+}
+
+/// The answer to an applied input.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// What the machine said.
+    pub outcome: Outcome,
+    /// The agent's state after it (shared, already serialized).
+    pub state: Arc<Published>,
+}
+
+/// The answer to a telephony event: the stored first reply, and whether this was a repeat.
+#[derive(Debug, Clone)]
+pub struct TelephonyAnswer {
+    pub reply: StoredReply,
+    pub duplicate: bool,
+    pub stale: bool,
+}
+
+/// The actor is gone (hub shutting down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the agent actor has stopped")]
+pub struct AttachError;
+
+pub(super) enum Command {
+    Attach {
+        outbox: Outbox,
+        hint: Option<Profile>,
+        reply: oneshot::Sender<TabId>,
+    },
+    Detach {
+        tab: TabId,
+    },
+    Apply {
+        input: Input,
+        /// The tab that asked for a logout answers itself; the others are closed by the actor.
+        origin: Option<TabId>,
+        reply: oneshot::Sender<Result<Applied, Rejection>>,
+    },
+    Telephony {
+        event_id: Option<String>,
+        input: Input,
+        reply: oneshot::Sender<TelephonyAnswer>,
+    },
+    SetProfile {
+        profile: Profile,
+    },
+}
+
+/// A cloneable handle to one agent's actor. The actor stops when every handle is dropped.
+#[derive(Clone)]
+pub struct AgentHandle {
+    sender: mpsc::Sender<Command>,
+}
+
+impl AgentHandle {
+    /// Starts the actor for `state` with `profile` and returns its handle.
+    pub fn spawn(core: Arc<HubCore>, state: AgentState, profile: Profile) -> AgentHandle {
+        let (sender, receiver) = mpsc::channel(MAILBOX);
+        let actor = AgentActor::new(receiver, core.clone(), state, profile);
+        core.tasks.spawn(actor.run());
+        AgentHandle { sender }
+    }
+
+    /// Registers a new socket of this agent. The actor queues `hello` (and `call_offered`
+    /// if ringing) into `outbox` before anything else.
+    pub async fn attach(
+        &self,
+        outbox: Outbox,
+        hint: Option<Profile>,
+    ) -> Result<TabId, AttachError> {
+        let (reply, rx) = oneshot::channel();
+        self.sender
+            .send(Command::Attach {
+                outbox,
+                hint,
+                reply,
+            })
+            .await
+            .map_err(|_| AttachError)?;
+        rx.await.map_err(|_| AttachError)
+    }
+
+    /// Tells the actor a socket closed (row 21 applies to the last one).
+    pub async fn detach(&self, tab: TabId) {
+        let _ = self.sender.send(Command::Detach { tab }).await;
+    }
+
+    /// Applies an input from a socket or the HTTP API.
+    pub async fn apply(
+        &self,
+        input: Input,
+        origin: Option<TabId>,
+    ) -> Result<Result<Applied, Rejection>, AttachError> {
+        let (reply, rx) = oneshot::channel();
+        self.sender
+            .send(Command::Apply {
+                input,
+                origin,
+                reply,
+            })
+            .await
+            .map_err(|_| AttachError)?;
+        rx.await.map_err(|_| AttachError)
+    }
+
+    /// Applies a telephony event, deduplicated by `event_id`.
+    pub async fn telephony(
+        &self,
+        event_id: Option<String>,
+        input: Input,
+    ) -> Result<TelephonyAnswer, AttachError> {
+        let (reply, rx) = oneshot::channel();
+        self.sender
+            .send(Command::Telephony {
+                event_id,
+                input,
+                reply,
+            })
+            .await
+            .map_err(|_| AttachError)?;
+        rx.await.map_err(|_| AttachError)
+    }
+
+    /// Updates name, teams or wrap-up (directory change).
+    pub async fn set_profile(&self, profile: Profile) {
+        let _ = self.sender.send(Command::SetProfile { profile }).await;
+    }
+}

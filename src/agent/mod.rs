@@ -1,0 +1,11 @@
+//! One tokio task per agent: it owns the agent's state and its ring, wrap-up and
+//! disconnect-grace timers, and is the only writer of that state.
+//!
+//! Callers hold a cloneable [`AgentHandle`] and talk to the actor through a bounded mailbox
+//! with `oneshot` replies. The actor applies [`crate::model::machine`], publishes each change
+//! once through the hub's fan-out, and pushes the same frame to the agent's own tabs.
+
+mod actor;
+mod handle;
+
+pub use handle::{AgentHandle, Applied, AttachError, Profile, TabId, TelephonyAnswer};

@@ -1,0 +1,377 @@
+//! The JSON HTTP API: agent lists for dashboards and routing, the summary, telephony events
+//! over HTTP, health and metrics.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use super::auth::{authenticate, authenticate_api};
+use crate::hub::fanout::{sort_by_id, Filter, Published};
+use crate::hub::telephony::EventError;
+use crate::hub::Hub;
+use crate::metrics::Role;
+use crate::model::{AgentId, Status, TeamId};
+use crate::protocol::{bad_message_reply, error_reply, json_string, ErrorCode, Request};
+use crate::ws::outbox::render_agent_list;
+
+type Params = Query<HashMap<String, String>>;
+
+const READERS: &[Role] = &[Role::Admin, Role::Telephony];
+
+fn json(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn bad_request(message: &str) -> Response {
+    json(
+        StatusCode::BAD_REQUEST,
+        error_reply(None, ErrorCode::BadMessage, message, ""),
+    )
+}
+
+/// Query filters shared by the list endpoints.
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    team: Option<String>,
+    status: Option<String>,
+    ring_group: Option<String>,
+}
+
+fn list_query(
+    params: &HashMap<String, String>,
+) -> Result<(ListQuery, Filter, Option<Status>), Response> {
+    let q = ListQuery {
+        team: params.get("team").cloned(),
+        status: params.get("status").cloned(),
+        ring_group: params.get("ring_group").cloned(),
+    };
+    let teams = match &q.team {
+        Some(t) => Some(vec![
+            TeamId::parse(t).map_err(|_| bad_request("invalid team"))?
+        ]),
+        None => None,
+    };
+    let status = match &q.status {
+        Some(s) => Some(Status::parse(s).ok_or_else(|| bad_request("unknown status"))?),
+        None => None,
+    };
+    Ok((q, Filter::new(teams, None), status))
+}
+
+/// `GET /api/v1/agents?team=&status=`: `{epoch, seq, agents}`.
+pub async fn agents(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
+    if let Err(e) = authenticate_api(&hub.core, &headers, &params, READERS) {
+        return e.into_response();
+    }
+    let (_, filter, status) = match list_query(&params) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    let (seq, mut list) = hub.core.fanout.snapshot(&filter);
+    if let Some(status) = status {
+        list.retain(|p| p.status == status);
+    }
+    sort_by_id(&mut list);
+    let mut out = String::new();
+    render_agent_list(&mut out, hub.core.epoch(), seq, &list);
+    json(StatusCode::OK, out)
+}
+
+/// `GET /api/v1/agents/{id}`: one `AgentState` or 404.
+pub async fn agent(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> Response {
+    if let Err(e) = authenticate_api(&hub.core, &headers, &params, READERS) {
+        return e.into_response();
+    }
+    let found = AgentId::parse(&id)
+        .ok()
+        .and_then(|id| hub.core.fanout.get(&id));
+    match found {
+        Some(p) => json(StatusCode::OK, p.agent_json().to_string()),
+        None => json(
+            StatusCode::NOT_FOUND,
+            error_reply(
+                None,
+                ErrorCode::UnknownAgent,
+                &format!("unknown agent {id}"),
+                "",
+            ),
+        ),
+    }
+}
+
+/// `GET /api/v1/available?ring_group=&team=`: available agents, longest available first.
+pub async fn available(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
+    if let Err(e) = authenticate_api(&hub.core, &headers, &params, READERS) {
+        return e.into_response();
+    }
+    let (q, filter, _) = match list_query(&params) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    let (seq, mut list) = hub.core.fanout.snapshot(&filter);
+    list.retain(|p| p.status == Status::Available);
+    if let Some(group) = &q.ring_group {
+        let dir = hub.core.directory();
+        list.retain(|p| dir.in_ring_group(&p.agent_id, group));
+    }
+    list.sort_by(|a, b| {
+        a.since
+            .cmp(&b.since)
+            .then_with(|| a.agent_id.cmp(&b.agent_id))
+    });
+    let mut out = String::new();
+    render_agent_list(&mut out, hub.core.epoch(), seq, &list);
+    json(StatusCode::OK, out)
+}
+
+/// `GET /api/v1/summary?team=`: counts per status and the longest time in each.
+pub async fn summary(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
+    if let Err(e) = authenticate_api(&hub.core, &headers, &params, READERS) {
+        return e.into_response();
+    }
+    let (_, filter, _) = match list_query(&params) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    let (seq, list) = hub.core.fanout.snapshot(&filter);
+    let now = hub.core.clock.now_ms();
+    json(
+        StatusCode::OK,
+        render_summary(hub.core.epoch(), seq, now, &list),
+    )
+}
+
+fn render_summary(epoch: &str, seq: u64, now: u64, list: &[Arc<Published>]) -> String {
+    let mut counts: HashMap<Status, usize> = HashMap::new();
+    let mut longest: HashMap<Status, &Published> = HashMap::new();
+    let mut connected = 0usize;
+    for p in list {
+        *counts.entry(p.status).or_default() += 1;
+        if p.connections > 0 {
+            connected += 1;
+        }
+        let e = longest.entry(p.status).or_insert(p);
+        if p.since < e.since {
+            *e = p;
+        }
+    }
+    let mut out = format!(
+        r#"{{"epoch":{},"seq":{seq},"server_time":{now},"total":{},"connected":{connected},"counts":{{"#,
+        json_string(epoch),
+        list.len()
+    );
+    for (i, s) in Status::ALL.iter().enumerate() {
+        let sep = if i > 0 { "," } else { "" };
+        let _ = write!(
+            out,
+            r#"{sep}"{}":{}"#,
+            s.as_str(),
+            counts.get(s).copied().unwrap_or(0)
+        );
+    }
+    out.push_str(r#"},"longest":{"#);
+    for (i, s) in Status::ALL.iter().enumerate() {
+        let sep = if i > 0 { "," } else { "" };
+        match longest.get(s) {
+            Some(p) => {
+                let _ = write!(
+                    out,
+                    r#"{sep}"{}":{{"agent_id":{},"since":{},"seconds":{}}}"#,
+                    s.as_str(),
+                    json_string(p.agent_id.as_str()),
+                    p.since,
+                    now.saturating_sub(p.since) / 1000
+                );
+            }
+            None => {
+                let _ = write!(out, r#"{sep}"{}":null"#, s.as_str());
+            }
+        }
+    }
+    out.push_str("}}");
+    out
+}
+
+/// `POST /api/v1/telephony/events`: one event, the same reply the socket would send.
+pub async fn telephony_event(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(params): Params,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = authenticate(&hub.core, &headers, &params, &[Role::Telephony]).or_else(|e| {
+        // Dev mode: the HTTP endpoint needs no identity parameter.
+        if hub.core.settings.jwt_secret.is_none()
+            && matches!(e, super::auth::AuthError::Unauthorized(_))
+        {
+            Ok(dev_adapter())
+        } else {
+            Err(e)
+        }
+    }) {
+        return e.into_response();
+    }
+    hub.core.metrics.message_in(Role::Telephony);
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return bad_request("body is not UTF-8");
+    };
+    let req = match Request::decode(text) {
+        Ok(req) => req,
+        Err(bad) => return json(StatusCode::BAD_REQUEST, bad_message_reply(&bad)),
+    };
+    match hub.telephony_event(&req).await {
+        Ok(answer) => {
+            let status = StatusCode::from_u16(answer.http_status()).unwrap_or(StatusCode::OK);
+            json(status, answer.render(&req))
+        }
+        Err(EventError::Bad(bad)) => json(StatusCode::BAD_REQUEST, bad_message_reply(&bad)),
+        Err(EventError::Unavailable) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            error_reply(
+                req.reply_ref.as_ref(),
+                ErrorCode::InvalidState,
+                "the hub is shutting down",
+                "",
+            ),
+        ),
+    }
+}
+
+fn dev_adapter() -> super::auth::Identity {
+    super::auth::Identity {
+        role: Role::Telephony,
+        subject: "dev".into(),
+        name: None,
+        teams: Vec::new(),
+        expires_at: None,
+    }
+}
+
+/// `GET /healthz`.
+pub async fn healthz(State(hub): State<Arc<Hub>>) -> Response {
+    let status = if hub.core.shutdown.is_cancelled() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    json(
+        status,
+        format!(
+            r#"{{"status":"{}","epoch":{}}}"#,
+            if status == StatusCode::OK {
+                "ok"
+            } else {
+                "shutting_down"
+            },
+            json_string(hub.core.epoch())
+        ),
+    )
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    let core = &hub.core;
+    let mut out = String::with_capacity(4096);
+    core.metrics.render(&mut out);
+    let (_, list) = core.fanout.snapshot(&Filter::default());
+    let mut counts: HashMap<Status, usize> = HashMap::new();
+    for p in &list {
+        *counts.entry(p.status).or_default() += 1;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP presence_hub_agents Agents by effective status.\n# TYPE presence_hub_agents gauge"
+    );
+    for s in Status::ALL {
+        let _ = writeln!(
+            out,
+            "presence_hub_agents{{status=\"{}\"}} {}",
+            s.as_str(),
+            counts.get(&s).copied().unwrap_or(0)
+        );
+    }
+    let stats = core.fanout.stats();
+    for (name, help, kind, v) in [
+        (
+            "presence_hub_agent_updates_total",
+            "Agent state changes published (the hub-wide seq).",
+            "counter",
+            stats.seq,
+        ),
+        (
+            "presence_hub_admin_deliveries_total",
+            "Update frames queued to admin sockets.",
+            "counter",
+            stats.deliveries,
+        ),
+        (
+            "presence_hub_admin_slow_dropped_total",
+            "Admin subscribers dropped by the fan-out for falling behind.",
+            "counter",
+            stats.dropped_slow,
+        ),
+        (
+            "presence_hub_admin_subscribers",
+            "Subscribed admin sockets.",
+            "gauge",
+            stats.subscribers as u64,
+        ),
+        (
+            "presence_hub_history_events",
+            "Updates held for resume.",
+            "gauge",
+            stats.history_len as u64,
+        ),
+        (
+            "presence_hub_fanout_lag_bytes",
+            "Largest backlog of any admin socket, in bytes.",
+            "gauge",
+            stats.max_queued_bytes as u64,
+        ),
+        (
+            "presence_hub_event_ids_remembered",
+            "Telephony event ids held for deduplication.",
+            "gauge",
+            core.dedup.len() as u64,
+        ),
+        (
+            "presence_hub_agent_actors",
+            "Agent actors running.",
+            "gauge",
+            hub.agent_count() as u64,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out,
+    )
+        .into_response()
+}

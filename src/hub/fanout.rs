@@ -1,0 +1,379 @@
+//! The one place where agent updates get their hub-wide `seq`, are kept for `resume`, and
+//! are handed to admin subscribers.
+//!
+//! Each update is serialized once into a shared frame; every matching subscriber gets a
+//! clone of the same bytes via its bounded [`Outbox`]. The lock guarding this state is only
+//! ever held for non-blocking work (`try_send`, `Arc` clones), never across an `.await`.
+//! A subscriber over its queue bound is closed with 4008 and dropped, never waited on.
+
+use axum::extract::ws::Utf8Bytes;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::model::{AgentId, AgentState, Millis, Status, TeamId};
+use crate::protocol::{ok_reply, Ref};
+use crate::ws::outbox::{Outbound, Outbox, SnapshotReply};
+
+/// The latest published state of one agent: its update frame plus the fields filters and
+/// the HTTP API need, so nobody has to ask the actor.
+#[derive(Debug)]
+pub struct Published {
+    pub agent_id: AgentId,
+    pub teams: Vec<TeamId>,
+    pub status: Status,
+    pub since: Millis,
+    pub version: u64,
+    pub connections: u32,
+    /// The hub-wide sequence number of this update (the current `seq` for a registration).
+    pub seq: u64,
+    /// `{"type":"agent","seq":N,"agent":{...}}`.
+    pub frame: Utf8Bytes,
+    /// Where the `AgentState` object starts inside `frame`.
+    agent_start: usize,
+}
+
+impl Published {
+    /// The `AgentState` JSON object.
+    pub fn agent_json(&self) -> &str {
+        let f = self.frame.as_str();
+        &f[self.agent_start..f.len() - 1]
+    }
+}
+
+/// Which agents a subscriber wants. Both lists narrow: an agent must match each one given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub teams: Option<HashSet<TeamId>>,
+    pub agents: Option<HashSet<AgentId>>,
+}
+
+impl Filter {
+    /// Builds a filter from the optional lists of a request.
+    pub fn new(teams: Option<Vec<TeamId>>, agents: Option<Vec<AgentId>>) -> Self {
+        Filter {
+            teams: teams.map(|t| t.into_iter().collect()),
+            agents: agents.map(|a| a.into_iter().collect()),
+        }
+    }
+
+    /// True when the filter selects this agent.
+    pub fn matches(&self, agent_id: &AgentId, teams: &[TeamId]) -> bool {
+        if let Some(ids) = &self.agents {
+            if !ids.contains(agent_id) {
+                return false;
+            }
+        }
+        if let Some(wanted) = &self.teams {
+            if !teams.iter().any(|t| wanted.contains(t)) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+struct Subscriber {
+    conn_id: u64,
+    filter: Filter,
+    outbox: Outbox,
+}
+
+struct HistoryEntry {
+    seq: u64,
+    published: Arc<Published>,
+}
+
+struct Inner {
+    seq: u64,
+    latest: HashMap<AgentId, Arc<Published>>,
+    /// Recent updates, oldest first, for `resume`. Bounded by `history_size`.
+    history: VecDeque<HistoryEntry>,
+    subscribers: Vec<Subscriber>,
+    /// Frames handed to admin sockets since start (for `/metrics`).
+    deliveries: u64,
+    /// Admin sockets dropped for falling behind.
+    dropped_slow: u64,
+}
+
+/// What a `resume` produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeResult {
+    /// Missed events replayed, then `ok recovered:true`.
+    Recovered { replayed: usize },
+    /// History did not cover the gap: `ok recovered:false` with a snapshot.
+    Snapshot,
+}
+
+/// Counters read by `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FanoutStats {
+    pub seq: u64,
+    pub deliveries: u64,
+    pub dropped_slow: u64,
+    pub subscribers: usize,
+    pub history_len: usize,
+    pub max_queued_bytes: usize,
+}
+
+/// The hub-wide update sequence, history and admin subscriber list.
+pub struct Fanout {
+    epoch: Arc<str>,
+    history_size: usize,
+    inner: Mutex<Inner>,
+}
+
+impl Fanout {
+    /// An empty fan-out for `epoch`, keeping `history_size` recent updates for `resume`.
+    pub fn new(epoch: Arc<str>, history_size: usize) -> Self {
+        Fanout {
+            epoch,
+            history_size,
+            inner: Mutex::new(Inner {
+                seq: 0,
+                latest: HashMap::new(),
+                history: VecDeque::new(),
+                subscribers: Vec::new(),
+                deliveries: 0,
+                dropped_slow: 0,
+            }),
+        }
+    }
+
+    /// The epoch this fan-out numbers its updates in.
+    pub fn epoch(&self) -> &Arc<str> {
+        &self.epoch
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock would be a bug in this module; the data is still
+        // consistent (every mutation is a single step), so keep serving.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records an agent's state without an update (a directory agent that exists before it
+    /// ever changed). It shows in snapshots; subscribers get nothing.
+    pub fn register(&self, state: &AgentState) -> Arc<Published> {
+        let json = agent_json(state);
+        let mut inner = self.lock();
+        let published = Arc::new(build(state, inner.seq, &json));
+        inner
+            .latest
+            .entry(state.agent_id.clone())
+            .or_insert(published)
+            .clone()
+    }
+
+    /// Publishes a changed state: assigns the next `seq`, keeps it for `resume`, queues it
+    /// to every matching admin. Returns the shared entry (its frame goes to the agent's tabs).
+    pub fn publish(&self, state: &AgentState) -> Arc<Published> {
+        let json = agent_json(state);
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.seq += 1;
+        let seq = inner.seq;
+        let published = Arc::new(build(state, seq, &json));
+        inner
+            .latest
+            .insert(state.agent_id.clone(), published.clone());
+        inner.history.push_back(HistoryEntry {
+            seq,
+            published: published.clone(),
+        });
+        while inner.history.len() > self.history_size {
+            inner.history.pop_front();
+        }
+        let mut delivered = 0u64;
+        let mut dropped = 0u64;
+        inner.subscribers.retain(|sub| {
+            if !sub.filter.matches(&published.agent_id, &published.teams) {
+                return true;
+            }
+            match sub.outbox.push(published.frame.clone()) {
+                Ok(()) => {
+                    delivered += 1;
+                    true
+                }
+                Err(_) => {
+                    dropped += 1;
+                    false
+                }
+            }
+        });
+        inner.deliveries += delivered;
+        inner.dropped_slow += dropped;
+        published
+    }
+
+    /// Subscribes (or re-subscribes with a new filter) the socket `conn_id`: queues the
+    /// `ok` reply with a snapshot, then every later matching update, with nothing between.
+    pub fn subscribe(
+        &self,
+        conn_id: u64,
+        filter: Filter,
+        outbox: &Outbox,
+        reply_ref: Option<&Ref>,
+    ) {
+        let mut inner = self.lock();
+        let reply = self.snapshot_reply(&inner, &filter, reply_ref, None);
+        if outbox
+            .push_unbounded(Outbound::Snapshot(Box::new(reply)))
+            .is_ok()
+        {
+            attach(&mut inner, conn_id, filter, outbox);
+        }
+    }
+
+    /// `resume`: replays what `conn_id` missed after (`epoch`, `seq`) if history still holds
+    /// all of it, else answers with a fresh snapshot; then subscribes it.
+    pub fn resume(
+        &self,
+        conn_id: u64,
+        epoch: &str,
+        seq: u64,
+        filter: Filter,
+        outbox: &Outbox,
+        reply_ref: Option<&Ref>,
+    ) -> ResumeResult {
+        let mut inner = self.lock();
+        let oldest_kept = inner.history.front().map_or(inner.seq + 1, |e| e.seq);
+        let covered = epoch == &*self.epoch && seq <= inner.seq && seq + 1 >= oldest_kept;
+        if !covered {
+            let reply = self.snapshot_reply(&inner, &filter, reply_ref, Some(false));
+            if outbox
+                .push_unbounded(Outbound::Snapshot(Box::new(reply)))
+                .is_ok()
+            {
+                attach(&mut inner, conn_id, filter, outbox);
+            }
+            return ResumeResult::Snapshot;
+        }
+        let skip = (seq + 1 - oldest_kept) as usize;
+        let frames: Vec<Utf8Bytes> = inner
+            .history
+            .iter()
+            .skip(skip)
+            .filter(|e| filter.matches(&e.published.agent_id, &e.published.teams))
+            .map(|e| e.published.frame.clone())
+            .collect();
+        let replayed = frames.len();
+        let fields = format!(
+            r#""recovered":true,"replayed":{replayed},"epoch":{},"seq":{}"#,
+            crate::protocol::json_string(&self.epoch),
+            inner.seq
+        );
+        let ok = Utf8Bytes::from(ok_reply(reply_ref, &fields));
+        let queued = (replayed == 0 || outbox.push_unbounded(Outbound::Frames(frames)).is_ok())
+            && outbox.push_unbounded(Outbound::Frame(ok)).is_ok();
+        if queued {
+            attach(&mut inner, conn_id, filter, outbox);
+        }
+        ResumeResult::Recovered { replayed }
+    }
+
+    /// Stops updates to `conn_id`.
+    pub fn unsubscribe(&self, conn_id: u64) {
+        self.lock().subscribers.retain(|s| s.conn_id != conn_id);
+    }
+
+    /// A consistent view: current `seq` and the matching agents' latest states.
+    pub fn snapshot(&self, filter: &Filter) -> (u64, Vec<Arc<Published>>) {
+        let inner = self.lock();
+        (inner.seq, matching(&inner, filter))
+    }
+
+    /// The latest state of one agent.
+    pub fn get(&self, agent_id: &AgentId) -> Option<Arc<Published>> {
+        self.lock().latest.get(agent_id).cloned()
+    }
+
+    /// Counters for `/metrics`.
+    pub fn stats(&self) -> FanoutStats {
+        let inner = self.lock();
+        FanoutStats {
+            seq: inner.seq,
+            deliveries: inner.deliveries,
+            dropped_slow: inner.dropped_slow,
+            subscribers: inner.subscribers.len(),
+            history_len: inner.history.len(),
+            max_queued_bytes: inner
+                .subscribers
+                .iter()
+                .map(|s| s.outbox.queued_bytes())
+                .max()
+                .unwrap_or(0),
+        }
+    }
+
+    fn snapshot_reply(
+        &self,
+        inner: &Inner,
+        filter: &Filter,
+        reply_ref: Option<&Ref>,
+        recovered: Option<bool>,
+    ) -> SnapshotReply {
+        SnapshotReply {
+            reply_ref: reply_ref.map(Ref::to_json),
+            recovered,
+            epoch: self.epoch.clone(),
+            seq: inner.seq,
+            agents: matching(inner, filter),
+        }
+    }
+}
+
+fn matching(inner: &Inner, filter: &Filter) -> Vec<Arc<Published>> {
+    let agents: Vec<Arc<Published>> = match &filter.agents {
+        // An id list is usually short: look the ids up instead of scanning everyone.
+        Some(ids) if ids.len() < inner.latest.len() => ids
+            .iter()
+            .filter_map(|id| inner.latest.get(id))
+            .filter(|p| filter.matches(&p.agent_id, &p.teams))
+            .cloned()
+            .collect(),
+        _ => inner
+            .latest
+            .values()
+            .filter(|p| filter.matches(&p.agent_id, &p.teams))
+            .cloned()
+            .collect(),
+    };
+    agents
+}
+
+/// Orders agents by id (done by the reader, outside the lock).
+pub fn sort_by_id(agents: &mut [Arc<Published>]) {
+    agents.sort_unstable_by(|a, b| a.agent_id.cmp(&b.agent_id));
+}
+
+fn attach(inner: &mut Inner, conn_id: u64, filter: Filter, outbox: &Outbox) {
+    inner.subscribers.retain(|s| s.conn_id != conn_id);
+    inner.subscribers.push(Subscriber {
+        conn_id,
+        filter,
+        outbox: outbox.clone(),
+    });
+}
+
+fn agent_json(state: &AgentState) -> String {
+    // AgentState holds only strings, numbers and enums: serialization cannot fail.
+    serde_json::to_string(state).unwrap_or_else(|_| "{}".to_string())
+}
+
+fn build(state: &AgentState, seq: u64, json: &str) -> Published {
+    let prefix = format!(r#"{{"type":"agent","seq":{seq},"agent":"#);
+    let mut frame = String::with_capacity(prefix.len() + json.len() + 1);
+    frame.push_str(&prefix);
+    frame.push_str(json);
+    frame.push('}');
+    Published {
+        agent_id: state.agent_id.clone(),
+        teams: state.teams.clone(),
+        status: state.status,
+        since: state.since,
+        version: state.version,
+        connections: state.connections,
+        seq,
+        frame: Utf8Bytes::from(frame),
+        agent_start: prefix.len(),
+    }
+}

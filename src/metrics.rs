@@ -1,0 +1,248 @@
+//! Counters and gauges, rendered as Prometheus text by `GET /metrics`.
+//!
+//! Hot paths only touch relaxed atomics; per-status agent counts and fan-out figures are
+//! computed when scraped.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// The three kinds of sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Agent,
+    Admin,
+    Telephony,
+}
+
+impl Role {
+    /// All roles, for rendering.
+    pub const ALL: [Role; 3] = [Role::Agent, Role::Admin, Role::Telephony];
+
+    /// The label / claim value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Admin => "admin",
+            Role::Telephony => "telephony",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Role::Agent => 0,
+            Role::Admin => 1,
+            Role::Telephony => 2,
+        }
+    }
+}
+
+/// Why an upgrade or request was refused before any socket state existed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    Unauthorized,
+    WrongRole,
+    Origin,
+}
+
+impl Rejected {
+    const ALL: [Rejected; 3] = [
+        Rejected::Unauthorized,
+        Rejected::WrongRole,
+        Rejected::Origin,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Rejected::Unauthorized => "unauthorized",
+            Rejected::WrongRole => "wrong_role",
+            Rejected::Origin => "origin",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct PerRole {
+    open: AtomicI64,
+    opened: AtomicU64,
+    messages_in: AtomicU64,
+    bad_messages: AtomicU64,
+    slow_dropped: AtomicU64,
+    dead_peers: AtomicU64,
+}
+
+/// Process-wide counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    roles: [PerRole; 3],
+    rejected: [AtomicU64; 3],
+    telephony_events: AtomicU64,
+    telephony_duplicates: AtomicU64,
+    telephony_stale: AtomicU64,
+    telephony_notices: AtomicU64,
+}
+
+impl Metrics {
+    fn role(&self, role: Role) -> &PerRole {
+        &self.roles[role.index()]
+    }
+
+    /// A socket of `role` opened.
+    pub fn socket_opened(&self, role: Role) {
+        self.role(role).open.fetch_add(1, Ordering::Relaxed);
+        self.role(role).opened.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A socket of `role` closed.
+    pub fn socket_closed(&self, role: Role) {
+        self.role(role).open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Open sockets of `role`.
+    pub fn open_sockets(&self, role: Role) -> i64 {
+        self.role(role).open.load(Ordering::Relaxed)
+    }
+
+    /// A client message arrived on a socket of `role`.
+    pub fn message_in(&self, role: Role) {
+        self.role(role).messages_in.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client message was answered with `bad_message`.
+    pub fn bad_message(&self, role: Role) {
+        self.role(role).bad_messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A socket was closed with 4008.
+    pub fn slow_dropped(&self, role: Role) {
+        self.role(role).slow_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A socket missed its pong deadline.
+    pub fn dead_peer(&self, role: Role) {
+        self.role(role).dead_peers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An upgrade or request was refused.
+    pub fn rejected(&self, cause: Rejected) {
+        let i = match cause {
+            Rejected::Unauthorized => 0,
+            Rejected::WrongRole => 1,
+            Rejected::Origin => 2,
+        };
+        self.rejected[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A telephony event was processed (`duplicate` / `stale` as answered).
+    pub fn telephony_event(&self, duplicate: bool, stale: bool) {
+        self.telephony_events.fetch_add(1, Ordering::Relaxed);
+        if duplicate {
+            self.telephony_duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+        if stale {
+            self.telephony_stale.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A notification went out to the telephony sockets.
+    pub fn telephony_notice(&self) {
+        self.telephony_notices.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Renders the process counters (the caller appends the computed gauges).
+    pub fn render(&self, out: &mut String) {
+        let g = |out: &mut String, name: &str, help: &str, kind: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        g(
+            out,
+            "presence_hub_connections",
+            "Open sockets by role.",
+            "gauge",
+        );
+        for r in Role::ALL {
+            let _ = writeln!(
+                out,
+                "presence_hub_connections{{role=\"{}\"}} {}",
+                r.as_str(),
+                self.open_sockets(r)
+            );
+        }
+        let per_role: [(&str, &str, fn(&PerRole) -> &AtomicU64); 5] = [
+            (
+                "presence_hub_connections_opened_total",
+                "Sockets opened by role.",
+                |p| &p.opened,
+            ),
+            (
+                "presence_hub_messages_in_total",
+                "Client messages received by role.",
+                |p| &p.messages_in,
+            ),
+            (
+                "presence_hub_bad_messages_total",
+                "Client messages answered with bad_message.",
+                |p| &p.bad_messages,
+            ),
+            (
+                "presence_hub_slow_consumers_dropped_total",
+                "Sockets closed with 4008 for falling behind.",
+                |p| &p.slow_dropped,
+            ),
+            (
+                "presence_hub_dead_peers_total",
+                "Sockets closed for missing the pong deadline.",
+                |p| &p.dead_peers,
+            ),
+        ];
+        for (name, help, field) in per_role {
+            g(out, name, help, "counter");
+            for r in Role::ALL {
+                let _ = writeln!(
+                    out,
+                    "{name}{{role=\"{}\"}} {}",
+                    r.as_str(),
+                    field(self.role(r)).load(Ordering::Relaxed)
+                );
+            }
+        }
+        g(
+            out,
+            "presence_hub_rejected_total",
+            "Requests and upgrades refused before any state, by cause.",
+            "counter",
+        );
+        for (i, c) in Rejected::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "presence_hub_rejected_total{{cause=\"{}\"}} {}",
+                c.as_str(),
+                self.rejected[i].load(Ordering::Relaxed)
+            );
+        }
+        for (name, help, v) in [
+            (
+                "presence_hub_telephony_events_total",
+                "Telephony events processed.",
+                &self.telephony_events,
+            ),
+            (
+                "presence_hub_telephony_duplicates_total",
+                "Telephony events answered as duplicates.",
+                &self.telephony_duplicates,
+            ),
+            (
+                "presence_hub_telephony_stale_total",
+                "Telephony events answered as stale.",
+                &self.telephony_stale,
+            ),
+            (
+                "presence_hub_telephony_notifications_total",
+                "Notifications sent to telephony adapters.",
+                &self.telephony_notices,
+            ),
+        ] {
+            g(out, name, help, "counter");
+            let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+        }
+    }
+}

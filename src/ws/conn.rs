@@ -1,0 +1,186 @@
+//! The loop every socket runs: write what its [`Outbox`] holds (several frames per flush),
+//! read client frames and hand them to the role's session, ping on a timer and drop peers
+//! that stop answering, and close with the right code on logout, slow consumption,
+//! oversized messages or shutdown.
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use futures::SinkExt;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite;
+
+use super::outbox::{Outbound, OutboxReceiver, CLOSE_SLOW_CONSUMER};
+use super::session::{Flow, Session};
+use crate::hub::HubCore;
+use crate::metrics::Role;
+use crate::protocol::{bad_message_reply, BadMessage};
+
+/// Close codes of the protocol.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Message larger than the configured maximum.
+pub const CLOSE_TOO_BIG: u16 = 1009;
+
+/// Frames written before a flush is forced, so one busy socket cannot hog its task.
+const MAX_BATCH: usize = 128;
+/// How long a closing socket may take to accept its close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// We close with this code.
+    Close(u16, &'static str),
+    /// The peer closed, vanished or broke the protocol; nothing more to send.
+    Gone,
+}
+
+/// Runs one socket until it closes.
+pub async fn drive(
+    mut ws: WebSocket,
+    mut rx: OutboxReceiver,
+    session: &mut Session,
+    core: &HubCore,
+    role: Role,
+) -> Exit {
+    let ping_interval = core.settings.ping_interval;
+    let pong_timeout = core.settings.pong_timeout;
+    let close_signal = rx.close_signal();
+    let mut next_ping = Instant::now() + ping_interval;
+    let mut pong_due: Option<Instant> = None;
+    let exit = loop {
+        let tick = pong_due.unwrap_or(next_ping);
+        tokio::select! {
+            biased;
+            () = core.shutdown.cancelled() => break Exit::Close(CLOSE_GOING_AWAY, "hub shutting down"),
+            code = close_signal.requested() => break close_exit(code, core, role),
+            item = rx.recv() => {
+                let Some(item) = item else { break Exit::Gone };
+                let written = tokio::select! {
+                    biased;
+                    () = core.shutdown.cancelled() => break Exit::Close(CLOSE_GOING_AWAY, "hub shutting down"),
+                    code = close_signal.requested() => break close_exit(code, core, role),
+                    r = write_batch(&mut ws, item, &mut rx) => r,
+                };
+                match written {
+                    Ok(None) => {}
+                    Ok(Some(exit)) => break exit,
+                    Err(_) => break Exit::Gone,
+                }
+            }
+            msg = ws.recv() => {
+                // Any frame from the peer proves it is alive.
+                pong_due = None;
+                next_ping = Instant::now() + ping_interval;
+                match msg {
+                    None => break Exit::Gone,
+                    Some(Err(e)) => break read_error_exit(e),
+                    Some(Ok(Message::Text(text))) => {
+                        core.metrics.message_in(role);
+                        if let Flow::Close(code, reason) = session.on_text(text.as_str()).await {
+                            break Exit::Close(code, reason);
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        core.metrics.message_in(role);
+                        session.reject(&BadMessage {
+                            reply_ref: None,
+                            message: "binary frames are not supported; send JSON text frames".into(),
+                        });
+                    }
+                    Some(Ok(Message::Ping(_))) => {
+                        // tungstenite queued the pong; push it out now.
+                        if ws.flush().await.is_err() {
+                            break Exit::Gone;
+                        }
+                    }
+                    Some(Ok(Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) => break Exit::Gone,
+                }
+            }
+            () = tokio::time::sleep_until(tick) => {
+                if pong_due.is_some() {
+                    core.metrics.dead_peer(role);
+                    break Exit::Gone;
+                }
+                let now = Instant::now();
+                pong_due = Some(now + pong_timeout);
+                next_ping = now + ping_interval;
+                let sent = tokio::time::timeout(pong_timeout, ws.send(Message::Ping(Bytes::new()))).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    core.metrics.dead_peer(role);
+                    break Exit::Gone;
+                }
+            }
+        }
+    };
+    if let Exit::Close(code, reason) = exit {
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        }));
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(frame)).await;
+    }
+    exit
+}
+
+fn close_exit(code: u16, core: &HubCore, role: Role) -> Exit {
+    if code == CLOSE_SLOW_CONSUMER {
+        core.metrics.slow_dropped(role);
+        Exit::Close(code, "slow consumer")
+    } else {
+        Exit::Close(code, "closed by the hub")
+    }
+}
+
+fn read_error_exit(e: axum::Error) -> Exit {
+    let too_big = e
+        .into_inner()
+        .downcast_ref::<tungstenite::Error>()
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)));
+    if too_big {
+        Exit::Close(CLOSE_TOO_BIG, "message too big")
+    } else {
+        Exit::Gone
+    }
+}
+
+/// Writes `first` and whatever else is ready (up to [`MAX_BATCH`]), then flushes once.
+/// Returns the exit when a queued `Close` was reached.
+async fn write_batch(
+    ws: &mut WebSocket,
+    first: Outbound,
+    rx: &mut OutboxReceiver,
+) -> Result<Option<Exit>, axum::Error> {
+    let mut item = Some(first);
+    let mut written = 0;
+    while let Some(current) = item.take() {
+        match current {
+            Outbound::Frame(frame) => ws.feed(Message::Text(frame)).await?,
+            Outbound::Frames(frames) => {
+                for frame in frames {
+                    ws.feed(Message::Text(frame)).await?;
+                }
+            }
+            Outbound::Snapshot(reply) => {
+                ws.feed(Message::Text(Utf8Bytes::from(reply.render())))
+                    .await?
+            }
+            Outbound::Close(code, reason) => {
+                ws.flush().await?;
+                return Ok(Some(Exit::Close(code, reason)));
+            }
+        }
+        written += 1;
+        if written < MAX_BATCH {
+            item = rx.try_recv();
+        }
+    }
+    ws.flush().await?;
+    Ok(None)
+}
+
+/// Queues the `bad_message` reply for an undecodable frame.
+pub fn bad_message_frame(bad: &BadMessage) -> Utf8Bytes {
+    Utf8Bytes::from(bad_message_reply(bad))
+}

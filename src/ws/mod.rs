@@ -1,0 +1,13 @@
+//! The three WebSocket surfaces (`/ws/agent`, `/ws/admin`, `/ws/telephony`): the shared
+//! socket loop, the per-socket queue, and one session type per role.
+
+pub mod conn;
+pub mod outbox;
+pub mod session;
+
+mod admin;
+mod agent;
+pub(crate) mod reply;
+mod telephony;
+
+pub use session::{serve, Session};

@@ -1,0 +1,298 @@
+//! Test harness: starts the real hub on 127.0.0.1:0 and speaks its protocol over real
+//! sockets with tokio-tungstenite and reqwest.
+#![allow(dead_code)]
+
+use futures::{SinkExt, StreamExt};
+use presence_hub::Settings;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+/// Generous safety net so a broken test fails instead of hanging (not a timing assertion).
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub struct TestHub {
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<Result<(), presence_hub::RunError>>,
+}
+
+/// Settings for tests: defaults, with pings far away unless a test wants them.
+pub fn settings() -> Settings {
+    Settings {
+        ping_interval: Duration::from_secs(3600),
+        ..Settings::default()
+    }
+}
+
+impl TestHub {
+    pub async fn start() -> TestHub {
+        TestHub::with(settings()).await
+    }
+
+    pub async fn with(settings: Settings) -> TestHub {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, handle) = presence_hub::spawn(listener, settings);
+        TestHub { addr, stop, handle }
+    }
+
+    pub fn ws_url(&self, path_and_query: &str) -> String {
+        format!("ws://{}{}", self.addr, path_and_query)
+    }
+
+    pub fn http_url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    /// Connects an agent tab (dev mode) and returns it with its `hello`.
+    pub async fn agent(&self, id: &str) -> (Client, Value) {
+        let mut c = Client::connect(&self.ws_url(&format!("/ws/agent?agent_id={id}"))).await;
+        let hello = c.recv().await;
+        assert_eq!(hello["type"], "hello", "first frame is hello: {hello}");
+        (c, hello)
+    }
+
+    /// Connects an admin (dev mode), reads `hello`, subscribes to everything.
+    pub async fn admin(&self, id: &str) -> (Client, Value) {
+        let mut c = Client::connect(&self.ws_url(&format!("/ws/admin?admin_id={id}"))).await;
+        let hello = c.recv().await;
+        assert_eq!(hello["type"], "hello", "first frame is hello: {hello}");
+        let snapshot = c.request(json!({"type": "subscribe"})).await;
+        assert_eq!(snapshot["type"], "ok", "{snapshot}");
+        (c, snapshot)
+    }
+
+    /// Connects a telephony adapter (dev mode) and reads its `hello`.
+    pub async fn telephony(&self) -> Client {
+        let mut c = Client::connect(&self.ws_url("/ws/telephony?adapter=test")).await;
+        let hello = c.recv().await;
+        assert_eq!(hello["type"], "hello", "first frame is hello: {hello}");
+        c
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = reqwest::get(self.http_url(path)).await.expect("http get");
+        let status = resp.status().as_u16();
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let resp = reqwest::Client::new()
+            .post(self.http_url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("http post");
+        let status = resp.status().as_u16();
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// The hub's view of one agent.
+    pub async fn agent_state(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/api/v1/agents/{id}")).await;
+        assert_eq!(status, 200, "agent {id} exists");
+        body
+    }
+
+    /// Stops the hub (as SIGTERM would) and waits for it.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(PATIENCE, self.handle).await;
+    }
+
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client that keeps frames it skipped while waiting for a reply.
+pub struct Client {
+    pub ws: Ws,
+    pending: VecDeque<Value>,
+    next_ref: u64,
+}
+
+/// How a socket ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    Code(u16),
+    NoFrame,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url.into_client_request().expect("url"))
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        Client {
+            ws,
+            pending: VecDeque::new(),
+            next_ref: 1,
+        }
+    }
+
+    pub fn from_ws(ws: Ws) -> Client {
+        Client {
+            ws,
+            pending: VecDeque::new(),
+            next_ref: 1,
+        }
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws
+            .send(Message::text(v.to_string()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_raw(&mut self, msg: Message) {
+        self.ws.send(msg).await.expect("send");
+    }
+
+    /// The next JSON text frame (pings are answered by tungstenite while reading).
+    pub async fn recv(&mut self) -> Value {
+        if let Some(v) = self.pending.pop_front() {
+            return v;
+        }
+        self.recv_wire().await
+    }
+
+    async fn recv_wire(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame")
+                .expect("socket ended")
+                .expect("socket error");
+            match msg {
+                Message::Text(t) => {
+                    return serde_json::from_str(t.as_str()).expect("frame is JSON");
+                }
+                Message::Close(f) => panic!("socket closed unexpectedly: {f:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Skips frames until one of `ty` arrives (the skipped ones are dropped).
+    pub async fn recv_type(&mut self, ty: &str) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v["type"] == ty {
+                return v;
+            }
+        }
+    }
+
+    /// Sends `v` with a fresh `ref` and returns the reply with that ref; other frames that
+    /// arrive meanwhile stay queued for `recv`.
+    pub async fn request(&mut self, mut v: Value) -> Value {
+        let r = self.next_ref;
+        self.next_ref += 1;
+        v["ref"] = json!(r);
+        self.send(v).await;
+        let mut skipped = Vec::new();
+        let reply = loop {
+            let frame = match self.pending.pop_front() {
+                Some(f) => f,
+                None => self.recv_wire().await,
+            };
+            if frame["ref"] == json!(r) {
+                break frame;
+            }
+            skipped.push(frame);
+        };
+        for f in skipped.into_iter().rev() {
+            self.pending.push_front(f);
+        }
+        reply
+    }
+
+    /// The next `agent` update.
+    pub async fn update(&mut self) -> Value {
+        self.recv_type("agent").await
+    }
+
+    /// Reads until the socket closes; returns the close code.
+    pub async fn closed(&mut self) -> Closed {
+        loop {
+            let next = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("timed out waiting for close");
+            match next {
+                Some(Ok(Message::Close(Some(f)))) => return Closed::Code(u16::from(f.code)),
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return Closed::NoFrame,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Reads until close, returning the frames seen before it and the close code.
+    pub async fn drain_until_closed(&mut self) -> (Vec<Value>, Closed) {
+        let mut frames: Vec<Value> = self.pending.drain(..).collect();
+        loop {
+            let next = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("timed out waiting for close");
+            match next {
+                Some(Ok(Message::Text(t))) => {
+                    frames.push(serde_json::from_str(t.as_str()).expect("json"))
+                }
+                Some(Ok(Message::Close(Some(f)))) => {
+                    return (frames, Closed::Code(u16::from(f.code)))
+                }
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => {
+                    return (frames, Closed::NoFrame)
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Asserts no frame arrives for `d` (a ping round-trip proves the socket is live and
+    /// that nothing was queued before the pong).
+    pub async fn expect_quiet(&mut self) {
+        assert!(
+            self.pending.is_empty(),
+            "unexpected queued frames: {:?}",
+            self.pending
+        );
+        let r = self.next_ref;
+        self.next_ref += 1;
+        self.send(json!({"type": "ping", "ref": r})).await;
+        let v = self.recv_wire().await;
+        assert_eq!(
+            v["type"], "pong",
+            "expected nothing before the pong, got {v}"
+        );
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// `CloseCode` as a number.
+pub fn code(c: CloseCode) -> u16 {
+    u16::from(c)
+}
+
+/// A telephony event with a fresh event id.
+pub fn event(kind: &str, call_id: &str, agent_id: &str) -> Value {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    json!({"type": kind, "event_id": format!("ev-{n}"), "call_id": call_id, "agent_id": agent_id})
+}
