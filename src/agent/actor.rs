@@ -55,18 +55,20 @@ impl AgentActor {
     }
 
     pub(super) async fn run(mut self) {
-        // A state restored with a timer already due (or a fresh change) is handled at once.
         loop {
             let timer = next_deadline(&self.state)
                 .map(|(at, which)| (self.core.clock.instant_at(at), which));
+            // Biased, timer first: a deadline that has passed (a ring that expired while
+            // the hub was down, or while this actor was busy) is applied before any request.
             tokio::select! {
+                biased;
+                which = sleep_until(timer) => {
+                    let _ = self.apply(which.input(), None);
+                }
                 cmd = self.receiver.recv() => match cmd {
                     Some(cmd) => self.handle(cmd),
                     None => break,
                 },
-                which = sleep_until(timer) => {
-                    let _ = self.apply(which.input(), None);
-                }
             }
         }
     }

@@ -255,19 +255,18 @@ fn step(
     effects: &mut Vec<Effect>,
 ) -> Result<Step, Rejection> {
     use Status::*;
-    let manual_now = s.status.as_manual().is_some();
     let reason = match input {
         Input::SocketOpened => match s.session {
+            Session::Grace { until } if until <= now => {
+                // Row 21 then row 1: the grace ran out before this socket came (the grace
+                // timer has not been fed yet, or the state was restored after a restart), so
+                // this is not a reconnect: the agent is logged out, then logs in again.
+                logout(s, Reason::Disconnected, effects);
+                login(s);
+                Some(Reason::Login)
+            }
             Session::LoggedOut => {
-                // Rows 1 and 1b: logging in puts you offline.
-                if manual_now {
-                    set_manual(s, ManualStatus::Offline, None);
-                } else {
-                    s.manual_status = ManualStatus::Offline;
-                    s.note = None;
-                }
-                s.connections = 1;
-                s.session = Session::Connected;
+                login(s);
                 Some(Reason::Login)
             }
             Session::Connected | Session::Grace { .. } => {
@@ -475,6 +474,18 @@ fn step(
         },
     };
     Ok(Step::Reason(reason))
+}
+
+/// Rows 1 and 1b: the first socket opens; logging in puts you offline.
+fn login(s: &mut AgentState) {
+    if s.status.as_manual().is_some() {
+        set_manual(s, ManualStatus::Offline, None);
+    } else {
+        s.manual_status = ManualStatus::Offline;
+        s.note = None;
+    }
+    s.connections = 1;
+    s.session = Session::Connected;
 }
 
 /// Row 9: the ringing call connects.

@@ -188,11 +188,18 @@ fn step(s: &mut AgentState, input: Input, now: Millis, p: &Policy) -> Result<Out
             let current = before.version;
             assert_eq!(result, Err(Rejection::Conflict { current }));
         }
-        (Input::SetStatus { status, .. }, Ok(_)) => {
+        (Input::SetStatus { status, by, .. }, Ok(outcome)) => {
             let m = status
                 .as_manual()
                 .expect("only manual statuses are accepted");
             assert_eq!(s.manual_status, m);
+            if matches!(outcome, Outcome::Changed(_)) {
+                let reason = match by {
+                    Actor::Agent => Reason::Manual,
+                    Actor::Admin => Reason::Admin,
+                };
+                assert_eq!(s.reason, Some(reason));
+            }
         }
         (Input::SetStatus { status, .. }, Err(e)) => {
             assert!(status.as_manual().is_none());
@@ -228,6 +235,19 @@ fn step(s: &mut AgentState, input: Input, now: Millis, p: &Policy) -> Result<Out
         (Input::SocketOpened, Ok(_)) => {
             assert_eq!(s.session, Session::Connected);
             assert_eq!(s.connections, before.connections + 1);
+            let login = match before.session {
+                Session::LoggedOut => true,
+                Session::Grace { until } => until <= now, // grace ran out: not a reconnect
+                Session::Connected => false,
+            };
+            if login {
+                assert_eq!(
+                    (s.reason, s.manual_status),
+                    (Some(Reason::Login), ManualStatus::Offline)
+                );
+            } else {
+                assert_eq!(s.reason, before.reason, "a reconnect keeps the reason");
+            }
         }
         (Input::EndWrapUp, r) => assert_eq!(r.is_ok(), before.status == Status::WrapUp),
         _ => {}

@@ -150,6 +150,18 @@ fn events_for_recently_ended_calls_are_stale() {
     // Only that call: another one still rings.
     changed(&mut s, offer("c2"), T5, &P);
     assert_eq!(s.status, Ringing);
+    // During wrap-up the call is still set but over: late answered/outbound are stale.
+    let mut s = wrap_up();
+    stale(&mut s, answered("c1"), T6, &PW);
+    stale(&mut s, outbound("c1"), T6, &PW);
+    // The memory is bounded: the oldest of more than EndedCalls::CAPACITY calls is forgotten.
+    let mut s = manual(Available, None);
+    for i in 0..=EndedCalls::CAPACITY {
+        changed(&mut s, offer(&format!("x{i}")), T3, &P);
+        changed(&mut s, cancel(&format!("x{i}")), T3, &P);
+    }
+    changed(&mut s, offer("x0"), T4, &P);
+    stale(&mut s, offer("x1"), T4, &P);
 }
 
 #[test]

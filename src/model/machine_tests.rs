@@ -682,6 +682,30 @@ fn row_22_reconnect_within_grace_keeps_everything() {
 }
 
 #[test]
+fn row_22_a_socket_after_the_grace_deadline_is_a_login() {
+    // The grace timer has not been fed yet (or the state was restored after a restart):
+    // the agent is logged out as in row 21, then logs in as in row 1.
+    let mut s = manual(Busy, Some("lunch"));
+    changed(&mut s, Input::SocketClosed, T3, &P);
+    let mut want = s.clone();
+    let fx = vec![gone(Reason::Disconnected)];
+    emits(&mut s, Input::SocketOpened, T3 + GRACE_MS, &P, fx);
+    moved(&mut want, Offline, Reason::Login, T3 + GRACE_MS);
+    (want.manual_status, want.note) = (M::Offline, None);
+    (want.connections, want.session) = (1, Session::Connected);
+    assert_eq!(s, want);
+    // While ringing, the ring ends as a decline by logout.
+    let mut s = ringing();
+    changed(&mut s, Input::SocketClosed, T4, &P);
+    let fx = vec![declined("c1", true), gone(Reason::Disconnected)];
+    emits(&mut s, Input::SocketOpened, T4 + GRACE_MS + 1, &P, fx);
+    assert_eq!(
+        (s.status, s.reason, s.call),
+        (Offline, Some(Reason::Login), None)
+    );
+}
+
+#[test]
 fn row_23_call_actions_in_the_wrong_state_or_for_another_call() {
     for mut s in [manual(Available, None), on_call(), wrap_up()] {
         rejects(&mut s, accept("c1"), T6, &PW, Rejection::InvalidState);
