@@ -5,6 +5,7 @@
 // Env:
 //   HUB_BIN     hub binary (default target/debug/presence-hub, relative to the repo root)
 //   HUB_MOCK=1  use tests/browser/mock-hub.mjs instead (for working on the pages only)
+//   HUB_WEB_DIR serve the pages from this directory (e.g. web-demo) instead of the built-in copy
 //   CHROMIUM    browser binary (default /usr/bin/chromium); nothing is ever downloaded
 //   SHOTS_DIR   where screenshots go (default docs/screenshots)
 //   HEADFUL=1   show the browser (needs a display)
@@ -53,12 +54,16 @@ function hubEnv() {
   const env = { ...process.env };
   for (const k of Object.keys(env)) if (/SECRET|JWT|TOKEN/i.test(k)) delete env[k];
   env.RUST_LOG = env.RUST_LOG || 'info';
+  env.NO_COLOR = '1';
   return env;
 }
 
 async function startHub(port) {
   if (!hubLog) hubLog = createWriteStream(hubLogPath, { flags: 'a' });
   const hubArgs = ['--listen', `127.0.0.1:${port}`, '--wrap-up-secs', String(WRAP_UP_SECS)];
+  // By default the pages built into the binary are tested; HUB_WEB_DIR=web-demo serves the
+  // working copy instead (handy while editing the pages without rebuilding the hub).
+  if (process.env.HUB_WEB_DIR && !useMock) hubArgs.push('--web-dir', path.resolve(repoRoot, process.env.HUB_WEB_DIR));
   const [cmd, args] = useMock ? [process.execPath, [path.join(here, 'mock-hub.mjs'), ...hubArgs]] : [hubBin, hubArgs];
   for (let attempt = 1; ; attempt++) {
     hubLog.write(`\n--- starting ${cmd} ${args.join(' ')} (attempt ${attempt})\n`);
@@ -105,11 +110,19 @@ async function stopHub(signal = 'SIGTERM') {
 }
 
 function hubLogTail(lines = 40) {
+  let all;
   try {
-    return readFileSync(hubLogPath, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+    all = readFileSync(hubLogPath, 'utf8').trimEnd().split('\n');
   } catch {
     return '(no hub log)';
   }
+  // Panics first (their backtraces would push everything else out of the tail).
+  const panics = [];
+  all.forEach((l, i) => {
+    if (/panicked at/.test(l)) panics.push(`HUB PANIC: ${l.trim()} ${all[i + 1]?.trim() ?? ''}`);
+  });
+  const tail = all.filter((l) => !/^\s+(\d+: |at )/.test(l)).slice(-lines);
+  return [...panics, ...tail].join('\n');
 }
 
 // ----------------------------------------------------------------------------- helpers
@@ -129,7 +142,7 @@ async function step(name, fn) {
 }
 
 /** Waits until an attribute of the first element matching `sel` equals `want`. */
-async function expectAttr(page, sel, attr, want, what, timeout = T) {
+let expectAttr = async function (page, sel, attr, want, what, timeout = T) {
   try {
     await page.waitForFunction(
       ([s, a, w]) => {
@@ -147,7 +160,7 @@ async function expectAttr(page, sel, attr, want, what, timeout = T) {
   }
 }
 
-async function expectVisible(page, sel, what, visible = true, timeout = T) {
+let expectVisible = async function (page, sel, what, visible = true, timeout = T) {
   try {
     await page.locator(sel).first().waitFor({ state: visible ? 'visible' : 'hidden', timeout });
   } catch {
@@ -155,7 +168,7 @@ async function expectVisible(page, sel, what, visible = true, timeout = T) {
   }
 }
 
-async function expectText(page, sel, re, what, timeout = T) {
+let expectText = async function (page, sel, re, what, timeout = T) {
   try {
     await page.waitForFunction(
       ([s, src, flags]) => {
@@ -171,13 +184,36 @@ async function expectText(page, sel, re, what, timeout = T) {
   }
 }
 
-async function expectCount(page, sel, n, what, timeout = T) {
+let expectCount = async function (page, sel, n, what, timeout = T) {
   try {
     await page.waitForFunction(([s, k]) => document.querySelectorAll(s).length >= k, [sel, n], { timeout, polling: 100 });
   } catch {
     const got = await page.evaluate((s) => document.querySelectorAll(s).length, sel).catch(() => -1);
     throw new AssertionFailure(`${what}: expected at least ${n} of ${sel}, found ${got}`);
   }
+}
+
+// VERBOSE=1 prints every check with its duration.
+if (process.env.VERBOSE === '1') {
+  const wrap = (fn, name) =>
+    async function (...a) {
+      const t0 = Date.now();
+      try {
+        return await fn(...a);
+      } finally {
+        log(`      · ${name} ${a.slice(1, -1).join(' ')} ${Date.now() - t0} ms`);
+      }
+    };
+  expectAttr = wrap(expectAttr, 'attr');
+  expectVisible = wrap(expectVisible, 'visible');
+  expectText = wrap(expectText, 'text');
+  expectCount = wrap(expectCount, 'count');
+}
+
+/** Clicks like a user would: the page comes to the front first (background tabs render at ~1 fps). */
+async function click(page, sel) {
+  await page.bringToFront();
+  await page.click(sel);
 }
 
 const agentStatus = (page, status, what, timeout = T) =>
@@ -188,6 +224,8 @@ const connected = (page, what, timeout = T) => expectAttr(page, '[data-testid="c
 
 async function shot(page, name) {
   mkdirSync(shotsDir, { recursive: true });
+  await page.bringToFront();
+  await page.waitForTimeout(250); // let a background tab render its latest state
   await page.screenshot({ path: path.join(shotsDir, name) });
   log(`      screenshot ${path.relative(repoRoot, path.join(shotsDir, name))}`);
 }
@@ -243,7 +281,7 @@ async function scenario(browser, base, port) {
   });
 
   await step('A sets available: both tabs and the wallboard follow', async () => {
-    await tab1.click('[data-testid="status-btn-available"]');
+    await click(tab1, '[data-testid="status-btn-available"]');
     await agentStatus(tab1, 'available', 'tab 1 available');
     await agentStatus(tab2, 'available', 'tab 2 available (multi-tab sync)');
     await expectAttr(tab2, '[data-testid="status-btn-available"]', 'aria-pressed', 'true', 'picker shows current status');
@@ -261,7 +299,7 @@ async function scenario(browser, base, port) {
       const p = await open(`agent ${id}`, `/agent.html?agent_id=${id}`);
       await connected(p, `${id} connection`);
       if (note) await p.fill('[data-testid="status-note"]', note);
-      await p.click(`[data-testid="status-btn-${status}"]`);
+      await click(p, `[data-testid="status-btn-${status}"]`);
       await agentStatus(p, status, `${id} ${status}`);
       await wallStatus(wall, id, status, `wallboard shows ${id} ${status}`);
     }
@@ -273,7 +311,7 @@ async function scenario(browser, base, port) {
     sim = await open('simulator', '/telephony.html');
     await connected(sim, 'simulator connection');
     await sim.fill('[data-testid="sim-ring-group"]', '');
-    await sim.click('[data-testid="sim-pick"]');
+    await click(sim, '[data-testid="sim-pick"]');
     try {
       await sim.waitForFunction(() => document.querySelector('[data-testid="sim-agent-id"]').value !== '', null, { timeout: T });
     } catch {
@@ -288,7 +326,7 @@ async function scenario(browser, base, port) {
     await sim.fill('[data-testid="sim-agent-id"]', A);
     await sim.fill('[data-testid="sim-ring-group"]', 'support');
     await sim.fill('[data-testid="sim-from"]', '+15551234567');
-    await sim.click('[data-testid="sim-offer"]');
+    await click(sim, '[data-testid="sim-offer"]');
     await expectCount(sim, '#sim-log li[data-kind="reply"][data-reply-to="call_offered"][data-outcome="ok"]', 1, 'hub accepted the offer');
     callId = await sim.inputValue('[data-testid="sim-call-id"]');
     for (const [p, n] of [
@@ -306,7 +344,7 @@ async function scenario(browser, base, port) {
   });
 
   await step('Connect on tab 2: on_call on both tabs and the wallboard', async () => {
-    await tab2.click('[data-testid="btn-connect"]');
+    await click(tab2, '[data-testid="btn-connect"]');
     await agentStatus(tab1, 'on_call', 'tab 1 on call');
     await agentStatus(tab2, 'on_call', 'tab 2 on call');
     await expectVisible(tab1, '[data-testid="oncall-card"]', 'tab 1 on-call card');
@@ -315,10 +353,13 @@ async function scenario(browser, base, port) {
     await expectCount(sim, `#sim-log li[data-kind="notification"][data-type="call_accepted"][data-call-id="${callId}"]`, 1, 'adapter got call_accepted');
     await expectText(tab1, '[data-testid="call-duration"]', /^0:0[1-9]$/, 'call duration ticks', 5000);
     await shot(tab1, 'agent-on-call.png');
+    await wall.bringToFront();
+    await expectText(wall, `.wb-row[data-agent-id="${A}"] [data-testid="wb-call"]`, /\+15551234567/, 'wallboard shows the current call');
+    await shot(wall, 'wallboard.png');
   });
 
   await step(`simulator ends the call: wrap-up (${WRAP_UP_SECS} s), then available`, async () => {
-    await sim.click('[data-testid="sim-end"]');
+    await click(sim, '[data-testid="sim-end"]');
     await agentStatus(tab1, 'wrap_up', 'tab 1 wrap-up');
     await agentStatus(tab2, 'wrap_up', 'tab 2 wrap-up');
     await expectVisible(tab2, '[data-testid="wrapup-card"]', 'wrap-up card');
@@ -330,11 +371,11 @@ async function scenario(browser, base, port) {
   });
 
   await step('a second call, declined: busy', async () => {
-    await sim.click('[data-testid="sim-offer"]');
+    await click(sim, '[data-testid="sim-offer"]');
     await agentStatus(tab1, 'ringing', 'tab 1 ringing again');
     await agentStatus(tab2, 'ringing', 'tab 2 ringing again');
     const call2 = await sim.inputValue('[data-testid="sim-call-id"]');
-    await tab1.click('[data-testid="btn-decline"]');
+    await click(tab1, '[data-testid="btn-decline"]');
     await agentStatus(tab1, 'busy', 'tab 1 busy after decline');
     await agentStatus(tab2, 'busy', 'tab 2 busy after decline');
     await wallStatus(wall, A, 'busy', 'wallboard busy after decline');
@@ -349,26 +390,27 @@ async function scenario(browser, base, port) {
       .first()
       .textContent();
     if (!/"reason":"declined"/.test(declined)) throw new AssertionFailure(`call_declined should carry reason "declined": ${declined}`);
+    await shot(sim, 'telephony.png');
   });
 
   await step('an offer to a busy agent is refused (not_available)', async () => {
-    await sim.click('[data-testid="sim-offer"]');
+    await click(sim, '[data-testid="sim-offer"]');
     await expectCount(sim, '#sim-log li[data-kind="reply"][data-reply-to="call_offered"][data-outcome="rejected"]', 1, 'offer to busy agent rejected');
     await agentStatus(tab1, 'busy', 'still busy');
   });
 
   await step('outbound call; on break picked during it is queued; Done ends wrap-up', async () => {
-    await sim.click('[data-testid="sim-outbound"]');
+    await click(sim, '[data-testid="sim-outbound"]');
     await agentStatus(tab1, 'on_call', 'outbound call on tab 1');
     await expectText(tab1, '[data-testid="call-direction"]', /Outbound/, 'outbound direction shown');
     await tab1.fill('[data-testid="status-note"]', 'lunch');
-    await tab1.click('[data-testid="status-btn-on_break"]');
+    await click(tab1, '[data-testid="status-btn-on_break"]');
     await expectVisible(tab2, '[data-testid="queued-status"]', 'queued status shown on tab 2');
     await expectAttr(tab2, '[data-testid="queued-status"]', 'data-status', 'on_break', 'queued on_break');
     await agentStatus(tab2, 'on_call', 'still on call while queued');
-    await sim.click('[data-testid="sim-end"]');
+    await click(sim, '[data-testid="sim-end"]');
     await agentStatus(tab2, 'wrap_up', 'wrap-up after outbound');
-    await tab2.click('[data-testid="btn-done"]');
+    await click(tab2, '[data-testid="btn-done"]');
     await agentStatus(tab1, 'on_break', 'Done returns to the queued status');
     await agentStatus(tab2, 'on_break', 'tab 2 on break');
     await wallStatus(wall, A, 'on_break', 'wallboard on break');
@@ -383,19 +425,45 @@ async function scenario(browser, base, port) {
   });
 
   await step('supervisor sets A available from the wallboard', async () => {
-    await wall.click(`.wb-row[data-agent-id="${A}"] [data-testid="wb-manage"]`);
+    await click(wall, `.wb-row[data-agent-id="${A}"] [data-testid="wb-manage"]`);
     await expectVisible(wall, '[data-testid="admin-dialog"]', 'admin dialog opens');
-    await wall.click('[data-testid="admin-set-available"]');
+    await click(wall, '[data-testid="admin-set-available"]');
     await agentStatus(tab1, 'available', 'admin set status reaches tab 1');
     await agentStatus(tab2, 'available', 'admin set status reaches tab 2');
     await wallStatus(wall, A, 'available', 'wallboard available after admin action');
     await expectVisible(wall, '[data-testid="admin-dialog"]', 'dialog closes', false);
   });
 
-  await step('screenshots of the wallboard and the simulator', async () => {
-    await wall.waitForTimeout(300);
-    await shot(wall, 'wallboard.png');
-    await shot(sim, 'telephony.png');
+  await step('wallboard connection drop: resume replays what it missed (recovered, no resync)', async () => {
+    const sync = async () =>
+      wall.evaluate(() => {
+        const d = document.querySelector('[data-testid="wb-sync"]').dataset;
+        return { resyncs: Number(d.resyncs), recoveries: Number(d.recoveries) };
+      });
+    const before = await sync();
+    // Cut the wallboard's socket, and change A while it is away.
+    await wall.evaluate(() => window.presenceDemo.socket.simulateDrop());
+    await click(tab1, '[data-testid="status-btn-busy"]');
+    await agentStatus(tab1, 'busy', 'A busy during the wallboard gap');
+    await connected(wall, 'wallboard reconnects after the drop');
+    try {
+      await wall.waitForFunction((n) => Number(document.querySelector('[data-testid="wb-sync"]').dataset.recoveries) > n, before.recoveries, {
+        timeout: T,
+      });
+    } catch {
+      throw new AssertionFailure(`resume after a drop should answer recovered:true (sync state before ${JSON.stringify(before)}, now ${JSON.stringify(await sync())})`);
+    }
+    await wallStatus(wall, A, 'busy', 'wallboard caught up with the change made during the gap');
+    const after = await sync();
+    if (after.resyncs !== before.resyncs) throw new AssertionFailure(`a recovered resume must not take a new snapshot: ${JSON.stringify(after)}`);
+    // Live events keep flowing after the resume.
+    await click(tab1, '[data-testid="status-btn-available"]');
+    await agentStatus(tab2, 'available', 'A available again');
+    await wallStatus(wall, A, 'available', 'wallboard gets live events after the resume');
+    await click(tab1, '[data-testid="status-btn-busy"]');
+    await wallStatus(wall, A, 'busy', 'wallboard still live');
+    await click(tab1, '[data-testid="status-btn-available"]');
+    await wallStatus(wall, A, 'available', 'wallboard still live (2)');
   });
 
   await step('hub restart: the wallboard reconnects and resyncs (new epoch)', async () => {
@@ -432,14 +500,14 @@ async function scenario(browser, base, port) {
   });
 
   await step('logout: both tabs show "Logged out" and stay logged out', async () => {
-    await tab1.click('[data-testid="btn-logout"]');
+    await click(tab1, '[data-testid="btn-logout"]');
     await expectVisible(tab1, '[data-testid="logged-out"]', 'tab 1 logged out');
     await expectVisible(tab2, '[data-testid="logged-out"]', 'tab 2 logged out (other tab)');
     await wallStatus(wall, A, 'offline', 'wallboard offline after logout');
     await sleep(2500); // no automatic reconnect (that would log the agent in again)
     await expectVisible(tab2, '[data-testid="logged-out"]', 'tab 2 still logged out');
     await expectText(wall, `.wb-row[data-agent-id="${A}"] [data-testid="wb-conn"]`, /—/, 'no tabs connected after logout');
-    await tab2.click('[data-testid="btn-login-again"]');
+    await click(tab2, '[data-testid="btn-login-again"]');
     await connected(tab2, 'log in again');
     await agentStatus(tab2, 'offline', 'offline after logging in again');
   });
@@ -506,10 +574,15 @@ const cleanup = async () => {
   await stopHub().catch(() => {});
   hubLog?.end();
 };
-process.on('SIGINT', async () => {
-  await cleanup();
-  process.exit(130);
-});
+for (const [sig, code] of [
+  ['SIGINT', 130],
+  ['SIGTERM', 143],
+]) {
+  process.on(sig, async () => {
+    await cleanup();
+    process.exit(code);
+  });
+}
 
 try {
   await main();
