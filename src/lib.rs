@@ -15,6 +15,7 @@ pub mod hub;
 pub mod metrics;
 pub mod model;
 pub mod protocol;
+pub mod store;
 pub mod ws;
 
 use std::future::Future;
