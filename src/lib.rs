@@ -18,6 +18,7 @@ pub mod protocol;
 pub mod store;
 pub mod ws;
 
+use axum::serve::ListenerExt;
 use std::future::Future;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +60,14 @@ pub async fn run(
         trigger.cancel();
     });
     info!(%addr, epoch = %hub.core.epoch(), "presence-hub listening");
+    // Small frames (one agent update) must go out at once: without TCP_NODELAY, Nagle holds
+    // a frame written while the previous one is unacknowledged until the peer's delayed ACK
+    // (~40 ms on Linux), far beyond the latency target.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     let serve = axum::serve(listener, app).with_graceful_shutdown(token.clone().cancelled_owned());
     let result = serve.await;
     info!("shutting down: closing sockets");

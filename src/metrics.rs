@@ -60,6 +60,9 @@ impl Rejected {
     }
 }
 
+/// Picks one counter of a role (for rendering).
+type RoleCounter = fn(&PerRole) -> &AtomicU64;
+
 #[derive(Debug, Default)]
 struct PerRole {
     open: AtomicI64,
@@ -167,7 +170,7 @@ impl Metrics {
                 self.open_sockets(r)
             );
         }
-        let per_role: [(&str, &str, fn(&PerRole) -> &AtomicU64); 5] = [
+        let per_role: [(&str, &str, RoleCounter); 5] = [
             (
                 "presence_hub_connections_opened_total",
                 "Sockets opened by role.",

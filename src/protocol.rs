@@ -21,6 +21,7 @@ pub const MAX_RING_TIMEOUT_MS: u64 = 3_600_000;
 #[serde(untagged)]
 pub enum Ref {
     Int(i64),
+    UInt(u64),
     Str(String),
 }
 
@@ -29,6 +30,7 @@ impl Ref {
     pub fn to_json(&self) -> String {
         match self {
             Ref::Int(n) => n.to_string(),
+            Ref::UInt(n) => n.to_string(),
             Ref::Str(s) => json_string(s),
         }
     }
@@ -74,6 +76,14 @@ pub struct BadMessage {
 impl Request {
     /// Decodes one text frame.
     pub fn decode(text: &str) -> Result<Request, BadMessage> {
+        // serde would also fill a struct from a JSON array, field by field: only objects
+        // are messages.
+        if !text.trim_start().starts_with('{') {
+            return Err(BadMessage {
+                reply_ref: None,
+                message: "not a JSON object".to_string(),
+            });
+        }
         match serde_json::from_str::<Request>(text) {
             Ok(req) => Ok(req),
             Err(e) => {
@@ -281,6 +291,9 @@ mod tests {
         assert_eq!(e.reply_ref, None);
         assert_eq!(e.message, "not a JSON object");
         assert!(Request::decode("[1,2]").is_err());
+        assert!(Request::decode(r#"["ping",5]"#).is_err(), "arrays are not messages");
+        let big = Request::decode(r#"{"type":"ping","ref":18446744073709551615}"#).expect("u64 ref");
+        assert_eq!(big.reply_ref, Some(Ref::UInt(u64::MAX)));
         assert!(Request::decode(r#"{"ref":1}"#).is_err(), "type is required");
     }
 

@@ -42,9 +42,10 @@ struct ListQuery {
     ring_group: Option<String>,
 }
 
+/// The parsed query, or the 400 answer (boxed: a `Response` is large).
 fn list_query(
     params: &HashMap<String, String>,
-) -> Result<(ListQuery, Filter, Option<Status>), Response> {
+) -> Result<(ListQuery, Filter, Option<Status>), Box<Response>> {
     let q = ListQuery {
         team: params.get("team").cloned(),
         status: params.get("status").cloned(),
@@ -52,12 +53,12 @@ fn list_query(
     };
     let teams = match &q.team {
         Some(t) => Some(vec![
-            TeamId::parse(t).map_err(|_| bad_request("invalid team"))?
+            TeamId::parse(t).map_err(|_| Box::new(bad_request("invalid team")))?
         ]),
         None => None,
     };
     let status = match &q.status {
-        Some(s) => Some(Status::parse(s).ok_or_else(|| bad_request("unknown status"))?),
+        Some(s) => Some(Status::parse(s).ok_or_else(|| Box::new(bad_request("unknown status")))?),
         None => None,
     };
     Ok((q, Filter::new(teams, None), status))
@@ -74,7 +75,7 @@ pub async fn agents(
     }
     let (_, filter, status) = match list_query(&params) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (seq, mut list) = hub.core.fanout.snapshot(&filter);
     if let Some(status) = status {
@@ -124,7 +125,7 @@ pub async fn available(
     }
     let (q, filter, _) = match list_query(&params) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (seq, mut list) = hub.core.fanout.snapshot(&filter);
     list.retain(|p| p.status == Status::Available);
@@ -153,7 +154,7 @@ pub async fn summary(
     }
     let (_, filter, _) = match list_query(&params) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (seq, list) = hub.core.fanout.snapshot(&filter);
     let now = hub.core.clock.now_ms();

@@ -114,10 +114,13 @@ fn from_token(
     query: &HashMap<String, String>,
     roles: &[Role],
 ) -> Result<Identity, AuthError> {
+    // The auth scheme is case-insensitive (RFC 7235): adapters send "bearer" too.
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     let token = query
         .get("token")
         .map(String::as_str)

@@ -4,7 +4,7 @@
 use axum::extract::ws::Utf8Bytes;
 use std::sync::Arc;
 
-use super::agent::set_status_input;
+use super::agent::{set_status_input, StatusInputError};
 use super::outbox::Outbox;
 use super::reply::{answer_applied, error, ok, pong, unavailable};
 use super::session::Flow;
@@ -103,7 +103,8 @@ impl AdminSession {
                 };
                 match set_status_input(&req, Actor::Admin) {
                     Ok(input) => return Some(Action::Apply(req, agent_id, input)),
-                    Err(reply) => self.send(reply),
+                    Err(StatusInputError::Bad(bad)) => self.bad(&bad),
+                    Err(StatusInputError::Reply(reply)) => self.send(reply),
                 }
             }
             "logout_agent" => match req.require_agent_id() {

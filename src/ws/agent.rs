@@ -10,7 +10,7 @@ use crate::agent::{AgentHandle, Profile, TabId};
 use crate::http::auth::Identity;
 use crate::hub::Hub;
 use crate::model::{Actor, AgentId, Input, Reason, Status};
-use crate::protocol::{ErrorCode, Request};
+use crate::protocol::{BadMessage, ErrorCode, Request};
 
 use super::reply::{answer_applied, error, pong};
 
@@ -52,7 +52,8 @@ impl AgentSession {
         let input = match req.kind.as_str() {
             "set_status" => match set_status_input(&req, Actor::Agent) {
                 Ok(input) => input,
-                Err(reply) => return self.send(reply),
+                Err(StatusInputError::Bad(bad)) => return self.bad(&bad),
+                Err(StatusInputError::Reply(reply)) => return self.send(reply),
             },
             "accept_call" => match req.require_call_id() {
                 Ok(call_id) => Input::AcceptCall { call_id },
@@ -109,23 +110,29 @@ impl AgentSession {
     }
 }
 
-/// Decodes `set_status` / `set_agent_status` into a machine input, or the error reply.
-pub(super) fn set_status_input(req: &Request, by: Actor) -> Result<Input, Option<String>> {
+/// Why a `set_status` / `set_agent_status` could not become a machine input.
+pub(super) enum StatusInputError {
+    /// Missing or malformed field: answered with `bad_message` (and counted as one).
+    Bad(BadMessage),
+    /// A well-formed request the model refuses (`invalid_status`): this reply.
+    Reply(Option<String>),
+}
+
+/// Decodes `set_status` / `set_agent_status` into a machine input.
+pub(super) fn set_status_input(req: &Request, by: Actor) -> Result<Input, StatusInputError> {
     let Some(name) = req.status.as_deref() else {
-        return Err(Some(crate::protocol::bad_message_reply(
-            &req.bad(format!("{} needs status", req.kind)),
-        )));
+        return Err(StatusInputError::Bad(
+            req.bad(format!("{} needs status", req.kind)),
+        ));
     };
     let Some(status) = Status::parse(name) else {
-        return Err(error(
+        return Err(StatusInputError::Reply(error(
             req,
             ErrorCode::InvalidStatus,
             &format!("unknown status {name:?}: use offline, available, busy or on_break"),
-        ));
+        )));
     };
-    let note = req
-        .checked_note()
-        .map_err(|bad| Some(crate::protocol::bad_message_reply(&bad)))?;
+    let note = req.checked_note().map_err(StatusInputError::Bad)?;
     Ok(Input::SetStatus {
         status,
         note,

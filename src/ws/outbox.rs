@@ -166,7 +166,16 @@ impl Outbox {
         if self.is_closing() {
             return Err(Overflow);
         }
+        // The writer subtracts every `Frame` it takes from `queued`, so a frame queued here
+        // is added too (without the bound check); otherwise the counter would wrap below
+        // zero and the socket's next bounded push would look like an overflow (4008).
+        let counted = match &item {
+            Outbound::Frame(f) => f.len(),
+            _ => 0,
+        };
+        self.shared.queued.fetch_add(counted, Ordering::Relaxed);
         self.tx.try_send(item).map_err(|_| {
+            self.shared.queued.fetch_sub(counted, Ordering::Relaxed);
             self.close(CLOSE_SLOW_CONSUMER);
             Overflow
         })
