@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# Benchmark of presence-hub against the performance table of the targets.
+#
+#   bench/run.sh            small size: fits a 2-core machine in a few minutes (default)
+#   bench/run.sh --full     the target sizes (100k agents, 500 admins, longer runs)
+#   bench/run.sh --smoke    tiny size for CI (see bench/smoke.sh): completion, order, no loss
+#
+# Options: --no-build (use the binaries already built), --debug (debug binaries),
+#          --only NAME[,NAME..] (run only these scenarios, e.g. --only fanout-50,snapshot),
+#          --out FILE (results JSON; default bench/results.json, smoke: target/bench-smoke/results.json),
+#          --no-chart (skip bench/latency.svg).
+#
+# Builds the hub and the load generator, then for each scenario starts a fresh hub (release
+# binary, loopback, dev mode, `ulimit -n` raised) on a free port, runs `loadgen` against it,
+# stops the hub, and keeps the `RESULT {json}` line. Writes the results JSON, a summary table
+# against the targets (bench/summary.md) and the latency chart (bench/latency.svg).
+# Exits non-zero when any scenario failed its checks (loss, disorder, failed logins, leaks).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+SIZE=small
+BUILD=1
+PROFILE=release
+ONLY=""
+OUT=""
+CHART=1
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --full) SIZE=full ;;
+    --small) SIZE=small ;;
+    --smoke) SIZE=smoke ;;
+    --no-build) BUILD=0 ;;
+    --debug) PROFILE=debug ;;
+    --only) ONLY="$2"; shift ;;
+    --out) OUT="$2"; shift ;;
+    --no-chart) CHART=0 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if [[ -z "$OUT" ]]; then
+  if [[ "$SIZE" == smoke ]]; then OUT="$ROOT/target/bench-smoke/results.json"; else OUT="$ROOT/bench/results.json"; fi
+fi
+LOGDIR="$ROOT/target/bench-logs/$SIZE"
+mkdir -p "$LOGDIR" "$(dirname "$OUT")"
+JSONL="$LOGDIR/results.jsonl"
+: >"$JSONL"
+
+# File descriptors: as many as this shell may have (the hub and the loadgen inherit it).
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE="$(ulimit -n)"
+
+if [[ "$BUILD" == 1 ]]; then
+  if [[ "$PROFILE" == release ]]; then
+    cargo build --release -p presence-hub -p presence-loadgen
+  else
+    cargo build -p presence-hub -p presence-loadgen
+  fi
+fi
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+HUB="$TARGET_DIR/$PROFILE/presence-hub"
+LOADGEN="$TARGET_DIR/$PROFILE/loadgen"
+for bin in "$HUB" "$LOADGEN"; do
+  [[ -x "$bin" ]] || { echo "missing binary $bin (build it or drop --no-build)" >&2; exit 2; }
+done
+
+HUB_PID=""
+PORT=""
+stop_hub() {
+  if [[ -n "$HUB_PID" ]] && kill -0 "$HUB_PID" 2>/dev/null; then
+    kill -TERM "$HUB_PID" 2>/dev/null || true
+    for _ in $(seq 1 150); do
+      kill -0 "$HUB_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$HUB_PID" 2>/dev/null || true
+    wait "$HUB_PID" 2>/dev/null || true
+  fi
+  HUB_PID=""
+}
+trap stop_hub EXIT INT TERM
+
+# start_hub NAME [hub flags...]: a fresh hub on a free loopback port.
+start_hub() {
+  local name="$1"; shift
+  PORT="$("$LOADGEN" free-port)"
+  (
+    ulimit -n "$NOFILE" 2>/dev/null || true
+    RUST_LOG="${HUB_LOG:-warn}" exec "$HUB" --listen "127.0.0.1:$PORT" "$@"
+  ) >"$LOGDIR/hub-$name.log" 2>&1 &
+  HUB_PID=$!
+  "$LOADGEN" --addr "127.0.0.1:$PORT" wait-ready --timeout 30 >/dev/null
+}
+
+FAILED=()
+# scenario NAME "HUB FLAGS" LOADGEN ARGS...: runs one scenario on a fresh hub.
+scenario() {
+  local name="$1" hub_flags="$2"; shift 2
+  if [[ -n "$ONLY" && ",$ONLY," != *",$name,"* ]]; then return 0; fi
+  echo
+  echo "######## $name: loadgen $*"
+  # shellcheck disable=SC2086
+  start_hub "$name" $hub_flags
+  local rc
+  set +e
+  "$LOADGEN" --addr "127.0.0.1:$PORT" --hub-pid "$HUB_PID" "$@" 2>&1 | tee "$LOGDIR/$name.log"
+  rc="${PIPESTATUS[0]}"
+  set -e
+  stop_hub
+  local line
+  line="$(grep '^RESULT ' "$LOGDIR/$name.log" | tail -n 1 | sed 's/^RESULT //' || true)"
+  if [[ -z "$line" ]]; then
+    line='null'
+    echo "$name: no RESULT line (exit $rc); see $LOGDIR/$name.log and $LOGDIR/hub-$name.log" >&2
+  fi
+  printf '{"name":"%s","exit":%s,"args":"%s","hub_flags":"%s","result":%s}\n' \
+    "$name" "$rc" "$*" "$hub_flags" "$line" >>"$JSONL"
+  if [[ "$rc" != 0 ]]; then FAILED+=("$name (exit $rc)"); fi
+}
+
+case "$SIZE" in
+  smoke)
+    CONN=100; FO_AGENTS=50; FO_TEL=10; FO_SECS=3; FO_ADMINS_A=5; FO_ADMINS_B=20
+    SWEEP_ADMINS=5; SWEEP_RATES=""; SWEEP_SECS=2
+    TEL_AGENTS=50; TEL_EVENTS=3000; TEL_RATE=1000; TEL_RATE_EVENTS=2000
+    CHURN_AGENTS=20; CHURN_CYCLES=3; SNAP_AGENTS=200; SNAP_REPEAT=2; SETTLE=0.5
+    ;;
+  small)
+    CONN=5000; FO_AGENTS=4000; FO_TEL=400; FO_SECS=8; FO_ADMINS_A=50; FO_ADMINS_B=500
+    SWEEP_ADMINS=500; SWEEP_RATES="25000 50000 100000 200000"; SWEEP_SECS=6
+    TEL_AGENTS=5000; TEL_EVENTS=100000; TEL_RATE=50000; TEL_RATE_EVENTS=250000
+    CHURN_AGENTS=1000; CHURN_CYCLES=10; SNAP_AGENTS=10000; SNAP_REPEAT=5; SETTLE=2
+    ;;
+  full)
+    CONN=100000; FO_AGENTS=10000; FO_TEL=1000; FO_SECS=30; FO_ADMINS_A=50; FO_ADMINS_B=500
+    SWEEP_ADMINS=500; SWEEP_RATES="25000 50000 100000 200000 400000 600000"; SWEEP_SECS=20
+    TEL_AGENTS=10000; TEL_EVENTS=1000000; TEL_RATE=50000; TEL_RATE_EVENTS=1000000
+    CHURN_AGENTS=10000; CHURN_CYCLES=10; SNAP_AGENTS=10000; SNAP_REPEAT=20; SETTLE=3
+    ;;
+esac
+
+if (( CONN + 200 > NOFILE )); then
+  echo "note: RLIMIT_NOFILE is $NOFILE here: the connections scenario is capped below $CONN sockets" >&2
+fi
+
+START_TIME="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+SECONDS=0
+
+scenario connections "" \
+  connections --agents "$CONN" --settle "$SETTLE"
+scenario fanout-$FO_ADMINS_A "" \
+  fanout --agents "$FO_AGENTS" --admins "$FO_ADMINS_A" --rate 0 --duration "$FO_SECS" --telephony-agents "$FO_TEL"
+scenario fanout-$FO_ADMINS_B "" \
+  fanout --agents "$FO_AGENTS" --admins "$FO_ADMINS_B" --rate 0 --duration "$FO_SECS" --telephony-agents "$FO_TEL"
+for rate in $SWEEP_RATES; do
+  scenario "sweep-$rate" "" \
+    fanout --agents "$FO_AGENTS" --admins "$SWEEP_ADMINS" --rate "$rate" --duration "$SWEEP_SECS" --telephony-agents "$FO_TEL"
+done
+scenario telephony-max "" \
+  telephony --adapters 1 --agents "$TEL_AGENTS" --events "$TEL_EVENTS"
+scenario telephony-rate "" \
+  telephony --adapters 1 --agents "$TEL_AGENTS" --events "$TEL_RATE_EVENTS" --rate "$TEL_RATE"
+# A small resume history, full after the warm-up, so that its (bounded, by design) growth
+# does not read as leaked memory.
+scenario churn "--history-size 1000" \
+  churn --agents "$CHURN_AGENTS" --cycles "$CHURN_CYCLES" --settle "$SETTLE"
+scenario snapshot "--disconnect-grace-secs 86400" \
+  snapshot --agents "$SNAP_AGENTS" --repeat "$SNAP_REPEAT"
+
+FAILED_LIST="$(printf '%s\n' "${FAILED[@]+"${FAILED[@]}"}")"
+python3 - "$JSONL" "$OUT" "$SIZE" "$START_TIME" "$SECONDS" "$PROFILE" "$NOFILE" "$FAILED_LIST" <<'PY'
+import json, os, platform, subprocess, sys
+jsonl, out, size, started, secs, profile, nofile, failed = sys.argv[1:9]
+runs = [json.loads(l) for l in open(jsonl) if l.strip()]
+def read(path):
+    try:
+        return open(path).read()
+    except OSError:
+        return ""
+cpu_model = next((l.split(":", 1)[1].strip() for l in read("/proc/cpuinfo").splitlines()
+                  if l.startswith("model name")), platform.processor())
+mem_kib = next((int(l.split()[1]) for l in read("/proc/meminfo").splitlines()
+                if l.startswith("MemTotal:")), None)
+try:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, check=False).stdout.strip() or None
+    dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True,
+                                text=True, check=False).stdout.strip())
+except OSError:
+    commit, dirty = None, None
+doc = {
+    "size": size,
+    "command": "bench/run.sh" + ("" if size == "small" else f" --{size}"),
+    "profile": profile,
+    "started_at": started,
+    "duration_secs": int(secs),
+    "git_commit": commit,
+    "git_dirty": dirty,
+    "machine": {
+        "nproc": os.cpu_count(),
+        "mem_total_gib": round(mem_kib / 1048576, 1) if mem_kib else None,
+        "cpu_model": cpu_model,
+        "kernel": platform.release(),
+        "rlimit_nofile": int(nofile),
+    },
+    "failed": [f for f in failed.splitlines() if f],
+    "runs": runs,
+}
+with open(out, "w") as f:
+    json.dump(doc, f, indent=1)
+    f.write("\n")
+print(f"\nresults: {out}")
+PY
+
+if [[ "$SIZE" != smoke ]]; then
+  python3 "$ROOT/bench/report.py" "$OUT" | tee "$ROOT/bench/summary.md"
+  if [[ "$CHART" == 1 ]]; then
+    python3 "$ROOT/bench/chart.py" "$OUT" "$ROOT/bench/latency.svg"
+  fi
+fi
+
+echo
+echo "ran for ${SECONDS}s; logs in $LOGDIR"
+if [[ ${#FAILED[@]} -gt 0 ]]; then
+  echo "FAILED: ${FAILED[*]}" >&2
+  exit 1
+fi
+echo "all scenarios passed their checks"
