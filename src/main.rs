@@ -15,11 +15,24 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let settings = cli.settings().context("invalid configuration")?;
-    let listener = tokio::net::TcpListener::bind(cli.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", cli.listen))?;
+    let listener =
+        bind(cli.listen).with_context(|| format!("cannot listen on {}", cli.listen))?;
     presence_hub::run(listener, settings, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Binds with a deep accept backlog: a login burst must not overflow the kernel's accept
+/// queue (the default of 128 sends clients into 1 s SYN retries).
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    const BACKLOG: u32 = 4096;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// Resolves on SIGINT or SIGTERM.
