@@ -153,6 +153,24 @@ def rows(doc):
         "compare bytes/connection and CPU per delivery between the small and --full runs",
         "see the two runs",
     ))
+    dc, da = runs.get("durability-commit"), runs.get("durability-async")
+    if dc or da:
+        def p(run, q):
+            return fig(run, "ack_latency", f"{q}_ms")
+        added = [None if p(dc, q) is None or p(da, q) is None else p(dc, q) - p(da, q)
+                 for q in ("p50", "p99")]
+        out.append((
+            "durable write path: status changes acknowledged after the commit vs at once",
+            "(no target) changes/s with --durability commit and async; added ack latency",
+            f"commit: {num(fig(dc, 'changes_per_sec'))}/s, ack p50 {num(p(dc, 'p50'), '{:.2f}')} / "
+            f"p99 {num(p(dc, 'p99'), '{:.2f}')} ms, {num(fig(dc, 'writes_per_commit'), '{:.0f}')} "
+            f"writes per commit; async: {num(fig(da, 'changes_per_sec'))}/s, ack p50 "
+            f"{num(p(da, 'p50'), '{:.2f}')} / p99 {num(p(da, 'p99'), '{:.2f}')} ms; added by the "
+            f"commit: p50 {num(added[0], '{:+.2f}')} / p99 {num(added[1], '{:+.2f}')} ms "
+            f"({num(param(dc or da, 'agents'))} agents)",
+            "measured" if dc and da and dc.get("exit") == 0 and da.get("exit") == 0
+            else status(None if not (dc and da) else False, True, dc),
+        ))
     la = fig(churn, "leaked_agent_actors")
     lc = fig(churn, "leaked_agent_connections")
     growth = fig(churn, "hub_rss_growth_kib")

@@ -85,13 +85,16 @@ stop_hub() {
 }
 trap stop_hub EXIT INT TERM
 
-# start_hub NAME [hub flags...]: a fresh hub on a free loopback port.
+# start_hub NAME [hub flags...]: a fresh hub on a free loopback port, on a fresh database
+# file (the default durability, commit, unless the flags say otherwise).
 start_hub() {
   local name="$1"; shift
   PORT="$("$LOADGEN" free-port)"
+  local db="$LOGDIR/hub-$name.db"
+  rm -f "$db" "$db-wal" "$db-shm"
   (
     ulimit -n "$NOFILE" 2>/dev/null || true
-    RUST_LOG="${HUB_LOG:-warn}" exec "$HUB" --listen "127.0.0.1:$PORT" "$@"
+    RUST_LOG="${HUB_LOG:-warn}" exec "$HUB" --listen "127.0.0.1:$PORT" --database "$db" "$@"
   ) >"$LOGDIR/hub-$name.log" 2>&1 &
   HUB_PID=$!
   "$LOADGEN" --addr "127.0.0.1:$PORT" wait-ready --timeout 30 >/dev/null
@@ -129,18 +132,21 @@ case "$SIZE" in
     SWEEP_ADMINS=5; SWEEP_RATES=""; SWEEP_SECS=2
     TEL_AGENTS=50; TEL_EVENTS=3000; TEL_RATE=1000; TEL_RATE_EVENTS=2000
     CHURN_AGENTS=20; CHURN_CYCLES=3; SNAP_AGENTS=200; SNAP_REPEAT=2; SETTLE=0.5
+    DUR_AGENTS=20; DUR_SECS=1
     ;;
   small)
     CONN=5000; FO_AGENTS=4000; FO_TEL=400; FO_SECS=8; FO_ADMINS_A=50; FO_ADMINS_B=500
     SWEEP_ADMINS=500; SWEEP_RATES="25000 50000 100000 200000"; SWEEP_SECS=6
     TEL_AGENTS=5000; TEL_EVENTS=100000; TEL_RATE=50000; TEL_RATE_EVENTS=250000
     CHURN_AGENTS=1000; CHURN_CYCLES=10; SNAP_AGENTS=10000; SNAP_REPEAT=5; SETTLE=2
+    DUR_AGENTS=500; DUR_SECS=6
     ;;
   full)
     CONN=100000; FO_AGENTS=10000; FO_TEL=1000; FO_SECS=30; FO_ADMINS_A=50; FO_ADMINS_B=500
     SWEEP_ADMINS=500; SWEEP_RATES="25000 50000 100000 200000 400000 600000"; SWEEP_SECS=20
     TEL_AGENTS=10000; TEL_EVENTS=1000000; TEL_RATE=50000; TEL_RATE_EVENTS=1000000
     CHURN_AGENTS=10000; CHURN_CYCLES=10; SNAP_AGENTS=10000; SNAP_REPEAT=20; SETTLE=3
+    DUR_AGENTS=5000; DUR_SECS=20
     ;;
 esac
 
@@ -171,6 +177,12 @@ scenario churn "--history-size 1000" \
   churn --agents "$CHURN_AGENTS" --cycles "$CHURN_CYCLES" --settle "$SETTLE"
 scenario snapshot "--disconnect-grace-secs 86400" \
   snapshot --agents "$SNAP_AGENTS" --repeat "$SNAP_REPEAT"
+# The durable store's write path: every agent loops set_status -> wait for ok, with the ack
+# after the commit (fsync) and then at once. No per-socket rate limit: it measures the hub.
+for mode in commit async; do
+  scenario "durability-$mode" "--durability $mode --agent-rate 0" \
+    durability --agents "$DUR_AGENTS" --duration "$DUR_SECS" --label "$mode"
+done
 
 FAILED_LIST="$(printf '%s\n' "${FAILED[@]+"${FAILED[@]}"}")"
 python3 - "$JSONL" "$OUT" "$SIZE" "$START_TIME" "$SECONDS" "$PROFILE" "$NOFILE" "$FAILED_LIST" <<'PY'

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::directory::{Directory, DirectoryError};
+use crate::store::Durability;
 
 /// Command line of the `presence-hub` binary. Every flag also reads an environment variable.
 #[derive(Debug, Clone, Parser)]
@@ -22,6 +23,10 @@ pub struct Cli {
     /// HS256 secret for JWTs. Without it the hub runs in dev mode (loopback only).
     #[arg(long, env = "PRESENCE_HUB_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// The previous HS256 secret, still accepted for verification while tokens signed with
+    /// it are in circulation (secret rotation; see SECURITY.md).
+    #[arg(long, env = "PRESENCE_HUB_JWT_SECRET_PREVIOUS", hide_env_values = true)]
+    pub jwt_secret_previous: Option<String>,
     /// Allowed browser origins, comma separated (exact match). Empty: same origin only.
     #[arg(long, env = "PRESENCE_HUB_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
@@ -68,15 +73,124 @@ pub struct Cli {
     /// Largest accepted WebSocket message, in bytes; bigger ones close the socket with 1009.
     #[arg(long, env = "PRESENCE_HUB_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub max_message_bytes: usize,
+    /// Largest accepted WebSocket frame, in bytes: checked on the frame header, before any
+    /// of its payload is read or buffered (close 1009).
+    #[arg(long, env = "PRESENCE_HUB_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
+    /// Read chunk of each socket, in bytes (tungstenite's default is 128 KiB).
+    #[arg(long, env = "PRESENCE_HUB_READ_BUFFER_BYTES", default_value_t = 4096)]
+    pub read_buffer_bytes: usize,
+    /// Bytes gathered per socket before they are written to the network.
+    #[arg(long, env = "PRESENCE_HUB_WRITE_BUFFER_BYTES", default_value_t = 8192)]
+    pub write_buffer_bytes: usize,
+    /// Hard cap of one socket's write buffer: the largest single frame the hub can send
+    /// (an admin snapshot is ~250 bytes per agent). See SECURITY.md.
+    #[arg(long, env = "PRESENCE_HUB_MAX_WRITE_BUFFER_BYTES", default_value_t = 64 << 20)]
+    pub max_write_buffer_bytes: usize,
+    /// Time a client has to send its complete HTTP request head (the WebSocket upgrade
+    /// included); slower connections are closed (slowloris).
+    #[arg(
+        long,
+        env = "PRESENCE_HUB_HANDSHAKE_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub handshake_timeout_secs: u64,
+    /// Open TCP connections at most (sockets and HTTP); beyond it the hub answers 503.
+    #[arg(long, env = "PRESENCE_HUB_MAX_CONNECTIONS", default_value_t = 200_000)]
+    pub max_connections: usize,
+    /// Messages per second one agent socket may send (token bucket; 0 = no limit).
+    #[arg(long, env = "PRESENCE_HUB_AGENT_RATE", default_value_t = 20)]
+    pub agent_rate: u32,
+    /// Burst of one agent socket (bucket size).
+    #[arg(long, env = "PRESENCE_HUB_AGENT_BURST", default_value_t = 40)]
+    pub agent_burst: u32,
+    /// Messages per second one admin socket may send (0 = no limit).
+    #[arg(long, env = "PRESENCE_HUB_ADMIN_RATE", default_value_t = 50)]
+    pub admin_rate: u32,
+    /// Burst of one admin socket.
+    #[arg(long, env = "PRESENCE_HUB_ADMIN_BURST", default_value_t = 100)]
+    pub admin_burst: u32,
+    /// Messages per second one telephony socket may send (0 = no limit).
+    #[arg(long, env = "PRESENCE_HUB_TELEPHONY_RATE", default_value_t = 200_000)]
+    pub telephony_rate: u32,
+    /// Burst of one telephony socket.
+    #[arg(long, env = "PRESENCE_HUB_TELEPHONY_BURST", default_value_t = 200_000)]
+    pub telephony_burst: u32,
+    /// Requests per second to `POST /api/v1/telephony/events`, all clients together
+    /// (0 = no limit); beyond it: 429 `rate_limited`.
+    #[arg(
+        long,
+        env = "PRESENCE_HUB_HTTP_TELEPHONY_RATE",
+        default_value_t = 20_000
+    )]
+    pub http_telephony_rate: u32,
+    /// Burst of the HTTP telephony endpoint.
+    #[arg(
+        long,
+        env = "PRESENCE_HUB_HTTP_TELEPHONY_BURST",
+        default_value_t = 40_000
+    )]
+    pub http_telephony_burst: u32,
+    /// Rate-limited messages a socket may send within the window before it is closed
+    /// with 1008.
+    #[arg(long, env = "PRESENCE_HUB_RATE_LIMIT_STRIKES", default_value_t = 50)]
+    pub rate_limit_strikes: u32,
+    /// The window of `--rate-limit-strikes`.
+    #[arg(
+        long,
+        env = "PRESENCE_HUB_RATE_LIMIT_WINDOW_SECS",
+        default_value_t = 10
+    )]
+    pub rate_limit_window_secs: u64,
     /// Serve the web demo from this directory instead of the copy built into the binary.
     #[arg(long, env = "PRESENCE_HUB_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
+    /// The SQLite database holding agent states, history, event ids and the directory
+    /// (`:memory:` keeps nothing after the process ends; for tests).
+    #[arg(long, env = "PRESENCE_HUB_DATABASE", default_value = "presence-hub.db")]
+    pub database: PathBuf,
+    /// When a status change is acknowledged: `commit` (after it is committed to disk) or
+    /// `async` (at once; committed within ~50 ms). See docs/durability.md.
+    #[arg(
+        long,
+        env = "PRESENCE_HUB_DURABILITY",
+        value_enum,
+        default_value_t = DurabilityArg::Commit
+    )]
+    pub durability: DurabilityArg,
+    /// Days of status history kept (older rows are pruned hourly).
+    #[arg(
+        long,
+        env = "PRESENCE_HUB_HISTORY_RETENTION_DAYS",
+        default_value_t = 90
+    )]
+    pub history_retention_days: u64,
+}
+
+/// `--durability` on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DurabilityArg {
+    /// Acknowledge a change after its commit (fsynced): survives kill -9 and power loss.
+    Commit,
+    /// Acknowledge at once; the change is committed within ~50 ms.
+    Async,
+}
+
+impl From<DurabilityArg> for Durability {
+    fn from(d: DurabilityArg) -> Self {
+        match d {
+            DurabilityArg::Commit => Durability::Commit,
+            DurabilityArg::Async => Durability::Async,
+        }
+    }
 }
 
 /// Everything the hub runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub jwt_secret: Option<String>,
+    /// A second secret accepted for verification (rotation); ignored without `jwt_secret`.
+    pub jwt_secret_previous: Option<String>,
     pub allowed_origins: Vec<String>,
     pub ring_timeout: Duration,
     pub wrap_up: Duration,
@@ -96,9 +210,38 @@ pub struct Settings {
     /// Bytes gathered before tungstenite writes to the socket; frames beyond it are flushed
     /// in batches by the socket loop.
     pub write_buffer_bytes: usize,
-    /// Hard cap of tungstenite's write buffer (the outbox bound is the real limit).
+    /// Hard cap of tungstenite's write buffer. The socket loop waits for each flush, so the
+    /// buffer never holds more than `write_buffer_bytes` plus one frame: the cap is the
+    /// largest frame the hub can send (a snapshot), not a per-socket memory budget (that is
+    /// `queue_bytes`).
     pub max_write_buffer_bytes: usize,
+    /// Largest WebSocket frame, checked on its header before the payload is read.
+    pub max_frame_bytes: usize,
+    /// Time to receive a complete HTTP request head (slowloris defence).
+    pub handshake_timeout: Duration,
+    /// Open TCP connections at most; over it: 503 before any upgrade.
+    pub max_connections: usize,
+    /// Per-socket message rate of agent sockets.
+    pub agent_rate: RateLimit,
+    /// Per-socket message rate of admin sockets.
+    pub admin_rate: RateLimit,
+    /// Per-socket message rate of telephony sockets.
+    pub telephony_rate: RateLimit,
+    /// Rate of `POST /api/v1/telephony/events`, all clients together.
+    pub http_telephony_rate: RateLimit,
+    /// Rate-limited messages within `rate_limit_window` after which a socket is closed
+    /// with 1008.
+    pub rate_limit_strikes: u32,
+    pub rate_limit_window: Duration,
     pub web_dir: Option<PathBuf>,
+    /// The SQLite database file; `:memory:` (the default of `Settings`, for tests) keeps
+    /// nothing after the process ends. The binary's default is `presence-hub.db`.
+    pub database: PathBuf,
+    /// When a change is acknowledged (see [`Durability`]). An in-memory database has
+    /// nothing to wait for and always acknowledges at once.
+    pub durability: Durability,
+    /// How long status history is kept.
+    pub history_retention: Duration,
 }
 
 impl Default for Settings {
@@ -121,14 +264,62 @@ impl Default for Settings {
             max_message_bytes: 64 * 1024,
             read_buffer_bytes: 4096,
             write_buffer_bytes: 8192,
-            max_write_buffer_bytes: usize::MAX,
+            max_write_buffer_bytes: 64 << 20,
+            max_frame_bytes: 64 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 200_000,
+            agent_rate: RateLimit::new(20, 40),
+            admin_rate: RateLimit::new(50, 100),
+            telephony_rate: RateLimit::new(200_000, 200_000),
+            http_telephony_rate: RateLimit::new(20_000, 40_000),
+            rate_limit_strikes: 50,
+            rate_limit_window: Duration::from_secs(10),
             web_dir: None,
+            jwt_secret_previous: None,
+            database: PathBuf::from(":memory:"),
+            durability: Durability::Commit,
+            history_retention: Duration::from_secs(90 * 24 * 3600),
         }
+    }
+}
+
+impl Settings {
+    /// The per-socket message rate of `role`.
+    pub fn rate_limit(&self, role: crate::metrics::Role) -> RateLimit {
+        match role {
+            crate::metrics::Role::Agent => self.agent_rate,
+            crate::metrics::Role::Admin => self.admin_rate,
+            crate::metrics::Role::Telephony => self.telephony_rate,
+        }
+    }
+}
+
+/// A token bucket's parameters: `per_sec` tokens flow in each second, up to `burst`.
+/// `per_sec == 0` means no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_sec: u32,
+    pub burst: u32,
+}
+
+impl RateLimit {
+    pub const fn new(per_sec: u32, burst: u32) -> Self {
+        RateLimit { per_sec, burst }
+    }
+
+    /// No limit at all.
+    pub const UNLIMITED: RateLimit = RateLimit::new(0, 0);
+
+    /// True when this limit never refuses anything.
+    pub fn is_unlimited(&self) -> bool {
+        self.per_sec == 0
     }
 }
 
 impl Cli {
     /// Builds the settings, loading the directory file if one is given.
+    // Every field is set today; the update keeps new settings defaulted until they get a flag.
+    #[allow(clippy::needless_update)]
     pub fn settings(&self) -> Result<Settings, DirectoryError> {
         let directory = match &self.directory {
             Some(path) => Directory::load(path)?,
@@ -155,7 +346,31 @@ impl Cli {
             pong_timeout: Duration::from_secs(self.pong_timeout_secs.max(1)),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
             max_message_bytes: self.max_message_bytes.max(1024),
+            max_frame_bytes: self.max_frame_bytes.max(1024),
+            read_buffer_bytes: self.read_buffer_bytes.max(256),
+            write_buffer_bytes: self.write_buffer_bytes,
+            // tungstenite requires the cap to exceed the write buffer.
+            max_write_buffer_bytes: self
+                .max_write_buffer_bytes
+                .max(self.write_buffer_bytes.saturating_add(64 * 1024)),
+            handshake_timeout: Duration::from_secs(self.handshake_timeout_secs.max(1)),
+            max_connections: self.max_connections.max(1),
+            agent_rate: RateLimit::new(self.agent_rate, self.agent_burst.max(1)),
+            admin_rate: RateLimit::new(self.admin_rate, self.admin_burst.max(1)),
+            telephony_rate: RateLimit::new(self.telephony_rate, self.telephony_burst.max(1)),
+            http_telephony_rate: RateLimit::new(
+                self.http_telephony_rate,
+                self.http_telephony_burst.max(1),
+            ),
+            rate_limit_strikes: self.rate_limit_strikes,
+            rate_limit_window: Duration::from_secs(self.rate_limit_window_secs.max(1)),
+            jwt_secret_previous: self.jwt_secret_previous.clone().filter(|s| !s.is_empty()),
             web_dir: self.web_dir.clone(),
+            database: self.database.clone(),
+            durability: self.durability.into(),
+            history_retention: Duration::from_secs(
+                self.history_retention_days.max(1).saturating_mul(24 * 3600),
+            ),
             ..Settings::default()
         })
     }

@@ -15,14 +15,14 @@
 //! members = ["a1"]
 //! ```
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
 
 use crate::model::{AgentId, TeamId};
 
 /// What the directory knows about one agent.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentProfile {
     pub id: AgentId,
@@ -36,7 +36,7 @@ pub struct AgentProfile {
 }
 
 /// A ring group: the calls of one line or queue.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RingGroup {
     pub id: String,

@@ -15,10 +15,10 @@ pub mod hub;
 pub mod metrics;
 pub mod model;
 pub mod protocol;
+pub mod server;
 pub mod store;
 pub mod ws;
 
-use axum::serve::ListenerExt;
 use std::future::Future;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +34,18 @@ pub enum RunError {
     InsecureNoSecret(std::net::SocketAddr),
     #[error("listener error: {0}")]
     Io(#[from] std::io::Error),
+    /// The database cannot be used (corrupt, read-only, locked, too new, ...): the message
+    /// says which file and what to do. Nothing was written to it.
+    #[error("durable store: {0}")]
+    Store(store::StoreError),
+}
+
+// Not `#[from]`: that would also make it the error's source, and the message would be
+// printed twice ("Caused by: ...") when the binary exits with it.
+impl From<store::StoreError> for RunError {
+    fn from(e: store::StoreError) -> Self {
+        RunError::Store(e)
+    }
 }
 
 /// Serves the hub on `listener` until `shutdown` resolves, then closes every socket with
@@ -51,8 +63,13 @@ pub async fn run(
         warn!(%addr, "DEV MODE: no JWT secret configured; ?agent_id=, ?admin_id= and ?adapter= are trusted as identities. Never expose this hub.");
     }
     let shutdown_timeout = settings.shutdown_timeout;
+    // Before anything is served: a database that cannot be used ends the run here, with
+    // nothing written to it.
+    let (store, recovered) = hub::persist::open(&settings).await?;
     let token = CancellationToken::new();
-    let hub = Hub::new(settings, token.clone());
+    let hub = Hub::new(settings, token.clone(), store.clone(), recovered);
+    let prune_stop = token.child_token();
+    let pruner = hub::persist::spawn_pruner(store.clone(), hub.core.clock, prune_stop.clone());
     let app = http::router(hub.clone());
     let trigger = token.clone();
     tokio::spawn(async move {
@@ -60,16 +77,14 @@ pub async fn run(
         trigger.cancel();
     });
     info!(%addr, epoch = %hub.core.epoch(), "presence-hub listening");
-    // Small frames (one agent update) must go out at once: without TCP_NODELAY, Nagle holds
-    // a frame written while the previous one is unacknowledged until the peer's delayed ACK
-    // (~40 ms on Linux), far beyond the latency target.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {e}");
-        }
-    });
-    let serve = axum::serve(listener, app).with_graceful_shutdown(token.clone().cancelled_owned());
-    let result = serve.await;
+    let result = server::serve(
+        listener,
+        app,
+        hub.core.clone(),
+        token.clone(),
+        shutdown_timeout,
+    )
+    .await;
     info!("shutting down: closing sockets");
     hub.stop_agents();
     let tasks = hub.core.tasks.clone();
@@ -84,6 +99,10 @@ pub async fn run(
             "shutdown timeout: some tasks did not finish"
         );
     }
+    // The actors have ended (or the timeout passed): commit what they queued, checkpoint.
+    prune_stop.cancel();
+    let _ = pruner.await;
+    hub::persist::close(store).await;
     info!("stopped");
     result.map_err(RunError::Io)
 }

@@ -15,8 +15,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let settings = cli.settings().context("invalid configuration")?;
-    let listener =
-        bind(cli.listen).with_context(|| format!("cannot listen on {}", cli.listen))?;
+    let listener = bind(cli.listen).with_context(|| format!("cannot listen on {}", cli.listen))?;
     presence_hub::run(listener, settings, shutdown_signal()).await?;
     Ok(())
 }

@@ -36,27 +36,67 @@ impl Role {
     }
 }
 
-/// Why an upgrade or request was refused before any socket state existed.
+/// Why a connection, request, message or socket was refused or closed by a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejected {
+    /// No, bad or expired token: 401 before the upgrade.
     Unauthorized,
+    /// A token of another role for the path: 403.
     WrongRole,
+    /// `Origin` not in the allowlist: 403.
     Origin,
+    /// Over `--max-connections`: 503 before the upgrade.
+    OverCapacity,
+    /// The request head did not arrive within `--handshake-timeout-secs` (slowloris).
+    HandshakeTimeout,
+    /// A message (or HTTP telephony event) over its rate: `rate_limited`.
+    RateLimited,
+    /// A socket closed with 1008 after repeated rate limiting.
+    RateLimitClosed,
+    /// A frame or message over the size limit: close 1009.
+    MessageTooBig,
+    /// A socket over its queue bound: close 4008.
+    SlowConsumer,
+    /// A socket that missed its pong deadline.
+    DeadPeer,
+    /// A socket whose token expired: close 1008.
+    TokenExpired,
 }
 
 impl Rejected {
-    const ALL: [Rejected; 3] = [
+    const ALL: [Rejected; 11] = [
         Rejected::Unauthorized,
         Rejected::WrongRole,
         Rejected::Origin,
+        Rejected::OverCapacity,
+        Rejected::HandshakeTimeout,
+        Rejected::RateLimited,
+        Rejected::RateLimitClosed,
+        Rejected::MessageTooBig,
+        Rejected::SlowConsumer,
+        Rejected::DeadPeer,
+        Rejected::TokenExpired,
     ];
 
-    fn as_str(self) -> &'static str {
+    /// The `cause` label.
+    pub fn as_str(self) -> &'static str {
         match self {
             Rejected::Unauthorized => "unauthorized",
             Rejected::WrongRole => "wrong_role",
             Rejected::Origin => "origin",
+            Rejected::OverCapacity => "over_capacity",
+            Rejected::HandshakeTimeout => "handshake_timeout",
+            Rejected::RateLimited => "rate_limited",
+            Rejected::RateLimitClosed => "rate_limit_closed",
+            Rejected::MessageTooBig => "message_too_big",
+            Rejected::SlowConsumer => "slow_consumer",
+            Rejected::DeadPeer => "dead_peer",
+            Rejected::TokenExpired => "token_expired",
         }
+    }
+
+    fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -77,7 +117,9 @@ struct PerRole {
 #[derive(Debug, Default)]
 pub struct Metrics {
     roles: [PerRole; 3],
-    rejected: [AtomicU64; 3],
+    rejected: [AtomicU64; Rejected::ALL.len()],
+    /// Open TCP connections (HTTP and upgraded sockets), held by the accept loop.
+    tcp_open: AtomicI64,
     telephony_events: AtomicU64,
     telephony_duplicates: AtomicU64,
     telephony_stale: AtomicU64,
@@ -118,21 +160,38 @@ impl Metrics {
     /// A socket was closed with 4008.
     pub fn slow_dropped(&self, role: Role) {
         self.role(role).slow_dropped.fetch_add(1, Ordering::Relaxed);
+        self.rejected(Rejected::SlowConsumer);
     }
 
     /// A socket missed its pong deadline.
     pub fn dead_peer(&self, role: Role) {
         self.role(role).dead_peers.fetch_add(1, Ordering::Relaxed);
+        self.rejected(Rejected::DeadPeer);
     }
 
-    /// An upgrade or request was refused.
+    /// Something was refused or closed by a limit.
     pub fn rejected(&self, cause: Rejected) {
-        let i = match cause {
-            Rejected::Unauthorized => 0,
-            Rejected::WrongRole => 1,
-            Rejected::Origin => 2,
-        };
-        self.rejected[i].fetch_add(1, Ordering::Relaxed);
+        self.rejected[cause.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times `cause` happened.
+    pub fn rejected_count(&self, cause: Rejected) -> u64 {
+        self.rejected[cause.index()].load(Ordering::Relaxed)
+    }
+
+    /// A TCP connection was accepted and holds a connection slot.
+    pub fn tcp_opened(&self) {
+        self.tcp_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A TCP connection (or the socket it was upgraded to) ended.
+    pub fn tcp_closed(&self) {
+        self.tcp_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Open TCP connections holding a slot.
+    pub fn tcp_open(&self) -> i64 {
+        self.tcp_open.load(Ordering::Relaxed)
     }
 
     /// A telephony event was processed (`duplicate` / `stale` as answered).
@@ -211,17 +270,24 @@ impl Metrics {
         g(
             out,
             "presence_hub_rejected_total",
-            "Requests and upgrades refused before any state, by cause.",
+            "Connections, requests, messages and sockets refused or closed by a limit, by cause.",
             "counter",
         );
-        for (i, c) in Rejected::ALL.iter().enumerate() {
+        for c in Rejected::ALL {
             let _ = writeln!(
                 out,
                 "presence_hub_rejected_total{{cause=\"{}\"}} {}",
                 c.as_str(),
-                self.rejected[i].load(Ordering::Relaxed)
+                self.rejected_count(c)
             );
         }
+        g(
+            out,
+            "presence_hub_tcp_connections",
+            "Open TCP connections holding a slot of --max-connections (HTTP and sockets).",
+            "gauge",
+        );
+        let _ = writeln!(out, "presence_hub_tcp_connections {}", self.tcp_open());
         for (name, help, v) in [
             (
                 "presence_hub_telephony_events_total",

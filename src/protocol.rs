@@ -259,6 +259,18 @@ fn push_ref(out: &mut String, reply_ref: Option<&Ref>) {
     }
 }
 
+/// The `ref` of a frame, if it is a JSON object with a valid `ref`: used to answer a frame
+/// that is refused without being handled (`rate_limited`). One pass over the text that
+/// skips every other field; frames are already bounded by the maximum message size.
+pub fn peek_ref(text: &str) -> Option<Ref> {
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    serde_json::from_str::<RefOnly>(text)
+        .ok()
+        .and_then(|r| r.reply_ref)
+}
+
 /// The `bad_message` reply for an undecodable frame.
 pub fn bad_message_reply(bad: &BadMessage) -> String {
     error_reply(
@@ -291,8 +303,12 @@ mod tests {
         assert_eq!(e.reply_ref, None);
         assert_eq!(e.message, "not a JSON object");
         assert!(Request::decode("[1,2]").is_err());
-        assert!(Request::decode(r#"["ping",5]"#).is_err(), "arrays are not messages");
-        let big = Request::decode(r#"{"type":"ping","ref":18446744073709551615}"#).expect("u64 ref");
+        assert!(
+            Request::decode(r#"["ping",5]"#).is_err(),
+            "arrays are not messages"
+        );
+        let big =
+            Request::decode(r#"{"type":"ping","ref":18446744073709551615}"#).expect("u64 ref");
         assert_eq!(big.reply_ref, Some(Ref::UInt(u64::MAX)));
         assert!(Request::decode(r#"{"ref":1}"#).is_err(), "type is required");
     }

@@ -8,6 +8,7 @@ mod churn;
 mod clients;
 mod common;
 mod connections;
+mod durability;
 mod fanout;
 mod snapshot;
 mod telephony;
@@ -55,6 +56,9 @@ enum Command {
     Churn(churn::ChurnArgs),
     /// Time for an admin to get a snapshot of N agents.
     Snapshot(snapshot::SnapshotArgs),
+    /// Agents change status one at a time each, waiting for every `ok`: acknowledged
+    /// changes/s and ack latency (run against `--durability commit` and `async`).
+    Durability(durability::DurabilityArgs),
     /// Waits until the hub answers GET /healthz (for scripts).
     WaitReady {
         /// Seconds to wait.
@@ -110,5 +114,6 @@ async fn run(cli: Cli) -> Result<bool> {
         Command::Telephony(args) => telephony::run(target, cli.hub_pid, args).await,
         Command::Churn(args) => churn::run(target, cli.hub_pid, args).await,
         Command::Snapshot(args) => snapshot::run(target, cli.hub_pid, args).await,
+        Command::Durability(args) => durability::run(target, cli.hub_pid, args).await,
     }
 }

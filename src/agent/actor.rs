@@ -10,8 +10,9 @@ use crate::hub::dedup::StoredReply;
 use crate::hub::fanout::Published;
 use crate::hub::HubCore;
 use crate::model::machine::{apply, next_deadline, Timer};
-use crate::model::{AgentState, Effect, Input, Outcome, Policy, Reason, Rejection};
+use crate::model::{AgentState, Effect, Input, Millis, Outcome, Policy, Reason, Rejection};
 use crate::protocol::json_string;
+use crate::store::{CommitTicket, StatusBefore};
 use crate::ws::outbox::{Outbound, Outbox};
 
 /// Close code sent with `logged_out`.
@@ -114,9 +115,12 @@ impl AgentActor {
                 origin,
                 reply,
             } => {
-                let result = self.apply(input, origin).map(|outcome| Applied {
+                let result = self.apply(input, origin).map(|(outcome, ticket)| Applied {
                     outcome,
                     state: self.published.clone(),
+                    // Nothing to store: the answer still waits for what was queued before
+                    // (this agent's earlier change may not be committed yet).
+                    ticket: ticket.unwrap_or_else(|| self.core.ack_barrier()),
                 });
                 let _ = reply.send(result);
             }
@@ -131,10 +135,18 @@ impl AgentActor {
             Command::SetProfile { profile } => {
                 self.profile = profile;
                 let before = (self.state.name.clone(), self.state.teams.clone());
+                let status_before = StatusBefore::from(&self.state);
                 apply_profile(&mut self.state, &self.profile);
                 if before != (self.state.name.clone(), self.state.teams.clone()) {
                     self.state.version += 1;
                     self.publish(&[], None);
+                    let now = self.core.clock.now_ms();
+                    // Queued; nobody waits for a profile change's commit.
+                    drop(
+                        self.core
+                            .store
+                            .record_change(status_before, &self.state, now),
+                    );
                 }
             }
         }
@@ -159,15 +171,42 @@ impl AgentActor {
         apply_profile(&mut self.state, &self.profile);
     }
 
-    /// Applies one input; on a change, publishes it and carries out its effects.
-    fn apply(&mut self, input: Input, origin: Option<TabId>) -> Result<Outcome, Rejection> {
+    /// Applies one input; on a change, publishes it, carries out its effects and queues it
+    /// for the durable store. The ticket (when something was queued) resolves once the new
+    /// state is committed; the actor never waits for it.
+    fn apply(
+        &mut self,
+        input: Input,
+        origin: Option<TabId>,
+    ) -> Result<(Outcome, Option<CommitTicket>), Rejection> {
+        let (outcome, dirty) = self.step(input, origin)?;
+        let ticket =
+            dirty.map(|(before, at)| self.core.store.record_change(before, &self.state, at));
+        Ok((outcome, ticket))
+    }
+
+    /// Applies one input and publishes a change, without storing it. Returns what a record
+    /// of it needs when the stored state must change: the status before and the time. A
+    /// change of the session alone (not on the wire) is stored too, so a restart knows
+    /// whether the agent was logged in.
+    fn step(
+        &mut self,
+        input: Input,
+        origin: Option<TabId>,
+    ) -> Result<(Outcome, Option<(StatusBefore, Millis)>), Rejection> {
         let now = self.core.clock.now_ms();
         let policy = self.policy();
+        let before = StatusBefore::from(&self.state);
+        let session = self.state.session;
         let outcome = apply(&mut self.state, input, now, &policy)?;
-        if let Outcome::Changed(effects) = &outcome {
-            self.publish(effects, origin);
-        }
-        Ok(outcome)
+        let dirty = match &outcome {
+            Outcome::Changed(effects) => {
+                self.publish(effects, origin);
+                true
+            }
+            Outcome::Unchanged | Outcome::Stale => self.state.session != session,
+        };
+        Ok((outcome, dirty.then_some((before, now))))
     }
 
     fn publish(&mut self, effects: &[Effect], origin: Option<TabId>) {
@@ -229,7 +268,8 @@ impl AgentActor {
     }
 
     /// A telephony event: answered from the idempotency cache if its id was seen, else
-    /// applied and its reply remembered.
+    /// applied and its reply remembered (in memory, and in the durable store in the same
+    /// transaction as the change it caused, so a restart neither forgets nor repeats it).
     fn telephony(&mut self, event_id: Option<String>, input: Input) -> TelephonyAnswer {
         if let Some(id) = &event_id {
             if let Some(reply) = self.core.dedup.get(id) {
@@ -237,13 +277,27 @@ impl AgentActor {
                     reply,
                     duplicate: true,
                     stale: false,
+                    // The first answer may still be on its way to the disk.
+                    ticket: self.core.ack_barrier(),
                 };
             }
         }
         let is_offer = matches!(input, Input::CallOffered { .. });
-        let result = self.apply(input, None);
+        let (result, dirty) = match self.step(input, None) {
+            Ok((outcome, dirty)) => (Ok(outcome), dirty),
+            Err(rejection) => (Err(rejection), None),
+        };
         let stale = matches!(result, Ok(Outcome::Stale));
         let reply = self.telephony_reply(is_offer, result);
+        let store = &self.core.store;
+        let ticket = match (&event_id, dirty) {
+            (Some(id), Some((before, at))) => {
+                store.record_change_with_event(before, &self.state, at, id, &reply)
+            }
+            (Some(id), None) => store.record_event_id(id, &reply, self.core.clock.now_ms()),
+            (None, Some((before, at))) => store.record_change(before, &self.state, at),
+            (None, None) => self.core.ack_barrier(),
+        };
         if let Some(id) = &event_id {
             self.core.dedup.insert(id, reply.clone());
         }
@@ -251,6 +305,7 @@ impl AgentActor {
             reply,
             duplicate: false,
             stale,
+            ticket,
         }
     }
 

@@ -8,6 +8,7 @@ use crate::hub::dedup::StoredReply;
 use crate::hub::fanout::Published;
 use crate::hub::HubCore;
 use crate::model::{AgentState, Input, Outcome, Rejection, TeamId};
+use crate::store::CommitTicket;
 use crate::ws::outbox::Outbox;
 
 /// Mailbox size of one agent. Small: an agent gets a handful of requests per call.
@@ -27,20 +28,40 @@ pub struct Profile {
 }
 
 /// The answer to an applied input.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Applied {
     /// What the machine said.
     pub outcome: Outcome,
     /// The agent's state after it (shared, already serialized).
     pub state: Arc<Published>,
+    /// Resolves when the state this answer reports is committed to the durable store
+    /// (at once with `--durability async`). Await it before acknowledging the request.
+    pub ticket: CommitTicket,
+}
+
+impl Applied {
+    /// Takes the ticket out (leaving a resolved one), to await it while keeping the answer.
+    pub fn take_ticket(&mut self) -> CommitTicket {
+        std::mem::replace(&mut self.ticket, CommitTicket::done())
+    }
 }
 
 /// The answer to a telephony event: the stored first reply, and whether this was a repeat.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct TelephonyAnswer {
     pub reply: StoredReply,
     pub duplicate: bool,
     pub stale: bool,
+    /// Resolves when the event id and the change it caused are committed to the durable
+    /// store (at once with `--durability async`). Await it before sending the reply.
+    pub ticket: CommitTicket,
+}
+
+impl TelephonyAnswer {
+    /// Takes the ticket out (leaving a resolved one).
+    pub fn take_ticket(&mut self) -> CommitTicket {
+        std::mem::replace(&mut self.ticket, CommitTicket::done())
+    }
 }
 
 /// The actor is gone (hub shutting down).
@@ -148,7 +169,8 @@ impl AgentHandle {
         rx.await.map_err(|_| AttachError)
     }
 
-    /// Updates name, teams or wrap-up (directory change).
+    /// Updates name, teams or wrap-up (directory change). A new wrap-up time applies from
+    /// the next call on; a running wrap-up keeps its deadline.
     pub async fn set_profile(&self, profile: Profile) {
         let _ = self.sender.send(Command::SetProfile { profile }).await;
     }

@@ -5,6 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -14,12 +15,28 @@ use super::auth::{authenticate, authenticate_api};
 use crate::hub::fanout::{sort_by_id, Filter, Published};
 use crate::hub::telephony::EventError;
 use crate::hub::Hub;
-use crate::metrics::Role;
+use crate::metrics::{Rejected, Role};
 use crate::model::{AgentId, Status, TeamId};
-use crate::protocol::{bad_message_reply, error_reply, json_string, ErrorCode, Request};
+use crate::protocol::{bad_message_reply, error_reply, json_string, peek_ref, ErrorCode, Request};
+use crate::ws::limit::SharedBucket;
 use crate::ws::outbox::render_agent_list;
 
 type Params = Query<HashMap<String, String>>;
+
+/// Rate limits of the HTTP API, shared by every caller (an extension of the router).
+#[derive(Debug)]
+pub struct HttpLimits {
+    /// `POST /api/v1/telephony/events`: `--http-telephony-rate` / `--http-telephony-burst`.
+    pub telephony_events: SharedBucket,
+}
+
+impl HttpLimits {
+    pub fn new(settings: &crate::config::Settings) -> Self {
+        HttpLimits {
+            telephony_events: SharedBucket::new(settings.http_telephony_rate),
+        }
+    }
+}
 
 const READERS: &[Role] = &[Role::Admin, Role::Telephony];
 
@@ -218,6 +235,7 @@ fn render_summary(epoch: &str, seq: u64, now: u64, list: &[Arc<Published>]) -> S
 /// `POST /api/v1/telephony/events`: one event, the same reply the socket would send.
 pub async fn telephony_event(
     State(hub): State<Arc<Hub>>,
+    limits: Option<Extension<Arc<HttpLimits>>>,
     headers: HeaderMap,
     Query(params): Params,
     body: Bytes,
@@ -238,12 +256,33 @@ pub async fn telephony_event(
     let Ok(text) = std::str::from_utf8(&body) else {
         return bad_request("body is not UTF-8");
     };
+    if let Some(Extension(limits)) = &limits {
+        if !limits.telephony_events.try_take() {
+            hub.core.metrics.rejected(Rejected::RateLimited);
+            return json(
+                StatusCode::TOO_MANY_REQUESTS,
+                error_reply(
+                    peek_ref(text).as_ref(),
+                    ErrorCode::RateLimited,
+                    "too many telephony events: slow down",
+                    "",
+                ),
+            );
+        }
+    }
     let req = match Request::decode(text) {
         Ok(req) => req,
         Err(bad) => return json(StatusCode::BAD_REQUEST, bad_message_reply(&bad)),
     };
     match hub.telephony_event(&req).await {
-        Ok(answer) => {
+        Ok(mut answer) => {
+            // The reply only once the event (and its change) is committed.
+            if let Err(e) = answer.answer.take_ticket().await {
+                return json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    crate::ws::reply::not_stored(req.reply_ref.as_ref(), &e),
+                );
+            }
             let status = StatusCode::from_u16(answer.http_status()).unwrap_or(StatusCode::OK);
             json(status, answer.render(&req))
         }
@@ -314,7 +353,32 @@ pub async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
         );
     }
     let stats = core.fanout.stats();
+    let store = core.store.stats();
     for (name, help, kind, v) in [
+        (
+            "presence_hub_store_commits_total",
+            "Durable store transactions committed (group commits).",
+            "counter",
+            store.commits,
+        ),
+        (
+            "presence_hub_store_items_total",
+            "Writes committed to the durable store (items / commits = mean batch).",
+            "counter",
+            store.items,
+        ),
+        (
+            "presence_hub_store_failed_total",
+            "Writes whose transaction failed after retries (not stored).",
+            "counter",
+            store.failed,
+        ),
+        (
+            "presence_hub_store_queued",
+            "Writes waiting for the durable store's writer.",
+            "gauge",
+            store.queued as u64,
+        ),
         (
             "presence_hub_agent_updates_total",
             "Agent state changes published (the hub-wide seq).",
@@ -362,6 +426,12 @@ pub async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
             "Agent actors running.",
             "gauge",
             hub.agent_count() as u64,
+        ),
+        (
+            "presence_hub_tasks",
+            "Live hub tasks: one per agent actor plus one per open socket.",
+            "gauge",
+            core.tasks.len() as u64,
         ),
     ] {
         let _ = writeln!(

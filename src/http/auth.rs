@@ -45,6 +45,10 @@ impl IntoResponse for AuthError {
     }
 }
 
+/// Clock skew allowed when checking `exp` (seconds); a socket is closed for expiry at
+/// `exp` plus this.
+pub const TOKEN_LEEWAY_SECS: u64 = 5;
+
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
@@ -96,7 +100,13 @@ pub fn authenticate(
 ) -> Result<Identity, AuthError> {
     check_origin(core, headers)?;
     let result = match &core.settings.jwt_secret {
-        Some(secret) => from_token(secret, headers, query, roles),
+        Some(secret) => from_token(
+            secret,
+            core.settings.jwt_secret_previous.as_deref(),
+            headers,
+            query,
+            roles,
+        ),
         None => dev_identity(query, roles),
     };
     if let Err(e) = &result {
@@ -110,6 +120,7 @@ pub fn authenticate(
 
 fn from_token(
     secret: &str,
+    previous: Option<&str>,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
     roles: &[Role],
@@ -127,15 +138,29 @@ fn from_token(
         .or(bearer)
         .ok_or(AuthError::Unauthorized("missing token"))?;
     let mut validation = Validation::new(Algorithm::HS256);
-    validation.leeway = 5;
+    validation.leeway = TOKEN_LEEWAY_SECS;
     validation.set_required_spec_claims(&["exp", "sub"]);
-    let claims = decode::<Claims>(
-        token,
-        &DecodingKey::from_secret(secret.as_bytes()),
-        &validation,
-    )
-    .map_err(|_| AuthError::Unauthorized("invalid or expired token"))?
-    .claims;
+    let verify = |secret: &str| {
+        decode::<Claims>(
+            token,
+            &DecodingKey::from_secret(secret.as_bytes()),
+            &validation,
+        )
+    };
+    // During a rotation, tokens signed with the previous secret stay valid until they
+    // expire. Only a bad signature falls through to it: an expired or malformed token
+    // signed with the current secret is refused as it is.
+    let decoded = match (verify(secret), previous) {
+        (Err(e), Some(previous))
+            if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) =>
+        {
+            verify(previous)
+        }
+        (result, _) => result,
+    };
+    let claims = decoded
+        .map_err(|_| AuthError::Unauthorized("invalid or expired token"))?
+        .claims;
     let role = match claims.role.as_str() {
         "agent" => Role::Agent,
         "admin" => Role::Admin,

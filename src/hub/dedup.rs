@@ -50,14 +50,28 @@ impl EventIdCache {
 
     /// Remembers the first reply to `event_id` (a later insert of the same id is ignored).
     pub fn insert(&self, event_id: &str, reply: StoredReply) {
+        self.insert_aged(event_id, reply, Duration::ZERO);
+    }
+
+    /// Like [`EventIdCache::insert`] for an id first seen `age` ago (ids recovered from the
+    /// durable store at start): it expires `ttl` after it was first seen, not after now. An
+    /// id already older than the ttl is not remembered. Insert recovered ids oldest first,
+    /// before any new one (eviction goes by insertion order).
+    pub fn insert_aged(&self, event_id: &str, reply: StoredReply, age: Duration) {
+        if age > self.ttl {
+            return;
+        }
         let key: Arc<str> = Arc::from(event_id);
         if self.replies.contains_key(&key) {
             return;
         }
         self.replies.insert(key.clone(), reply);
         let now = Instant::now();
+        // Early in a process (or on a paused test clock) `now - age` may not exist: then
+        // the id counts from now, which only keeps it a little longer.
+        let seen = now.checked_sub(age).unwrap_or(now);
         let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
-        order.push_back((key, now));
+        order.push_back((key, seen));
         while let Some((oldest, at)) = order.front() {
             if order.len() > self.capacity || now.duration_since(*at) > self.ttl {
                 self.replies.remove(oldest);
@@ -105,5 +119,30 @@ mod tests {
         assert_eq!(cache.get("e2"), None, "past its ttl");
         assert_eq!(cache.get("e3"), None, "past its ttl");
         assert_eq!(cache.get("e4"), Some(reply("4")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recovered_ids_keep_their_age() {
+        // Paused time starts at the runtime's creation: move on so `now - age` exists.
+        tokio::time::advance(Duration::from_secs(100)).await;
+        let cache = EventIdCache::new(10, Duration::from_secs(10));
+        cache.insert_aged("too-old", reply("0"), Duration::from_secs(11));
+        cache.insert_aged("old", reply("1"), Duration::from_secs(8));
+        cache.insert_aged("young", reply("2"), Duration::from_secs(1));
+        assert_eq!(
+            cache.get("too-old"),
+            None,
+            "older than the ttl: not remembered"
+        );
+        assert_eq!(cache.get("old"), Some(reply("1")));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        cache.insert("new", reply("3"));
+        assert_eq!(
+            cache.get("old"),
+            None,
+            "expired 10 s after it was first seen"
+        );
+        assert_eq!(cache.get("young"), Some(reply("2")));
+        assert_eq!(cache.get("new"), Some(reply("3")));
     }
 }

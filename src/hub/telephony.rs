@@ -71,8 +71,9 @@ enum EventKind {
     Outbound,
 }
 
-/// A processed telephony event: what to answer.
-#[derive(Debug, Clone)]
+/// A processed telephony event: what to answer, once `answer.ticket` resolved (the
+/// event id and the change it caused are committed; at once with `--durability async`).
+#[derive(Debug)]
 pub struct EventAnswer {
     pub answer: TelephonyAnswer,
 }
@@ -145,6 +146,8 @@ impl Hub {
                     reply,
                     duplicate: true,
                     stale: false,
+                    // The first answer may still be on its way to the disk.
+                    ticket: core.ack_barrier(),
                 },
             });
         }
@@ -155,6 +158,9 @@ impl Hub {
         };
         let Some(handle) = handle else {
             let reply = unknown_agent_reply(kind, &agent_id);
+            let ticket = core
+                .store
+                .record_event_id(&event_id, &reply, core.clock.now_ms());
             core.dedup.insert(&event_id, reply.clone());
             core.metrics.telephony_event(false, false);
             return Ok(EventAnswer {
@@ -162,6 +168,7 @@ impl Hub {
                     reply,
                     duplicate: false,
                     stale: false,
+                    ticket,
                 },
             });
         };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::agent::{set_status_input, StatusInputError};
 use super::outbox::Outbox;
-use super::reply::{answer_applied, error, ok, pong, unavailable};
+use super::reply::{answer_committed, committed, error, ok, pong, unavailable};
 use super::session::Flow;
 use crate::hub::fanout::Filter;
 use crate::hub::Hub;
@@ -49,7 +49,11 @@ impl AdminSession {
                         &format!("unknown agent {agent_id}"),
                     ),
                     Some(handle) => match handle.apply(input, None).await {
-                        Ok(result) => answer_applied(&req, &result),
+                        Ok(mut result) => {
+                            // `ok` once committed; the update was broadcast already.
+                            let stored = committed(&mut result).await;
+                            answer_committed(&req, &result, stored)
+                        }
                         Err(gone) => unavailable(&req, gone),
                     },
                 };

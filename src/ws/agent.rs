@@ -12,7 +12,7 @@ use crate::hub::Hub;
 use crate::model::{Actor, AgentId, Input, Reason, Status};
 use crate::protocol::{BadMessage, ErrorCode, Request};
 
-use super::reply::{answer_applied, error, pong};
+use super::reply::{answer_committed, committed, error, pong};
 
 /// An agent's socket.
 pub struct AgentSession {
@@ -69,10 +69,13 @@ impl AgentSession {
             other => return self.bad(&req.bad(format!("unknown message type {other:?}"))),
         };
         let is_logout = matches!(input, Input::Logout { .. });
-        let Ok(result) = self.handle.apply(input, Some(self.tab)).await else {
+        let Ok(mut result) = self.handle.apply(input, Some(self.tab)).await else {
             return Flow::Close(super::conn::CLOSE_GOING_AWAY, "hub shutting down");
         };
-        if let Some(reply) = answer_applied(&req, &result) {
+        // `ok` only once the change is committed (--durability commit); the update itself
+        // went to the tabs and admins already (see docs/durability.md).
+        let stored = committed(&mut result).await;
+        if let Some(reply) = answer_committed(&req, &result, stored) {
             let _ = self.outbox.push(Utf8Bytes::from(reply));
         }
         if is_logout && result.is_ok() {

@@ -1,23 +1,27 @@
 //! The loop every socket runs: write what its [`Outbox`] holds (several frames per flush),
-//! read client frames and hand them to the role's session, ping on a timer and drop peers
-//! that stop answering, and close with the right code on logout, slow consumption,
-//! oversized messages or shutdown.
+//! read client frames and hand them to the role's session (within the socket's rate
+//! limit), ping on a timer and drop peers that stop answering, and close with the right
+//! code on logout, slow consumption, oversized messages, rate abuse, token expiry or
+//! shutdown.
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
-use futures::SinkExt;
+use futures::{FutureExt, SinkExt};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite;
 
+use super::limit::{MessageLimiter, Verdict};
 use super::outbox::{Outbound, OutboxReceiver, CLOSE_SLOW_CONSUMER};
 use super::session::{Flow, Session};
 use crate::hub::HubCore;
-use crate::metrics::Role;
-use crate::protocol::{bad_message_reply, BadMessage};
+use crate::metrics::{Rejected, Role};
+use crate::protocol::{bad_message_reply, peek_ref, BadMessage};
 
 /// Close codes of the protocol.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Policy: the token expired, or the client kept sending over its rate.
+pub const CLOSE_POLICY: u16 = 1008;
 /// Message larger than the configured maximum.
 pub const CLOSE_TOO_BIG: u16 = 1009;
 
@@ -35,32 +39,52 @@ pub enum Exit {
     Gone,
 }
 
-/// Runs one socket until it closes.
+/// Runs one socket until it closes. `expires` is when the socket's token runs out (its
+/// `exp` plus the validation leeway); the socket is closed with 1008 then.
 pub async fn drive(
     mut ws: WebSocket,
     mut rx: OutboxReceiver,
     session: &mut Session,
     core: &HubCore,
     role: Role,
+    expires: Option<Instant>,
 ) -> Exit {
     let ping_interval = core.settings.ping_interval;
     let pong_timeout = core.settings.pong_timeout;
     let close_signal = rx.close_signal();
-    let mut next_ping = Instant::now() + ping_interval;
+    let now = Instant::now();
+    let mut next_ping = now + ping_interval;
     let mut pong_due: Option<Instant> = None;
+    let mut limiter = MessageLimiter::new(
+        core.settings.rate_limit(role),
+        core.settings.rate_limit_strikes,
+        core.settings.rate_limit_window,
+        now,
+    );
+    // The largest frame tungstenite's capped write buffer takes (see Settings).
+    let max_frame_out = core
+        .settings
+        .max_write_buffer_bytes
+        .saturating_sub(core.settings.write_buffer_bytes);
+    let expiry = tokio::time::sleep_until(expires.unwrap_or(now));
+    tokio::pin!(expiry);
     let exit = loop {
         let tick = pong_due.unwrap_or(next_ping);
         tokio::select! {
             biased;
             () = core.shutdown.cancelled() => break Exit::Close(CLOSE_GOING_AWAY, "hub shutting down"),
             code = close_signal.requested() => break close_exit(code, core, role),
+            () = &mut expiry, if expires.is_some() => {
+                core.metrics.rejected(Rejected::TokenExpired);
+                break Exit::Close(CLOSE_POLICY, "token expired");
+            }
             item = rx.recv() => {
                 let Some(item) = item else { break Exit::Gone };
                 let written = tokio::select! {
                     biased;
                     () = core.shutdown.cancelled() => break Exit::Close(CLOSE_GOING_AWAY, "hub shutting down"),
                     code = close_signal.requested() => break close_exit(code, core, role),
-                    r = write_batch(&mut ws, item, &mut rx) => r,
+                    r = write_batch(&mut ws, item, &mut rx, max_frame_out) => r,
                 };
                 match written {
                     Ok(None) => {}
@@ -74,26 +98,33 @@ pub async fn drive(
                 next_ping = Instant::now() + ping_interval;
                 match msg {
                     None => break Exit::Gone,
-                    Some(Err(e)) => break read_error_exit(e),
+                    Some(Err(e)) => break read_error_exit(e, core),
                     Some(Ok(Message::Text(text))) => {
                         core.metrics.message_in(role);
-                        if let Flow::Close(code, reason) = session.on_text(text.as_str()).await {
-                            break Exit::Close(code, reason);
+                        match limiter.check(Instant::now()) {
+                            Verdict::Allow => {
+                                if let Flow::Close(code, reason) = session.on_text(text.as_str()).await {
+                                    break Exit::Close(code, reason);
+                                }
+                            }
+                            Verdict::Limited => session.rate_limited(peek_ref(text.as_str())),
+                            Verdict::Close => break rate_limit_exit(core),
                         }
                     }
                     Some(Ok(Message::Binary(_))) => {
                         core.metrics.message_in(role);
-                        session.reject(&BadMessage {
-                            reply_ref: None,
-                            message: "binary frames are not supported; send JSON text frames".into(),
-                        });
-                    }
-                    Some(Ok(Message::Ping(_))) => {
-                        // tungstenite queued the pong; push it out now.
-                        if ws.flush().await.is_err() {
-                            break Exit::Gone;
+                        match limiter.check(Instant::now()) {
+                            Verdict::Allow => session.reject(&BadMessage {
+                                reply_ref: None,
+                                message: "binary frames are not supported; send JSON text frames".into(),
+                            }),
+                            Verdict::Limited => session.rate_limited(None),
+                            Verdict::Close => break rate_limit_exit(core),
                         }
                     }
+                    // Pings cost nothing: not rate limited, and tungstenite keeps one pending
+                    // pong, which the next read or write of this loop sends without waiting.
+                    Some(Ok(Message::Ping(_))) => {}
                     Some(Ok(Message::Pong(_))) => {}
                     Some(Ok(Message::Close(_))) => break Exit::Gone,
                 }
@@ -119,9 +150,29 @@ pub async fn drive(
             code,
             reason: Utf8Bytes::from_static(reason),
         }));
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(frame)).await;
+        let sent = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(frame)).await;
+        if matches!(sent, Ok(Ok(()))) && code != CLOSE_TOO_BIG {
+            discard_received(&mut ws);
+        }
     }
     exit
+}
+
+/// Frames at most discarded by [`discard_received`].
+const DISCARD_MAX_FRAMES: usize = 4096;
+
+/// Reads and drops what the peer already sent, without waiting. Closing a TCP socket
+/// with unread data makes the kernel reset the connection, and a reset discards what is
+/// still in flight to the peer: the close frame and the last replies (a flooding client
+/// would see its connection reset instead of 1008). After a 1009 the stream is mid-frame
+/// and cannot be read any more, so this is skipped then.
+fn discard_received(ws: &mut WebSocket) {
+    for _ in 0..DISCARD_MAX_FRAMES {
+        match ws.recv().now_or_never() {
+            Some(Some(Ok(Message::Close(_)))) | Some(None) | Some(Some(Err(_))) | None => break,
+            Some(Some(Ok(_))) => {}
+        }
+    }
 }
 
 fn close_exit(code: u16, core: &HubCore, role: Role) -> Exit {
@@ -133,16 +184,22 @@ fn close_exit(code: u16, core: &HubCore, role: Role) -> Exit {
     }
 }
 
-fn read_error_exit(e: axum::Error) -> Exit {
+fn read_error_exit(e: axum::Error, core: &HubCore) -> Exit {
     let too_big = e
         .into_inner()
         .downcast_ref::<tungstenite::Error>()
         .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)));
     if too_big {
+        core.metrics.rejected(Rejected::MessageTooBig);
         Exit::Close(CLOSE_TOO_BIG, "message too big")
     } else {
         Exit::Gone
     }
+}
+
+fn rate_limit_exit(core: &HubCore) -> Exit {
+    core.metrics.rejected(Rejected::RateLimitClosed);
+    Exit::Close(CLOSE_POLICY, "rate limit exceeded")
 }
 
 /// Writes `first` and whatever else is ready (up to [`MAX_BATCH`]), then flushes once.
@@ -151,6 +208,7 @@ async fn write_batch(
     ws: &mut WebSocket,
     first: Outbound,
     rx: &mut OutboxReceiver,
+    max_frame_out: usize,
 ) -> Result<Option<Exit>, axum::Error> {
     let mut item = Some(first);
     let mut written = 0;
@@ -163,8 +221,15 @@ async fn write_batch(
                 }
             }
             Outbound::Snapshot(reply) => {
-                ws.feed(Message::Text(Utf8Bytes::from(reply.render())))
-                    .await?
+                let frame = reply.render();
+                if frame.len() > max_frame_out {
+                    // tungstenite refuses it and the socket ends: say why.
+                    tracing::warn!(
+                        bytes = frame.len(),
+                        "snapshot larger than the write buffer cap: raise --max-write-buffer-bytes"
+                    );
+                }
+                ws.feed(Message::Text(Utf8Bytes::from(frame))).await?
             }
             Outbound::Close(code, reason) => {
                 ws.flush().await?;

@@ -2,9 +2,11 @@
 //! socket loop, the per-socket queue, and one session type per role.
 
 pub mod conn;
+pub mod limit;
 pub mod outbox;
 pub mod session;
 
+mod acks;
 mod admin;
 mod agent;
 pub(crate) mod reply;

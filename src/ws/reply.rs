@@ -4,7 +4,8 @@ use crate::agent::Applied;
 use crate::agent::AttachError;
 use crate::hub::Hub;
 use crate::model::Rejection;
-use crate::protocol::{error_reply, ok_reply, ErrorCode, Request};
+use crate::protocol::{error_reply, ok_reply, ErrorCode, Ref, Request};
+use crate::store::StoreError;
 
 /// The reply to an applied request: `ok` only when a `ref` asks for one, errors always.
 pub fn answer_applied(req: &Request, result: &Result<Applied, Rejection>) -> Option<String> {
@@ -23,6 +24,39 @@ pub fn answer_applied(req: &Request, result: &Result<Applied, Rejection>) -> Opt
             ))
         }
     }
+}
+
+/// Waits until the state an applied request's answer reports is committed to the durable
+/// store (at once with `--durability async`; nothing to wait for after a rejection).
+pub async fn committed(result: &mut Result<Applied, Rejection>) -> Result<(), StoreError> {
+    match result {
+        Ok(applied) => applied.take_ticket().await,
+        Err(_) => Ok(()),
+    }
+}
+
+/// The reply to an applied request, once its commit is known: the usual answer, or an
+/// error when the change could not be stored.
+pub fn answer_committed(
+    req: &Request,
+    result: &Result<Applied, Rejection>,
+    stored: Result<(), StoreError>,
+) -> Option<String> {
+    match stored {
+        Ok(()) => answer_applied(req, result),
+        Err(e) => Some(not_stored(req.reply_ref.as_ref(), &e)),
+    }
+}
+
+/// The error sent instead of `ok` when a change was applied but its commit failed (disk
+/// error, or the hub is shutting down): the change is live but may not survive a restart.
+pub fn not_stored(reply_ref: Option<&Ref>, e: &StoreError) -> String {
+    error_reply(
+        reply_ref,
+        ErrorCode::InvalidState,
+        &format!("applied, but not durably stored: {e}"),
+        "",
+    )
 }
 
 /// An error reply (always sent, with the `ref` if there was one).

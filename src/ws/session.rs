@@ -11,9 +11,9 @@ use super::conn::{bad_message_frame, drive, Exit};
 use super::outbox::{outbox, Outbox};
 use super::telephony::TelephonySession;
 use crate::http::auth::Identity;
-use crate::hub::Hub;
-use crate::metrics::Role;
-use crate::protocol::{json_string, BadMessage};
+use crate::hub::{Hub, HubCore};
+use crate::metrics::{Rejected, Role};
+use crate::protocol::{error_reply, json_string, BadMessage, ErrorCode, Ref};
 
 /// What the socket loop does after a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,13 +41,31 @@ impl Session {
 
     /// Answers an undecodable frame with `bad_message`.
     pub fn reject(&self, bad: &BadMessage) {
-        let (outbox, core) = match self {
+        let (outbox, core) = self.parts();
+        core.metrics.bad_message(self.role());
+        let _ = outbox.push(bad_message_frame(bad));
+    }
+
+    /// Answers a message refused by the rate limit with `rate_limited` (with its `ref` when
+    /// one was found).
+    pub fn rate_limited(&self, reply_ref: Option<Ref>) {
+        let (outbox, core) = self.parts();
+        core.metrics.rejected(Rejected::RateLimited);
+        let reply = error_reply(
+            reply_ref.as_ref(),
+            ErrorCode::RateLimited,
+            "too many messages: slow down",
+            "",
+        );
+        let _ = outbox.push(Utf8Bytes::from(reply));
+    }
+
+    fn parts(&self) -> (&Outbox, &HubCore) {
+        match self {
             Session::Agent(s) => (&s.outbox, &s.hub.core),
             Session::Admin(s) => (&s.outbox, &s.hub.core),
             Session::Telephony(s) => (&s.outbox, &s.hub.core),
-        };
-        core.metrics.bad_message(self.role());
-        let _ = outbox.push(bad_message_frame(bad));
+        }
     }
 
     fn role(&self) -> Role {
@@ -101,7 +119,13 @@ pub async fn serve(ws: WebSocket, hub: Arc<Hub>, identity: Identity) {
         };
         drop(outbox);
         if let Some(mut session) = session {
-            let exit = drive(ws, rx, &mut session, &core, role).await;
+            let expires = identity.expires_at.map(|exp| {
+                let ms = exp
+                    .saturating_add(crate::http::auth::TOKEN_LEEWAY_SECS)
+                    .saturating_mul(1000);
+                core.clock.instant_at(ms)
+            });
+            let exit = drive(ws, rx, &mut session, &core, role, expires).await;
             match exit {
                 Exit::Close(code, reason) => debug!(code, reason, "socket closed by the hub"),
                 Exit::Gone => debug!("socket closed by the peer"),

@@ -1,9 +1,9 @@
 //! `/ws/telephony`: a telephony adapter pushing call events and receiving
 //! `call_accepted` / `call_declined` / `ring_timeout` notifications.
 
-use axum::extract::ws::Utf8Bytes;
 use std::sync::Arc;
 
+use super::acks::OrderedAcks;
 use super::outbox::Outbox;
 use super::reply::{error, pong};
 use super::session::Flow;
@@ -17,12 +17,15 @@ pub struct TelephonySession {
     pub(super) hub: Arc<Hub>,
     pub(super) outbox: Outbox,
     conn_id: u64,
+    /// Replies go out in order, each once its event is committed (see `acks.rs`).
+    acks: OrderedAcks,
 }
 
 impl TelephonySession {
     pub(super) fn new(hub: Arc<Hub>, conn_id: u64, outbox: Outbox) -> Self {
         TelephonySession {
             hub,
+            acks: OrderedAcks::new(outbox.clone()),
             outbox,
             conn_id,
         }
@@ -33,38 +36,36 @@ impl TelephonySession {
             Ok(req) => req,
             Err(bad) => {
                 self.hub.core.metrics.bad_message(Role::Telephony);
-                self.send(Some(bad_message_reply(&bad)));
+                self.acks.send_now(Some(bad_message_reply(&bad))).await;
                 return Flow::Continue;
             }
         };
         if req.kind == "ping" {
-            self.send(pong(&req, &self.hub));
+            self.acks.send_now(pong(&req, &self.hub)).await;
             return Flow::Continue;
         }
-        let reply = match self.hub.telephony_event(&req).await {
-            Ok(answer) => {
-                if req.reply_ref.is_some() || answer.answer.reply.error.is_some() {
+        match self.hub.telephony_event(&req).await {
+            Ok(mut answer) => {
+                let reply = if req.reply_ref.is_some() || answer.answer.reply.error.is_some() {
                     Some(answer.render(&req))
                 } else {
                     None
-                }
+                };
+                // Sent once the event (and its change) is committed, in arrival order;
+                // the socket goes on reading meanwhile.
+                let ticket = answer.answer.take_ticket();
+                self.acks.send(ticket, reply, req.reply_ref.clone()).await;
             }
             Err(EventError::Bad(bad)) => {
                 self.hub.core.metrics.bad_message(Role::Telephony);
-                Some(bad_message_reply(&bad))
+                self.acks.send_now(Some(bad_message_reply(&bad))).await;
             }
             Err(EventError::Unavailable) => {
-                error(&req, ErrorCode::InvalidState, "the hub is shutting down")
+                let reply = error(&req, ErrorCode::InvalidState, "the hub is shutting down");
+                self.acks.send_now(reply).await;
             }
-        };
-        self.send(reply);
-        Flow::Continue
-    }
-
-    fn send(&self, reply: Option<String>) {
-        if let Some(reply) = reply {
-            let _ = self.outbox.push(Utf8Bytes::from(reply));
         }
+        Flow::Continue
     }
 
     pub(super) fn closed(self) {

@@ -12,7 +12,7 @@
 //
 // Exit status: 0 pass, 1 an assertion failed, 2 setup problem (no hub binary, no browser...).
 import { spawn } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -26,6 +26,13 @@ const hubBin = path.resolve(repoRoot, process.env.HUB_BIN || 'target/debug/prese
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const shotsDir = path.resolve(repoRoot, process.env.SHOTS_DIR || 'docs/screenshots');
 const hubLogPath = path.join(os.tmpdir(), `presence-hub-browser-test-${process.pid}.log`);
+// A fresh database per run (kept across the hub restart inside the run, removed at the end),
+// so no state leaks in from an earlier run or into the repository.
+const hubDbPath = path.join(os.tmpdir(), `presence-hub-browser-test-${process.pid}.db`);
+const removeDb = () => {
+  for (const suffix of ['', '-wal', '-shm']) rmSync(hubDbPath + suffix, { force: true });
+};
+removeDb();
 const WRAP_UP_SECS = 3;
 const T = 10_000; // default wait for a UI assertion
 
@@ -61,6 +68,7 @@ function hubEnv() {
 async function startHub(port) {
   if (!hubLog) hubLog = createWriteStream(hubLogPath, { flags: 'a' });
   const hubArgs = ['--listen', `127.0.0.1:${port}`, '--wrap-up-secs', String(WRAP_UP_SECS)];
+  if (!useMock) hubArgs.push('--database', hubDbPath);
   // By default the pages built into the binary are tested; HUB_WEB_DIR=web-demo serves the
   // working copy instead (handy while editing the pages without rebuilding the hub).
   if (process.env.HUB_WEB_DIR && !useMock) hubArgs.push('--web-dir', path.resolve(repoRoot, process.env.HUB_WEB_DIR));
@@ -573,6 +581,7 @@ let exitCode = 0;
 const cleanup = async () => {
   await stopHub().catch(() => {});
   hubLog?.end();
+  removeDb();
 };
 for (const [sig, code] of [
   ['SIGINT', 130],

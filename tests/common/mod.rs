@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use futures::{SinkExt, StreamExt};
+use presence_hub::config::RateLimit;
 use presence_hub::Settings;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -24,10 +25,16 @@ pub struct TestHub {
     handle: tokio::task::JoinHandle<Result<(), presence_hub::RunError>>,
 }
 
-/// Settings for tests: defaults, with pings far away unless a test wants them.
+/// Settings for tests: defaults, with pings far away unless a test wants them, and no
+/// per-socket rate limits (tests drive one socket far faster than a person would; the
+/// limits have their own tests in `tests/abuse.rs`, with the defaults).
 pub fn settings() -> Settings {
     Settings {
         ping_interval: Duration::from_secs(3600),
+        agent_rate: RateLimit::UNLIMITED,
+        admin_rate: RateLimit::UNLIMITED,
+        telephony_rate: RateLimit::UNLIMITED,
+        http_telephony_rate: RateLimit::UNLIMITED,
         ..Settings::default()
     }
 }

@@ -1,0 +1,462 @@
+//! The admin API of the agent directory and the ring groups (admin token; open in dev
+//! mode). Every edit is committed to the durable store before it is answered, then applied
+//! at once: to the live directory (ring timeouts, `/api/v1/available?ring_group=`) and to
+//! the agent's actor (name, teams; a new wrap-up time applies from the next call on).
+//!
+//! | method, path | answer |
+//! |---|---|
+//! | `GET /api/v1/directory/agents` | `{"agents":[profile]}` sorted by id |
+//! | `GET /api/v1/directory/agents/{id}` | the profile, 404 if unknown |
+//! | `PUT /api/v1/directory/agents/{id}` | creates (201) or replaces (200) the profile |
+//! | `DELETE /api/v1/directory/agents/{id}` | 204, 404 if unknown |
+//! | `GET /api/v1/ring-groups` | `{"ring_groups":[group]}` sorted by id |
+//! | `GET/PUT/DELETE /api/v1/ring-groups/{id}` | as for agents |
+//!
+//! A PUT body is the whole entry as JSON (fields left out take their defaults); the id comes
+//! from the path (a body `id` must match it). A malformed body, an invalid id or an
+//! out-of-range value is a 400 with a message.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::auth::authenticate_api;
+use crate::agent::Profile;
+use crate::directory::{AgentProfile, RingGroup};
+use crate::hub::persist;
+use crate::hub::{profile_of, Hub};
+use crate::metrics::Role;
+use crate::model::{AgentId, TeamId};
+use crate::protocol::{MAX_RING_TIMEOUT_MS, MAX_TEXT_CHARS};
+
+type Params = Query<HashMap<String, String>>;
+
+const ADMINS: &[Role] = &[Role::Admin];
+/// Longest wrap-up time a directory entry may set (1 day).
+pub const MAX_WRAP_UP_SECONDS: u64 = 24 * 3600;
+/// Most teams or ring groups of one agent.
+pub const MAX_LIST: usize = 100;
+/// Most members of one ring group.
+pub const MAX_MEMBERS: usize = 10_000;
+
+/// An error answer: `{"type":"error","code":..,"message":..}`.
+pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "type": "error", "code": code, "message": message });
+    (status, axum::Json(body)).into_response()
+}
+
+pub(super) fn bad_request(message: &str) -> Response {
+    error(StatusCode::BAD_REQUEST, "bad_message", message)
+}
+
+fn ok_json(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    match serde_json::to_string(value) {
+        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &format!("cannot encode the answer: {e}"),
+        ),
+    }
+}
+
+fn store_failed(e: &crate::store::StoreError) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        &format!("not stored: {e}"),
+    )
+}
+
+fn parse_agent_id(id: &str) -> Result<AgentId, Box<Response>> {
+    AgentId::parse(id).map_err(|e| Box::new(bad_request(&e.to_string())))
+}
+
+fn parse_group_id(id: &str) -> Result<String, Box<Response>> {
+    // Ring group ids follow the rules of every other id.
+    match TeamId::parse(id) {
+        Ok(_) => Ok(id.to_string()),
+        Err(_) => Err(Box::new(bad_request(
+            "invalid ring group id: must be 1..=128 characters of [A-Za-z0-9._@-]",
+        ))),
+    }
+}
+
+/// The body of `PUT /api/v1/directory/agents/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentBody {
+    id: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    teams: Vec<TeamId>,
+    wrap_up_seconds: Option<u64>,
+    #[serde(default)]
+    ring_groups: Vec<String>,
+}
+
+/// The body of `PUT /api/v1/ring-groups/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RingGroupBody {
+    id: Option<String>,
+    ring_timeout_seconds: Option<u64>,
+    #[serde(default)]
+    members: Vec<AgentId>,
+}
+
+/// Order-keeping de-duplication.
+fn dedup<T: PartialEq>(items: Vec<T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(items.len());
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
+}
+
+fn agent_profile(id: AgentId, body: &[u8]) -> Result<AgentProfile, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err("the body must be a JSON object (the agent profile)".into());
+    }
+    let b: AgentBody =
+        serde_json::from_slice(body).map_err(|e| format!("invalid agent profile: {e}"))?;
+    if b.id
+        .as_deref()
+        .is_some_and(|body_id| body_id != id.as_str())
+    {
+        return Err(format!("the body's id does not match the path's id {id}"));
+    }
+    if let Some(name) = &b.name {
+        if name.chars().count() > MAX_TEXT_CHARS || name.chars().any(char::is_control) {
+            return Err(format!(
+                "name must be at most {MAX_TEXT_CHARS} characters, without control characters"
+            ));
+        }
+    }
+    if b.wrap_up_seconds.is_some_and(|s| s > MAX_WRAP_UP_SECONDS) {
+        return Err(format!(
+            "wrap_up_seconds must be at most {MAX_WRAP_UP_SECONDS}"
+        ));
+    }
+    if b.teams.len() > MAX_LIST || b.ring_groups.len() > MAX_LIST {
+        return Err(format!(
+            "at most {MAX_LIST} teams and {MAX_LIST} ring groups"
+        ));
+    }
+    for g in &b.ring_groups {
+        parse_group_id(g).map_err(|_| format!("invalid ring group id {g:?}"))?;
+    }
+    Ok(AgentProfile {
+        id,
+        name: b.name,
+        teams: dedup(b.teams),
+        wrap_up_seconds: b.wrap_up_seconds,
+        ring_groups: dedup(b.ring_groups),
+    })
+}
+
+fn ring_group(id: String, body: &[u8]) -> Result<RingGroup, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err("the body must be a JSON object (the ring group)".into());
+    }
+    let b: RingGroupBody =
+        serde_json::from_slice(body).map_err(|e| format!("invalid ring group: {e}"))?;
+    if b.id.as_deref().is_some_and(|body_id| body_id != id) {
+        return Err(format!("the body's id does not match the path's id {id}"));
+    }
+    let max_secs = MAX_RING_TIMEOUT_MS / 1000;
+    if b.ring_timeout_seconds
+        .is_some_and(|s| s == 0 || s > max_secs)
+    {
+        return Err(format!("ring_timeout_seconds must be 1..={max_secs}"));
+    }
+    if b.members.len() > MAX_MEMBERS {
+        return Err(format!("at most {MAX_MEMBERS} members"));
+    }
+    Ok(RingGroup {
+        id,
+        ring_timeout_seconds: b.ring_timeout_seconds,
+        members: dedup(b.members),
+    })
+}
+
+/// `GET /api/v1/directory/agents`.
+pub async fn list_agents(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
+    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
+        return e.into_response();
+    }
+    let mut agents: Vec<AgentProfile> = hub.core.directory().agents.values().cloned().collect();
+    agents.sort_by(|a, b| a.id.cmp(&b.id));
+    ok_json(StatusCode::OK, &serde_json::json!({ "agents": agents }))
+}
+
+/// `GET /api/v1/directory/agents/{id}`.
+pub async fn get_agent(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> Response {
+    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
+        return e.into_response();
+    }
+    let id = match parse_agent_id(&id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    let found = hub.core.directory().agents.get(&id).cloned();
+    match found {
+        Some(p) => ok_json(StatusCode::OK, &p),
+        None => unknown_agent(&id),
+    }
+}
+
+fn unknown_agent(id: &AgentId) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "unknown_agent",
+        &format!("no directory agent {id}"),
+    )
+}
+
+fn unknown_group(id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &format!("no ring group {id}"),
+    )
+}
+
+/// `PUT /api/v1/directory/agents/{id}`: creates or replaces a directory agent; the actor
+/// (created if needed) takes the new name and teams at once, the wrap-up from the next call.
+pub async fn put_agent(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Params,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
+        return e.into_response();
+    }
+    let id = match parse_agent_id(&id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    let profile = match agent_profile(id.clone(), &body) {
+        Ok(p) => p,
+        Err(message) => return bad_request(&message),
+    };
+    let core = &hub.core;
+    let _edit = core.directory_edits.lock().await;
+    let created = !core.directory().agents.contains_key(&id);
+    if let Err(e) = persist::wait(core.store.put_agent(profile.clone())).await {
+        return store_failed(&e);
+    }
+    core.directory_mut()
+        .agents
+        .insert(id.clone(), profile.clone());
+    // A new actor reads its profile from the directory; an existing one is told.
+    let handle = hub.agent_or_create(&id);
+    handle.set_profile(profile_of(&profile)).await;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    ok_json(status, &profile)
+}
+
+/// `DELETE /api/v1/directory/agents/{id}`: the agent leaves the directory (its actor, state
+/// and history stay; its name and teams are cleared).
+pub async fn delete_agent(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> Response {
+    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
+        return e.into_response();
+    }
+    let id = match parse_agent_id(&id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    let core = &hub.core;
+    let _edit = core.directory_edits.lock().await;
+    if !core.directory().agents.contains_key(&id) {
+        return unknown_agent(&id);
+    }
+    if let Err(e) = persist::wait(core.store.delete_agent(&id)).await {
+        return store_failed(&e);
+    }
+    core.directory_mut().agents.remove(&id);
+    if let Some(handle) = hub.agent(&id) {
+        handle.set_profile(Profile::default()).await;
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `GET /api/v1/ring-groups`.
+pub async fn list_ring_groups(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
+    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
+        return e.into_response();
+    }
+    let mut groups: Vec<RingGroup> = hub.core.directory().ring_groups.values().cloned().collect();
+    groups.sort_by(|a, b| a.id.cmp(&b.id));
+    ok_json(
+        StatusCode::OK,
+        &serde_json::json!({ "ring_groups": groups }),
+    )
+}
+
+/// `GET /api/v1/ring-groups/{id}`.
+pub async fn get_ring_group(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> Response {
+    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
+        return e.into_response();
+    }
+    let id = match parse_group_id(&id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    let found = hub.core.directory().ring_groups.get(&id).cloned();
+    match found {
+        Some(g) => ok_json(StatusCode::OK, &g),
+        None => unknown_group(&id),
+    }
+}
+
+/// `PUT /api/v1/ring-groups/{id}`: creates or replaces a ring group; the next offer and
+/// `/api/v1/available?ring_group=` use it at once.
+pub async fn put_ring_group(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Params,
+    body: Bytes,
+) -> Response {
+    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
+        return e.into_response();
+    }
+    let id = match parse_group_id(&id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    let group = match ring_group(id.clone(), &body) {
+        Ok(g) => g,
+        Err(message) => return bad_request(&message),
+    };
+    let core = &hub.core;
+    let _edit = core.directory_edits.lock().await;
+    let created = !core.directory().ring_groups.contains_key(&id);
+    if let Err(e) = persist::wait(core.store.put_ring_group(group.clone())).await {
+        return store_failed(&e);
+    }
+    core.directory_mut().ring_groups.insert(id, group.clone());
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    ok_json(status, &group)
+}
+
+/// `DELETE /api/v1/ring-groups/{id}`.
+pub async fn delete_ring_group(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> Response {
+    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
+        return e.into_response();
+    }
+    let id = match parse_group_id(&id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    let core = &hub.core;
+    let _edit = core.directory_edits.lock().await;
+    if !core.directory().ring_groups.contains_key(&id) {
+        return unknown_group(&id);
+    }
+    if let Err(e) = persist::wait(core.store.delete_ring_group(&id)).await {
+        return store_failed(&e);
+    }
+    core.directory_mut().ring_groups.remove(&id);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> AgentId {
+        AgentId::parse(s).expect("id")
+    }
+
+    #[test]
+    fn agent_bodies_are_checked() {
+        let p = agent_profile(
+            id("a1"),
+            br#"{"name":"Ada","teams":["t1","t1"],"wrap_up_seconds":30,"ring_groups":["g"]}"#,
+        )
+        .expect("valid");
+        assert_eq!(p.teams.len(), 1, "duplicates dropped");
+        assert_eq!(p.wrap_up_seconds, Some(30));
+        assert!(agent_profile(id("a1"), br#"{"id":"a1"}"#).is_ok());
+        for (body, needle) in [
+            (&b""[..], "JSON object"),
+            (b"[]", "invalid agent profile"),
+            (b"{", "invalid agent profile"),
+            (br#"{"id":"a2"}"#, "does not match"),
+            (br#"{"nme":"x"}"#, "unknown field"),
+            (br#"{"teams":["bad team"]}"#, "team id"),
+            (br#"{"wrap_up_seconds":-1}"#, "invalid agent profile"),
+            (br#"{"wrap_up_seconds":999999}"#, "wrap_up_seconds"),
+            (br#"{"ring_groups":["a b"]}"#, "ring group"),
+        ] {
+            let e = agent_profile(id("a1"), body).expect_err("invalid");
+            assert!(e.contains(needle), "{e:?} should mention {needle:?}");
+        }
+    }
+
+    #[test]
+    fn ring_group_bodies_are_checked() {
+        let g = ring_group(
+            "g".into(),
+            br#"{"ring_timeout_seconds":20,"members":["a1"]}"#,
+        )
+        .expect("valid");
+        assert_eq!(g.ring_timeout_seconds, Some(20));
+        for body in [
+            &br#"{"ring_timeout_seconds":0}"#[..],
+            br#"{"ring_timeout_seconds":100000}"#,
+            br#"{"members":["a b"]}"#,
+            br#"{"id":"other"}"#,
+            br#"{"extra":1}"#,
+            b"null",
+        ] {
+            assert!(ring_group("g".into(), body).is_err());
+        }
+    }
+}

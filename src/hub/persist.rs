@@ -1,0 +1,107 @@
+//! The hub's side of the durable store: opening it at start (before anything is served),
+//! the background pruning of old history and event ids, and closing it at shutdown once
+//! every actor has ended, so everything acknowledged is committed and checkpointed.
+//!
+//! Waits on the store's writer thread outside the request path go through
+//! `spawn_blocking`: besides keeping runtime threads free, a blocking task in flight keeps
+//! tokio's paused test clock from jumping ahead while the writer works.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::clock::Clock;
+use crate::config::Settings;
+use crate::store::{CommitTicket, Durability, Recovered, Store, StoreError, StoreOptions};
+
+/// How often old history and event ids are pruned (also once at start).
+pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// True for the path of a private in-memory database.
+pub fn is_memory(path: &Path) -> bool {
+    path.as_os_str() == ":memory:"
+}
+
+/// Opens the store of `settings` (blocking work on the blocking pool): checks the file,
+/// migrates it, seeds the directory on the first start and returns what it recovered. An
+/// in-memory database keeps nothing after the process, so its changes are acknowledged at
+/// once whatever `settings.durability` says (there is no disk to wait for).
+pub async fn open(settings: &Settings) -> Result<(Arc<Store>, Recovered), StoreError> {
+    let path = settings.database.clone();
+    let durability = if is_memory(&path) {
+        Durability::Async
+    } else {
+        settings.durability
+    };
+    let retention = settings.history_retention;
+    let event_id_ttl = settings.event_id_ttl;
+    let seed = settings.directory.clone();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let opened = tokio::task::spawn_blocking(move || {
+        let mut options = StoreOptions::new(&seed, now);
+        options.durability = durability;
+        options.retention = retention;
+        options.event_id_ttl = event_id_ttl;
+        Store::open(&path, options)
+    })
+    .await
+    .map_err(|e| StoreError::WriteFailed(Arc::from(format!("opening the store failed: {e}"))))?;
+    let (store, recovered) = opened?;
+    info!(
+        database = %settings.database.display(),
+        durability = ?durability,
+        agents = recovered.agents.len(),
+        event_ids = recovered.event_ids.len(),
+        directory_agents = recovered.directory.agents.len(),
+        ring_groups = recovered.directory.ring_groups.len(),
+        "durable store opened"
+    );
+    Ok((Arc::new(store), recovered))
+}
+
+/// Waits for a ticket on the blocking pool (for infrastructure waits: prune, flush before a
+/// report, directory edits).
+pub async fn wait(ticket: CommitTicket) -> Result<(), StoreError> {
+    if ticket.is_immediate() {
+        return ticket.await;
+    }
+    tokio::task::spawn_blocking(move || ticket.wait_blocking())
+        .await
+        .unwrap_or(Err(StoreError::Closed))
+}
+
+/// Prunes history older than the retention and expired event ids once now and then every
+/// [`PRUNE_EVERY`], until `stop` is cancelled.
+pub fn spawn_pruner(store: Arc<Store>, clock: Clock, stop: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let ticket = store.prune(clock.now_ms());
+            tokio::select! {
+                () = stop.cancelled() => break,
+                r = wait(ticket) => if let Err(e) = r {
+                    warn!(error = %e, "durable store: pruning failed");
+                },
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(PRUNE_EVERY) => {}
+            }
+        }
+    })
+}
+
+/// Commits everything queued, checkpoints and closes the store (at shutdown, after the
+/// actors ended).
+pub async fn close(store: Arc<Store>) {
+    let closed = tokio::task::spawn_blocking(move || store.close()).await;
+    match closed {
+        Ok(Ok(())) => info!("durable store flushed and closed"),
+        Ok(Err(e)) => warn!(error = %e, "durable store: close failed"),
+        Err(e) => warn!(error = %e, "durable store: close panicked"),
+    }
+}

@@ -1,0 +1,176 @@
+//! Rate limits: a token bucket per socket (per role, `--agent-rate` / `--agent-burst` etc.)
+//! with a strike count that closes an abusive socket with 1008, and a shared bucket for the
+//! HTTP telephony endpoint.
+//!
+//! Time is tokio's [`Instant`], so tests drive the buckets with paused time. The arithmetic
+//! is integral (nano-tokens), so a client sending exactly at its rate is never refused by
+//! a rounding error.
+
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+use crate::config::RateLimit;
+
+/// One token in bucket units.
+const UNIT: u128 = 1_000_000_000;
+
+/// A token bucket: `per_sec` tokens per second flow in, up to `burst`; each message takes one.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    limit: RateLimit,
+    /// Tokens held, in [`UNIT`]s.
+    tokens: u128,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(limit: RateLimit, now: Instant) -> Self {
+        TokenBucket {
+            limit,
+            tokens: u128::from(limit.burst.max(1)) * UNIT,
+            last: now,
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_take(&mut self, now: Instant) -> bool {
+        if self.limit.is_unlimited() {
+            return true;
+        }
+        let elapsed = now.saturating_duration_since(self.last).as_nanos();
+        self.last = now.max(self.last);
+        let cap = u128::from(self.limit.burst.max(1)) * UNIT;
+        // elapsed (ns) * per_sec tokens/s = nano-tokens.
+        let refill = elapsed.saturating_mul(u128::from(self.limit.per_sec));
+        self.tokens = self.tokens.saturating_add(refill).min(cap);
+        if self.tokens >= UNIT {
+            self.tokens -= UNIT;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What to do with one client message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within the rate: handle it.
+    Allow,
+    /// Over the rate: answer `rate_limited`, do not handle it.
+    Limited,
+    /// Over the rate too often within the window: close the socket with 1008.
+    Close,
+}
+
+/// The limiter of one socket.
+#[derive(Debug, Clone)]
+pub struct MessageLimiter {
+    bucket: TokenBucket,
+    /// Limited messages allowed within `window` before the socket is closed.
+    max_strikes: u32,
+    window: Duration,
+    strikes: u32,
+    window_start: Instant,
+}
+
+impl MessageLimiter {
+    pub fn new(limit: RateLimit, max_strikes: u32, window: Duration, now: Instant) -> Self {
+        MessageLimiter {
+            bucket: TokenBucket::new(limit, now),
+            max_strikes,
+            window,
+            strikes: 0,
+            window_start: now,
+        }
+    }
+
+    /// Judges one message arriving at `now`.
+    pub fn check(&mut self, now: Instant) -> Verdict {
+        if self.bucket.try_take(now) {
+            return Verdict::Allow;
+        }
+        if now.saturating_duration_since(self.window_start) >= self.window {
+            self.window_start = now;
+            self.strikes = 0;
+        }
+        self.strikes = self.strikes.saturating_add(1);
+        if self.strikes > self.max_strikes {
+            Verdict::Close
+        } else {
+            Verdict::Limited
+        }
+    }
+}
+
+/// A bucket shared by every caller of an HTTP endpoint.
+#[derive(Debug)]
+pub struct SharedBucket(Mutex<TokenBucket>);
+
+impl SharedBucket {
+    pub fn new(limit: RateLimit) -> Self {
+        SharedBucket(Mutex::new(TokenBucket::new(limit, Instant::now())))
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_take(&self) -> bool {
+        let now = Instant::now();
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .try_take(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(RateLimit::new(20, 40), t0);
+        for i in 0..40 {
+            assert!(b.try_take(t0), "burst message {i}");
+        }
+        assert!(!b.try_take(t0), "bucket empty");
+        // Exactly one token every 50 ms, for a long time.
+        for i in 1..=10_000u64 {
+            let t = t0 + Duration::from_millis(50 * i);
+            assert!(b.try_take(t), "message at its rate {i}");
+            assert!(!b.try_take(t), "nothing more at {i}");
+        }
+    }
+
+    #[test]
+    fn unlimited_never_refuses() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(RateLimit::UNLIMITED, t0);
+        assert!((0..100_000).all(|_| b.try_take(t0)));
+    }
+
+    #[test]
+    fn strikes_close_after_the_allowance_within_the_window() {
+        let t0 = Instant::now();
+        let mut l = MessageLimiter::new(RateLimit::new(1, 1), 3, Duration::from_secs(10), t0);
+        assert_eq!(l.check(t0), Verdict::Allow);
+        for _ in 0..3 {
+            assert_eq!(l.check(t0), Verdict::Limited);
+        }
+        assert_eq!(l.check(t0), Verdict::Close);
+        // A new window forgives.
+        let mut l = MessageLimiter::new(RateLimit::new(1, 1), 3, Duration::from_secs(10), t0);
+        assert_eq!(l.check(t0), Verdict::Allow);
+        for _ in 0..3 {
+            assert_eq!(l.check(t0), Verdict::Limited);
+        }
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(l.check(t1), Verdict::Allow, "refilled");
+        for _ in 0..3 {
+            assert_eq!(l.check(t1), Verdict::Limited, "new window");
+        }
+        assert_eq!(l.check(t1), Verdict::Close);
+    }
+}
