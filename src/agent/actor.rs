@@ -94,7 +94,7 @@ impl AgentActor {
                 reply,
             } => {
                 if let Some(hint) = hint {
-                    self.merge_hint(hint);
+                    self.merge_hint(*hint);
                 }
                 let id = TabId(self.next_tab);
                 self.next_tab += 1;
@@ -115,7 +115,7 @@ impl AgentActor {
                 origin,
                 reply,
             } => {
-                let result = self.apply(input, origin).map(|(outcome, ticket)| Applied {
+                let result = self.apply(*input, origin).map(|(outcome, ticket)| Applied {
                     outcome,
                     state: self.published.clone(),
                     // Nothing to store: the answer still waits for what was queued before
@@ -129,11 +129,11 @@ impl AgentActor {
                 input,
                 reply,
             } => {
-                let answer = self.telephony(event_id, input);
+                let answer = self.telephony(event_id.map(String::from), *input);
                 let _ = reply.send(answer);
             }
             Command::SetProfile { profile } => {
-                self.profile = profile;
+                self.profile = *profile;
                 let before = (self.state.name.clone(), self.state.teams.clone());
                 let status_before = StatusBefore::from(&self.state);
                 apply_profile(&mut self.state, &self.profile);

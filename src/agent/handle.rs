@@ -69,28 +69,31 @@ impl TelephonyAnswer {
 #[error("the agent actor has stopped")]
 pub struct AttachError;
 
+///
+/// Every variant is kept to a few words (large payloads boxed): tokio's channel allocates
+/// its slots in blocks of 32, so the size of this enum is paid 32 times by every agent.
 pub(super) enum Command {
     Attach {
         outbox: Outbox,
-        hint: Option<Profile>,
+        hint: Option<Box<Profile>>,
         reply: oneshot::Sender<TabId>,
     },
     Detach {
         tab: TabId,
     },
     Apply {
-        input: Input,
+        input: Box<Input>,
         /// The tab that asked for a logout answers itself; the others are closed by the actor.
         origin: Option<TabId>,
         reply: oneshot::Sender<Result<Applied, Rejection>>,
     },
     Telephony {
-        event_id: Option<String>,
-        input: Input,
+        event_id: Option<Box<str>>,
+        input: Box<Input>,
         reply: oneshot::Sender<TelephonyAnswer>,
     },
     SetProfile {
-        profile: Profile,
+        profile: Box<Profile>,
     },
 }
 
@@ -120,7 +123,7 @@ impl AgentHandle {
         self.sender
             .send(Command::Attach {
                 outbox,
-                hint,
+                hint: hint.map(Box::new),
                 reply,
             })
             .await
@@ -142,7 +145,7 @@ impl AgentHandle {
         let (reply, rx) = oneshot::channel();
         self.sender
             .send(Command::Apply {
-                input,
+                input: Box::new(input),
                 origin,
                 reply,
             })
@@ -160,8 +163,8 @@ impl AgentHandle {
         let (reply, rx) = oneshot::channel();
         self.sender
             .send(Command::Telephony {
-                event_id,
-                input,
+                event_id: event_id.map(String::into_boxed_str),
+                input: Box::new(input),
                 reply,
             })
             .await
@@ -172,6 +175,23 @@ impl AgentHandle {
     /// Updates name, teams or wrap-up (directory change). A new wrap-up time applies from
     /// the next call on; a running wrap-up keeps its deadline.
     pub async fn set_profile(&self, profile: Profile) {
-        let _ = self.sender.send(Command::SetProfile { profile }).await;
+        let _ = self
+            .sender
+            .send(Command::SetProfile {
+                profile: Box::new(profile),
+            })
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mailbox_slots_stay_small() {
+        // tokio allocates mailbox slots 32 at a time for every agent: a few words each.
+        let size = std::mem::size_of::<Command>();
+        assert!(size <= 48, "Command grew to {size} bytes");
     }
 }

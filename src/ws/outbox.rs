@@ -6,9 +6,11 @@
 //! the socket for closing with 4008 and drops it, so a slow reader never slows anyone else.
 
 use axum::extract::ws::Utf8Bytes;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, Notify};
+use std::sync::Mutex;
+use tokio::sync::Notify;
 
 use crate::hub::fanout::Published;
 
@@ -93,49 +95,84 @@ pub struct Overflow;
 
 #[derive(Debug)]
 struct Shared {
+    /// The queue itself. A `VecDeque` grows only when frames are waiting (an idle socket
+    /// holds no slots), unlike a channel that allocates its slots up front.
+    items: Mutex<VecDeque<Outbound>>,
     /// Bytes queued and not yet taken by the writer.
     queued: AtomicUsize,
     /// The bound in bytes, from `--queue-bytes`.
     bound: usize,
+    /// Backstop on the number of items (frames are >= ~64 bytes, so the byte bound bites
+    /// first).
+    max_items: usize,
+    /// Producers alive; the receiver sees the end of the queue when it drops to zero.
+    producers: AtomicUsize,
+    /// Wakes the writer when an item is queued or the last producer left.
+    ready: Notify,
     /// Close code requested by a producer; 0 while open.
     close_code: AtomicU16,
     /// Wakes the writer when `close_code` is set.
     wake: Notify,
 }
 
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Outbound>> {
+        // Every critical section is a single push or pop: a poisoned lock still holds a
+        // consistent queue.
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The producer side of a socket queue. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Outbox {
-    tx: mpsc::Sender<Outbound>,
     shared: Arc<Shared>,
 }
 
 /// The writer side, owned by the socket task.
 #[derive(Debug)]
 pub struct OutboxReceiver {
-    rx: mpsc::Receiver<Outbound>,
     shared: Arc<Shared>,
 }
 
+/// Queue capacity kept after a burst drained; larger buffers are given back.
+const KEEP_CAPACITY: usize = 64;
+
 /// Creates a queue bounded to `bound_bytes`.
 pub fn outbox(bound_bytes: usize) -> (Outbox, OutboxReceiver) {
-    // The item count is a backstop; the byte bound is the real limit. Frames are >= ~64
-    // bytes, so this never bites before the byte bound does.
-    let slots = (bound_bytes / 64).clamp(64, 1 << 16);
-    let (tx, rx) = mpsc::channel(slots);
     let shared = Arc::new(Shared {
+        items: Mutex::new(VecDeque::new()),
         queued: AtomicUsize::new(0),
         bound: bound_bytes,
+        max_items: (bound_bytes / 64).clamp(64, 1 << 16),
+        producers: AtomicUsize::new(1),
+        ready: Notify::new(),
         close_code: AtomicU16::new(0),
         wake: Notify::new(),
     });
     (
         Outbox {
-            tx,
             shared: shared.clone(),
         },
-        OutboxReceiver { rx, shared },
+        OutboxReceiver { shared },
     )
+}
+
+impl Clone for Outbox {
+    fn clone(&self) -> Self {
+        self.shared.producers.fetch_add(1, Ordering::Relaxed);
+        Outbox {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if self.shared.producers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.ready.notify_one();
+        }
+    }
 }
 
 impl Outbox {
@@ -152,12 +189,7 @@ impl Outbox {
             self.close(CLOSE_SLOW_CONSUMER);
             return Err(Overflow);
         }
-        if self.tx.try_send(Outbound::Frame(frame)).is_err() {
-            self.shared.queued.fetch_sub(len, Ordering::Relaxed);
-            self.close(CLOSE_SLOW_CONSUMER);
-            return Err(Overflow);
-        }
-        Ok(())
+        self.enqueue(Outbound::Frame(frame), len)
     }
 
     /// Queues an item that is not counted against the byte bound (snapshots, replays: one
@@ -174,11 +206,22 @@ impl Outbox {
             _ => 0,
         };
         self.shared.queued.fetch_add(counted, Ordering::Relaxed);
-        self.tx.try_send(item).map_err(|_| {
-            self.shared.queued.fetch_sub(counted, Ordering::Relaxed);
-            self.close(CLOSE_SLOW_CONSUMER);
-            Overflow
-        })
+        self.enqueue(item, counted)
+    }
+
+    fn enqueue(&self, item: Outbound, counted: usize) -> Result<(), Overflow> {
+        {
+            let mut items = self.shared.lock();
+            if items.len() >= self.shared.max_items {
+                drop(items);
+                self.shared.queued.fetch_sub(counted, Ordering::Relaxed);
+                self.close(CLOSE_SLOW_CONSUMER);
+                return Err(Overflow);
+            }
+            items.push_back(item);
+        }
+        self.shared.ready.notify_one();
+        Ok(())
     }
 
     /// Asks the socket to close with `code` now (what is queued is dropped).
@@ -210,24 +253,34 @@ impl Outbox {
 }
 
 impl OutboxReceiver {
-    /// The next item, or `None` when every producer is gone.
+    /// The next item, or `None` when every producer is gone and the queue is empty.
     pub async fn recv(&mut self) -> Option<Outbound> {
-        let item = self.rx.recv().await?;
-        self.account(&item);
-        Some(item)
+        loop {
+            let ready = self.shared.ready.notified();
+            if let Some(item) = self.try_recv() {
+                return Some(item);
+            }
+            if self.shared.producers.load(Ordering::Acquire) == 0 {
+                return None;
+            }
+            ready.await;
+        }
     }
 
     /// The next item if one is ready.
-    pub fn try_recv(&mut self) -> Option<Outbound> {
-        let item = self.rx.try_recv().ok()?;
-        self.account(&item);
-        Some(item)
-    }
-
-    fn account(&self, item: &Outbound) {
-        if let Outbound::Frame(f) = item {
+    pub fn try_recv(&self) -> Option<Outbound> {
+        let item = {
+            let mut items = self.shared.lock();
+            let item = items.pop_front();
+            if items.is_empty() && items.capacity() > KEEP_CAPACITY {
+                items.shrink_to(KEEP_CAPACITY);
+            }
+            item
+        }?;
+        if let Outbound::Frame(f) = &item {
             self.shared.queued.fetch_sub(f.len(), Ordering::Relaxed);
         }
+        Some(item)
     }
 
     /// A handle that resolves when a producer asks for a close, usable while the receiver
@@ -252,5 +305,44 @@ impl CloseSignal {
             }
             notified.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> Utf8Bytes {
+        Utf8Bytes::from(s.to_string())
+    }
+
+    #[tokio::test]
+    async fn delivers_in_order_then_ends_when_producers_are_gone() {
+        let (tx, mut rx) = outbox(1024);
+        let tx2 = tx.clone();
+        tx.push(text("a")).expect("room");
+        tx2.push(text("b")).expect("room");
+        drop(tx);
+        drop(tx2);
+        for want in ["a", "b"] {
+            match rx.recv().await {
+                Some(Outbound::Frame(f)) => assert_eq!(f.as_str(), want),
+                other => panic!("expected {want}, got {other:?}"),
+            }
+        }
+        assert!(rx.recv().await.is_none());
+        assert_eq!(rx.shared.queued.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn over_the_byte_bound_closes_with_4008_and_frees_nothing_twice() {
+        let (tx, rx) = outbox(10);
+        tx.push(text("123456")).expect("fits");
+        assert_eq!(tx.push(text("123456")), Err(Overflow));
+        assert!(tx.is_closing());
+        assert_eq!(rx.close_signal().requested().await, CLOSE_SLOW_CONSUMER);
+        assert_eq!(tx.queued_bytes(), 6, "the refused frame is not counted");
+        assert!(rx.try_recv().is_some());
+        assert_eq!(tx.queued_bytes(), 0);
     }
 }
