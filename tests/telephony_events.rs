@@ -446,3 +446,52 @@ async fn http_telephony_events_give_the_socket_replies() {
     rig.check_http().await;
     rig.finish().await;
 }
+
+/// An adapter pipelines: it sends a whole call flow for several agents without waiting.
+/// Replies come back in the order the events were sent, and each agent's events apply in
+/// that order (offer, answer, end), so every agent ends where the flow leads.
+#[tokio::test]
+async fn pipelined_events_keep_their_order_and_replies_come_back_in_order() {
+    let hub = TestHub::start().await;
+    let agents = ["p1", "p2", "p3", "p4"];
+    let mut tabs = Vec::new();
+    for a in agents {
+        let (mut tab, _) = hub.agent(a).await;
+        let ok = tab
+            .request(json!({"type": "set_status", "status": "available"}))
+            .await;
+        assert_eq!(ok["type"], "ok", "{ok}");
+        tabs.push(tab);
+    }
+    let mut tel = hub.telephony().await;
+    let mut sent = Vec::new();
+    for round in 0..3 {
+        for kind in ["call_offered", "call_answered", "call_ended"] {
+            for a in agents {
+                let r = sent.len() as u64 + 1;
+                let mut e = event(kind, &format!("{a}-call-{round}"), a);
+                e["ref"] = json!(r);
+                tel.send(e).await;
+                sent.push((r, kind, a));
+            }
+        }
+    }
+    for (r, kind, a) in &sent {
+        let reply = tel.recv().await;
+        assert_eq!(reply["ref"], json!(r), "replies in send order: {reply}");
+        assert_eq!(reply["type"], "ok", "{kind} for {a}: {reply}");
+        assert!(
+            reply.get("stale").is_none(),
+            "{kind} for {a} applied in order: {reply}"
+        );
+        if *kind == "call_offered" {
+            assert_eq!(reply["accepted"], true, "{reply}");
+        }
+    }
+    for a in agents {
+        let state = hub.agent_state(a).await;
+        assert_eq!(state["status"], "available", "{a}: {state}");
+        assert_eq!(state["reason"], "call_ended", "{a}: {state}");
+    }
+    hub.stop().await;
+}

@@ -69,8 +69,7 @@ impl TelephonyAnswer {
 #[error("the agent actor has stopped")]
 pub struct AttachError;
 
-///
-/// Every variant is kept to a few words (large payloads boxed): tokio's channel allocates
+/// What the actor is asked to do. Every variant is kept to a few words (large payloads boxed): tokio's channel allocates
 /// its slots in blocks of 32, so the size of this enum is paid 32 times by every agent.
 pub(super) enum Command {
     Attach {
@@ -154,12 +153,13 @@ impl AgentHandle {
         rx.await.map_err(|_| AttachError)
     }
 
-    /// Applies a telephony event, deduplicated by `event_id`.
-    pub async fn telephony(
+    /// Hands a telephony event (deduplicated by `event_id`) to the actor and returns where
+    /// its answer will arrive; waits only when the mailbox is full.
+    pub async fn telephony_dispatch(
         &self,
         event_id: Option<String>,
         input: Input,
-    ) -> Result<TelephonyAnswer, AttachError> {
+    ) -> Result<oneshot::Receiver<TelephonyAnswer>, AttachError> {
         let (reply, rx) = oneshot::channel();
         self.sender
             .send(Command::Telephony {
@@ -169,7 +169,7 @@ impl AgentHandle {
             })
             .await
             .map_err(|_| AttachError)?;
-        rx.await.map_err(|_| AttachError)
+        Ok(rx)
     }
 
     /// Updates name, teams or wrap-up (directory change). A new wrap-up time applies from

@@ -9,7 +9,9 @@ use super::dedup::StoredReply;
 use super::Hub;
 use crate::agent::TelephonyAnswer;
 use crate::model::{AgentId, Input, TelephonyNotice};
-use crate::protocol::{error_reply_fields, ok_reply, BadMessage, ErrorCode, Request};
+use tokio::sync::oneshot;
+
+use crate::protocol::{error_reply_fields, ok_reply, BadMessage, ErrorCode, Ref, Request};
 use crate::ws::outbox::Outbox;
 
 /// Adapter sockets that receive notifications.
@@ -79,8 +81,13 @@ pub struct EventAnswer {
 }
 
 impl EventAnswer {
-    /// The reply frame for a request with `reply_ref`.
+    /// The reply frame for `req`.
     pub fn render(&self, req: &Request) -> String {
+        self.render_for(req.reply_ref.as_ref())
+    }
+
+    /// The reply frame for a request whose `ref` was `reply_ref`.
+    pub fn render_for(&self, reply_ref: Option<&Ref>) -> String {
         let r = &self.answer.reply;
         let mut fields = String::with_capacity(r.fields.len() + 20);
         if self.answer.duplicate {
@@ -89,11 +96,11 @@ impl EventAnswer {
         match r.error {
             None => {
                 fields.push_str(&r.fields);
-                ok_reply(req.reply_ref.as_ref(), &fields)
+                ok_reply(reply_ref, &fields)
             }
             Some(code) => {
                 fields.push_str(&r.fields);
-                error_reply_fields(req.reply_ref.as_ref(), code, &fields)
+                error_reply_fields(reply_ref, code, &fields)
             }
         }
     }
@@ -102,6 +109,13 @@ impl EventAnswer {
     pub fn http_status(&self) -> u16 {
         self.answer.reply.error.map_or(200, ErrorCode::http_status)
     }
+}
+
+/// A checked event: answered at once (duplicate, unknown agent) or handed to its actor.
+#[derive(Debug)]
+pub enum Dispatched {
+    Answered(EventAnswer),
+    Pending(oneshot::Receiver<TelephonyAnswer>),
 }
 
 /// Why an event was not processed at all.
@@ -114,7 +128,10 @@ pub enum EventError {
 
 impl Hub {
     /// Processes one telephony event from a socket or `POST /api/v1/telephony/events`.
-    pub async fn telephony_event(&self, req: &Request) -> Result<EventAnswer, EventError> {
+    /// Checks one telephony event and hands it to its agent's actor, without waiting for
+    /// the actor's answer: a socket dispatches its events in arrival order (so one agent's
+    /// events keep their order) while earlier answers are still being computed.
+    pub async fn telephony_dispatch(&self, req: &Request) -> Result<Dispatched, EventError> {
         let kind = match req.kind.as_str() {
             "call_offered" => EventKind::Offered,
             "call_answered" => EventKind::Answered,
@@ -141,7 +158,7 @@ impl Hub {
         let core = &self.core;
         if let Some(reply) = core.dedup.get(&event_id) {
             core.metrics.telephony_event(true, false);
-            return Ok(EventAnswer {
+            return Ok(Dispatched::Answered(EventAnswer {
                 answer: TelephonyAnswer {
                     reply,
                     duplicate: true,
@@ -149,7 +166,7 @@ impl Hub {
                     // The first answer may still be on its way to the disk.
                     ticket: core.ack_barrier(),
                 },
-            });
+            }));
         }
         let handle = if kind == EventKind::Outbound {
             Some(self.agent_or_create(&agent_id))
@@ -163,14 +180,14 @@ impl Hub {
                 .record_event_id(&event_id, &reply, core.clock.now_ms());
             core.dedup.insert(&event_id, reply.clone());
             core.metrics.telephony_event(false, false);
-            return Ok(EventAnswer {
+            return Ok(Dispatched::Answered(EventAnswer {
                 answer: TelephonyAnswer {
                     reply,
                     duplicate: false,
                     stale: false,
                     ticket,
                 },
-            });
+            }));
         };
         let input = match kind {
             EventKind::Offered => Input::CallOffered {
@@ -188,11 +205,30 @@ impl Hub {
                 to: req.to.clone(),
             },
         };
-        let answer = handle
-            .telephony(Some(event_id), input)
+        let pending = handle
+            .telephony_dispatch(Some(event_id), input)
             .await
             .map_err(|_| EventError::Unavailable)?;
-        core.metrics.telephony_event(answer.duplicate, answer.stale);
+        Ok(Dispatched::Pending(pending))
+    }
+
+    /// Processes one telephony event and waits for its answer (the HTTP endpoint).
+    pub async fn telephony_event(&self, req: &Request) -> Result<EventAnswer, EventError> {
+        match self.telephony_dispatch(req).await? {
+            Dispatched::Answered(answer) => Ok(answer),
+            Dispatched::Pending(pending) => self.telephony_answer(pending).await,
+        }
+    }
+
+    /// Waits for the actor's answer to a dispatched event.
+    pub async fn telephony_answer(
+        &self,
+        pending: oneshot::Receiver<TelephonyAnswer>,
+    ) -> Result<EventAnswer, EventError> {
+        let answer = pending.await.map_err(|_| EventError::Unavailable)?;
+        self.core
+            .metrics
+            .telephony_event(answer.duplicate, answer.stale);
         Ok(EventAnswer { answer })
     }
 

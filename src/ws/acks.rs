@@ -11,11 +11,13 @@
 use axum::extract::ws::Utf8Bytes;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::outbox::Outbox;
 use super::reply::not_stored;
-use crate::protocol::Ref;
+use crate::agent::TelephonyAnswer;
+use crate::hub::Hub;
+use crate::protocol::{error_reply, ErrorCode, Ref};
 use crate::store::CommitTicket;
 
 /// Replies waiting for their commit, per socket, before the socket stops reading until
@@ -23,9 +25,48 @@ use crate::store::CommitTicket;
 pub const MAX_PENDING: usize = 1024;
 
 struct Pending {
-    ticket: CommitTicket,
-    reply: Option<String>,
+    answer: Answer,
     reply_ref: Option<Ref>,
+}
+
+/// Where a queued reply comes from.
+enum Answer {
+    /// Known already; it waits for its commit.
+    Ready {
+        ticket: CommitTicket,
+        reply: Option<String>,
+    },
+    /// A telephony event still at its agent's actor: the adapter pipelines events, so the
+    /// socket dispatches the next ones while this answer is computed.
+    Event {
+        answer: oneshot::Receiver<TelephonyAnswer>,
+        hub: Arc<Hub>,
+    },
+}
+
+impl Answer {
+    /// The reply (if one is due) and the commit it waits for.
+    async fn resolve(self, reply_ref: Option<&Ref>) -> (CommitTicket, Option<String>) {
+        match self {
+            Answer::Ready { ticket, reply } => (ticket, reply),
+            Answer::Event { answer, hub } => match hub.telephony_answer(answer).await {
+                Ok(mut answer) => {
+                    let due = reply_ref.is_some() || answer.answer.reply.error.is_some();
+                    let reply = due.then(|| answer.render_for(reply_ref));
+                    (answer.answer.take_ticket(), reply)
+                }
+                Err(_) => (
+                    CommitTicket::done(),
+                    Some(error_reply(
+                        reply_ref,
+                        ErrorCode::InvalidState,
+                        "the hub is shutting down",
+                        "",
+                    )),
+                ),
+            },
+        }
+    }
 }
 
 /// The ordered reply queue of one socket.
@@ -62,6 +103,29 @@ impl OrderedAcks {
             push(&self.outbox, finish(stored, reply, reply_ref.as_ref()));
             return;
         }
+        self.enqueue(Pending {
+            answer: Answer::Ready { ticket, reply },
+            reply_ref,
+        })
+        .await;
+    }
+
+    /// Queues the reply to a telephony event its actor is still working on; it goes out
+    /// after every reply queued before it, once the event is answered and committed.
+    pub async fn send_event(
+        &mut self,
+        answer: oneshot::Receiver<TelephonyAnswer>,
+        hub: Arc<Hub>,
+        reply_ref: Option<Ref>,
+    ) {
+        self.enqueue(Pending {
+            answer: Answer::Event { answer, hub },
+            reply_ref,
+        })
+        .await;
+    }
+
+    async fn enqueue(&mut self, item: Pending) {
         let queue = match &self.queue {
             Some(q) => q.clone(),
             None => {
@@ -71,18 +135,13 @@ impl OrderedAcks {
             }
         };
         self.pending.fetch_add(1, Ordering::AcqRel);
-        let item = Pending {
-            ticket,
-            reply,
-            reply_ref,
-        };
         if let Err(mpsc::error::SendError(item)) = queue.send(item).await {
             // The task is gone (it cannot be while we hold the sender; keep the reply).
             self.pending.fetch_sub(1, Ordering::AcqRel);
-            let stored = item.ticket.await;
+            let (ticket, reply) = item.answer.resolve(item.reply_ref.as_ref()).await;
             push(
                 &self.outbox,
-                finish(stored, item.reply, item.reply_ref.as_ref()),
+                finish(ticket.await, reply, item.reply_ref.as_ref()),
             );
         }
     }
@@ -101,8 +160,11 @@ fn spawn(outbox: Outbox, pending: Arc<AtomicUsize>) -> mpsc::Sender<Pending> {
     let (tx, mut rx) = mpsc::channel::<Pending>(MAX_PENDING);
     tokio::spawn(async move {
         while let Some(item) = rx.recv().await {
-            let stored = item.ticket.await;
-            push(&outbox, finish(stored, item.reply, item.reply_ref.as_ref()));
+            let (ticket, reply) = item.answer.resolve(item.reply_ref.as_ref()).await;
+            push(
+                &outbox,
+                finish(ticket.await, reply, item.reply_ref.as_ref()),
+            );
             pending.fetch_sub(1, Ordering::AcqRel);
         }
     });

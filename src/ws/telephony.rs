@@ -7,7 +7,7 @@ use super::acks::OrderedAcks;
 use super::outbox::Outbox;
 use super::reply::{error, pong};
 use super::session::Flow;
-use crate::hub::telephony::EventError;
+use crate::hub::telephony::{Dispatched, EventError};
 use crate::hub::Hub;
 use crate::metrics::Role;
 use crate::protocol::{bad_message_reply, ErrorCode, Request};
@@ -44,8 +44,8 @@ impl TelephonySession {
             self.acks.send_now(pong(&req, &self.hub)).await;
             return Flow::Continue;
         }
-        match self.hub.telephony_event(&req).await {
-            Ok(mut answer) => {
+        match self.hub.telephony_dispatch(&req).await {
+            Ok(Dispatched::Answered(mut answer)) => {
                 let reply = if req.reply_ref.is_some() || answer.answer.reply.error.is_some() {
                     Some(answer.render(&req))
                 } else {
@@ -55,6 +55,12 @@ impl TelephonySession {
                 // the socket goes on reading meanwhile.
                 let ticket = answer.answer.take_ticket();
                 self.acks.send(ticket, reply, req.reply_ref.clone()).await;
+            }
+            Ok(Dispatched::Pending(answer)) => {
+                // Pipelined: the next events are read and dispatched while the actor works.
+                self.acks
+                    .send_event(answer, self.hub.clone(), req.reply_ref.clone())
+                    .await;
             }
             Err(EventError::Bad(bad)) => {
                 self.hub.core.metrics.bad_message(Role::Telephony);
