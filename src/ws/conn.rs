@@ -53,8 +53,13 @@ pub async fn drive(
     let pong_timeout = core.settings.pong_timeout;
     let close_signal = rx.close_signal();
     let now = Instant::now();
-    let mut next_ping = now + ping_interval;
-    let mut pong_due: Option<Instant> = None;
+    // Liveness: one timer for the whole life of the socket (no timer per loop turn). It
+    // fires `ping_interval` after the last frame from the peer (then a ping goes out), and
+    // `pong_timeout` after a ping (then the peer is dead unless a frame came meanwhile).
+    let mut last_seen = now;
+    let mut awaiting_answer = false;
+    let liveness = tokio::time::sleep_until(now + ping_interval);
+    tokio::pin!(liveness);
     let mut limiter = MessageLimiter::new(
         core.settings.rate_limit(role),
         core.settings.rate_limit_strikes,
@@ -69,7 +74,6 @@ pub async fn drive(
     let expiry = tokio::time::sleep_until(expires.unwrap_or(now));
     tokio::pin!(expiry);
     let exit = loop {
-        let tick = pong_due.unwrap_or(next_ping);
         tokio::select! {
             biased;
             () = core.shutdown.cancelled() => break Exit::Close(CLOSE_GOING_AWAY, "hub shutting down"),
@@ -94,8 +98,8 @@ pub async fn drive(
             }
             msg = ws.recv() => {
                 // Any frame from the peer proves it is alive.
-                pong_due = None;
-                next_ping = Instant::now() + ping_interval;
+                last_seen = Instant::now();
+                awaiting_answer = false;
                 match msg {
                     None => break Exit::Gone,
                     Some(Err(e)) => break read_error_exit(e, core),
@@ -103,7 +107,10 @@ pub async fn drive(
                         core.metrics.message_in(role);
                         match limiter.check(Instant::now()) {
                             Verdict::Allow => {
-                                if let Flow::Close(code, reason) = session.on_text(text.as_str()).await {
+                                // Boxed: the handler's state lives only while a message is
+                                // handled, not in every idle socket's task.
+                                let handled = Box::pin(session.on_text(text.as_str())).await;
+                                if let Flow::Close(code, reason) = handled {
                                     break Exit::Close(code, reason);
                                 }
                             }
@@ -129,14 +136,20 @@ pub async fn drive(
                     Some(Ok(Message::Close(_))) => break Exit::Gone,
                 }
             }
-            () = tokio::time::sleep_until(tick) => {
-                if pong_due.is_some() {
+            () = &mut liveness => {
+                let now = Instant::now();
+                if awaiting_answer {
                     core.metrics.dead_peer(role);
                     break Exit::Gone;
                 }
-                let now = Instant::now();
-                pong_due = Some(now + pong_timeout);
-                next_ping = now + ping_interval;
+                let quiet_until = last_seen + ping_interval;
+                if quiet_until > now {
+                    // The peer spoke since: ping only after a full interval of silence.
+                    liveness.as_mut().reset(quiet_until);
+                    continue;
+                }
+                awaiting_answer = true;
+                liveness.as_mut().reset(now + pong_timeout);
                 let sent = tokio::time::timeout(pong_timeout, ws.send(Message::Ping(Bytes::new()))).await;
                 if !matches!(sent, Ok(Ok(()))) {
                     core.metrics.dead_peer(role);
