@@ -230,9 +230,16 @@ print(f"\nresults: {out}")
 PY
 
 if [[ "$SIZE" != smoke ]]; then
-  python3 "$ROOT/bench/report.py" "$OUT" | tee "$ROOT/bench/summary.md"
+  # The summary and chart sit beside the results: bench/summary.md and bench/latency.svg
+  # for the default bench/results.json, FILE.md and FILE.svg for --out FILE.json.
+  if [[ "$OUT" == "$ROOT/bench/results.json" ]]; then
+    SUMMARY="$ROOT/bench/summary.md"; SVG="$ROOT/bench/latency.svg"
+  else
+    SUMMARY="${OUT%.json}.md"; SVG="${OUT%.json}.svg"
+  fi
+  python3 "$ROOT/bench/report.py" "$OUT" | tee "$SUMMARY"
   if [[ "$CHART" == 1 ]]; then
-    python3 "$ROOT/bench/chart.py" "$OUT" "$ROOT/bench/latency.svg"
+    python3 "$ROOT/bench/chart.py" "$OUT" "$SVG"
   fi
 fi
 

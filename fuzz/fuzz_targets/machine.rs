@@ -1,15 +1,15 @@
 //! The status machine (`model::machine::apply`) fed arbitrary input sequences, with time
 //! passing and due timers firing in between: never a panic, and after every step the
-//! invariants of `status-model.md` and the per-step rules hold (the same checks as the
-//! property test `src/model/machine_props.rs`, which is private to the crate's tests).
+//! invariants of `status-model.md` and the per-step rules hold (`model::invariants`, the
+//! same checks the property tests of `cargo test` run).
 #![no_main]
 
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use presence_hub::model::machine::{apply, next_deadline};
+use presence_hub::model::invariants::{check_state, checked_apply as step};
+use presence_hub::model::machine::next_deadline;
 use presence_hub::model::{
-    Actor, AgentId, AgentState, CallDirection, CallId, Input, ManualStatus, Millis, Outcome,
-    Policy, Reason, Rejection, Session, Status,
+    Actor, AgentId, AgentState, CallId, Input, Millis, Outcome, Policy, Status,
 };
 
 const T0: Millis = 1_700_000_000_000;
@@ -85,141 +85,6 @@ fn input(u: &mut Unstructured, s: &AgentState) -> Result<Input> {
         14 => Input::WrapUpTimerFired,
         _ => Input::SocketOpened,
     })
-}
-
-/// The invariants every reachable state satisfies.
-fn check_state(s: &AgentState) {
-    match s.status.as_manual() {
-        Some(m) => {
-            assert_eq!(m, s.manual_status, "manual status shown: {s:?}");
-            assert!(s.call.is_none(), "manual status with a call: {s:?}");
-            assert!(
-                s.ring_expires_at.is_none() && s.wrap_up_expires_at.is_none(),
-                "{s:?}"
-            );
-        }
-        None => assert!(s.call.is_some(), "system status without a call: {s:?}"),
-    }
-    match s.status {
-        Status::Ringing => {
-            assert!(
-                s.ring_expires_at.is_some() && s.wrap_up_expires_at.is_none(),
-                "{s:?}"
-            );
-            let c = s.call.as_ref().expect("ringing has a call");
-            assert_eq!(c.direction, CallDirection::Inbound, "{s:?}");
-            assert!(c.answered_at.is_none(), "{s:?}");
-        }
-        Status::OnCall => {
-            assert!(
-                s.ring_expires_at.is_none() && s.wrap_up_expires_at.is_none(),
-                "{s:?}"
-            )
-        }
-        Status::WrapUp => {
-            assert!(
-                s.wrap_up_expires_at.is_some() && s.ring_expires_at.is_none(),
-                "{s:?}"
-            )
-        }
-        _ => {}
-    }
-    if let Some(id) = s.call_id() {
-        assert!(
-            !s.ended_calls.contains(id),
-            "current call remembered as ended: {s:?}"
-        );
-    }
-    match s.session {
-        Session::LoggedOut | Session::Grace { .. } => assert_eq!(s.connections, 0, "{s:?}"),
-        Session::Connected => assert!(s.connections > 0, "{s:?}"),
-    }
-}
-
-/// Applies one input and checks the per-step rules against the state before.
-fn step(
-    s: &mut AgentState,
-    input: Input,
-    now: Millis,
-    p: &Policy,
-) -> std::result::Result<Outcome, Rejection> {
-    let before = s.clone();
-    let result = apply(s, input.clone(), now, p);
-    match &result {
-        Err(_) => assert_eq!(*s, before, "rejected {input:?} changed the state"),
-        Ok(Outcome::Changed(_)) => assert_eq!(s.version, before.version + 1, "{input:?}"),
-        Ok(Outcome::Stale) => assert_eq!(*s, before, "stale {input:?} changed the state"),
-        Ok(Outcome::Unchanged) => {
-            let mut same = before.clone();
-            same.session = s.session;
-            assert_eq!(*s, same, "unchanged {input:?} changed the state");
-        }
-    }
-    if s.status != before.status {
-        assert_eq!(s.since, now, "status changed, since not updated");
-    } else {
-        assert_eq!(s.since, before.since, "since moved without a status change");
-    }
-    match (&input, &result) {
-        (
-            Input::SetStatus {
-                if_version: Some(v),
-                ..
-            },
-            _,
-        ) if *v != before.version => {
-            assert_eq!(
-                result,
-                Err(Rejection::Conflict {
-                    current: before.version
-                })
-            );
-        }
-        (Input::SetStatus { status, by, .. }, Ok(outcome)) => {
-            let m = status
-                .as_manual()
-                .expect("only manual statuses are accepted");
-            assert_eq!(s.manual_status, m);
-            if matches!(outcome, Outcome::Changed(_)) {
-                let reason = match by {
-                    Actor::Agent => Reason::Manual,
-                    Actor::Admin => Reason::Admin,
-                };
-                assert_eq!(s.reason, Some(reason));
-            }
-        }
-        (Input::SetStatus { status, .. }, Err(e)) => {
-            assert!(status.as_manual().is_none());
-            assert_eq!(*e, Rejection::InvalidStatus);
-        }
-        (Input::CallOffered { call_id, .. }, Ok(Outcome::Changed(_))) => {
-            assert_eq!(
-                before.status,
-                Status::Available,
-                "offered to a non-available agent"
-            );
-            assert_eq!((s.status, s.call_id()), (Status::Ringing, Some(call_id)));
-        }
-        (Input::AcceptCall { call_id }, Ok(_)) => {
-            assert_eq!(
-                (before.status, before.call_id()),
-                (Status::Ringing, Some(call_id))
-            );
-            assert_eq!(s.status, Status::OnCall);
-        }
-        (Input::Logout { .. }, Ok(_)) => {
-            assert_eq!((s.session, s.connections), (Session::LoggedOut, 0));
-            assert_eq!(s.manual_status, ManualStatus::Offline);
-        }
-        (Input::SocketOpened, Ok(_)) => {
-            assert_eq!(s.session, Session::Connected);
-            assert_eq!(s.connections, before.connections + 1);
-        }
-        (Input::EndWrapUp, r) => assert_eq!(r.is_ok(), before.status == Status::WrapUp),
-        _ => {}
-    }
-    check_state(s);
-    result
 }
 
 fn run(u: &mut Unstructured) -> Result<()> {

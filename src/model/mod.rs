@@ -5,6 +5,7 @@
 //! side effects the actor must carry out. That keeps every transition testable exhaustively.
 
 pub mod ids;
+pub mod invariants;
 pub mod machine;
 pub mod state;
 pub mod status;
