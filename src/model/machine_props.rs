@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::model::invariants::{check_state, checked_apply as step};
-use crate::model::{AgentId, Session};
+use crate::model::AgentId;
 use proptest::prelude::*;
 
 const T0: Millis = 1_700_000_000_000;
