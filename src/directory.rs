@@ -124,17 +124,23 @@ impl Directory {
 
     /// The ring groups `agent` belongs to.
     pub fn groups_of(&self, agent: &AgentId) -> Vec<&str> {
+        // A fixed order (the agent's own list first, then the groups naming it, by id), so
+        // that "the agent's ring group's timeout" does not depend on hash order.
         let mut groups: Vec<&str> = self
+            .agents
+            .get(agent)
+            .map(|a| a.ring_groups.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        let mut naming: Vec<&str> = self
             .ring_groups
             .values()
             .filter(|g| g.members.contains(agent))
             .map(|g| g.id.as_str())
             .collect();
-        if let Some(a) = self.agents.get(agent) {
-            for g in &a.ring_groups {
-                if !groups.contains(&g.as_str()) {
-                    groups.push(g);
-                }
+        naming.sort_unstable();
+        for g in naming {
+            if !groups.contains(&g) {
+                groups.push(g);
             }
         }
         groups
@@ -178,5 +184,28 @@ mod tests {
     fn rejects_bad_ids_and_unknown_fields() {
         assert!(Directory::from_toml("[[agents]]\nid = \"a b\"").is_err());
         assert!(Directory::from_toml("[[agents]]\nid = \"a\"\nwrapup = 3").is_err());
+    }
+
+    #[test]
+    fn ring_groups_of_an_agent_come_in_a_fixed_order() {
+        let dir = Directory::from_toml(
+            r#"
+            [[agents]]
+            id = "a1"
+            ring_groups = ["b-line"]
+            [[ring_groups]]
+            id = "z-line"
+            members = ["a1"]
+            [[ring_groups]]
+            id = "a-line"
+            members = ["a1"]
+            [[ring_groups]]
+            id = "b-line"
+            members = ["a1"]
+            "#,
+        )
+        .expect("valid directory");
+        let a1 = AgentId::parse("a1").expect("id");
+        assert_eq!(dir.groups_of(&a1), vec!["b-line", "a-line", "z-line"]);
     }
 }

@@ -26,7 +26,8 @@ pub struct StoredReply {
 
 /// Remembers event ids and their first replies.
 pub struct EventIdCache {
-    replies: DashMap<Arc<str>, StoredReply>,
+    /// Each id's first reply and when the id was first seen.
+    replies: DashMap<Arc<str>, (StoredReply, Instant)>,
     order: Mutex<VecDeque<(Arc<str>, Instant)>>,
     capacity: usize,
     ttl: Duration,
@@ -45,7 +46,9 @@ impl EventIdCache {
 
     /// The stored reply for `event_id`, if it was seen within its lifetime.
     pub fn get(&self, event_id: &str) -> Option<StoredReply> {
-        self.replies.get(event_id).map(|r| r.clone())
+        let entry = self.replies.get(event_id)?;
+        let (reply, seen) = entry.value();
+        (seen.elapsed() <= self.ttl).then(|| reply.clone())
     }
 
     /// Remembers the first reply to `event_id` (a later insert of the same id is ignored).
@@ -62,14 +65,19 @@ impl EventIdCache {
             return;
         }
         let key: Arc<str> = Arc::from(event_id);
-        if self.replies.contains_key(&key) {
-            return;
-        }
-        self.replies.insert(key.clone(), reply);
         let now = Instant::now();
         // Early in a process (or on a paused test clock) `now - age` may not exist: then
         // the id counts from now, which only keeps it a little longer.
         let seen = now.checked_sub(age).unwrap_or(now);
+        // One step, so two concurrent inserts of one id cannot both queue it for eviction.
+        // The shard lock is released before `order` is taken (eviction takes them the other
+        // way round).
+        match self.replies.entry(key.clone()) {
+            dashmap::Entry::Occupied(_) => return,
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert((reply, seen));
+            }
+        }
         let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
         order.push_back((key, seen));
         while let Some((oldest, at)) = order.front() {
@@ -102,6 +110,16 @@ mod tests {
             error: None,
             fields: Arc::from(s),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_id_past_its_ttl_is_forgotten_even_before_eviction() {
+        let cache = EventIdCache::new(10, Duration::from_secs(10));
+        cache.insert("e1", reply("1"));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(cache.get("e1"), Some(reply("1")), "still within its ttl");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(cache.get("e1"), None, "no insert ran, yet it is expired");
     }
 
     #[tokio::test(start_paused = true)]
