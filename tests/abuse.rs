@@ -19,12 +19,11 @@ use presence_hub::Settings;
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::MaybeTlsStream;
 
 const SECRET: &str = "abuse-test-secret-0123456789";
 
@@ -49,43 +48,11 @@ fn jwt(secret: &str, sub: &str, role: &str, exp: u64) -> String {
     .expect("encode token")
 }
 
-/// The value of one Prometheus sample (`name{labels}` exactly as rendered).
-fn metric(text: &str, sample: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("metric {sample} missing in:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("metric {sample} is a number"))
-}
-
-async fn metrics(hub: &TestHub) -> String {
-    reqwest::get(hub.http_url("/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body")
-}
-
 fn rejected(m: &str, cause: &str) -> u64 {
     metric(
         m,
         &format!(r#"presence_hub_rejected_total{{cause="{cause}"}}"#),
     )
-}
-
-/// Polls `/metrics` until `sample` has `value` (the hub updates gauges from its own tasks).
-async fn eventually_metric(hub: &TestHub, sample: &str, value: u64) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let m = metrics(hub).await;
-        if metric(&m, sample) == value {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{sample} never became {value}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Opens a WebSocket: the client, or the HTTP status and body of the refusal.
@@ -672,23 +639,6 @@ async fn admin_logout_agent_closes_all_three_tabs_at_once() {
 // Slow consumers
 // ---------------------------------------------------------------------------------------
 
-/// An agent tab whose kernel receive buffer is small and fixed, so that not reading it
-/// fills the path from the hub quickly.
-async fn small_buffer_tab(hub: &TestHub, id: &str) -> Client {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
-    let stream = socket.connect(hub.addr).await.expect("connect");
-    let (ws, _) = tokio_tungstenite::client_async(
-        hub.ws_url(&format!("/ws/agent?agent_id={id}")),
-        MaybeTlsStream::Plain(stream),
-    )
-    .await
-    .expect("handshake");
-    let mut c = Client::from_ws(ws);
-    assert_eq!(c.recv().await["type"], "hello");
-    c
-}
-
 /// Reliability/issue row: an agent socket that stops reading is closed with 4008 once its
 /// queue passes the bound, counted (role agent), and its backlog freed (the socket task
 /// ends: the agent's connections drop); a healthy admin's deliveries continue throughout.
@@ -706,7 +656,7 @@ async fn an_agent_tab_that_stops_reading_is_closed_with_4008() {
     })
     .await;
     let (mut admin, _) = hub.admin("watch").await;
-    let mut slow = small_buffer_tab(&hub, "big").await;
+    let mut slow = small_buffer_client(&hub, "/ws/agent?agent_id=big").await;
     let login = admin.update().await;
     assert_eq!(login["agent"]["connections"], 1);
     let mut version = login["agent"]["version"].as_u64().expect("version");

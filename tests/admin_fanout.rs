@@ -11,8 +11,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
-use tokio::net::TcpSocket;
-use tokio_tungstenite::MaybeTlsStream;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -83,42 +81,6 @@ fn ids(list: &Value) -> Vec<String> {
         .iter()
         .map(|a| a["agent_id"].as_str().expect("agent_id").to_string())
         .collect()
-}
-
-/// The value of one Prometheus sample (`name{labels}` exactly as rendered).
-fn metric(text: &str, sample: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("metric {sample} missing in:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("metric {sample} is a number"))
-}
-
-async fn metrics(hub: &TestHub) -> String {
-    reqwest::get(hub.http_url("/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body")
-}
-
-/// Polls `/metrics` until `sample` has `value` (for counters updated just after a socket
-/// task's last frame went out).
-async fn eventually_metric(hub: &TestHub, sample: &str, value: u64) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let got = metric(&metrics(hub).await, sample);
-        if got == value {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{sample} stayed {got}, expected {value}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
 }
 
 /// The hub's own view, `GET /api/v1/agents` (optionally `?team=`).
@@ -614,23 +576,6 @@ async fn resume_beyond_a_small_history_gets_a_snapshot_and_the_boundary_is_exact
 // Slow consumer
 // ---------------------------------------------------------------------------------------
 
-/// An admin socket whose kernel receive buffer is small and fixed (no autotuning), so that
-/// not reading it fills the path to the hub quickly.
-async fn small_buffer_admin(hub: &TestHub, id: &str) -> Client {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
-    let stream = socket.connect(hub.addr).await.expect("connect");
-    let (ws, _) = tokio_tungstenite::client_async(
-        hub.ws_url(&format!("/ws/admin?admin_id={id}")),
-        MaybeTlsStream::Plain(stream),
-    )
-    .await
-    .expect("handshake");
-    let mut c = Client::from_ws(ws);
-    assert_eq!(c.recv().await["type"], "hello");
-    c
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_that_stops_reading_is_closed_with_4008_and_others_get_everything() {
     const AGENTS: usize = 20;
@@ -649,7 +594,7 @@ async fn admin_that_stops_reading_is_closed_with_4008_and_others_get_everything(
     })
     .await;
     let (mut fast, fast_snap) = hub.admin("fast").await;
-    let mut slow = small_buffer_admin(&hub, "slow").await;
+    let mut slow = small_buffer_client(&hub, "/ws/admin?admin_id=slow").await;
     let slow_snap = subscribe(&mut slow, json!({})).await;
     assert_eq!(
         slow_snap["snapshot"]["agents"].as_array().map(Vec::len),

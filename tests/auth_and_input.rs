@@ -93,25 +93,6 @@ async fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, Value) {
     (status, resp.json::<Value>().await.unwrap_or(Value::Null))
 }
 
-/// The value of one Prometheus sample (`name{labels}` exactly as rendered).
-fn metric(text: &str, sample: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("metric {sample} missing in:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("metric {sample} is a number"))
-}
-
-async fn metrics(hub: &TestHub) -> String {
-    reqwest::get(hub.http_url("/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body")
-}
-
 fn ids(list: &Value) -> Vec<&str> {
     list.as_array()
         .unwrap_or_else(|| panic!("a list: {list}"))

@@ -23,24 +23,6 @@ const CHURN: usize = 10_000;
 /// Sockets opened and closed at the same time.
 const PARALLEL: usize = 10;
 
-fn metric(text: &str, sample: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("metric {sample} missing in:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("metric {sample} is a number"))
-}
-
-async fn metrics(hub: &TestHub) -> String {
-    reqwest::get(hub.http_url("/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body")
-}
-
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     status

@@ -303,3 +303,56 @@ pub fn event(kind: &str, call_id: &str, agent_id: &str) -> Value {
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     json!({"type": kind, "event_id": format!("ev-{n}"), "call_id": call_id, "agent_id": agent_id})
 }
+
+/// The value of one Prometheus sample (`name{labels}` exactly as rendered).
+pub fn metric(text: &str, sample: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("metric {sample} missing in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("metric {sample} is a number"))
+}
+
+/// The hub's `/metrics` text.
+pub async fn metrics(hub: &TestHub) -> String {
+    reqwest::get(hub.http_url("/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body")
+}
+
+/// Polls `/metrics` until `sample` has `value` (counters updated just after a socket
+/// task's last frame went out).
+pub async fn eventually_metric(hub: &TestHub, sample: &str, value: u64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let got = metric(&metrics(hub).await, sample);
+        if got == value {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{sample} stayed {got}, expected {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A WebSocket client on `path_and_query` whose kernel receive buffer is small and fixed
+/// (no autotuning), so that not reading it fills the path from the hub quickly; its
+/// `hello` is read.
+pub async fn small_buffer_client(hub: &TestHub, path_and_query: &str) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(64 * 1024).expect("SO_RCVBUF");
+    let stream = socket.connect(hub.addr).await.expect("connect");
+    let (ws, _) =
+        tokio_tungstenite::client_async(hub.ws_url(path_and_query), MaybeTlsStream::Plain(stream))
+            .await
+            .expect("handshake");
+    let mut c = Client::from_ws(ws);
+    assert_eq!(c.recv().await["type"], "hello");
+    c
+}
