@@ -80,8 +80,9 @@ pub struct Cli {
     /// Read chunk of each socket, in bytes (tungstenite's default is 128 KiB).
     #[arg(long, env = "PRESENCE_HUB_READ_BUFFER_BYTES", default_value_t = 4096)]
     pub read_buffer_bytes: usize,
-    /// Bytes gathered per socket before they are written to the network.
-    #[arg(long, env = "PRESENCE_HUB_WRITE_BUFFER_BYTES", default_value_t = 8192)]
+    /// Bytes gathered per socket before they are written to the network (a busy
+    /// wallboard's batch goes out in one write; an idle socket's buffer stays small).
+    #[arg(long, env = "PRESENCE_HUB_WRITE_BUFFER_BYTES", default_value_t = 65536)]
     pub write_buffer_bytes: usize,
     /// Hard cap of one socket's write buffer: the largest single frame the hub can send
     /// (an admin snapshot is ~250 bytes per agent). See SECURITY.md.
@@ -263,7 +264,7 @@ impl Default for Settings {
             shutdown_timeout: Duration::from_secs(10),
             max_message_bytes: 64 * 1024,
             read_buffer_bytes: 4096,
-            write_buffer_bytes: 8192,
+            write_buffer_bytes: 65536,
             max_write_buffer_bytes: 64 << 20,
             max_frame_bytes: 64 * 1024,
             handshake_timeout: Duration::from_secs(10),
