@@ -793,7 +793,7 @@ fn every_limit_is_a_flag_and_an_environment_variable() {
         .settings()
         .expect("settings");
     assert_eq!(d.read_buffer_bytes, 4096);
-    assert_eq!(d.write_buffer_bytes, 8192);
+    assert_eq!(d.write_buffer_bytes, 64 * 1024);
     assert_eq!(d.max_write_buffer_bytes, 64 << 20);
     assert_eq!(d.max_message_bytes, 64 * 1024);
     assert_eq!(d.max_frame_bytes, 64 * 1024);
