@@ -100,16 +100,16 @@ pub struct Cli {
     #[arg(long, env = "PRESENCE_HUB_MAX_CONNECTIONS", default_value_t = 200_000)]
     pub max_connections: usize,
     /// Messages per second one agent socket may send (token bucket; 0 = no limit).
-    #[arg(long, env = "PRESENCE_HUB_AGENT_RATE", default_value_t = 20)]
+    #[arg(long, env = "PRESENCE_HUB_AGENT_RATE", default_value_t = 50)]
     pub agent_rate: u32,
     /// Burst of one agent socket (bucket size).
-    #[arg(long, env = "PRESENCE_HUB_AGENT_BURST", default_value_t = 40)]
+    #[arg(long, env = "PRESENCE_HUB_AGENT_BURST", default_value_t = 100)]
     pub agent_burst: u32,
     /// Messages per second one admin socket may send (0 = no limit).
-    #[arg(long, env = "PRESENCE_HUB_ADMIN_RATE", default_value_t = 50)]
+    #[arg(long, env = "PRESENCE_HUB_ADMIN_RATE", default_value_t = 200)]
     pub admin_rate: u32,
     /// Burst of one admin socket.
-    #[arg(long, env = "PRESENCE_HUB_ADMIN_BURST", default_value_t = 100)]
+    #[arg(long, env = "PRESENCE_HUB_ADMIN_BURST", default_value_t = 400)]
     pub admin_burst: u32,
     /// Messages per second one telephony socket may send (0 = no limit).
     #[arg(long, env = "PRESENCE_HUB_TELEPHONY_RATE", default_value_t = 200_000)]
@@ -269,8 +269,8 @@ impl Default for Settings {
             max_frame_bytes: 64 * 1024,
             handshake_timeout: Duration::from_secs(10),
             max_connections: 200_000,
-            agent_rate: RateLimit::new(20, 40),
-            admin_rate: RateLimit::new(50, 100),
+            agent_rate: RateLimit::new(50, 100),
+            admin_rate: RateLimit::new(200, 400),
             telephony_rate: RateLimit::new(200_000, 200_000),
             http_telephony_rate: RateLimit::new(20_000, 40_000),
             rate_limit_strikes: 50,
