@@ -15,11 +15,13 @@ use crate::protocol::{ok_reply, Ref};
 use crate::ws::outbox::{Outbound, Outbox, SnapshotReply};
 
 /// The latest published state of one agent: its update frame plus the fields filters and
-/// the HTTP API need, so nobody has to ask the actor.
+/// the HTTP API need, so nobody has to ask the actor. One per agent stays alive (and one
+/// per update in the `resume` history): kept compact, no spare capacity anywhere.
 #[derive(Debug)]
 pub struct Published {
     pub agent_id: AgentId,
-    pub teams: Vec<TeamId>,
+    /// For subscriber filters (a boxed slice: no spare capacity).
+    pub teams: Box<[TeamId]>,
     pub status: Status,
     pub since: Millis,
     pub version: u64,
@@ -28,15 +30,15 @@ pub struct Published {
     pub seq: u64,
     /// `{"type":"agent","seq":N,"agent":{...}}`.
     pub frame: Utf8Bytes,
-    /// Where the `AgentState` object starts inside `frame`.
-    agent_start: usize,
+    /// Where the `AgentState` object starts inside `frame` (a short prefix: fits in `u32`).
+    agent_start: u32,
 }
 
 impl Published {
     /// The `AgentState` JSON object.
     pub fn agent_json(&self) -> &str {
         let f = self.frame.as_str();
-        &f[self.agent_start..f.len() - 1]
+        &f[self.agent_start as usize..f.len() - 1]
     }
 }
 
@@ -78,16 +80,12 @@ struct Subscriber {
     outbox: Outbox,
 }
 
-struct HistoryEntry {
-    seq: u64,
-    published: Arc<Published>,
-}
-
 struct Inner {
     seq: u64,
     latest: HashMap<AgentId, Arc<Published>>,
-    /// Recent updates, oldest first, for `resume`. Bounded by `history_size`.
-    history: VecDeque<HistoryEntry>,
+    /// Recent updates, oldest first, for `resume` (each knows its `seq`). Bounded by
+    /// `history_size`. A pointer each: at the default size it holds an update per agent.
+    history: VecDeque<Arc<Published>>,
     subscribers: Vec<Subscriber>,
     /// Frames handed to admin sockets since start (for `/metrics`).
     deliveries: u64,
@@ -175,10 +173,7 @@ impl Fanout {
         inner
             .latest
             .insert(state.agent_id.clone(), published.clone());
-        inner.history.push_back(HistoryEntry {
-            seq,
-            published: published.clone(),
-        });
+        inner.history.push_back(published.clone());
         while inner.history.len() > self.history_size {
             inner.history.pop_front();
         }
@@ -235,7 +230,7 @@ impl Fanout {
         reply_ref: Option<&Ref>,
     ) -> ResumeResult {
         let mut inner = self.lock();
-        let oldest_kept = inner.history.front().map_or(inner.seq + 1, |e| e.seq);
+        let oldest_kept = inner.history.front().map_or(inner.seq + 1, |p| p.seq);
         let covered = epoch == &*self.epoch && seq <= inner.seq && seq + 1 >= oldest_kept;
         if !covered {
             let reply = self.snapshot_reply(&inner, &filter, reply_ref, Some(false));
@@ -252,8 +247,8 @@ impl Fanout {
             .history
             .iter()
             .skip(skip)
-            .filter(|e| filter.matches(&e.published.agent_id, &e.published.teams))
-            .map(|e| e.published.frame.clone())
+            .filter(|p| filter.matches(&p.agent_id, &p.teams))
+            .map(|p| p.frame.clone())
             .collect();
         let replayed = frames.len();
         let fields = format!(
@@ -367,13 +362,14 @@ fn build(state: &AgentState, seq: u64, json: &str) -> Published {
     frame.push('}');
     Published {
         agent_id: state.agent_id.clone(),
-        teams: state.teams.clone(),
+        teams: state.teams.as_slice().into(),
         status: state.status,
         since: state.since,
         version: state.version,
         connections: state.connections,
         seq,
         frame: Utf8Bytes::from(frame),
-        agent_start: prefix.len(),
+        // The prefix is `{"type":"agent","seq":N,"agent":`: a few dozen bytes.
+        agent_start: u32::try_from(prefix.len()).unwrap_or(0),
     }
 }
