@@ -1,15 +1,17 @@
 //! The private side of an agent actor: its loop, its timers, its tabs.
 
 use axum::extract::ws::Utf8Bytes;
+use std::future::{poll_fn, Future};
 use std::sync::Arc;
-use tokio::sync::mpsc;
-use tokio::time::Instant;
+use std::task::Poll;
 
+use super::alarm::Alarm;
 use super::handle::{Applied, Command, Profile, TabId, TelephonyAnswer};
+use super::mailbox;
 use crate::hub::dedup::StoredReply;
 use crate::hub::fanout::Published;
 use crate::hub::HubCore;
-use crate::model::machine::{apply, next_deadline, Timer};
+use crate::model::machine::{apply, next_deadline};
 use crate::model::{AgentState, Effect, Input, Millis, Outcome, Policy, Reason, Rejection};
 use crate::protocol::json_string;
 use crate::store::{CommitTicket, StatusBefore};
@@ -19,57 +21,99 @@ use crate::ws::outbox::{Outbound, Outbox};
 const CLOSE_NORMAL: u16 = 1000;
 
 struct Tab {
+    /// Tells this tab from the others (detach, the origin of a logout).
     id: TabId,
+    /// The tab's socket queue.
     outbox: Outbox,
 }
 
+/// What woke the actor up.
+enum Wake {
+    /// The alarm's deadline passed.
+    Timer,
+    /// A request from a handle.
+    Command(Command),
+    /// Every handle is gone and the mailbox is drained: the actor ends.
+    Closed,
+}
+
+/// Kept small: its size is paid by every agent in its task (see `run`).
 pub(super) struct AgentActor {
-    receiver: mpsc::Receiver<Command>,
+    /// Requests from handles; ends (and so does the actor) when every handle is dropped.
+    receiver: mailbox::Receiver<Command>,
+    /// The hub's shared services.
     core: Arc<HubCore>,
+    /// The agent's state; name and teams are those of its profile (directory or token).
     state: AgentState,
-    profile: Profile,
-    /// Open sockets of this agent; every one gets every update, in order.
-    tabs: Vec<Tab>,
-    next_tab: u64,
+    /// The profile's wrap-up override (its name and teams live in `state` only).
+    wrap_up_ms: Option<u64>,
+    /// The earliest of the ring, wrap-up and disconnect-grace deadlines.
+    alarm: Alarm,
+    /// Open sockets of this agent; every one gets every update, in order. A boxed slice:
+    /// no spare capacity, and a word less than a `Vec` in every agent's task.
+    tabs: Box<[Tab]>,
     /// The latest published state (what replies carry).
     published: Arc<Published>,
 }
 
 impl AgentActor {
     pub(super) fn new(
-        receiver: mpsc::Receiver<Command>,
+        receiver: mailbox::Receiver<Command>,
         core: Arc<HubCore>,
         mut state: AgentState,
         profile: Profile,
     ) -> Self {
-        apply_profile(&mut state, &profile);
+        state.name = profile.name;
+        state.teams = profile.teams;
         let published = core.fanout.register(&state);
         AgentActor {
             receiver,
             core,
             state,
-            profile,
-            tabs: Vec::new(),
-            next_tab: 0,
+            wrap_up_ms: profile.wrap_up_ms,
+            alarm: Alarm::new(),
+            tabs: Box::default(),
             published,
         }
     }
 
-    pub(super) async fn run(mut self) {
-        loop {
-            let timer = next_deadline(&self.state)
-                .map(|(at, which)| (self.core.clock.instant_at(at), which));
-            // Biased, timer first: a deadline that has passed (a ring that expired while
-            // the hub was down, or while this actor was busy) is applied before any request.
-            tokio::select! {
-                biased;
-                which = sleep_until(timer) => {
-                    let _ = self.apply(which.input(), None);
+    /// The actor's loop, until every handle is dropped.
+    ///
+    /// Not an `async fn`: one would move `self` from its argument into a local and keep
+    /// room for both in the task (the actor twice over, in every agent's task). The block
+    /// uses the captured actor in place.
+    ///
+    /// The select of the timer and the mailbox is written out (one `poll_fn` borrowing the
+    /// actor) rather than `tokio::select!`, whose per-branch futures would sit in every
+    /// idle agent's task next to the actor.
+    pub(super) fn run(mut self) -> impl Future<Output = ()> + Send {
+        async move {
+            loop {
+                let next = next_deadline(&self.state);
+                self.alarm
+                    .set(next.map(|(at, _)| self.core.clock.instant_at(at)));
+                // Biased, timer first: a deadline that has passed (a ring that expired
+                // while the hub was down, or while this actor was busy) is applied before
+                // any request, even one that arrived at the same instant.
+                let wake = poll_fn(|cx| {
+                    if self.alarm.poll(cx).is_ready() {
+                        return Poll::Ready(Wake::Timer);
+                    }
+                    self.receiver
+                        .poll_recv(cx)
+                        .map(|cmd| cmd.map_or(Wake::Closed, Wake::Command))
+                })
+                .await;
+                match wake {
+                    Wake::Timer => {
+                        // The state has not changed since the alarm was set: same timer.
+                        if let Some((_, which)) = next_deadline(&self.state) {
+                            let _ = self.apply(which.input(), None);
+                        }
+                    }
+                    Wake::Command(cmd) => self.handle(cmd),
+                    Wake::Closed => break,
                 }
-                cmd = self.receiver.recv() => match cmd {
-                    Some(cmd) => self.handle(cmd),
-                    None => break,
-                },
             }
         }
     }
@@ -77,10 +121,7 @@ impl AgentActor {
     fn policy(&self) -> Policy {
         let s = &self.core.settings;
         Policy {
-            wrap_up_ms: self
-                .profile
-                .wrap_up_ms
-                .unwrap_or(s.wrap_up.as_millis() as u64),
+            wrap_up_ms: self.wrap_up_ms.unwrap_or(s.wrap_up.as_millis() as u64),
             disconnect_grace_ms: s.disconnect_grace.as_millis() as u64,
             max_missed_in_row: s.max_missed_in_row,
         }
@@ -96,16 +137,21 @@ impl AgentActor {
                 if let Some(hint) = hint {
                     self.merge_hint(*hint);
                 }
-                let id = TabId(self.next_tab);
-                self.next_tab += 1;
+                // Unique in the process, so unique among this agent's tabs.
+                let id = TabId(self.core.next_conn_id());
                 let _ = self.apply(Input::SocketOpened, None);
                 self.hello(&outbox);
-                self.tabs.push(Tab { id, outbox });
+                let mut tabs = std::mem::take(&mut self.tabs).into_vec();
+                tabs.reserve_exact(1);
+                tabs.push(Tab { id, outbox });
+                self.tabs = tabs.into_boxed_slice();
                 let _ = reply.send(id);
             }
             Command::Detach { tab } => {
                 let before = self.tabs.len();
-                self.tabs.retain(|t| t.id != tab);
+                let mut tabs = std::mem::take(&mut self.tabs).into_vec();
+                tabs.retain(|t| t.id != tab);
+                self.tabs = tabs.into_boxed_slice();
                 if self.tabs.len() < before {
                     let _ = self.apply(Input::SocketClosed, None);
                 }
@@ -133,11 +179,16 @@ impl AgentActor {
                 let _ = reply.send(answer);
             }
             Command::SetProfile { profile } => {
-                self.profile = *profile;
-                let before = (self.state.name.clone(), self.state.teams.clone());
-                let status_before = StatusBefore::from(&self.state);
-                apply_profile(&mut self.state, &self.profile);
-                if before != (self.state.name.clone(), self.state.teams.clone()) {
+                let Profile {
+                    name,
+                    teams,
+                    wrap_up_ms,
+                } = *profile;
+                self.wrap_up_ms = wrap_up_ms;
+                if (&self.state.name, &self.state.teams) != (&name, &teams) {
+                    let status_before = StatusBefore::from(&self.state);
+                    self.state.name = name;
+                    self.state.teams = teams;
                     self.state.version += 1;
                     self.publish(&[], None);
                     let now = self.core.clock.now_ms();
@@ -163,12 +214,11 @@ impl AgentActor {
             return;
         }
         if hint.name.is_some() {
-            self.profile.name = hint.name;
+            self.state.name = hint.name;
         }
         if !hint.teams.is_empty() {
-            self.profile.teams = hint.teams;
+            self.state.teams = hint.teams;
         }
-        apply_profile(&mut self.state, &self.profile);
     }
 
     /// Applies one input; on a change, publishes it, carries out its effects and queues it
@@ -211,14 +261,14 @@ impl AgentActor {
 
     fn publish(&mut self, effects: &[Effect], origin: Option<TabId>) {
         self.published = self.core.fanout.publish(&self.state);
-        for tab in &self.tabs {
+        for tab in self.tabs.iter() {
             let _ = tab.outbox.push(self.published.frame.clone());
         }
         for effect in effects {
             match effect {
                 Effect::OfferToTabs => {
                     let frame = self.call_offered_frame();
-                    for tab in &self.tabs {
+                    for tab in self.tabs.iter() {
                         let _ = tab.outbox.push(frame.clone());
                     }
                 }
@@ -231,7 +281,7 @@ impl AgentActor {
     /// Sends `logged_out` and closes every tab but the one that asked (it answers itself).
     fn close_tabs(&mut self, reason: Reason, origin: Option<TabId>) {
         let frame = logged_out_frame(reason);
-        for tab in self.tabs.drain(..) {
+        for tab in std::mem::take(&mut self.tabs).into_vec() {
             if Some(tab.id) == origin {
                 continue;
             }
@@ -340,25 +390,9 @@ impl AgentActor {
     }
 }
 
-fn apply_profile(state: &mut AgentState, profile: &Profile) {
-    state.name = profile.name.clone();
-    state.teams = profile.teams.clone();
-}
-
 fn logged_out_frame(reason: Reason) -> Utf8Bytes {
     Utf8Bytes::from(format!(
         r#"{{"type":"logged_out","reason":"{}"}}"#,
         reason.as_str()
     ))
-}
-
-/// Sleeps until the next timer, or forever when there is none.
-async fn sleep_until(timer: Option<(Instant, Timer)>) -> Timer {
-    match timer {
-        Some((at, which)) => {
-            tokio::time::sleep_until(at).await;
-            which
-        }
-        None => std::future::pending().await,
-    }
 }

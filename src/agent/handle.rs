@@ -1,9 +1,10 @@
 //! The public side of an agent actor.
 
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::actor::AgentActor;
+use super::mailbox;
 use crate::hub::dedup::StoredReply;
 use crate::hub::fanout::Published;
 use crate::hub::HubCore;
@@ -69,8 +70,8 @@ impl TelephonyAnswer {
 #[error("the agent actor has stopped")]
 pub struct AttachError;
 
-/// What the actor is asked to do. Every variant is kept to a few words (large payloads boxed): tokio's channel allocates
-/// its slots in blocks of 32, so the size of this enum is paid 32 times by every agent.
+/// What the actor is asked to do. Every variant is kept to a few words (large payloads
+/// boxed): the mailbox queue holds these by value while messages wait.
 pub(super) enum Command {
     Attach {
         outbox: Outbox,
@@ -99,13 +100,14 @@ pub(super) enum Command {
 /// A cloneable handle to one agent's actor. The actor stops when every handle is dropped.
 #[derive(Clone)]
 pub struct AgentHandle {
-    sender: mpsc::Sender<Command>,
+    /// The actor's bounded mailbox; the actor ends once every sender is dropped.
+    sender: mailbox::Sender<Command>,
 }
 
 impl AgentHandle {
     /// Starts the actor for `state` with `profile` and returns its handle.
     pub fn spawn(core: Arc<HubCore>, state: AgentState, profile: Profile) -> AgentHandle {
-        let (sender, receiver) = mpsc::channel(MAILBOX);
+        let (sender, receiver) = mailbox::channel(MAILBOX);
         let actor = AgentActor::new(receiver, core.clone(), state, profile);
         core.tasks.spawn(actor.run());
         AgentHandle { sender }
@@ -190,7 +192,7 @@ mod tests {
 
     #[test]
     fn mailbox_slots_stay_small() {
-        // tokio allocates mailbox slots 32 at a time for every agent: a few words each.
+        // Waiting messages are held by value in the mailbox queue: a few words each.
         let size = std::mem::size_of::<Command>();
         assert!(size <= 48, "Command grew to {size} bytes");
     }

@@ -378,9 +378,9 @@ fn step(
             s.call = Some(CallInfo {
                 call_id,
                 direction: CallDirection::Inbound,
-                ring_group,
-                from,
-                to,
+                ring_group: ring_group.map(String::into_boxed_str),
+                from: from.map(String::into_boxed_str),
+                to: to.map(String::into_boxed_str),
                 offered_at: Some(now),
                 answered_at: None,
             });
@@ -443,7 +443,7 @@ fn step(
                     direction: CallDirection::Outbound,
                     ring_group: None,
                     from: None,
-                    to,
+                    to: to.map(String::into_boxed_str),
                     offered_at: None,
                     answered_at: Some(now),
                 });

@@ -12,17 +12,18 @@ pub enum CallDirection {
     Outbound,
 }
 
-/// The call an agent is ringing for, talking on, or wrapping up.
+/// The call an agent is ringing for, talking on, or wrapping up. Its texts are boxed
+/// `str`s (no spare capacity, a word less each): every agent's state holds room for one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallInfo {
     pub call_id: CallId,
     pub direction: CallDirection,
     /// The ring group the call came in through, for wallboards and reports.
-    pub ring_group: Option<String>,
+    pub ring_group: Option<Box<str>>,
     /// Caller number or name as the adapter gave it.
-    pub from: Option<String>,
+    pub from: Option<Box<str>>,
     /// Dialled number.
-    pub to: Option<String>,
+    pub to: Option<Box<str>>,
     /// When ringing started (inbound only).
     pub offered_at: Option<Millis>,
     /// When the call connected.
@@ -72,9 +73,11 @@ pub struct AgentState {
     pub ended_calls: EndedCalls,
 }
 
-/// A small ring of recently ended call ids (bounded: [`EndedCalls::CAPACITY`]).
+/// A small ring of recently ended call ids (bounded: [`EndedCalls::CAPACITY`]), oldest
+/// first. A `Vec` (a word smaller than a `VecDeque` in every agent's state): shifting
+/// eight ids when the oldest is forgotten costs nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct EndedCalls(std::collections::VecDeque<CallId>);
+pub struct EndedCalls(Vec<CallId>);
 
 impl EndedCalls {
     /// How many ended calls an agent remembers.
@@ -83,9 +86,9 @@ impl EndedCalls {
     /// Remembers a call that ended.
     pub fn push(&mut self, call_id: CallId) {
         if self.0.len() == Self::CAPACITY {
-            self.0.pop_front();
+            self.0.remove(0);
         }
-        self.0.push_back(call_id);
+        self.0.push(call_id);
     }
 
     /// True when `call_id` ended recently.
