@@ -86,6 +86,7 @@ impl AgentActor {
     /// The select of the timer and the mailbox is written out (one `poll_fn` borrowing the
     /// actor) rather than `tokio::select!`, whose per-branch futures would sit in every
     /// idle agent's task next to the actor.
+    #[allow(clippy::manual_async_fn)] // deliberately not an `async fn`: see above
     pub(super) fn run(mut self) -> impl Future<Output = ()> + Send {
         async move {
             loop {
@@ -395,4 +396,23 @@ fn logged_out_frame(reason: Reason) -> Utf8Bytes {
         r#"{{"type":"logged_out","reason":"{}"}}"#,
         reason.as_str()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn future_size<F: Future>(_: fn(AgentActor) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn the_actor_task_stays_small() {
+        // Every agent's task holds this future (tokio rounds its task cell up to 128 bytes:
+        // at most ~400 bytes here keeps the cell at 512). The actor must be in it once.
+        let actor = std::mem::size_of::<AgentActor>();
+        let run = future_size(AgentActor::run);
+        assert!(run < 2 * actor, "the actor is stored twice: {run} bytes");
+        assert!(run <= 400, "the actor's future grew to {run} bytes");
+    }
 }

@@ -11,6 +11,7 @@
 //!   future gives back its place (the semaphore's `acquire` is cancel-safe, and nothing
 //!   after it awaits);
 //! - when the last [`Sender`] drops, the receiver gets what is queued and then `None`;
+//! - a receive spends tokio's cooperative budget, as tokio's `recv` does;
 //! - when the [`Receiver`] drops, queued messages are dropped and every send, waiting or
 //!   new, fails at once with the message back.
 //!
@@ -142,14 +143,19 @@ impl<T> Receiver<T> {
 
     /// [`Receiver::recv`] for a hand-written select.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        // Like tokio's channels, a receive spends the task's budget: an actor whose mailbox
+        // is kept full yields now and then instead of hogging its worker thread.
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         let shared = &*self.shared;
         let mut state = shared.lock();
         if let Some(value) = state.queue.pop_front() {
             drop(state);
             shared.space.add_permits(1);
+            coop.made_progress();
             return Poll::Ready(Some(value));
         }
         if shared.senders.load(Ordering::Acquire) == 0 {
+            coop.made_progress();
             return Poll::Ready(None);
         }
         // Going to sleep with an empty queue: give its memory back (a burst keeps it, as

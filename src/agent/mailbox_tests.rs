@@ -150,3 +150,29 @@ async fn an_idle_mailbox_holds_no_queue_memory() {
     assert_eq!(rx.recv().now_or_never(), None, "waits: idle");
     assert_eq!(queued(&rx), (0, 0), "queue memory given back");
 }
+
+#[tokio::test]
+async fn a_busy_receiver_yields_to_other_tasks() {
+    const MANY: usize = 1_000;
+    let (tx, mut rx) = channel(MANY);
+    tokio::task::coop::unconstrained(async {
+        for i in 0..MANY {
+            tx.send(i).await.expect("send");
+        }
+    })
+    .await;
+    // tokio gives a task a budget per poll (128 operations): a receiver with a full
+    // mailbox must come back Pending at some point instead of running forever.
+    let mut in_one_go = 0;
+    while let Some(Some(_)) = rx.recv().now_or_never() {
+        in_one_go += 1;
+    }
+    assert!(in_one_go < MANY, "never yielded");
+    tokio::task::yield_now().await;
+    let mut rest = 0;
+    while rest < MANY - in_one_go {
+        rx.recv().await.expect("message");
+        rest += 1;
+    }
+    assert_eq!(rx.recv().now_or_never(), None, "all received");
+}
