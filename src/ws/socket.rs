@@ -1,0 +1,563 @@
+//! One server-side WebSocket on a raw [`TcpStream`], holding no buffer while idle.
+//!
+//! Reading: an idle socket waits on the stream's readiness only. When bytes arrive they are
+//! read into a per-thread scratch buffer, inside a poll (never across an `.await`), and
+//! decoded from there by [`Decoder`]. Only what cannot be handed over at once (a partial
+//! frame, or the frames after a message the session is still handling) is kept in a
+//! per-socket `Vec`, allocated then and freed once consumed; it is bounded by one frame
+//! (the frame limit) plus one read.
+//!
+//! Writing: frames are encoded into a per-thread scratch buffer and written in batches
+//! (one `write` per `--write-buffer-bytes`); what the kernel does not take is kept in a
+//! per-socket `Vec` until the stream is writable again, and freed once written.
+//!
+//! Pings are answered with one pong carrying the latest ping's payload (a ping flood
+//! queues nothing); a close frame from the peer is answered with a close frame echoing
+//! its code.
+
+use std::cell::RefCell;
+use std::io::{self, IoSlice};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+use super::frame::{
+    encode_close, encode_frame, encode_header, Decoded, Decoder, FrameError, Limits,
+    MAX_CONTROL_PAYLOAD, MAX_SERVER_HEADER, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT,
+};
+use crate::config::Settings;
+
+/// Frames at most read and dropped while a closing socket waits for the peer's close (see
+/// [`WsSocket::linger`]).
+const LINGER_MAX_FRAMES: usize = 4096;
+/// Bytes at most read and dropped after a protocol error (see [`WsSocket::linger`]).
+const LINGER_MAX_BYTES: usize = 1 << 20;
+/// Per-thread scratch buffers kept after use; larger ones (after a big snapshot) are freed.
+const SCRATCH_KEEP_BYTES: usize = 256 * 1024;
+
+thread_local! {
+    /// Where reads land before they are decoded; used only within a poll.
+    static READ_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Where a batch of frames is encoded before it is written; used only within a poll.
+    static WRITE_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Why a socket cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum WsError {
+    /// The peer closed the TCP connection (without a close frame).
+    #[error("connection closed by the peer")]
+    Eof,
+    #[error("socket I/O: {0}")]
+    Io(#[from] io::Error),
+    /// The peer broke the protocol or passed a limit; answer with its close code.
+    #[error("{0}")]
+    Protocol(#[from] FrameError),
+}
+
+/// What the peer sent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A complete text message.
+    Text(String),
+    /// A complete binary message (its content is not kept).
+    Binary,
+    /// Only control frames (ping, pong) arrived and nothing else is ready; a ping's pong
+    /// is pending (see [`WsSocket::pong_pending`]).
+    Control,
+    /// The peer sent a close frame (with its code when it had one); the echo is queued.
+    Close(Option<u16>),
+}
+
+/// A server-side WebSocket over TCP.
+#[derive(Debug)]
+pub struct WsSocket {
+    tcp: TcpStream,
+    /// Frame and message limits, checked on each header.
+    limits: Limits,
+    /// Bytes read from the stream at once (`--read-buffer-bytes`).
+    read_chunk: u32,
+    /// Bytes gathered before a write (`--write-buffer-bytes`).
+    batch_bytes: u32,
+    /// A fragmented message being reassembled (nothing while none is open).
+    decoder: Decoder,
+    /// Received bytes not decoded yet; empty and unallocated while idle.
+    inbuf: Vec<u8>,
+    /// Bytes of `inbuf` already decoded.
+    inpos: usize,
+    /// Encoded bytes the kernel has not taken yet; empty and unallocated while idle.
+    outbuf: Vec<u8>,
+    /// Bytes of `outbuf` already written.
+    outpos: usize,
+    /// Payload of the pong owed for the latest ping (boxed: rare, and small when set).
+    pong: Option<Box<[u8]>>,
+    /// The peer's close frame was received: nothing more is read.
+    read_closed: bool,
+    /// Our close frame was written: nothing more is written.
+    write_closed: bool,
+}
+
+impl WsSocket {
+    /// A socket on an upgraded stream; `received` holds bytes read past the handshake.
+    pub fn new(tcp: TcpStream, received: &[u8], settings: &Settings) -> WsSocket {
+        WsSocket {
+            tcp,
+            limits: Limits {
+                max_frame: settings.max_frame_bytes,
+                max_message: settings.max_message_bytes,
+            },
+            read_chunk: clamp_u32(settings.read_buffer_bytes.max(256)),
+            batch_bytes: clamp_u32(settings.write_buffer_bytes.max(1024)),
+            decoder: Decoder::default(),
+            inbuf: received.to_vec(),
+            inpos: 0,
+            outbuf: Vec::new(),
+            outpos: 0,
+            pong: None,
+            read_closed: false,
+            write_closed: false,
+        }
+    }
+
+    /// Per-socket heap bytes held right now (0 while idle): for tests and metrics.
+    pub fn buffered_capacity(&self) -> usize {
+        self.inbuf.capacity() + self.outbuf.capacity() + self.pong.as_ref().map_or(0, |p| p.len())
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Reading
+    // -----------------------------------------------------------------------------------
+
+    /// The next message from the peer. Control frames are handled on the way (a pong is
+    /// owed for the latest ping); when only those arrived, [`Incoming::Control`] says so.
+    pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, WsError>> {
+        let mut control = false;
+        loop {
+            if self.read_closed {
+                // The peer's close frame came: nothing more is read.
+                return Poll::Pending;
+            }
+            if self.inpos < self.inbuf.len() {
+                let (step, used) = {
+                    let buf = &mut self.inbuf[self.inpos..];
+                    decode_some(&mut self.decoder, &self.limits, &mut self.pong, buf)?
+                };
+                self.inpos += used;
+                if self.inpos == self.inbuf.len() {
+                    // Consumed: give the memory back.
+                    self.inbuf = Vec::new();
+                    self.inpos = 0;
+                }
+                match self.after_decode(step) {
+                    Step::Message(m) => return Poll::Ready(Ok(m)),
+                    // What is left (if anything) is an incomplete frame: read more.
+                    Step::NeedMore { control: c } => control |= c,
+                }
+            }
+            match self.tcp.poll_read_ready(cx) {
+                Poll::Pending if control => return Poll::Ready(Ok(Incoming::Control)),
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Ready(Ok(())) => {}
+            }
+            match self.read_and_decode()? {
+                None => {}
+                Some(Step::Message(m)) => return Poll::Ready(Ok(m)),
+                Some(Step::NeedMore { control: c }) => control |= c,
+            }
+        }
+    }
+
+    /// Reads once into the scratch and decodes from it; keeps what is left over.
+    /// `None`: nothing to read now (readiness was cleared).
+    fn read_and_decode(&mut self) -> Result<Option<Step>, WsError> {
+        let chunk = self.read_chunk as usize;
+        READ_SCRATCH.with_borrow_mut(|scratch| {
+            if scratch.len() < chunk {
+                scratch.resize(chunk, 0);
+            }
+            let buf = &mut scratch[..chunk];
+            let n = match self.tcp.try_read(buf) {
+                Ok(0) => return Err(WsError::Eof),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            if self.inpos < self.inbuf.len() {
+                // A partial frame is waiting: complete it in the per-socket buffer (bounded:
+                // the frame's header already passed the limits, and one read is added).
+                self.inbuf.drain(..self.inpos);
+                self.inpos = 0;
+                self.inbuf.extend_from_slice(&buf[..n]);
+                return Ok(Some(Step::NeedMore { control: false }));
+            }
+            let (step, used) = decode_some(
+                &mut self.decoder,
+                &self.limits,
+                &mut self.pong,
+                &mut buf[..n],
+            )?;
+            if used < n {
+                self.inbuf = buf[used..n].to_vec();
+                self.inpos = 0;
+            }
+            Ok(Some(self.after_decode(step)))
+        })
+    }
+
+    /// Queues the echo of a close frame when one came.
+    fn after_decode(&mut self, step: Step) -> Step {
+        if let Step::Message(Incoming::Close(code)) = &step {
+            let code = *code;
+            self.inbuf = Vec::new();
+            self.inpos = 0;
+            // The echo; an error here shows on the next write or flush.
+            let _ = self.write_batch(|b| match code {
+                Some(code) => b.close(code, ""),
+                None => b.control(OP_CLOSE, &[]),
+            });
+            self.read_closed = true;
+        }
+        step
+    }
+
+    /// True when a pong is owed for a ping.
+    pub fn pong_pending(&self) -> bool {
+        self.pong.is_some()
+    }
+
+    /// Sends the pong owed for the latest ping (behind whatever is still unsent).
+    pub fn send_pong(&mut self) -> io::Result<()> {
+        match self.pong.take() {
+            Some(payload) => self.write_batch(|b| b.control(OP_PONG, &payload)),
+            None => Ok(()),
+        }
+    }
+
+    /// After our close frame went out: ends our side of the TCP connection (FIN), then
+    /// reads and drops what the peer still sends until its close frame or its FIN, for at
+    /// most `limit` and [`LINGER_MAX_FRAMES`] frames. Closing a TCP socket with unread data
+    /// makes the kernel reset the connection, and a reset discards what is still in flight
+    /// to the peer: the close frame and the last replies (a flooding client would see its
+    /// connection reset instead of 1008). After a protocol error (`raw`) the stream cannot
+    /// be decoded any more: its bytes are dropped undecoded, up to [`LINGER_MAX_BYTES`].
+    pub async fn linger(&mut self, limit: Duration, raw: bool) {
+        // Errors: the peer is gone already, nothing to wait for.
+        if tokio::io::AsyncWriteExt::shutdown(&mut self.tcp)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut frames = 0;
+        let mut bytes = 0;
+        let drained = std::future::poll_fn(|cx| {
+            if raw {
+                return self.poll_discard_raw(cx, &mut bytes);
+            }
+            loop {
+                match self.poll_read(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(Incoming::Close(_)) | Err(_)) => return Poll::Ready(()),
+                    Poll::Ready(Ok(_)) => {
+                        frames += 1;
+                        if frames >= LINGER_MAX_FRAMES {
+                            return Poll::Ready(());
+                        }
+                    }
+                }
+            }
+        });
+        let _ = tokio::time::timeout(limit, drained).await;
+        self.inbuf = Vec::new();
+        self.inpos = 0;
+    }
+
+    /// Reads and drops bytes until the peer's FIN or [`LINGER_MAX_BYTES`].
+    fn poll_discard_raw(&mut self, cx: &mut Context<'_>, total: &mut usize) -> Poll<()> {
+        self.inbuf = Vec::new();
+        self.inpos = 0;
+        let chunk = self.read_chunk as usize;
+        loop {
+            if *total >= LINGER_MAX_BYTES {
+                return Poll::Ready(());
+            }
+            match self.tcp.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {}
+            }
+            let read = READ_SCRATCH.with_borrow_mut(|scratch| {
+                if scratch.len() < chunk {
+                    scratch.resize(chunk, 0);
+                }
+                self.tcp.try_read(&mut scratch[..chunk])
+            });
+            match read {
+                Ok(0) => return Poll::Ready(()),
+                Ok(n) => *total += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Poll::Ready(()),
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Writing
+    // -----------------------------------------------------------------------------------
+
+    /// True while encoded bytes wait for the stream to take them.
+    pub fn has_unsent(&self) -> bool {
+        self.outpos < self.outbuf.len()
+    }
+
+    /// Encodes frames with `fill` and writes them: in one `write` per `batch_bytes`, the
+    /// rest kept until the stream is writable (see [`WsSocket::poll_flush`]).
+    pub fn write_batch<R>(&mut self, fill: impl FnOnce(&mut Batch<'_>) -> R) -> io::Result<R> {
+        WRITE_SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            let mut batch = Batch {
+                socket: self,
+                scratch,
+                error: None,
+            };
+            let out = fill(&mut batch);
+            batch.flush_scratch();
+            let error = batch.error.take();
+            if scratch.capacity() > SCRATCH_KEEP_BYTES {
+                *scratch = Vec::new();
+            }
+            match error {
+                Some(e) => Err(e),
+                None => Ok(out),
+            }
+        })
+    }
+
+    /// Writes what is unsent; ready once all of it is written.
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.has_unsent() {
+            match self.tcp.poll_write_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            match self.tcp.try_write(&self.outbuf[self.outpos..]) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.outpos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        // Everything went out: give the memory back.
+        self.outbuf = Vec::new();
+        self.outpos = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Hands `a` then `b` to the kernel as far as it takes them now; the rest is appended
+    /// to `outbuf` (`b` moved there without a copy when it is owned and `a` went out).
+    fn send(&mut self, a: &[u8], b: Payload<'_>) -> io::Result<()> {
+        if self.write_closed {
+            return Ok(());
+        }
+        let b_bytes = b.as_bytes();
+        let total = a.len() + b_bytes.len();
+        let mut off = 0;
+        if !self.has_unsent() {
+            while off < total {
+                let written = if off < a.len() {
+                    if b_bytes.is_empty() {
+                        self.tcp.try_write(&a[off..])
+                    } else {
+                        let bufs = [IoSlice::new(&a[off..]), IoSlice::new(b_bytes)];
+                        self.tcp.try_write_vectored(&bufs)
+                    }
+                } else {
+                    self.tcp.try_write(&b_bytes[off - a.len()..])
+                };
+                match written {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => off += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if off == total {
+            return Ok(());
+        }
+        if self.outpos > 0 && self.outpos == self.outbuf.len() {
+            self.outbuf.clear();
+            self.outpos = 0;
+        }
+        if off < a.len() {
+            self.outbuf.extend_from_slice(&a[off..]);
+            self.outbuf.extend_from_slice(b_bytes);
+        } else {
+            let b_off = off - a.len();
+            match b {
+                Payload::Owned(v) if self.outbuf.is_empty() => {
+                    self.outbuf = v;
+                    self.outpos = b_off;
+                }
+                _ => self.outbuf.extend_from_slice(&b_bytes[b_off..]),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A payload to write, borrowed (a shared frame) or owned (a rendered snapshot).
+enum Payload<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Payload<'_> {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Payload::Borrowed(b) => b,
+            Payload::Owned(v) => v,
+        }
+    }
+}
+
+/// Frames being encoded into one write (see [`WsSocket::write_batch`]). Write errors are
+/// kept and reported when the batch ends; frames after one are dropped.
+pub struct Batch<'a> {
+    socket: &'a mut WsSocket,
+    scratch: &'a mut Vec<u8>,
+    error: Option<io::Error>,
+}
+
+impl Batch<'_> {
+    /// Adds a text frame (the payload is valid UTF-8: it comes from a `Utf8Bytes`/`String`).
+    pub fn text(&mut self, payload: &[u8]) {
+        self.data(Payload::Borrowed(payload));
+    }
+
+    /// Adds a text frame whose payload the socket may keep (a large snapshot is written
+    /// from it, without copying it into the batch).
+    pub fn text_owned(&mut self, payload: Vec<u8>) {
+        self.data(Payload::Owned(payload));
+    }
+
+    fn data(&mut self, payload: Payload<'_>) {
+        if self.error.is_some() {
+            return;
+        }
+        let len = payload.as_bytes().len();
+        let mut header = [0u8; MAX_SERVER_HEADER];
+        let n = encode_header(OP_TEXT, len, &mut header);
+        self.scratch.extend_from_slice(&header[..n]);
+        if len >= self.socket.batch_bytes as usize {
+            // A large frame goes out straight from its payload, after the batch so far.
+            let r = self.socket.send(self.scratch, payload);
+            self.scratch.clear();
+            self.latch(r);
+            return;
+        }
+        self.scratch.extend_from_slice(payload.as_bytes());
+        if self.scratch.len() >= self.socket.batch_bytes as usize {
+            self.flush_scratch();
+        }
+    }
+
+    /// Adds a control frame (ping, pong, empty close); payloads over 125 bytes are cut.
+    pub fn control(&mut self, opcode: u8, payload: &[u8]) {
+        let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
+        encode_frame(self.scratch, opcode, payload);
+    }
+
+    /// Adds an empty ping.
+    pub fn ping(&mut self) {
+        self.control(OP_PING, &[]);
+    }
+
+    /// Adds a close frame with `code` and `reason`; nothing is written after it.
+    pub fn close(&mut self, code: u16, reason: &str) {
+        encode_close(self.scratch, code, reason);
+        self.flush_scratch();
+        self.socket.write_closed = true;
+    }
+
+    /// True once the kernel stopped taking bytes: the caller should stop adding frames
+    /// until [`WsSocket::poll_flush`] is done.
+    pub fn blocked(&self) -> bool {
+        self.error.is_some() || self.socket.has_unsent()
+    }
+
+    fn flush_scratch(&mut self) {
+        if self.scratch.is_empty() || self.error.is_some() {
+            return;
+        }
+        let r = self.socket.send(self.scratch, Payload::Borrowed(&[]));
+        self.scratch.clear();
+        self.latch(r);
+    }
+
+    fn latch(&mut self, r: io::Result<()>) {
+        if let Err(e) = r {
+            self.error = Some(e);
+        }
+    }
+}
+
+/// The outcome of decoding what was received so far.
+enum Step {
+    /// Something to hand over.
+    Message(Incoming),
+    /// The rest is an incomplete frame; `control` when control frames were taken in.
+    NeedMore { control: bool },
+}
+
+/// Decodes frames from `buf` until a message is complete or the rest is incomplete;
+/// returns what it found and the bytes taken.
+fn decode_some(
+    decoder: &mut Decoder,
+    limits: &Limits,
+    pong: &mut Option<Box<[u8]>>,
+    buf: &mut [u8],
+) -> Result<(Step, usize), FrameError> {
+    let mut used = 0;
+    let mut control = false;
+    loop {
+        let Some((decoded, n)) = decoder.decode(&mut buf[used..], limits)? else {
+            return Ok((Step::NeedMore { control }, used));
+        };
+        used += n;
+        let message = match decoded {
+            Decoded::Text(text) => Incoming::Text(text.into_owned()),
+            Decoded::Binary => Incoming::Binary,
+            Decoded::Close(frame) => Incoming::Close(frame.map(|(code, _)| code)),
+            Decoded::Ping(payload) => {
+                // One pong owed, for the latest ping (RFC 6455 5.5.3).
+                *pong = Some(payload.into());
+                control = true;
+                continue;
+            }
+            Decoded::Pong => {
+                control = true;
+                continue;
+            }
+            Decoded::Fragment => {
+                control = true;
+                continue;
+            }
+        };
+        return Ok((Step::Message(message), used));
+    }
+}
+
+fn clamp_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+#[path = "socket_tests.rs"]
+mod tests;
