@@ -66,139 +66,132 @@ enum Event {
 }
 
 /// Runs one socket until it must close, then sends its close frame (see [`linger`] for
-/// the rest of the closing handshake). `expires` is when the socket's token
-/// runs out (its `exp` plus the validation leeway); the socket is closed with 1008 then.
-pub async fn drive(
-    socket: &mut WsSocket,
-    rx: &OutboxReceiver,
-    session: &mut Session,
-    core: &HubCore,
+/// the rest of the closing handshake). `expires` is when the socket's token runs out (its
+/// `exp` plus the validation leeway); the socket is closed with 1008 then.
+///
+/// Not an `async fn`: the arguments of an `async fn` are stored twice in its future (as
+/// captured arguments and as locals); an `async move` block stores its captures once, in
+/// every idle socket's task.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn drive<'a>(
+    socket: &'a mut WsSocket,
+    rx: &'a OutboxReceiver,
+    session: &'a mut Session,
+    core: &'a HubCore,
     role: Role,
     expires: Option<Instant>,
-) -> Exit {
-    let exit = run(socket, rx, session, core, role, expires).await;
-    // Boxed: the close timer lives only while a socket closes, not in every idle task.
-    Box::pin(send_close(socket, exit)).await;
-    exit
-}
-
-/// The socket's life until it must close.
-async fn run(
-    socket: &mut WsSocket,
-    rx: &OutboxReceiver,
-    session: &mut Session,
-    core: &HubCore,
-    role: Role,
-    expires: Option<Instant>,
-) -> Exit {
-    let now = Instant::now();
-    // Liveness: one timer for the whole life of the socket (no timer per loop turn), shared
-    // with the token expiry (it is set to whichever comes first). It fires `ping_interval`
-    // after the last frame from the peer (then a ping goes out), and `pong_timeout` after a
-    // ping (then the peer is dead unless a frame came meanwhile).
-    let mut last_seen = now;
-    let mut awaiting_answer = false;
-    let timer = tokio::time::sleep_until(first(now + core.settings.ping_interval, expires));
-    tokio::pin!(timer);
-    let shutdown = core.shutdown.cancelled();
-    tokio::pin!(shutdown);
-    let mut limiter = MessageLimiter::new(
-        core.settings.rate_limit(role),
-        core.settings.rate_limit_strikes,
-        core.settings.rate_limit_window,
-        now,
-    );
-    loop {
-        // A ping is answered as soon as nothing is queued ahead of the pong.
-        if socket.pong_pending() && !socket.has_unsent() && socket.send_pong().is_err() {
-            return Exit::Gone;
-        }
-        let event = poll_fn(|cx| {
-            next_event(
-                cx,
-                shutdown.as_mut(),
-                timer.as_mut(),
-                expires,
-                &mut *socket,
-                rx,
-            )
-        })
-        .await;
-        match event {
-            Event::Shutdown => return Exit::Close(CLOSE_GOING_AWAY, "hub shutting down"),
-            Event::CloseRequested(code) => return close_exit(code, core, role),
-            Event::Expired => {
-                core.metrics.rejected(Rejected::TokenExpired);
-                return Exit::Close(CLOSE_POLICY, "token expired");
+) -> impl Future<Output = Exit> + Send + 'a {
+    async move {
+        let now = Instant::now();
+        // Liveness: one timer for the whole life of the socket (no timer per loop turn),
+        // shared with the token expiry (it is set to whichever comes first). It fires
+        // `ping_interval` after the last frame from the peer (then a ping goes out), and
+        // `pong_timeout` after a ping (then the peer is dead unless a frame came meanwhile).
+        let mut last_seen = now;
+        let mut awaiting_answer = false;
+        let timer = tokio::time::sleep_until(first(now + core.settings.ping_interval, expires));
+        tokio::pin!(timer);
+        let shutdown = core.shutdown.cancelled();
+        tokio::pin!(shutdown);
+        let mut limiter = MessageLimiter::new(
+            core.settings.rate_limit(role),
+            core.settings.rate_limit_strikes,
+            core.settings.rate_limit_window,
+            now,
+        );
+        let exit = loop {
+            // A ping is answered as soon as nothing is queued ahead of the pong.
+            if socket.pong_pending() && !socket.has_unsent() && socket.send_pong().is_err() {
+                break Exit::Gone;
             }
-            Event::QueueEnded | Event::Flushed(Err(_)) => return Exit::Gone,
-            Event::Flushed(Ok(())) => {}
-            Event::Outbound(item) => match write_batch(socket, item, rx, core) {
-                Ok(None) => {}
-                Ok(Some(exit)) => return exit,
-                Err(_) => return Exit::Gone,
-            },
-            Event::Read(read) => {
+            let event = poll_fn(|cx| {
+                next_event(
+                    cx,
+                    shutdown.as_mut(),
+                    timer.as_mut(),
+                    expires,
+                    &mut *socket,
+                    rx,
+                )
+            })
+            .await;
+            if matches!(event, Event::Read(_)) {
                 // Any frame from the peer proves it is alive.
                 last_seen = Instant::now();
                 awaiting_answer = false;
-                let text = match read {
-                    Ok(Incoming::Text(text)) => text,
-                    Ok(Incoming::Binary) => {
-                        core.metrics.message_in(role);
-                        match limiter.check(Instant::now()) {
-                            Verdict::Allow => session.reject(&BadMessage {
-                                reply_ref: None,
-                                message: "binary frames are not supported; send JSON text frames"
-                                    .into(),
-                            }),
-                            Verdict::Limited => session.rate_limited(None),
-                            Verdict::Close => return rate_limit_exit(core),
+            }
+            match event {
+                Event::Shutdown => break Exit::Close(CLOSE_GOING_AWAY, "hub shutting down"),
+                Event::CloseRequested(code) => break close_exit(code, core, role),
+                Event::Expired => {
+                    core.metrics.rejected(Rejected::TokenExpired);
+                    break Exit::Close(CLOSE_POLICY, "token expired");
+                }
+                Event::QueueEnded | Event::Flushed(Err(_)) => break Exit::Gone,
+                Event::Flushed(Ok(())) => {}
+                Event::Outbound(item) => match write_batch(socket, item, rx, core) {
+                    Ok(None) => {}
+                    Ok(Some(exit)) => break exit,
+                    Err(_) => break Exit::Gone,
+                },
+                Event::Read(Ok(Incoming::Text(text))) => {
+                    core.metrics.message_in(role);
+                    match limiter.check(Instant::now()) {
+                        Verdict::Allow => {
+                            // Boxed, text included: the handler's state lives only while a
+                            // message is handled, not in every idle socket's task.
+                            let handled = Box::pin(session.on_text_owned(text)).await;
+                            if let Flow::Close(code, reason) = handled {
+                                break Exit::Close(code, reason);
+                            }
                         }
+                        Verdict::Limited => session.rate_limited(peek_ref(&text)),
+                        Verdict::Close => break rate_limit_exit(core),
+                    }
+                }
+                Event::Read(Ok(Incoming::Binary)) => {
+                    core.metrics.message_in(role);
+                    match limiter.check(Instant::now()) {
+                        Verdict::Allow => session.reject(&BadMessage {
+                            reply_ref: None,
+                            message: "binary frames are not supported; send JSON text frames"
+                                .into(),
+                        }),
+                        Verdict::Limited => session.rate_limited(None),
+                        Verdict::Close => break rate_limit_exit(core),
+                    }
+                }
+                // Pings cost nothing: not rate limited, one pong owed for the latest.
+                Event::Read(Ok(Incoming::Control)) => {}
+                // The socket queued the echo of the peer's close frame.
+                Event::Read(Ok(Incoming::Close(_))) => break Exit::Gone,
+                Event::Read(Err(e)) => break read_error_exit(e, core),
+                Event::Liveness => {
+                    let now = Instant::now();
+                    if awaiting_answer {
+                        core.metrics.dead_peer(role);
+                        break Exit::Gone;
+                    }
+                    let quiet_until = last_seen + core.settings.ping_interval;
+                    if quiet_until > now {
+                        // The peer spoke since: ping only after a full interval of silence.
+                        timer.as_mut().reset(first(quiet_until, expires));
                         continue;
                     }
-                    // Pings cost nothing: not rate limited, one pong owed for the latest.
-                    Ok(Incoming::Control) => continue,
-                    // The socket queued the echo of the peer's close frame.
-                    Ok(Incoming::Close(_)) => return Exit::Gone,
-                    Err(e) => return read_error_exit(e, core),
-                };
-                core.metrics.message_in(role);
-                match limiter.check(Instant::now()) {
-                    Verdict::Allow => {
-                        // Boxed: the handler's state lives only while a message is handled,
-                        // not in every idle socket's task.
-                        let handled = Box::pin(session.on_text(&text)).await;
-                        if let Flow::Close(code, reason) = handled {
-                            return Exit::Close(code, reason);
-                        }
+                    awaiting_answer = true;
+                    timer
+                        .as_mut()
+                        .reset(first(now + core.settings.pong_timeout, expires));
+                    if socket.write_batch(|b| b.ping()).is_err() {
+                        core.metrics.dead_peer(role);
+                        break Exit::Gone;
                     }
-                    Verdict::Limited => session.rate_limited(peek_ref(&text)),
-                    Verdict::Close => return rate_limit_exit(core),
                 }
             }
-            Event::Liveness => {
-                let now = Instant::now();
-                if awaiting_answer {
-                    core.metrics.dead_peer(role);
-                    return Exit::Gone;
-                }
-                let quiet_until = last_seen + core.settings.ping_interval;
-                if quiet_until > now {
-                    // The peer spoke since: ping only after a full interval of silence.
-                    timer.as_mut().reset(first(quiet_until, expires));
-                    continue;
-                }
-                awaiting_answer = true;
-                timer
-                    .as_mut()
-                    .reset(first(now + core.settings.pong_timeout, expires));
-                if socket.write_batch(|b| b.ping()).is_err() {
-                    core.metrics.dead_peer(role);
-                    return Exit::Gone;
-                }
-            }
-        }
+        };
+        // Boxed: the close timer lives only while a socket closes, not in every idle task.
+        Box::pin(send_close(socket, exit)).await;
+        exit
     }
 }
 

@@ -45,6 +45,12 @@ impl Session {
         }
     }
 
+    /// Handles one text frame it owns (so that a boxed handler holds the text, not the
+    /// socket's task).
+    pub async fn on_text_owned(&mut self, text: String) -> Flow {
+        self.on_text(&text).await
+    }
+
     /// Answers an undecodable frame with `bad_message`.
     pub fn reject(&self, bad: &BadMessage) {
         let (outbox, core) = self.parts();
@@ -98,6 +104,10 @@ impl Session {
 /// One `async` block (not an `async fn` wrapping an instrumented block): every value it
 /// captures is stored once in the task. `identity` is boxed because it is needed only while
 /// the socket is set up; it is dropped before the socket's loop starts.
+///
+/// The connection's span (`conn_id`, role, id) is a debug span: at the default `info`
+/// level an enabled span costs ~460 bytes of subscriber registry per socket, more than a
+/// third of the socket's own memory; `RUST_LOG=presence_hub=debug` shows it.
 pub fn serve(
     on_upgrade: OnUpgrade,
     hub: Arc<Hub>,
@@ -106,7 +116,7 @@ pub fn serve(
 ) -> impl Future<Output = ()> + Send + 'static {
     let conn_id = hub.core.next_conn_id();
     let role = identity.role;
-    let span = tracing::info_span!("conn", conn_id, role = role.as_str(), id = %identity.subject);
+    let span = tracing::debug_span!("conn", conn_id, role = role.as_str(), id = %identity.subject);
     async move {
         let Some(mut socket) = upgraded(on_upgrade, &hub.core.settings).await else {
             return;
@@ -115,30 +125,31 @@ pub fn serve(
         core.metrics.socket_opened(role);
         debug!("socket opened");
         let (outbox, rx) = outbox(core.settings.queue_bytes);
-        let session = match role {
+        let mut session = match role {
             // Boxed: the registration's state is not kept in every socket's task.
-            Role::Agent => Box::pin(AgentSession::start(hub.clone(), &identity, outbox.clone()))
-                .await
-                .map(Session::Agent),
+            Role::Agent => {
+                match Box::pin(AgentSession::start(hub.clone(), &identity, outbox)).await {
+                    Some(session) => Session::Agent(session),
+                    None => {
+                        core.metrics.socket_closed(role);
+                        return;
+                    }
+                }
+            }
             Role::Admin => {
                 hello(&hub, &outbox, &identity);
-                Some(Session::Admin(AdminSession::new(
-                    hub.clone(),
-                    conn_id,
-                    outbox.clone(),
-                )))
+                Session::Admin(AdminSession::new(hub.clone(), conn_id, outbox))
             }
             Role::Telephony => {
                 hello(&hub, &outbox, &identity);
                 core.notices.add(conn_id, outbox.clone());
-                Some(Session::Telephony(Box::new(TelephonySession::new(
+                Session::Telephony(Box::new(TelephonySession::new(
                     hub.clone(),
                     conn_id,
-                    outbox.clone(),
-                ))))
+                    outbox,
+                )))
             }
         };
-        drop(outbox);
         let expires = identity.expires_at.map(|exp| {
             let ms = exp
                 .saturating_add(crate::http::auth::TOKEN_LEEWAY_SECS)
@@ -146,18 +157,14 @@ pub fn serve(
             core.clock.instant_at(ms)
         });
         drop(identity);
-        if let Some(mut session) = session {
-            let exit = drive(&mut socket, &rx, &mut session, core, role, expires).await;
-            match exit {
-                Exit::Close(code, reason) => debug!(code, reason, "socket closed by the hub"),
-                Exit::Gone => debug!("socket closed by the peer"),
-            }
-            Box::pin(session.closed()).await;
-            core.metrics.socket_closed(role);
-            linger(&mut socket, exit).await;
-        } else {
-            core.metrics.socket_closed(role);
+        let exit = drive(&mut socket, &rx, &mut session, core, role, expires).await;
+        match exit {
+            Exit::Close(code, reason) => debug!(code, reason, "socket closed by the hub"),
+            Exit::Gone => debug!("socket closed by the peer"),
         }
+        Box::pin(session.closed()).await;
+        core.metrics.socket_closed(role);
+        linger(&mut socket, exit).await;
         // The connection slot is held for the life of the socket.
         drop(slot);
     }
