@@ -104,89 +104,94 @@ pub fn drive<'a>(
             if socket.pong_pending() && !socket.has_unsent() && socket.send_pong().is_err() {
                 break Exit::Gone;
             }
-            let event = poll_fn(|cx| {
-                next_event(
-                    cx,
-                    shutdown.as_mut(),
-                    timer.as_mut(),
-                    expires,
-                    &mut *socket,
-                    rx,
-                )
-            })
-            .await;
-            if matches!(event, Event::Read(_)) {
-                // Any frame from the peer proves it is alive.
-                last_seen = Instant::now();
-                awaiting_answer = false;
-            }
-            match event {
-                Event::Shutdown => break Exit::Close(CLOSE_GOING_AWAY, "hub shutting down"),
-                Event::CloseRequested(code) => break close_exit(code, core, role),
-                Event::Expired => {
-                    core.metrics.rejected(Rejected::TokenExpired);
-                    break Exit::Close(CLOSE_POLICY, "token expired");
+            // The event lives in this block only: it is gone before a message is handled.
+            let text = {
+                let event = poll_fn(|cx| {
+                    next_event(
+                        cx,
+                        shutdown.as_mut(),
+                        timer.as_mut(),
+                        expires,
+                        &mut *socket,
+                        rx,
+                    )
+                })
+                .await;
+                if matches!(event, Event::Read(_)) {
+                    // Any frame from the peer proves it is alive.
+                    last_seen = Instant::now();
+                    awaiting_answer = false;
                 }
-                Event::QueueEnded | Event::Flushed(Err(_)) => break Exit::Gone,
-                Event::Flushed(Ok(())) => {}
-                Event::Outbound(item) => match write_batch(socket, item, rx, core) {
-                    Ok(None) => {}
-                    Ok(Some(exit)) => break exit,
-                    Err(_) => break Exit::Gone,
-                },
-                Event::Read(Ok(Incoming::Text(text))) => {
-                    core.metrics.message_in(role);
-                    match limiter.check(Instant::now()) {
-                        Verdict::Allow => {
-                            // Boxed, text included: the handler's state lives only while a
-                            // message is handled, not in every idle socket's task.
-                            let handled = Box::pin(session.on_text_owned(text)).await;
-                            if let Flow::Close(code, reason) = handled {
-                                break Exit::Close(code, reason);
-                            }
+                match event {
+                    Event::Read(Ok(Incoming::Text(text))) => text,
+                    Event::Shutdown => break Exit::Close(CLOSE_GOING_AWAY, "hub shutting down"),
+                    Event::CloseRequested(code) => break close_exit(code, core, role),
+                    Event::Expired => {
+                        core.metrics.rejected(Rejected::TokenExpired);
+                        break Exit::Close(CLOSE_POLICY, "token expired");
+                    }
+                    Event::QueueEnded | Event::Flushed(Err(_)) => break Exit::Gone,
+                    Event::Flushed(Ok(())) => continue,
+                    Event::Outbound(item) => match write_batch(socket, item, rx, core) {
+                        Ok(None) => continue,
+                        Ok(Some(exit)) => break exit,
+                        Err(_) => break Exit::Gone,
+                    },
+                    Event::Read(Ok(Incoming::Binary)) => {
+                        core.metrics.message_in(role);
+                        match limiter.check(Instant::now()) {
+                            Verdict::Allow => session.reject(&BadMessage {
+                                reply_ref: None,
+                                message: "binary frames are not supported; send JSON text frames"
+                                    .into(),
+                            }),
+                            Verdict::Limited => session.rate_limited(None),
+                            Verdict::Close => break rate_limit_exit(core),
                         }
-                        Verdict::Limited => session.rate_limited(peek_ref(&text)),
-                        Verdict::Close => break rate_limit_exit(core),
-                    }
-                }
-                Event::Read(Ok(Incoming::Binary)) => {
-                    core.metrics.message_in(role);
-                    match limiter.check(Instant::now()) {
-                        Verdict::Allow => session.reject(&BadMessage {
-                            reply_ref: None,
-                            message: "binary frames are not supported; send JSON text frames"
-                                .into(),
-                        }),
-                        Verdict::Limited => session.rate_limited(None),
-                        Verdict::Close => break rate_limit_exit(core),
-                    }
-                }
-                // Pings cost nothing: not rate limited, one pong owed for the latest.
-                Event::Read(Ok(Incoming::Control)) => {}
-                // The socket queued the echo of the peer's close frame.
-                Event::Read(Ok(Incoming::Close(_))) => break Exit::Gone,
-                Event::Read(Err(e)) => break read_error_exit(e, core),
-                Event::Liveness => {
-                    let now = Instant::now();
-                    if awaiting_answer {
-                        core.metrics.dead_peer(role);
-                        break Exit::Gone;
-                    }
-                    let quiet_until = last_seen + core.settings.ping_interval;
-                    if quiet_until > now {
-                        // The peer spoke since: ping only after a full interval of silence.
-                        timer.as_mut().reset(first(quiet_until, expires));
                         continue;
                     }
-                    awaiting_answer = true;
-                    timer
-                        .as_mut()
-                        .reset(first(now + core.settings.pong_timeout, expires));
-                    if socket.write_batch(|b| b.ping()).is_err() {
-                        core.metrics.dead_peer(role);
-                        break Exit::Gone;
+                    // Pings cost nothing: not rate limited, one pong owed for the latest.
+                    Event::Read(Ok(Incoming::Control)) => continue,
+                    // The socket queued the echo of the peer's close frame.
+                    Event::Read(Ok(Incoming::Close(_))) => break Exit::Gone,
+                    Event::Read(Err(e)) => break read_error_exit(e, core),
+                    Event::Liveness => {
+                        let now = Instant::now();
+                        if awaiting_answer {
+                            core.metrics.dead_peer(role);
+                            break Exit::Gone;
+                        }
+                        let quiet_until = last_seen + core.settings.ping_interval;
+                        if quiet_until > now {
+                            // The peer spoke since: ping only after a full interval of
+                            // silence.
+                            timer.as_mut().reset(first(quiet_until, expires));
+                            continue;
+                        }
+                        awaiting_answer = true;
+                        timer
+                            .as_mut()
+                            .reset(first(now + core.settings.pong_timeout, expires));
+                        if socket.write_batch(|b| b.ping()).is_err() {
+                            core.metrics.dead_peer(role);
+                            break Exit::Gone;
+                        }
+                        continue;
                     }
                 }
+            };
+            core.metrics.message_in(role);
+            match limiter.check(Instant::now()) {
+                Verdict::Allow => {
+                    // Boxed, text included: the handler's state lives only while a message
+                    // is handled, not in every idle socket's task.
+                    let handled = Box::pin(session.on_text_owned(text)).await;
+                    if let Flow::Close(code, reason) = handled {
+                        break Exit::Close(code, reason);
+                    }
+                }
+                Verdict::Limited => session.rate_limited(peek_ref(&text)),
+                Verdict::Close => break rate_limit_exit(core),
             }
         };
         // Boxed: the close timer lives only while a socket closes, not in every idle task.

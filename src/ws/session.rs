@@ -121,49 +121,53 @@ pub fn serve(
         let Some(mut socket) = upgraded(on_upgrade, &hub.core.settings).await else {
             return;
         };
-        let core = &hub.core;
-        core.metrics.socket_opened(role);
+        hub.core.metrics.socket_opened(role);
         debug!("socket opened");
-        let (outbox, rx) = outbox(core.settings.queue_bytes);
-        let mut session = match role {
-            // Boxed: the registration's state is not kept in every socket's task.
-            Role::Agent => {
-                match Box::pin(AgentSession::start(hub.clone(), &identity, outbox)).await {
-                    Some(session) => Session::Agent(session),
-                    None => {
-                        core.metrics.socket_closed(role);
-                        return;
+        // In a block: the producer handle is gone before the socket's loop starts (a local
+        // that was ever borrowed keeps its place in the task until its scope ends).
+        let (mut session, rx) = {
+            let (outbox, rx) = outbox(hub.core.settings.queue_bytes);
+            let session = match role {
+                // Boxed: the registration's state is not kept in every socket's task.
+                Role::Agent => {
+                    match Box::pin(AgentSession::start(hub.clone(), &identity, outbox)).await {
+                        Some(session) => Session::Agent(session),
+                        None => {
+                            hub.core.metrics.socket_closed(role);
+                            return;
+                        }
                     }
                 }
-            }
-            Role::Admin => {
-                hello(&hub, &outbox, &identity);
-                Session::Admin(AdminSession::new(hub.clone(), conn_id, outbox))
-            }
-            Role::Telephony => {
-                hello(&hub, &outbox, &identity);
-                core.notices.add(conn_id, outbox.clone());
-                Session::Telephony(Box::new(TelephonySession::new(
-                    hub.clone(),
-                    conn_id,
-                    outbox,
-                )))
-            }
+                Role::Admin => {
+                    hello(&hub, &outbox, &identity);
+                    Session::Admin(AdminSession::new(hub.clone(), conn_id, outbox))
+                }
+                Role::Telephony => {
+                    hello(&hub, &outbox, &identity);
+                    hub.core.notices.add(conn_id, outbox.clone());
+                    Session::Telephony(Box::new(TelephonySession::new(
+                        hub.clone(),
+                        conn_id,
+                        outbox,
+                    )))
+                }
+            };
+            (session, rx)
         };
         let expires = identity.expires_at.map(|exp| {
             let ms = exp
                 .saturating_add(crate::http::auth::TOKEN_LEEWAY_SECS)
                 .saturating_mul(1000);
-            core.clock.instant_at(ms)
+            hub.core.clock.instant_at(ms)
         });
         drop(identity);
-        let exit = drive(&mut socket, &rx, &mut session, core, role, expires).await;
+        let exit = drive(&mut socket, &rx, &mut session, &hub.core, role, expires).await;
         match exit {
             Exit::Close(code, reason) => debug!(code, reason, "socket closed by the hub"),
             Exit::Gone => debug!("socket closed by the peer"),
         }
         Box::pin(session.closed()).await;
-        core.metrics.socket_closed(role);
+        hub.core.metrics.socket_closed(role);
         linger(&mut socket, exit).await;
         // The connection slot is held for the life of the socket.
         drop(slot);

@@ -43,11 +43,13 @@ fn read_now(s: &mut WsSocket) -> Option<Result<Incoming, WsError>> {
 async fn a_partial_frame_is_kept_until_complete_then_freed() {
     let (mut s, mut c) = pair(&Settings::default()).await;
     assert_eq!(s.buffered_capacity(), 0, "nothing held while idle");
+    assert!(s.busy.is_none());
     let frame = client_frame(true, OP_TEXT, &[b'x'; 300]);
     c.write_all(&frame[..100]).await.expect("write");
     s.tcp.readable().await.expect("readable");
     assert!(read_now(&mut s).is_none(), "incomplete");
-    assert!(s.inbuf.len() >= 100, "the partial frame is kept");
+    let busy = s.busy.as_ref().expect("busy while a frame is partial");
+    assert!(busy.inbuf.len() >= 100, "the partial frame is kept");
     c.write_all(&frame[100..]).await.expect("write");
     s.tcp.readable().await.expect("readable");
     match read_now(&mut s) {
@@ -55,6 +57,7 @@ async fn a_partial_frame_is_kept_until_complete_then_freed() {
         other => panic!("{other:?}"),
     }
     assert_eq!(s.buffered_capacity(), 0, "freed once consumed");
+    assert!(s.busy.is_none());
 }
 
 #[tokio::test]
@@ -86,7 +89,7 @@ async fn a_ping_flood_owes_one_pong_for_the_latest_ping() {
     }
     c.write_all(&bytes).await.expect("write");
     let mut reads = 0;
-    while s.pong.as_deref() != Some(&999u32.to_be_bytes()[..]) {
+    while s.busy.as_ref().and_then(|b| b.pong.as_deref()) != Some(&999u32.to_be_bytes()[..]) {
         s.tcp.readable().await.expect("readable");
         match read_now(&mut s) {
             Some(Ok(Incoming::Control)) | None => {}
@@ -146,6 +149,7 @@ async fn unsent_bytes_are_kept_only_until_the_peer_reads_them() {
     let s = flushed.await.expect("task");
     assert_eq!(got, want, "every frame, once");
     assert_eq!(s.buffered_capacity(), 0, "freed once written");
+    assert!(s.busy.is_none());
 }
 
 #[tokio::test]
@@ -154,8 +158,9 @@ async fn a_large_owned_frame_is_written_without_a_copy_when_blocked() {
     let big = vec![b'z'; 8 << 20];
     s.write_batch(|b| b.text_owned(big)).expect("write");
     assert!(s.has_unsent(), "8 MiB do not fit the kernel's buffers");
+    let busy = s.busy.as_ref().expect("busy while bytes are unsent");
     assert!(
-        s.outbuf.capacity() >= 8 << 20 && s.outpos > 0,
+        busy.outbuf.capacity() >= 8 << 20 && busy.outpos > 0,
         "the payload itself is kept, at the offset written"
     );
     let flushed = tokio::spawn(async move {
