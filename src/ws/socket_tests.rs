@@ -3,7 +3,7 @@
 //! and a ping flood owes one pong.
 
 use super::*;
-use crate::ws::frame::{apply_mask, OP_CONTINUATION};
+use crate::ws::frame::{apply_mask, OP_CONTINUATION, OP_PING, OP_TEXT};
 use futures::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
