@@ -77,15 +77,16 @@ pub struct Cli {
     /// of its payload is read or buffered (close 1009).
     #[arg(long, env = "PRESENCE_HUB_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
     pub max_frame_bytes: usize,
-    /// Read chunk of each socket, in bytes (tungstenite's default is 128 KiB).
+    /// Bytes read from a socket at once, into a per-thread scratch buffer: an idle socket
+    /// holds no read buffer at all, whatever this is.
     #[arg(long, env = "PRESENCE_HUB_READ_BUFFER_BYTES", default_value_t = 4096)]
     pub read_buffer_bytes: usize,
-    /// Bytes gathered per socket before they are written to the network (a busy
-    /// wallboard's batch goes out in one write; an idle socket's buffer stays small).
+    /// Bytes of frames gathered into one write (a busy wallboard's batch goes out in one
+    /// write), in a per-thread scratch buffer: an idle socket holds no write buffer.
     #[arg(long, env = "PRESENCE_HUB_WRITE_BUFFER_BYTES", default_value_t = 65536)]
     pub write_buffer_bytes: usize,
-    /// Hard cap of one socket's write buffer: the largest single frame the hub can send
-    /// (an admin snapshot is ~250 bytes per agent). See SECURITY.md.
+    /// The largest single frame the hub sends (an admin snapshot is ~250 bytes per agent);
+    /// a larger snapshot ends its socket with a warning. See SECURITY.md.
     #[arg(long, env = "PRESENCE_HUB_MAX_WRITE_BUFFER_BYTES", default_value_t = 64 << 20)]
     pub max_write_buffer_bytes: usize,
     /// Time a client has to send its complete HTTP request head (the WebSocket upgrade
@@ -206,15 +207,15 @@ pub struct Settings {
     pub pong_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub max_message_bytes: usize,
-    /// WebSocket read chunk per socket (tungstenite's default is 128 KiB; small saves RAM).
+    /// Bytes read from a socket at once (the size of the per-thread read scratch; nothing
+    /// is kept per idle socket).
     pub read_buffer_bytes: usize,
-    /// Bytes gathered before tungstenite writes to the socket; frames beyond it are flushed
-    /// in batches by the socket loop.
+    /// Bytes of frames gathered into one write (the flush batch); a frame this large or
+    /// larger is written straight from its payload.
     pub write_buffer_bytes: usize,
-    /// Hard cap of tungstenite's write buffer. The socket loop waits for each flush, so the
-    /// buffer never holds more than `write_buffer_bytes` plus one frame: the cap is the
-    /// largest frame the hub can send (a snapshot), not a per-socket memory budget (that is
-    /// `queue_bytes`).
+    /// The largest frame the hub sends (a snapshot); not a per-socket memory budget (that
+    /// is `queue_bytes`: a socket keeps unsent bytes only while the kernel refuses them,
+    /// at most one batch and one item).
     pub max_write_buffer_bytes: usize,
     /// Largest WebSocket frame, checked on its header before the payload is read.
     pub max_frame_bytes: usize,
@@ -350,7 +351,7 @@ impl Cli {
             max_frame_bytes: self.max_frame_bytes.max(1024),
             read_buffer_bytes: self.read_buffer_bytes.max(256),
             write_buffer_bytes: self.write_buffer_bytes,
-            // tungstenite requires the cap to exceed the write buffer.
+            // A frame cap below the write batch makes no sense: raised above it.
             max_write_buffer_bytes: self
                 .max_write_buffer_bytes
                 .max(self.write_buffer_bytes.saturating_add(64 * 1024)),

@@ -7,9 +7,7 @@ pub mod directory;
 pub mod reports;
 mod web;
 
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Extension;
@@ -20,6 +18,7 @@ use std::sync::Arc;
 use crate::hub::Hub;
 use crate::metrics::Role;
 use crate::server::ConnSlot;
+use crate::ws::handshake;
 
 /// The routes of the hub.
 pub fn router(hub: Arc<Hub>) -> Router {
@@ -58,66 +57,60 @@ pub fn router(hub: Arc<Hub>) -> Router {
 }
 
 async fn ws_agent(
-    ws: WebSocketUpgrade,
     State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     slot: Option<Extension<ConnSlot>>,
+    req: Request,
 ) -> Response {
-    upgrade(ws, hub, &headers, &query, Role::Agent, slot)
+    upgrade(req, hub, &query, Role::Agent, slot)
 }
 
 async fn ws_admin(
-    ws: WebSocketUpgrade,
     State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     slot: Option<Extension<ConnSlot>>,
+    req: Request,
 ) -> Response {
-    upgrade(ws, hub, &headers, &query, Role::Admin, slot)
+    upgrade(req, hub, &query, Role::Admin, slot)
 }
 
 async fn ws_telephony(
-    ws: WebSocketUpgrade,
     State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     slot: Option<Extension<ConnSlot>>,
+    req: Request,
 ) -> Response {
-    upgrade(ws, hub, &headers, &query, Role::Telephony, slot)
+    upgrade(req, hub, &query, Role::Telephony, slot)
 }
 
+/// Checks the upgrade request, then authenticates it (401/403 before the upgrade, nothing
+/// allocated for a refused client), then answers 101 and spawns the socket's task, which
+/// takes the connection over once the response went out.
 fn upgrade(
-    ws: WebSocketUpgrade,
+    mut req: Request,
     hub: Arc<Hub>,
-    headers: &HeaderMap,
     query: &HashMap<String, String>,
     role: Role,
     slot: Option<Extension<ConnSlot>>,
 ) -> Response {
-    let identity = match auth::authenticate(&hub.core, headers, query, &[role]) {
+    let accept = match handshake::check(&req) {
+        Ok(accept) => accept,
+        Err(e) => return e.into_response(),
+    };
+    let identity = match auth::authenticate(&hub.core, req.headers(), query, &[role]) {
         Ok(identity) => identity,
         Err(e) => return e.into_response(),
     };
     if hub.core.shutdown.is_cancelled() {
         return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    let settings = &hub.core.settings;
+    let on_upgrade = hyper::upgrade::on(&mut req);
     let tasks = hub.core.tasks.clone();
-    // tungstenite panics unless the cap exceeds the write buffer.
-    let max_write = settings
-        .max_write_buffer_bytes
-        .max(settings.write_buffer_bytes.saturating_add(1));
-    ws.read_buffer_size(settings.read_buffer_bytes)
-        .write_buffer_size(settings.write_buffer_bytes)
-        .max_write_buffer_size(max_write)
-        .max_message_size(settings.max_message_bytes)
-        .max_frame_size(settings.max_frame_bytes)
-        .on_upgrade(move |socket| {
-            tasks.track_future(async move {
-                crate::ws::serve(socket, hub, identity).await;
-                // The connection slot is held for the life of the socket.
-                drop(slot);
-            })
-        })
+    tasks.spawn(crate::ws::serve(
+        on_upgrade,
+        hub,
+        Box::new(identity),
+        slot.map(|Extension(slot)| slot),
+    ));
+    handshake::switching_protocols(accept)
 }

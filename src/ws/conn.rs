@@ -1,19 +1,28 @@
-//! The loop every socket runs: write what its [`Outbox`] holds (several frames per flush),
-//! read client frames and hand them to the role's session (within the socket's rate
-//! limit), ping on a timer and drop peers that stop answering, and close with the right
-//! code on logout, slow consumption, oversized messages, rate abuse, token expiry or
-//! shutdown.
+//! The loop every socket runs: write what its [`OutboxReceiver`] holds (several frames per
+//! write), read client frames and hand them to the role's session (within the socket's
+//! rate limit), ping on a timer and drop peers that stop answering, and close with the
+//! right code on logout, slow consumption, oversized messages, protocol errors, rate
+//! abuse, token expiry or shutdown.
+//!
+//! The loop waits on one hand-written poll ([`next_event`]) over its sources in a fixed
+//! order, instead of a `select!` of futures: its idle state is the socket, one timer
+//! (liveness and token expiry together), the shutdown waiter and a few scalars, so every
+//! idle socket's task stays small.
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use bytes::Bytes;
-use futures::{FutureExt, SinkExt};
+use axum::extract::ws::Utf8Bytes;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::time::Instant;
-use tokio_tungstenite::tungstenite;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFuture;
 
+use super::frame::{CLOSE_INVALID_PAYLOAD, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG as FRAME_TOO_BIG};
 use super::limit::{MessageLimiter, Verdict};
 use super::outbox::{Outbound, OutboxReceiver, CLOSE_SLOW_CONSUMER};
 use super::session::{Flow, Session};
+use super::socket::{Incoming, WsError, WsSocket};
 use crate::hub::HubCore;
 use crate::metrics::{Rejected, Role};
 use crate::protocol::{bad_message_reply, peek_ref, BadMessage};
@@ -23,9 +32,10 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Policy: the token expired, or the client kept sending over its rate.
 pub const CLOSE_POLICY: u16 = 1008;
 /// Message larger than the configured maximum.
-pub const CLOSE_TOO_BIG: u16 = 1009;
+pub const CLOSE_TOO_BIG: u16 = FRAME_TOO_BIG;
 
-/// Frames written before a flush is forced, so one busy socket cannot hog its task.
+/// Outbox items written per batch before the loop looks at its other sources, so one busy
+/// socket cannot hog its task.
 const MAX_BATCH: usize = 128;
 /// How long a closing socket may take to accept its close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -35,157 +45,243 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum Exit {
     /// We close with this code.
     Close(u16, &'static str),
-    /// The peer closed, vanished or broke the protocol; nothing more to send.
+    /// The peer closed (its close frame is echoed), vanished or stopped answering; nothing
+    /// more to send.
     Gone,
 }
 
-/// Runs one socket until it closes. `expires` is when the socket's token runs out (its
+/// What woke the loop.
+enum Event {
+    Shutdown,
+    CloseRequested(u16),
+    Expired,
+    Outbound(Outbound),
+    /// Every producer of the outbox is gone.
+    QueueEnded,
+    /// Unsent bytes went out (or could not).
+    Flushed(io::Result<()>),
+    Read(Result<Incoming, WsError>),
+    /// The liveness deadline passed.
+    Liveness,
+}
+
+/// Runs one socket until it must close, then sends its close frame (see [`linger`] for
+/// the rest of the closing handshake). `expires` is when the socket's token runs out (its
 /// `exp` plus the validation leeway); the socket is closed with 1008 then.
-pub async fn drive(
-    mut ws: WebSocket,
-    mut rx: OutboxReceiver,
-    session: &mut Session,
-    core: &HubCore,
+///
+/// Not an `async fn`: the arguments of an `async fn` are stored twice in its future (as
+/// captured arguments and as locals); an `async move` block stores its captures once, in
+/// every idle socket's task.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn drive<'a>(
+    socket: &'a mut WsSocket,
+    rx: &'a OutboxReceiver,
+    session: &'a mut Session,
+    core: &'a HubCore,
     role: Role,
     expires: Option<Instant>,
-) -> Exit {
-    let ping_interval = core.settings.ping_interval;
-    let pong_timeout = core.settings.pong_timeout;
-    let close_signal = rx.close_signal();
-    let now = Instant::now();
-    // Liveness: one timer for the whole life of the socket (no timer per loop turn). It
-    // fires `ping_interval` after the last frame from the peer (then a ping goes out), and
-    // `pong_timeout` after a ping (then the peer is dead unless a frame came meanwhile).
-    let mut last_seen = now;
-    let mut awaiting_answer = false;
-    let liveness = tokio::time::sleep_until(now + ping_interval);
-    tokio::pin!(liveness);
-    let mut limiter = MessageLimiter::new(
-        core.settings.rate_limit(role),
-        core.settings.rate_limit_strikes,
-        core.settings.rate_limit_window,
-        now,
-    );
-    // The largest frame tungstenite's capped write buffer takes (see Settings).
-    let max_frame_out = core
-        .settings
-        .max_write_buffer_bytes
-        .saturating_sub(core.settings.write_buffer_bytes);
-    let expiry = tokio::time::sleep_until(expires.unwrap_or(now));
-    tokio::pin!(expiry);
-    let exit = loop {
-        tokio::select! {
-            biased;
-            () = core.shutdown.cancelled() => break Exit::Close(CLOSE_GOING_AWAY, "hub shutting down"),
-            code = close_signal.requested() => break close_exit(code, core, role),
-            () = &mut expiry, if expires.is_some() => {
-                core.metrics.rejected(Rejected::TokenExpired);
-                break Exit::Close(CLOSE_POLICY, "token expired");
+) -> impl Future<Output = Exit> + Send + 'a {
+    async move {
+        let now = Instant::now();
+        // Liveness: one timer for the whole life of the socket (no timer per loop turn),
+        // shared with the token expiry (it is set to whichever comes first). It fires
+        // `ping_interval` after the last frame from the peer (then a ping goes out), and
+        // `pong_timeout` after a ping (then the peer is dead unless a frame came meanwhile).
+        let mut last_seen = now;
+        let mut awaiting_answer = false;
+        let timer = tokio::time::sleep_until(first(now + core.settings.ping_interval, expires));
+        tokio::pin!(timer);
+        let shutdown = core.shutdown.cancelled();
+        tokio::pin!(shutdown);
+        let mut limiter = MessageLimiter::new(
+            core.settings.rate_limit(role),
+            core.settings.rate_limit_strikes,
+            core.settings.rate_limit_window,
+            now,
+        );
+        let exit = loop {
+            // A ping is answered as soon as nothing is queued ahead of the pong.
+            if socket.pong_pending() && !socket.has_unsent() && socket.send_pong().is_err() {
+                break Exit::Gone;
             }
-            item = rx.recv() => {
-                let Some(item) = item else { break Exit::Gone };
-                let written = tokio::select! {
-                    biased;
-                    () = core.shutdown.cancelled() => break Exit::Close(CLOSE_GOING_AWAY, "hub shutting down"),
-                    code = close_signal.requested() => break close_exit(code, core, role),
-                    r = write_batch(&mut ws, item, &mut rx, max_frame_out) => r,
-                };
-                match written {
-                    Ok(None) => {}
-                    Ok(Some(exit)) => break exit,
-                    Err(_) => break Exit::Gone,
+            // The event lives in this block only: it is gone before a message is handled.
+            let text = {
+                let event = poll_fn(|cx| {
+                    next_event(
+                        cx,
+                        shutdown.as_mut(),
+                        timer.as_mut(),
+                        expires,
+                        &mut *socket,
+                        rx,
+                    )
+                })
+                .await;
+                if matches!(event, Event::Read(_)) {
+                    // Any frame from the peer proves it is alive.
+                    last_seen = Instant::now();
+                    awaiting_answer = false;
                 }
-            }
-            msg = ws.recv() => {
-                // Any frame from the peer proves it is alive.
-                last_seen = Instant::now();
-                awaiting_answer = false;
-                match msg {
-                    None => break Exit::Gone,
-                    Some(Err(e)) => break read_error_exit(e, core),
-                    Some(Ok(Message::Text(text))) => {
-                        core.metrics.message_in(role);
-                        match limiter.check(Instant::now()) {
-                            Verdict::Allow => {
-                                // Boxed: the handler's state lives only while a message is
-                                // handled, not in every idle socket's task.
-                                let handled = Box::pin(session.on_text(text.as_str())).await;
-                                if let Flow::Close(code, reason) = handled {
-                                    break Exit::Close(code, reason);
-                                }
-                            }
-                            Verdict::Limited => session.rate_limited(peek_ref(text.as_str())),
-                            Verdict::Close => break rate_limit_exit(core),
-                        }
+                match event {
+                    Event::Read(Ok(Incoming::Text(text))) => text,
+                    Event::Shutdown => break Exit::Close(CLOSE_GOING_AWAY, "hub shutting down"),
+                    Event::CloseRequested(code) => break close_exit(code, core, role),
+                    Event::Expired => {
+                        core.metrics.rejected(Rejected::TokenExpired);
+                        break Exit::Close(CLOSE_POLICY, "token expired");
                     }
-                    Some(Ok(Message::Binary(_))) => {
+                    Event::QueueEnded | Event::Flushed(Err(_)) => break Exit::Gone,
+                    Event::Flushed(Ok(())) => continue,
+                    Event::Outbound(item) => match write_batch(socket, item, rx, core) {
+                        Ok(None) => continue,
+                        Ok(Some(exit)) => break exit,
+                        Err(_) => break Exit::Gone,
+                    },
+                    Event::Read(Ok(Incoming::Binary)) => {
                         core.metrics.message_in(role);
                         match limiter.check(Instant::now()) {
                             Verdict::Allow => session.reject(&BadMessage {
                                 reply_ref: None,
-                                message: "binary frames are not supported; send JSON text frames".into(),
+                                message: "binary frames are not supported; send JSON text frames"
+                                    .into(),
                             }),
                             Verdict::Limited => session.rate_limited(None),
                             Verdict::Close => break rate_limit_exit(core),
                         }
+                        continue;
                     }
-                    // Pings cost nothing: not rate limited, and tungstenite keeps one pending
-                    // pong, which the next read or write of this loop sends without waiting.
-                    Some(Ok(Message::Ping(_))) => {}
-                    Some(Ok(Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) => break Exit::Gone,
+                    // Pings cost nothing: not rate limited, one pong owed for the latest.
+                    Event::Read(Ok(Incoming::Control)) => continue,
+                    // The socket queued the echo of the peer's close frame.
+                    Event::Read(Ok(Incoming::Close(_))) => break Exit::Gone,
+                    Event::Read(Err(e)) => break read_error_exit(e, core),
+                    Event::Liveness => {
+                        let now = Instant::now();
+                        if awaiting_answer {
+                            core.metrics.dead_peer(role);
+                            break Exit::Gone;
+                        }
+                        let quiet_until = last_seen + core.settings.ping_interval;
+                        if quiet_until > now {
+                            // The peer spoke since: ping only after a full interval of
+                            // silence.
+                            timer.as_mut().reset(first(quiet_until, expires));
+                            continue;
+                        }
+                        awaiting_answer = true;
+                        timer
+                            .as_mut()
+                            .reset(first(now + core.settings.pong_timeout, expires));
+                        if socket.write_batch(|b| b.ping()).is_err() {
+                            core.metrics.dead_peer(role);
+                            break Exit::Gone;
+                        }
+                        continue;
+                    }
                 }
+            };
+            core.metrics.message_in(role);
+            match limiter.check(Instant::now()) {
+                Verdict::Allow => {
+                    // Boxed, text included: the handler's state lives only while a message
+                    // is handled, not in every idle socket's task.
+                    let handled = Box::pin(session.on_text_owned(text)).await;
+                    if let Flow::Close(code, reason) = handled {
+                        break Exit::Close(code, reason);
+                    }
+                }
+                Verdict::Limited => session.rate_limited(peek_ref(&text)),
+                Verdict::Close => break rate_limit_exit(core),
             }
-            () = &mut liveness => {
-                let now = Instant::now();
-                if awaiting_answer {
-                    core.metrics.dead_peer(role);
-                    break Exit::Gone;
-                }
-                let quiet_until = last_seen + ping_interval;
-                if quiet_until > now {
-                    // The peer spoke since: ping only after a full interval of silence.
-                    liveness.as_mut().reset(quiet_until);
-                    continue;
-                }
-                awaiting_answer = true;
-                liveness.as_mut().reset(now + pong_timeout);
-                let sent = tokio::time::timeout(pong_timeout, ws.send(Message::Ping(Bytes::new()))).await;
-                if !matches!(sent, Ok(Ok(()))) {
-                    core.metrics.dead_peer(role);
-                    break Exit::Gone;
-                }
-            }
-        }
-    };
-    if let Exit::Close(code, reason) = exit {
-        let frame = Message::Close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        }));
-        let sent = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(frame)).await;
-        if matches!(sent, Ok(Ok(()))) && code != CLOSE_TOO_BIG {
-            discard_received(&mut ws);
-        }
+        };
+        // Boxed: the close timer lives only while a socket closes, not in every idle task.
+        Box::pin(send_close(socket, exit)).await;
+        exit
     }
-    exit
 }
 
-/// Frames at most discarded by [`discard_received`].
-const DISCARD_MAX_FRAMES: usize = 4096;
+/// The earlier of a liveness deadline and the token's expiry.
+fn first(liveness: Instant, expires: Option<Instant>) -> Instant {
+    expires.map_or(liveness, |e| e.min(liveness))
+}
 
-/// Reads and drops what the peer already sent, without waiting. Closing a TCP socket
-/// with unread data makes the kernel reset the connection, and a reset discards what is
-/// still in flight to the peer: the close frame and the last replies (a flooding client
-/// would see its connection reset instead of 1008). After a 1009 the stream is mid-frame
-/// and cannot be read any more, so this is skipped then.
-fn discard_received(ws: &mut WebSocket) {
-    for _ in 0..DISCARD_MAX_FRAMES {
-        match ws.recv().now_or_never() {
-            Some(Some(Ok(Message::Close(_)))) | Some(None) | Some(Some(Err(_))) | None => break,
-            Some(Some(Ok(_))) => {}
+/// Polls the loop's sources in priority order: shutdown, a close request, the token
+/// expiry, the outbox (or the unsent bytes of the last batch), the peer, then liveness
+/// (after reading, so a pong that came in time is seen before the deadline is judged).
+fn next_event(
+    cx: &mut Context<'_>,
+    shutdown: Pin<&mut WaitForCancellationFuture<'_>>,
+    mut timer: Pin<&mut Sleep>,
+    expires: Option<Instant>,
+    socket: &mut WsSocket,
+    rx: &OutboxReceiver,
+) -> Poll<Event> {
+    if shutdown.poll(cx).is_ready() {
+        return Poll::Ready(Event::Shutdown);
+    }
+    if let Poll::Ready(code) = rx.poll_close(cx) {
+        return Poll::Ready(Event::CloseRequested(code));
+    }
+    let timer_fired = timer.as_mut().poll(cx).is_ready();
+    if timer_fired && expires.is_some_and(|e| timer.deadline() >= e) {
+        return Poll::Ready(Event::Expired);
+    }
+    if socket.has_unsent() {
+        if let Poll::Ready(r) = socket.poll_flush(cx) {
+            return Poll::Ready(Event::Flushed(r));
+        }
+    } else if let Poll::Ready(item) = rx.poll_recv(cx) {
+        return Poll::Ready(match item {
+            Some(item) => Event::Outbound(item),
+            None => Event::QueueEnded,
+        });
+    }
+    if let Poll::Ready(read) = socket.poll_read(cx) {
+        return Poll::Ready(Event::Read(read));
+    }
+    if timer_fired {
+        return Poll::Ready(Event::Liveness);
+    }
+    Poll::Pending
+}
+
+/// Sends the close frame (for a close of ours) and lets what is unsent go out (the close
+/// frame, the echo of the peer's, the last replies) within [`CLOSE_TIMEOUT`]; what could
+/// not go out in time stays unsent (and [`linger`] then does not wait for the peer).
+async fn send_close(socket: &mut WsSocket, exit: Exit) {
+    if let Exit::Close(code, reason) = exit {
+        if socket.write_batch(|b| b.close(code, reason)).is_err() {
+            return;
         }
     }
+    if socket.has_unsent() {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, poll_fn(|cx| socket.poll_flush(cx))).await;
+    }
+}
+
+/// After a close of ours went out: waits (at most [`CLOSE_TIMEOUT`]) for the peer's close
+/// frame or FIN while dropping what it still sends, so the connection ends without a reset
+/// (see [`WsSocket::linger`]). Called once the session is closed: the socket no longer
+/// counts anywhere, only its descriptor is held meanwhile.
+pub async fn linger(socket: &mut WsSocket, exit: Exit) {
+    let Exit::Close(code, _) = exit else {
+        return;
+    };
+    if socket.has_unsent() {
+        return;
+    }
+    // After a protocol error or an oversized frame the stream cannot be decoded further.
+    let raw = matches!(
+        code,
+        CLOSE_PROTOCOL_ERROR | CLOSE_INVALID_PAYLOAD | CLOSE_TOO_BIG
+    );
+    // On shutdown the hub does not wait for every peer: what is there is dropped at once.
+    let limit = if code == CLOSE_GOING_AWAY {
+        Duration::ZERO
+    } else {
+        CLOSE_TIMEOUT
+    };
+    Box::pin(socket.linger(limit, raw)).await;
 }
 
 fn close_exit(code: u16, core: &HubCore, role: Role) -> Exit {
@@ -197,16 +293,18 @@ fn close_exit(code: u16, core: &HubCore, role: Role) -> Exit {
     }
 }
 
-fn read_error_exit(e: axum::Error, core: &HubCore) -> Exit {
-    let too_big = e
-        .into_inner()
-        .downcast_ref::<tungstenite::Error>()
-        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)));
-    if too_big {
-        core.metrics.rejected(Rejected::MessageTooBig);
-        Exit::Close(CLOSE_TOO_BIG, "message too big")
-    } else {
-        Exit::Gone
+/// A read error: a protocol violation or a message over the limit is answered with its
+/// close code (1002, 1007, 1009); the peer is gone otherwise.
+fn read_error_exit(e: WsError, core: &HubCore) -> Exit {
+    match e {
+        WsError::Protocol(e) => {
+            if e.close_code() == CLOSE_TOO_BIG {
+                core.metrics.rejected(Rejected::MessageTooBig);
+            }
+            tracing::debug!("closing on a protocol error: {e}");
+            Exit::Close(e.close_code(), e.reason())
+        }
+        WsError::Eof | WsError::Io(_) => Exit::Gone,
     }
 }
 
@@ -215,47 +313,47 @@ fn rate_limit_exit(core: &HubCore) -> Exit {
     Exit::Close(CLOSE_POLICY, "rate limit exceeded")
 }
 
-/// Writes `first` and whatever else is ready (up to [`MAX_BATCH`]), then flushes once.
-/// Returns the exit when a queued `Close` was reached.
-async fn write_batch(
-    ws: &mut WebSocket,
+/// Writes `first` and whatever else is ready (up to [`MAX_BATCH`] items, and only while
+/// the kernel takes the bytes), in writes of `--write-buffer-bytes`. Returns the exit when
+/// a queued `Close` was reached.
+fn write_batch(
+    socket: &mut WsSocket,
     first: Outbound,
-    rx: &mut OutboxReceiver,
-    max_frame_out: usize,
-) -> Result<Option<Exit>, axum::Error> {
-    let mut item = Some(first);
-    let mut written = 0;
-    while let Some(current) = item.take() {
-        match current {
-            Outbound::Frame(frame) => ws.feed(Message::Text(frame)).await?,
-            Outbound::Frames(frames) => {
-                for frame in frames {
-                    ws.feed(Message::Text(frame)).await?;
+    rx: &OutboxReceiver,
+    core: &HubCore,
+) -> io::Result<Option<Exit>> {
+    let max_frame_out = core.settings.max_write_buffer_bytes;
+    socket.write_batch(|b| {
+        let mut item = Some(first);
+        let mut written = 0;
+        while let Some(current) = item.take() {
+            match current {
+                Outbound::Frame(frame) => b.text(frame.as_bytes()),
+                Outbound::Frames(frames) => {
+                    for frame in &frames {
+                        b.text(frame.as_bytes());
+                    }
                 }
-            }
-            Outbound::Snapshot(reply) => {
-                let frame = reply.render();
-                if frame.len() > max_frame_out {
-                    // tungstenite refuses it and the socket ends: say why.
-                    tracing::warn!(
-                        bytes = frame.len(),
-                        "snapshot larger than the write buffer cap: raise --max-write-buffer-bytes"
-                    );
+                Outbound::Snapshot(reply) => {
+                    let frame = reply.render();
+                    if frame.len() > max_frame_out {
+                        tracing::warn!(
+                            bytes = frame.len(),
+                            "snapshot larger than the outgoing frame cap: raise --max-write-buffer-bytes"
+                        );
+                        return Some(Exit::Gone);
+                    }
+                    b.text_owned(frame.into_bytes());
                 }
-                ws.feed(Message::Text(Utf8Bytes::from(frame))).await?
+                Outbound::Close(code, reason) => return Some(Exit::Close(code, reason)),
             }
-            Outbound::Close(code, reason) => {
-                ws.flush().await?;
-                return Ok(Some(Exit::Close(code, reason)));
+            written += 1;
+            if written < MAX_BATCH && !b.blocked() {
+                item = rx.try_recv();
             }
         }
-        written += 1;
-        if written < MAX_BATCH {
-            item = rx.try_recv();
-        }
-    }
-    ws.flush().await?;
-    Ok(None)
+        None
+    })
 }
 
 /// Queues the `bad_message` reply for an undecodable frame.

@@ -12,15 +12,16 @@ use tokio::time::Instant;
 
 use crate::config::RateLimit;
 
-/// One token in bucket units.
-const UNIT: u128 = 1_000_000_000;
+/// One token in bucket units (a full bucket of `u32::MAX` tokens still fits a `u64`).
+const UNIT: u64 = 1_000_000_000;
 
 /// A token bucket: `per_sec` tokens per second flow in, up to `burst`; each message takes one.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
     limit: RateLimit,
-    /// Tokens held, in [`UNIT`]s.
-    tokens: u128,
+    /// Tokens held, in [`UNIT`]s (a `u64`, not a `u128`: the limiter lives in every socket
+    /// task, and a `u128` would align the whole task to 16 bytes).
+    tokens: u64,
     last: Instant,
 }
 
@@ -29,7 +30,7 @@ impl TokenBucket {
     pub fn new(limit: RateLimit, now: Instant) -> Self {
         TokenBucket {
             limit,
-            tokens: u128::from(limit.burst.max(1)) * UNIT,
+            tokens: u64::from(limit.burst.max(1)) * UNIT,
             last: now,
         }
     }
@@ -40,10 +41,11 @@ impl TokenBucket {
             return true;
         }
         let elapsed = now.saturating_duration_since(self.last).as_nanos();
+        let elapsed = u64::try_from(elapsed).unwrap_or(u64::MAX);
         self.last = now.max(self.last);
-        let cap = u128::from(self.limit.burst.max(1)) * UNIT;
-        // elapsed (ns) * per_sec tokens/s = nano-tokens.
-        let refill = elapsed.saturating_mul(u128::from(self.limit.per_sec));
+        let cap = u64::from(self.limit.burst.max(1)) * UNIT;
+        // elapsed (ns) * per_sec tokens/s = nano-tokens (saturating: the cap bounds it).
+        let refill = elapsed.saturating_mul(u64::from(self.limit.per_sec));
         self.tokens = self.tokens.saturating_add(refill).min(cap);
         if self.tokens >= UNIT {
             self.tokens -= UNIT;

@@ -1,10 +1,14 @@
-//! The three WebSocket surfaces (`/ws/agent`, `/ws/admin`, `/ws/telephony`): the shared
-//! socket loop, the per-socket queue, and one session type per role.
+//! The three WebSocket surfaces (`/ws/agent`, `/ws/admin`, `/ws/telephony`): the hub's own
+//! server-side RFC 6455 layer (handshake, frame codec, socket), the shared socket loop, the
+//! per-socket queue, and one session type per role.
 
 pub mod conn;
+pub mod frame;
+pub mod handshake;
 pub mod limit;
 pub mod outbox;
 pub mod session;
+pub mod socket;
 
 mod acks;
 mod admin;

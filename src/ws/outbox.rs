@@ -10,7 +10,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
-use tokio::sync::Notify;
+use std::task::{Context, Poll};
+
+use futures::task::AtomicWaker;
 
 use crate::hub::fanout::Published;
 
@@ -107,12 +109,12 @@ struct Shared {
     max_items: usize,
     /// Producers alive; the receiver sees the end of the queue when it drops to zero.
     producers: AtomicUsize,
-    /// Wakes the writer when an item is queued or the last producer left.
-    ready: Notify,
+    /// The socket task, woken when an item is queued, a close is requested or the last
+    /// producer left. One waker for the single consumer (24 bytes, where a `Notify` per
+    /// event kind took ~40 bytes each and a waiter node in the task).
+    waker: AtomicWaker,
     /// Close code requested by a producer; 0 while open.
     close_code: AtomicU16,
-    /// Wakes the writer when `close_code` is set.
-    wake: Notify,
 }
 
 impl Shared {
@@ -120,6 +122,18 @@ impl Shared {
         // Every critical section is a single push or pop: a poisoned lock still holds a
         // consistent queue.
         self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn poll_close(&self, cx: &mut Context<'_>) -> Poll<u16> {
+        let code = self.close_code.load(Ordering::Acquire);
+        if code != 0 {
+            return Poll::Ready(code);
+        }
+        self.waker.register(cx.waker());
+        match self.close_code.load(Ordering::Acquire) {
+            0 => Poll::Pending,
+            code => Poll::Ready(code),
+        }
     }
 }
 
@@ -137,6 +151,9 @@ pub struct OutboxReceiver {
 
 /// Queue capacity kept after a burst drained; larger buffers are given back.
 const KEEP_CAPACITY: usize = 64;
+/// A queue this small is freed entirely once drained: an idle socket holds no slots (a
+/// busy wallboard's larger queue is kept, up to `KEEP_CAPACITY`, to avoid regrowing it).
+const FREE_CAPACITY: usize = 8;
 
 /// Creates a queue bounded to `bound_bytes`.
 pub fn outbox(bound_bytes: usize) -> (Outbox, OutboxReceiver) {
@@ -146,9 +163,8 @@ pub fn outbox(bound_bytes: usize) -> (Outbox, OutboxReceiver) {
         bound: bound_bytes,
         max_items: (bound_bytes / 64).clamp(64, 1 << 16),
         producers: AtomicUsize::new(1),
-        ready: Notify::new(),
+        waker: AtomicWaker::new(),
         close_code: AtomicU16::new(0),
-        wake: Notify::new(),
     });
     (
         Outbox {
@@ -170,7 +186,7 @@ impl Clone for Outbox {
 impl Drop for Outbox {
     fn drop(&mut self) {
         if self.shared.producers.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.ready.notify_one();
+            self.shared.waker.wake();
         }
     }
 }
@@ -220,7 +236,7 @@ impl Outbox {
             }
             items.push_back(item);
         }
-        self.shared.ready.notify_one();
+        self.shared.waker.wake();
         Ok(())
     }
 
@@ -232,7 +248,7 @@ impl Outbox {
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            self.shared.wake.notify_one();
+            self.shared.waker.wake();
         }
     }
 
@@ -254,17 +270,31 @@ impl Outbox {
 
 impl OutboxReceiver {
     /// The next item, or `None` when every producer is gone and the queue is empty.
+    /// (Single consumer: the socket task; see [`OutboxReceiver::poll_recv`].)
     pub async fn recv(&mut self) -> Option<Outbound> {
-        loop {
-            let ready = self.shared.ready.notified();
-            if let Some(item) = self.try_recv() {
-                return Some(item);
-            }
-            if self.shared.producers.load(Ordering::Acquire) == 0 {
-                return None;
-            }
-            ready.await;
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next item; the task is woken when one is queued or the last producer
+    /// left. Only the socket task polls its receiver (one waker is kept).
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
+        if let Some(item) = self.try_recv() {
+            return Poll::Ready(Some(item));
         }
+        self.shared.waker.register(cx.waker());
+        // Checked again after registering: a push in between woke nobody.
+        if let Some(item) = self.try_recv() {
+            return Poll::Ready(Some(item));
+        }
+        if self.shared.producers.load(Ordering::Acquire) == 0 {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    }
+
+    /// Polls for a close request (its code); woken like [`OutboxReceiver::poll_recv`].
+    pub fn poll_close(&self, cx: &mut Context<'_>) -> Poll<u16> {
+        self.shared.poll_close(cx)
     }
 
     /// The next item if one is ready.
@@ -272,8 +302,13 @@ impl OutboxReceiver {
         let item = {
             let mut items = self.shared.lock();
             let item = items.pop_front();
-            if items.is_empty() && items.capacity() > KEEP_CAPACITY {
-                items.shrink_to(KEEP_CAPACITY);
+            if items.is_empty() {
+                if items.capacity() <= FREE_CAPACITY {
+                    // An idle socket holds no slots at all.
+                    *items = VecDeque::new();
+                } else if items.capacity() > KEEP_CAPACITY {
+                    items.shrink_to(KEEP_CAPACITY);
+                }
             }
             item
         }?;
@@ -284,7 +319,7 @@ impl OutboxReceiver {
     }
 
     /// A handle that resolves when a producer asks for a close, usable while the receiver
-    /// is borrowed by the writer.
+    /// is borrowed by the writer (polled by the socket task only, like the receiver).
     pub fn close_signal(&self) -> CloseSignal {
         CloseSignal(self.shared.clone())
     }
@@ -297,14 +332,7 @@ pub struct CloseSignal(Arc<Shared>);
 impl CloseSignal {
     /// Waits for a close request and returns its code.
     pub async fn requested(&self) -> u16 {
-        loop {
-            let notified = self.0.wake.notified();
-            let code = self.0.close_code.load(Ordering::Acquire);
-            if code != 0 {
-                return code;
-            }
-            notified.await;
-        }
+        std::future::poll_fn(|cx| self.0.poll_close(cx)).await
     }
 }
 

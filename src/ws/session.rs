@@ -1,19 +1,23 @@
 //! One connected socket of any role: its set-up (hello, registration), its message
 //! handling (delegated to the role's session), and its clean-up.
 
-use axum::extract::ws::{Utf8Bytes, WebSocket};
+use axum::extract::ws::Utf8Bytes;
+use hyper::upgrade::OnUpgrade;
+use std::future::Future;
 use std::sync::Arc;
 use tracing::{debug, Instrument};
 
 use super::admin::AdminSession;
 use super::agent::AgentSession;
-use super::conn::{bad_message_frame, drive, Exit};
+use super::conn::{bad_message_frame, drive, linger, Exit};
+use super::handshake::upgraded;
 use super::outbox::{outbox, Outbox};
 use super::telephony::TelephonySession;
 use crate::http::auth::Identity;
 use crate::hub::{Hub, HubCore};
 use crate::metrics::{Rejected, Role};
 use crate::protocol::{error_reply, json_string, BadMessage, ErrorCode, Ref};
+use crate::server::ConnSlot;
 
 /// What the socket loop does after a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +30,9 @@ pub enum Flow {
 pub enum Session {
     Agent(AgentSession),
     Admin(AdminSession),
-    Telephony(TelephonySession),
+    /// Boxed: adapters are few, and their ordered acks would make every agent's task
+    /// larger.
+    Telephony(Box<TelephonySession>),
 }
 
 impl Session {
@@ -37,6 +43,12 @@ impl Session {
             Session::Admin(s) => s.on_text(text).await,
             Session::Telephony(s) => s.on_text(text).await,
         }
+    }
+
+    /// Handles one text frame it owns (so that a boxed handler holds the text, not the
+    /// socket's task).
+    pub async fn on_text_owned(&mut self, text: String) -> Flow {
+        self.on_text(&text).await
     }
 
     /// Answers an undecodable frame with `bad_message`.
@@ -85,57 +97,82 @@ impl Session {
     }
 }
 
-/// Serves one upgraded socket for an authenticated identity, until it closes.
-pub async fn serve(ws: WebSocket, hub: Arc<Hub>, identity: Identity) {
-    let core = hub.core.clone();
-    let conn_id = core.next_conn_id();
+/// Serves one socket from its upgrade to its end, for an authenticated identity.
+/// `on_upgrade` resolves once the 101 response went out; `slot` (the connection's place
+/// under `--max-connections`) is held until the socket is gone.
+///
+/// One `async` block (not an `async fn` wrapping an instrumented block): every value it
+/// captures is stored once in the task. `identity` is boxed because it is needed only while
+/// the socket is set up; it is dropped before the socket's loop starts.
+///
+/// The connection's span (`conn_id`, role, id) is a debug span: at the default `info`
+/// level an enabled span costs ~460 bytes of subscriber registry per socket, more than a
+/// third of the socket's own memory; `RUST_LOG=presence_hub=debug` shows it.
+pub fn serve(
+    on_upgrade: OnUpgrade,
+    hub: Arc<Hub>,
+    identity: Box<Identity>,
+    slot: Option<ConnSlot>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let conn_id = hub.core.next_conn_id();
     let role = identity.role;
-    let span = tracing::info_span!("conn", conn_id, role = role.as_str(), id = %identity.subject);
+    let span = tracing::debug_span!("conn", conn_id, role = role.as_str(), id = %identity.subject);
     async move {
-        core.metrics.socket_opened(role);
-        debug!("socket opened");
-        let (outbox, rx) = outbox(core.settings.queue_bytes);
-        let session = match role {
-            Role::Agent => AgentSession::start(hub.clone(), &identity, outbox.clone())
-                .await
-                .map(Session::Agent),
-            Role::Admin => {
-                hello(&hub, &outbox, &identity);
-                Some(Session::Admin(AdminSession::new(
-                    hub.clone(),
-                    conn_id,
-                    outbox.clone(),
-                )))
-            }
-            Role::Telephony => {
-                hello(&hub, &outbox, &identity);
-                core.notices.add(conn_id, outbox.clone());
-                Some(Session::Telephony(TelephonySession::new(
-                    hub.clone(),
-                    conn_id,
-                    outbox.clone(),
-                )))
-            }
+        let Some(mut socket) = upgraded(on_upgrade, &hub.core.settings).await else {
+            return;
         };
-        drop(outbox);
-        if let Some(mut session) = session {
-            let expires = identity.expires_at.map(|exp| {
-                let ms = exp
-                    .saturating_add(crate::http::auth::TOKEN_LEEWAY_SECS)
-                    .saturating_mul(1000);
-                core.clock.instant_at(ms)
-            });
-            let exit = drive(ws, rx, &mut session, &core, role, expires).await;
-            match exit {
-                Exit::Close(code, reason) => debug!(code, reason, "socket closed by the hub"),
-                Exit::Gone => debug!("socket closed by the peer"),
-            }
-            session.closed().await;
+        hub.core.metrics.socket_opened(role);
+        debug!("socket opened");
+        // In a block: the producer handle is gone before the socket's loop starts (a local
+        // that was ever borrowed keeps its place in the task until its scope ends).
+        let (mut session, rx) = {
+            let (outbox, rx) = outbox(hub.core.settings.queue_bytes);
+            let session = match role {
+                // Boxed: the registration's state is not kept in every socket's task.
+                Role::Agent => {
+                    match Box::pin(AgentSession::start(hub.clone(), &identity, outbox)).await {
+                        Some(session) => Session::Agent(session),
+                        None => {
+                            hub.core.metrics.socket_closed(role);
+                            return;
+                        }
+                    }
+                }
+                Role::Admin => {
+                    hello(&hub, &outbox, &identity);
+                    Session::Admin(AdminSession::new(hub.clone(), conn_id, outbox))
+                }
+                Role::Telephony => {
+                    hello(&hub, &outbox, &identity);
+                    hub.core.notices.add(conn_id, outbox.clone());
+                    Session::Telephony(Box::new(TelephonySession::new(
+                        hub.clone(),
+                        conn_id,
+                        outbox,
+                    )))
+                }
+            };
+            (session, rx)
+        };
+        let expires = identity.expires_at.map(|exp| {
+            let ms = exp
+                .saturating_add(crate::http::auth::TOKEN_LEEWAY_SECS)
+                .saturating_mul(1000);
+            hub.core.clock.instant_at(ms)
+        });
+        drop(identity);
+        let exit = drive(&mut socket, &rx, &mut session, &hub.core, role, expires).await;
+        match exit {
+            Exit::Close(code, reason) => debug!(code, reason, "socket closed by the hub"),
+            Exit::Gone => debug!("socket closed by the peer"),
         }
-        core.metrics.socket_closed(role);
+        Box::pin(session.closed()).await;
+        hub.core.metrics.socket_closed(role);
+        linger(&mut socket, exit).await;
+        // The connection slot is held for the life of the socket.
+        drop(slot);
     }
     .instrument(span)
-    .await
 }
 
 fn hello(hub: &Hub, outbox: &Outbox, identity: &Identity) {

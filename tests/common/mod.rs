@@ -2,6 +2,8 @@
 //! sockets with tokio-tungstenite and reqwest.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use futures::{SinkExt, StreamExt};
 use presence_hub::config::RateLimit;
 use presence_hub::Settings;

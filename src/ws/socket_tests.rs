@@ -1,0 +1,180 @@
+//! Tests of the socket over real loopback TCP: nothing is held per socket while idle, a
+//! partial frame is kept only until it completes, unsent bytes only until the peer reads,
+//! and a ping flood owes one pong.
+
+use super::*;
+use crate::ws::frame::{apply_mask, OP_CONTINUATION, OP_PING, OP_TEXT};
+use futures::FutureExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [9, 8, 7, 6];
+    let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    }
+    out.extend_from_slice(&mask);
+    let mut p = payload.to_vec();
+    apply_mask(&mut p, mask);
+    out.extend(p);
+    out
+}
+
+async fn pair(settings: &Settings) -> (WsSocket, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let client = TcpStream::connect(listener.local_addr().expect("addr"))
+        .await
+        .expect("connect");
+    let (server, _) = listener.accept().await.expect("accept");
+    (WsSocket::new(server, &[], settings), client)
+}
+
+/// One poll of the read side (no waiting).
+fn read_now(s: &mut WsSocket) -> Option<Result<Incoming, WsError>> {
+    std::future::poll_fn(|cx| s.poll_read(cx)).now_or_never()
+}
+
+#[tokio::test]
+async fn a_partial_frame_is_kept_until_complete_then_freed() {
+    let (mut s, mut c) = pair(&Settings::default()).await;
+    assert_eq!(s.buffered_capacity(), 0, "nothing held while idle");
+    assert!(s.busy.is_none());
+    let frame = client_frame(true, OP_TEXT, &[b'x'; 300]);
+    c.write_all(&frame[..100]).await.expect("write");
+    s.tcp.readable().await.expect("readable");
+    assert!(read_now(&mut s).is_none(), "incomplete");
+    let busy = s.busy.as_ref().expect("busy while a frame is partial");
+    assert!(busy.inbuf.len() >= 100, "the partial frame is kept");
+    c.write_all(&frame[100..]).await.expect("write");
+    s.tcp.readable().await.expect("readable");
+    match read_now(&mut s) {
+        Some(Ok(Incoming::Text(t))) => assert_eq!(t, "x".repeat(300)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.buffered_capacity(), 0, "freed once consumed");
+    assert!(s.busy.is_none());
+}
+
+#[tokio::test]
+async fn frames_after_a_message_wait_in_the_socket_and_are_freed_when_taken() {
+    let (mut s, mut c) = pair(&Settings::default()).await;
+    let mut bytes = Vec::new();
+    for i in 0..3 {
+        bytes.extend(client_frame(false, OP_TEXT, format!("m{i}").as_bytes()));
+        bytes.extend(client_frame(true, OP_CONTINUATION, b"!"));
+    }
+    c.write_all(&bytes).await.expect("write");
+    s.tcp.readable().await.expect("readable");
+    for i in 0..3 {
+        match read_now(&mut s) {
+            Some(Ok(Incoming::Text(t))) => assert_eq!(t, format!("m{i}!")),
+            other => panic!("{i}: {other:?}"),
+        }
+    }
+    assert_eq!(s.buffered_capacity(), 0);
+    assert!(read_now(&mut s).is_none());
+}
+
+#[tokio::test]
+async fn a_ping_flood_owes_one_pong_for_the_latest_ping() {
+    let (mut s, mut c) = pair(&Settings::default()).await;
+    let mut bytes = Vec::new();
+    for i in 0..1000u32 {
+        bytes.extend(client_frame(true, OP_PING, &i.to_be_bytes()));
+    }
+    c.write_all(&bytes).await.expect("write");
+    let mut reads = 0;
+    while s.busy.as_ref().and_then(|b| b.pong.as_deref()) != Some(&999u32.to_be_bytes()[..]) {
+        s.tcp.readable().await.expect("readable");
+        match read_now(&mut s) {
+            Some(Ok(Incoming::Control)) | None => {}
+            other => panic!("{other:?}"),
+        }
+        reads += 1;
+        assert!(reads < 1000, "never caught up");
+    }
+    s.send_pong().expect("pong");
+    assert!(!s.pong_pending());
+    let mut got = [0u8; 6];
+    c.read_exact(&mut got).await.expect("pong");
+    assert_eq!(
+        got,
+        [0x8A, 4, 0, 0, 3, 0xE7],
+        "one pong, the latest payload"
+    );
+    assert_eq!(s.buffered_capacity(), 0);
+}
+
+#[tokio::test]
+async fn unsent_bytes_are_kept_only_until_the_peer_reads_them() {
+    let settings = Settings {
+        write_buffer_bytes: 16 * 1024,
+        ..Settings::default()
+    };
+    let (mut s, mut c) = pair(&settings).await;
+    let payload = vec![b'y'; 1000];
+    let mut frames = 0usize;
+    // The peer does not read: the kernel's buffers fill, then the socket keeps the rest.
+    while !s.has_unsent() {
+        s.write_batch(|b| {
+            for _ in 0..64 {
+                b.text(&payload);
+            }
+        })
+        .expect("write");
+        frames += 64;
+        assert!(frames < 1_000_000, "never blocked");
+    }
+    assert!(s.buffered_capacity() > 0);
+    // Nothing more is taken while blocked (the loop stops pulling from the outbox).
+    let flushed = tokio::spawn(async move {
+        std::future::poll_fn(|cx| s.poll_flush(cx))
+            .await
+            .expect("flush");
+        s
+    });
+    let want = frames * (4 + 1000);
+    let mut got = 0;
+    let mut chunk = vec![0u8; 1 << 16];
+    while got < want {
+        let n = c.read(&mut chunk).await.expect("read");
+        assert!(n > 0);
+        got += n;
+    }
+    let s = flushed.await.expect("task");
+    assert_eq!(got, want, "every frame, once");
+    assert_eq!(s.buffered_capacity(), 0, "freed once written");
+    assert!(s.busy.is_none());
+}
+
+#[tokio::test]
+async fn a_large_owned_frame_is_written_without_a_copy_when_blocked() {
+    let (mut s, mut c) = pair(&Settings::default()).await;
+    let big = vec![b'z'; 8 << 20];
+    s.write_batch(|b| b.text_owned(big)).expect("write");
+    assert!(s.has_unsent(), "8 MiB do not fit the kernel's buffers");
+    let busy = s.busy.as_ref().expect("busy while bytes are unsent");
+    assert!(
+        busy.outbuf.capacity() >= 8 << 20 && busy.outpos > 0,
+        "the payload itself is kept, at the offset written"
+    );
+    let flushed = tokio::spawn(async move {
+        std::future::poll_fn(|cx| s.poll_flush(cx))
+            .await
+            .expect("flush");
+    });
+    let mut got = 0;
+    let mut chunk = vec![0u8; 1 << 16];
+    while got < 10 + (8 << 20) {
+        let n = c.read(&mut chunk).await.expect("read");
+        assert!(n > 0);
+        got += n;
+    }
+    flushed.await.expect("task");
+    assert_eq!(got, 10 + (8 << 20));
+}
