@@ -45,6 +45,8 @@ mod report;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_migrate;
+#[cfg(test)]
 mod tests_open;
 #[cfg(test)]
 mod tests_read;

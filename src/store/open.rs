@@ -17,8 +17,13 @@ use crate::hub::dedup::StoredReply;
 use crate::model::{AgentState, Millis, Session};
 
 /// The migrations, in order: migration `i` brings the schema to version `i + 1`.
-pub(super) const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_init", include_str!("migrations/0001_init.sql"))];
+pub(super) const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("migrations/0001_init.sql")),
+    (
+        "0002_event_ids_append",
+        include_str!("migrations/0002_event_ids_append.sql"),
+    ),
+];
 
 /// The schema version this binary writes.
 pub(super) fn latest_version() -> u32 {
@@ -306,7 +311,10 @@ pub(super) fn load_agents(conn: &Connection) -> Result<Vec<RecoveredAgent>, Stor
 pub(super) fn load_event_ids(
     conn: &Connection,
 ) -> Result<Vec<(String, StoredReply, Millis)>, StoreError> {
-    let mut stmt = conn.prepare("SELECT event_id, error, fields, at FROM event_ids ORDER BY at")?;
+    // Rows in the order they were written: an id stored twice (answered again after the
+    // hub's cache forgot it) keeps its first reply, as `INSERT OR IGNORE` did.
+    let mut stmt =
+        conn.prepare("SELECT event_id, error, fields, at FROM event_ids ORDER BY rowid")?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
@@ -315,9 +323,13 @@ pub(super) fn load_event_ids(
             r.get::<_, i64>(3)?,
         ))
     })?;
+    let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for row in rows {
         let (id, error, fields, at) = row?;
+        if !seen.insert(id.clone()) {
+            continue;
+        }
         let error = error.as_deref().map(parse_error_code).transpose()?;
         let reply = StoredReply {
             error,
@@ -325,6 +337,8 @@ pub(super) fn load_event_ids(
         };
         out.push((id, reply, ms_from_sql(at)));
     }
+    // Oldest first (stable: ids stored in one millisecond keep their order).
+    out.sort_by_key(|e| e.2);
     Ok(out)
 }
 
