@@ -86,7 +86,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 serde_json::to_string(&*s)?
             )),
         };
-        let ticket = store.record_change_with_event(&before, s, now, &format!("ev-{n}"), &reply);
+        let ticket =
+            store.record_change_with_event(&before, s, None, now, &format!("ev-{n}"), &reply);
         if (n + 1) % batch == 0 {
             ticket.wait_blocking()?;
         } else {

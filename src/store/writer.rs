@@ -10,9 +10,9 @@ use std::time::Duration;
 use tracing::{error, warn};
 
 use super::codec::{manual_str, ms_to_sql, secs_to_sql, to_json};
-use super::queue::{AbandonOnDrop, EventInsert, HistoryInsert, Item, Op, Queue};
+use super::queue::{AbandonOnDrop, EventInsert, HistoryInsert, Item, Op, Queue, StateRecord};
 use super::StoreError;
-use crate::model::{AgentState, CallId, ManualStatus, Millis, Status};
+use crate::model::{AgentState, CallId, ManualStatus, Millis, Session, Status};
 
 /// Attempts at a failing transaction before its items are given up.
 const ATTEMPTS: u32 = 3;
@@ -176,23 +176,32 @@ fn write_batch(conn: &mut Connection, batch: &[Item]) -> Result<Written, StoreEr
 
 fn upsert_state(
     stmt: &mut Statement<'_>,
-    state: &AgentState,
+    state: &StateRecord,
     at: Millis,
 ) -> Result<(), StoreError> {
     stmt.execute(params![
         state.agent_id.as_str(),
         state.status.as_str(),
-        to_json("agent state", state)?,
-        to_json("session", &state.session)?,
+        state.json.as_str(),
+        session_json(&state.session)?,
         ms_to_sql(state.version),
         ms_to_sql(at),
     ])?;
     Ok(())
 }
 
+/// The JSON of a session (the two unit variants without an allocation).
+fn session_json(session: &Session) -> Result<std::borrow::Cow<'static, str>, StoreError> {
+    Ok(match session {
+        Session::LoggedOut => r#"{"state":"logged_out"}"#.into(),
+        Session::Connected => r#"{"state":"connected"}"#.into(),
+        Session::Grace { .. } => to_json("session", session)?.into(),
+    })
+}
+
 fn insert_history(
     stmt: &mut Statement<'_>,
-    state: &AgentState,
+    state: &StateRecord,
     h: &HistoryInsert,
     at: Millis,
 ) -> Result<(), StoreError> {
