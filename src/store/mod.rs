@@ -45,11 +45,11 @@ mod report;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tests_migrate;
-#[cfg(test)]
 mod tests_open;
 #[cfg(test)]
 mod tests_read;
+#[cfg(test)]
+mod tests_write;
 mod ticket;
 mod writer;
 

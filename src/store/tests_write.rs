@@ -1,5 +1,6 @@
-//! Tests of schema upgrades: a database written by an older presence-hub opens with
-//! everything it held.
+//! Tests of the write path's shape: schema upgrades (a database written by an older
+//! presence-hub opens with everything it held), event ids in arrival order, and group
+//! commits that keep each agent's last state and every history row.
 
 use std::sync::Arc;
 
@@ -92,4 +93,49 @@ fn an_id_stored_twice_keeps_its_first_reply_across_a_restart() {
         .collect();
     assert_eq!(ids, vec![("e0", 5), ("e1", 10)], "once each, oldest first");
     assert_eq!(recovered.event_ids[1].1, first);
+}
+
+#[tokio::test]
+async fn changes_queued_together_keep_each_agents_last_state_and_every_history_row() {
+    use crate::model::{Reason, Status};
+    let dir = TempDir::new("coalesce");
+    let path = dir.file("hub.db");
+    let (store, _) = open_at(&path, Durability::Commit);
+    let statuses = [Status::Available, Status::Busy, Status::OnBreak];
+    let agents: Vec<AgentId> = ["a1", "a2"].iter().map(|s| super::tests::id(s)).collect();
+    let mut states: Vec<AgentState> = agents
+        .iter()
+        .map(|a| AgentState::new(a.clone(), 0))
+        .collect();
+    // Queued without waiting (one or a few group commits), interleaved between agents.
+    let mut tickets = Vec::new();
+    for step in 0..9u64 {
+        for s in states.iter_mut() {
+            let next =
+                super::tests::moved(s, statuses[step as usize % 3], 10 + step, Reason::Manual);
+            tickets.push(store.record_change(&*s, &next, 10 + step));
+            *s = next;
+        }
+    }
+    for t in tickets {
+        t.await.expect("commit");
+    }
+    for (agent, last) in agents.iter().zip(&states) {
+        let rows = store.history(agent, 0, 100, None, 100).expect("history");
+        let versions: Vec<u64> = rows.iter().map(|r| r.version).collect();
+        assert_eq!(
+            versions,
+            (1..=9).collect::<Vec<u64>>(),
+            "every row of {agent}"
+        );
+        assert_eq!(rows[8].to, last.status);
+    }
+    store.close().expect("close");
+    let (_store, recovered) = open_at(&path, Durability::Commit);
+    let restored: Vec<&AgentState> = recovered.agents.iter().map(|a| &a.state).collect();
+    assert_eq!(
+        restored,
+        states.iter().collect::<Vec<_>>(),
+        "the last state of each"
+    );
 }
