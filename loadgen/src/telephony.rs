@@ -261,6 +261,10 @@ async fn adapter(
         latency: histogram(),
     };
     let start = Instant::now();
+    // At a fixed rate, event k is due at start + k / rate: its latency counts from then, so
+    // an event the load generator itself sent late (starved of CPU, or no agent free) is
+    // not reported as faster than it was (no coordinated omission).
+    let pace = (rate > 0.0).then(|| (now_ns(), rate));
     let deadline = tokio::time::Instant::now() + timeout;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -281,7 +285,7 @@ async fn adapter(
                 allowed,
                 quota,
                 &mut r,
-                nonce,
+                (nonce, None),
             )
             .await;
             in_flight += n;
@@ -293,7 +297,7 @@ async fn adapter(
                 if want > ready.len() as u64 {
                     r.behind += 1;
                 }
-                let n = send_some(&mut sink, &mut cycles, &mut ready, want, quota, &mut r, nonce).await;
+                let n = send_some(&mut sink, &mut cycles, &mut ready, want, quota, &mut r, (nonce, pace)).await;
                 in_flight += n;
             }
             msg = stream.next() => {
@@ -397,7 +401,8 @@ fn on_message(
     }
 }
 
-/// Sends up to `n` events for ready agents (never past `quota`); returns how many.
+/// Sends up to `n` events for ready agents (never past `quota`); returns how many. With a
+/// `pace` (start in ns, events/s), each event's latency counts from when it was due.
 async fn send_some(
     sink: &mut futures::stream::SplitSink<Ws, Message>,
     cycles: &mut [AgentCycle],
@@ -405,7 +410,7 @@ async fn send_some(
     n: u64,
     quota: u64,
     r: &mut AdapterResult,
-    nonce: u64,
+    (nonce, pace): (u64, Option<(u64, f64)>),
 ) -> usize {
     let mut sent = 0usize;
     while (sent as u64) < n && r.sent < quota {
@@ -414,8 +419,11 @@ async fn send_some(
         };
         let c = &mut cycles[local];
         let now = now_ns();
-        c.sent_ns = now;
-        r.first_send_ns = r.first_send_ns.min(now);
+        let due = pace.map_or(now, |(start, rate)| {
+            (start + (r.sent as f64 * 1e9 / rate) as u64).min(now)
+        });
+        c.sent_ns = due;
+        r.first_send_ns = r.first_send_ns.min(due);
         let text = format!(
             r#"{{"type":"{}","ref":{g},"event_id":"{nonce}-{g}-{}-{}","call_id":"c{nonce}-{g}-{}","agent_id":"{PREFIX}{g}"}}"#,
             KINDS[c.phase],
