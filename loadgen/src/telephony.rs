@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use std::collections::VecDeque;
@@ -270,7 +270,7 @@ async fn adapter(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let paced = rate > 0.0;
     let mut in_flight = 0usize;
-    'drive: while r.acks < quota {
+    while r.acks < quota {
         // How many to send now.
         let allowed = if paced {
             0
@@ -300,28 +300,11 @@ async fn adapter(
                 let n = send_some(&mut sink, &mut cycles, &mut ready, want, quota, &mut r, (nonce, pace)).await;
                 in_flight += n;
             }
-            msg = stream.next() => {
-                // Take every reply already received before sending again: one write then
-                // carries the next events of all of them (instead of a write per reply),
-                // so the load generator spends less of the shared CPU per event.
-                let mut msg = msg;
-                let mut taken = 0;
-                loop {
-                    match on_message(msg, &mut r, &mut cycles, &agents, &mut ready) {
-                        Reply::Ack => in_flight = in_flight.saturating_sub(1),
-                        Reply::Other => {}
-                        Reply::End => break 'drive,
-                    }
-                    taken += 1;
-                    if taken >= MAX_READ_BATCH || r.acks >= quota {
-                        break;
-                    }
-                    match stream.next().now_or_never() {
-                        Some(next) => msg = next,
-                        None => break,
-                    }
-                }
-            }
+            msg = stream.next() => match on_message(msg, &mut r, &mut cycles, &agents, &mut ready) {
+                Reply::Ack => in_flight = in_flight.saturating_sub(1),
+                Reply::Other => {}
+                Reply::End => break,
+            },
             () = tokio::time::sleep_until(deadline) => {
                 r.first_error.get_or_insert_with(|| format!("gave up after {timeout:?}: {} of {quota} acked", r.acks));
                 break;
@@ -330,9 +313,6 @@ async fn adapter(
     }
     r
 }
-
-/// Replies read in one go before the adapter sends again.
-const MAX_READ_BATCH: usize = 256;
 
 /// What a frame from the hub was.
 enum Reply {
