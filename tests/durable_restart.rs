@@ -434,6 +434,72 @@ async fn every_acknowledged_change_survives_kill_9_and_the_epoch_changes() {
     assert_eq!(tos, ["available", "busy", "available"]);
 }
 
+/// One adapter pipelines offer -> answered -> ended for many agents at once (every event
+/// in flight before the first reply: they share group commits, and each agent's state is
+/// written once per commit, the last of its changes in it). The hub is killed with SIGKILL
+/// the moment the last reply arrived: after a restart every acknowledged event id is
+/// recognized (same reply, `duplicate: true`, nothing changes) and every agent's state is
+/// the one its last reply showed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pipelined_telephony_events_survive_kill_9() {
+    const AGENTS: usize = 30;
+    const KINDS: [&str; 3] = ["call_offered", "call_answered", "call_ended"];
+    let dir = TempDir::new("kill9-tel");
+    let db = dir.path("hub.db");
+    let hub = HubProc::start(&dir, &db, &[]).await;
+    let mut tabs = Vec::new();
+    for i in 0..AGENTS {
+        let (mut tab, _) = hub.tab(&format!("t{i}")).await;
+        ok(&tab
+            .request(json!({"type": "set_status", "status": "available"}))
+            .await);
+        tabs.push(tab);
+    }
+    let mut tel = hub.adapter().await;
+    let event = |kind: &str, i: usize| {
+        json!({"type": kind, "event_id": format!("{kind}-{i}"), "call_id": format!("c{i}"),
+            "agent_id": format!("t{i}"), "ref": format!("{kind}-{i}")})
+    };
+    // Per agent, its events stay in order; across agents they interleave.
+    for kind in KINDS {
+        for i in 0..AGENTS {
+            tel.send(event(kind, i)).await;
+        }
+    }
+    let mut replies = BTreeMap::new();
+    while replies.len() < AGENTS * KINDS.len() {
+        let reply = tel.recv().await;
+        if let Some(r) = reply["ref"].as_str() {
+            replies.insert(r.to_string(), ok(&reply).clone());
+        }
+    }
+    // No pause: whatever was acknowledged must already be on disk.
+    hub.kill9();
+    drop((tabs, tel));
+
+    let hub = HubProc::start(&dir, &db, &[]).await;
+    let restored = hub.agents().await;
+    let mut tel = hub.adapter().await;
+    for i in 0..AGENTS {
+        let last = &replies[&format!("call_ended-{i}")];
+        assert_eq!(last["agent"]["reason"], "call_ended", "{last}");
+        let a = &restored[&format!("t{i}")];
+        assert_eq!(
+            without_sockets(a),
+            without_sockets(&last["agent"]),
+            "agent t{i}"
+        );
+        for kind in KINDS {
+            let again = tel.request(event(kind, i)).await;
+            let mut expected = replies[&format!("{kind}-{i}")].clone();
+            expected["duplicate"] = json!(true);
+            expected["ref"] = again["ref"].clone();
+            assert_eq!(again, expected, "{kind} for t{i}: the first reply again");
+        }
+        assert_eq!(hub.agent(&format!("t{i}")).await["version"], a["version"]);
+    }
+}
+
 /// Row 22 after a restart: a tab that comes back within the grace keeps its status (no
 /// login); row 21: an agent whose tab does not come back is logged out when the grace
 /// (counted from the restart) runs out.

@@ -248,8 +248,6 @@ async fn adapter(
             sent_ns: 0,
         })
         .collect();
-    // ref -> local index: refs are the agents' global numbers.
-    let local_of = |global: usize, agents: &[usize]| agents.binary_search(&global).ok();
     let mut ready: VecDeque<usize> = (0..cycles.len()).collect();
     let mut r = AdapterResult {
         sent: 0,
@@ -263,6 +261,10 @@ async fn adapter(
         latency: histogram(),
     };
     let start = Instant::now();
+    // At a fixed rate, event k is due at start + k / rate: its latency counts from then, so
+    // an event the load generator itself sent late (starved of CPU, or no agent free) is
+    // not reported as faster than it was (no coordinated omission).
+    let pace = (rate > 0.0).then(|| (now_ns(), rate));
     let deadline = tokio::time::Instant::now() + timeout;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -283,7 +285,7 @@ async fn adapter(
                 allowed,
                 quota,
                 &mut r,
-                nonce,
+                (nonce, None),
             )
             .await;
             in_flight += n;
@@ -295,48 +297,13 @@ async fn adapter(
                 if want > ready.len() as u64 {
                     r.behind += 1;
                 }
-                let n = send_some(&mut sink, &mut cycles, &mut ready, want, quota, &mut r, nonce).await;
+                let n = send_some(&mut sink, &mut cycles, &mut ready, want, quota, &mut r, (nonce, pace)).await;
                 in_flight += n;
             }
-            msg = stream.next() => match msg {
-                Some(Ok(Message::Text(text))) => {
-                    let now = now_ns();
-                    let Ok(frame) = parse_frame(text.as_str()) else {
-                        r.errors += 1;
-                        continue;
-                    };
-                    let Some(local) = frame.reply_ref.and_then(|g| local_of(g as usize, &agents)) else {
-                        continue; // a notification
-                    };
-                    in_flight = in_flight.saturating_sub(1);
-                    r.acks += 1;
-                    r.last_ack_ns = now;
-                    let c = &mut cycles[local];
-                    record(&mut r.latency, now.saturating_sub(c.sent_ns));
-                    if frame.kind != "ok" || frame.stale == Some(true) {
-                        r.errors += 1;
-                        r.first_error.get_or_insert_with(|| clip(text.as_str()));
-                    } else if c.phase == 0 && frame.accepted != Some(true) {
-                        r.not_accepted += 1;
-                        r.first_error.get_or_insert_with(|| clip(text.as_str()));
-                    } else {
-                        c.phase = (c.phase + 1) % 3;
-                        if c.phase == 0 {
-                            c.call += 1;
-                        }
-                    }
-                    ready.push_back(local);
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    r.first_error.get_or_insert_with(|| format!("adapter closed by the hub: {frame:?}"));
-                    break;
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    r.first_error.get_or_insert_with(|| format!("adapter socket error: {e}"));
-                    break;
-                }
-                None => break,
+            msg = stream.next() => match on_message(msg, &mut r, &mut cycles, &agents, &mut ready) {
+                Reply::Ack => in_flight = in_flight.saturating_sub(1),
+                Reply::Other => {}
+                Reply::End => break,
             },
             () = tokio::time::sleep_until(deadline) => {
                 r.first_error.get_or_insert_with(|| format!("gave up after {timeout:?}: {} of {quota} acked", r.acks));
@@ -347,7 +314,75 @@ async fn adapter(
     r
 }
 
-/// Sends up to `n` events for ready agents (never past `quota`); returns how many.
+/// What a frame from the hub was.
+enum Reply {
+    /// The reply to one of our events.
+    Ack,
+    /// A notification or a frame that is not ours.
+    Other,
+    /// The socket ended: stop driving.
+    End,
+}
+
+/// Books one frame read from the adapter socket: an ack (latency, errors, next phase of
+/// its agent, which becomes ready again) or the end of the socket.
+fn on_message(
+    msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    r: &mut AdapterResult,
+    cycles: &mut [AgentCycle],
+    agents: &[usize],
+    ready: &mut VecDeque<usize>,
+) -> Reply {
+    match msg {
+        Some(Ok(Message::Text(text))) => {
+            let now = now_ns();
+            let Ok(frame) = parse_frame(text.as_str()) else {
+                r.errors += 1;
+                return Reply::Other;
+            };
+            // ref -> local index: refs are the agents' global numbers.
+            let Some(local) = frame
+                .reply_ref
+                .and_then(|g| agents.binary_search(&(g as usize)).ok())
+            else {
+                return Reply::Other; // a notification
+            };
+            r.acks += 1;
+            r.last_ack_ns = now;
+            let c = &mut cycles[local];
+            record(&mut r.latency, now.saturating_sub(c.sent_ns));
+            if frame.kind != "ok" || frame.stale == Some(true) {
+                r.errors += 1;
+                r.first_error.get_or_insert_with(|| clip(text.as_str()));
+            } else if c.phase == 0 && frame.accepted != Some(true) {
+                r.not_accepted += 1;
+                r.first_error.get_or_insert_with(|| clip(text.as_str()));
+            } else {
+                c.phase = (c.phase + 1) % 3;
+                if c.phase == 0 {
+                    c.call += 1;
+                }
+            }
+            ready.push_back(local);
+            Reply::Ack
+        }
+        Some(Ok(Message::Close(frame))) => {
+            r.first_error
+                .get_or_insert_with(|| format!("adapter closed by the hub: {frame:?}"));
+            Reply::End
+        }
+        Some(Ok(_)) => Reply::Other,
+        Some(Err(e)) => {
+            r.first_error
+                .get_or_insert_with(|| format!("adapter socket error: {e}"));
+            Reply::End
+        }
+        None => Reply::End,
+    }
+}
+
+/// Sends up to `n` events for ready agents (never past `quota`); returns how many. With a
+/// `pace` (start in ns, events/s), each event's latency counts from when it was due.
 async fn send_some(
     sink: &mut futures::stream::SplitSink<Ws, Message>,
     cycles: &mut [AgentCycle],
@@ -355,7 +390,7 @@ async fn send_some(
     n: u64,
     quota: u64,
     r: &mut AdapterResult,
-    nonce: u64,
+    (nonce, pace): (u64, Option<(u64, f64)>),
 ) -> usize {
     let mut sent = 0usize;
     while (sent as u64) < n && r.sent < quota {
@@ -364,8 +399,11 @@ async fn send_some(
         };
         let c = &mut cycles[local];
         let now = now_ns();
-        c.sent_ns = now;
-        r.first_send_ns = r.first_send_ns.min(now);
+        let due = pace.map_or(now, |(start, rate)| {
+            (start + (r.sent as f64 * 1e9 / rate) as u64).min(now)
+        });
+        c.sent_ns = due;
+        r.first_send_ns = r.first_send_ns.min(due);
         let text = format!(
             r#"{{"type":"{}","ref":{g},"event_id":"{nonce}-{g}-{}-{}","call_id":"c{nonce}-{g}-{}","agent_id":"{PREFIX}{g}"}}"#,
             KINDS[c.phase],

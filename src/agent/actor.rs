@@ -231,8 +231,12 @@ impl AgentActor {
         origin: Option<TabId>,
     ) -> Result<(Outcome, Option<CommitTicket>), Rejection> {
         let (outcome, dirty) = self.step(input, origin)?;
-        let ticket =
-            dirty.map(|(before, at)| self.core.store.record_change(before, &self.state, at));
+        // A change was just published: the store keeps its JSON instead of serializing again.
+        let published = matches!(outcome, Outcome::Changed(_)).then_some(&self.published);
+        let ticket = dirty.map(|(before, at)| {
+            let store = &self.core.store;
+            store.record_published_change(before, &self.state, published, at)
+        });
         Ok((outcome, ticket))
     }
 
@@ -339,14 +343,17 @@ impl AgentActor {
             Err(rejection) => (Err(rejection), None),
         };
         let stale = matches!(result, Ok(Outcome::Stale));
+        let published = matches!(result, Ok(Outcome::Changed(_))).then_some(&self.published);
         let reply = self.telephony_reply(is_offer, result);
         let store = &self.core.store;
         let ticket = match (&event_id, dirty) {
             (Some(id), Some((before, at))) => {
-                store.record_change_with_event(before, &self.state, at, id, &reply)
+                store.record_change_with_event(before, &self.state, published, at, id, &reply)
             }
             (Some(id), None) => store.record_event_id(id, &reply, self.core.clock.now_ms()),
-            (None, Some((before, at))) => store.record_change(before, &self.state, at),
+            (None, Some((before, at))) => {
+                store.record_published_change(before, &self.state, published, at)
+            }
             (None, None) => self.core.ack_barrier(),
         };
         if let Some(id) = &event_id {

@@ -48,6 +48,8 @@ mod tests;
 mod tests_open;
 #[cfg(test)]
 mod tests_read;
+#[cfg(test)]
+mod tests_write;
 mod ticket;
 mod writer;
 
@@ -65,9 +67,10 @@ use std::time::Duration;
 
 use crate::directory::{AgentProfile, Directory, RingGroup};
 use crate::hub::dedup::StoredReply;
+use crate::hub::fanout::Published;
 use crate::model::{AgentId, AgentState, Millis, Session};
 use open::Location;
-use queue::{EventInsert, Item, Op, Queue};
+use queue::{EventInsert, Item, Op, Queue, StateJson, StateRecord};
 use read::Readers;
 
 /// How long the writer gathers changes before a commit in [`Durability::Async`] mode.
@@ -231,16 +234,31 @@ impl Store {
         after: &AgentState,
         at: Millis,
     ) -> CommitTicket {
-        self.change(before.into(), after, at, None)
+        self.change(before.into(), after, None, at, None)
     }
 
-    /// [`Store::record_change`] plus the event id whose reply it is, in one transaction:
-    /// after a crash both or neither are back (so a retried event is either recognized as a
-    /// duplicate or applied afresh, never applied twice).
+    /// [`Store::record_change`] for a change whose update was just published as
+    /// `published` (the actor's frame of `after`): its JSON is stored as it is, neither
+    /// copied nor serialized again. Falls back to serializing `after` if `published` is of
+    /// another agent or version.
+    pub fn record_published_change(
+        &self,
+        before: impl Into<StatusBefore>,
+        after: &AgentState,
+        published: Option<&Arc<Published>>,
+        at: Millis,
+    ) -> CommitTicket {
+        self.change(before.into(), after, published, at, None)
+    }
+
+    /// [`Store::record_published_change`] plus the event id whose reply it is, in one
+    /// transaction: after a crash both or neither are back (so a retried event is either
+    /// recognized as a duplicate or applied afresh, never applied twice).
     pub fn record_change_with_event(
         &self,
         before: impl Into<StatusBefore>,
         after: &AgentState,
+        published: Option<&Arc<Published>>,
         at: Millis,
         event_id: &str,
         reply: &StoredReply,
@@ -248,6 +266,7 @@ impl Store {
         self.change(
             before.into(),
             after,
+            published,
             at,
             Some(event_insert(event_id, reply, at)),
         )
@@ -257,11 +276,12 @@ impl Store {
         &self,
         before: StatusBefore,
         after: &AgentState,
+        published: Option<&Arc<Published>>,
         at: Millis,
         event: Option<EventInsert>,
     ) -> CommitTicket {
         let op = Op::Change {
-            state: Box::new(after.clone()),
+            state: Box::new(state_record(after, published)),
             history: writer::history_of(&before, after),
             event,
             at,
@@ -372,6 +392,26 @@ impl Drop for Store {
         if let Err(e) = self.close() {
             tracing::error!(error = %e, "durable store: close failed");
         }
+    }
+}
+
+/// What the writer needs of `state`; its JSON from `published` when that is this state.
+fn state_record(state: &AgentState, published: Option<&Arc<Published>>) -> StateRecord {
+    let json = match published {
+        Some(p) if p.version == state.version && p.agent_id == state.agent_id => {
+            StateJson::Published(p.clone())
+        }
+        // AgentState holds only strings, numbers and enums: serialization cannot fail.
+        _ => StateJson::Owned(serde_json::to_string(state).unwrap_or_else(|_| "{}".into())),
+    };
+    StateRecord {
+        agent_id: state.agent_id.clone(),
+        status: state.status,
+        reason: state.reason,
+        note: state.note.clone(),
+        version: state.version,
+        session: state.session,
+        json,
     }
 }
 

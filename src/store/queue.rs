@@ -15,7 +15,8 @@ use tracing::warn;
 
 use super::StoreError;
 use crate::directory::{AgentProfile, RingGroup};
-use crate::model::{AgentId, AgentState, Millis, Status};
+use crate::hub::fanout::Published;
+use crate::model::{AgentId, Millis, Reason, Session, Status};
 
 /// Most items written in one transaction.
 pub(super) const MAX_BATCH: usize = 4096;
@@ -44,11 +45,43 @@ pub(super) struct EventInsert {
     pub at: Millis,
 }
 
+/// An agent's state as the writer stores it: what its `agent_state` row and history row
+/// need, without a deep copy of the state.
+#[derive(Debug)]
+pub(super) struct StateRecord {
+    pub agent_id: AgentId,
+    pub status: Status,
+    pub reason: Option<Reason>,
+    pub note: Option<String>,
+    pub version: u64,
+    /// Not on the wire: stored beside the JSON.
+    pub session: Session,
+    /// The wire JSON of the state.
+    pub json: StateJson,
+}
+
+/// The wire JSON of a state: usually the update frame the actor just published (shared,
+/// so the writer neither copies nor serializes it again), else serialized by the caller.
+#[derive(Debug)]
+pub(super) enum StateJson {
+    Published(Arc<Published>),
+    Owned(String),
+}
+
+impl StateJson {
+    pub(super) fn as_str(&self) -> &str {
+        match self {
+            StateJson::Published(p) => p.agent_json(),
+            StateJson::Owned(s) => s,
+        }
+    }
+}
+
 /// What the writer does with one item.
 #[derive(Debug)]
 pub(super) enum Op {
     Change {
-        state: Box<AgentState>,
+        state: Box<StateRecord>,
         history: Option<HistoryInsert>,
         event: Option<EventInsert>,
         at: Millis,

@@ -83,12 +83,13 @@ fn migrations_apply_on_a_fresh_file_and_reopen_applies_none() {
     let (store, recovered) = open_at(&path, Durability::Commit);
     assert!(recovered.agents.is_empty() && recovered.event_ids.is_empty());
     store.close().expect("close");
-    assert_eq!(user_version(&path), (open::latest_version(), 1));
+    let applied = i64::from(open::latest_version());
+    assert_eq!(user_version(&path), (open::latest_version(), applied));
     let (store, _) = open_at(&path, Durability::Async);
     store.close().expect("close");
     assert_eq!(
         user_version(&path),
-        (open::latest_version(), 1),
+        (open::latest_version(), applied),
         "idempotent"
     );
     let conn = rusqlite::Connection::open(&path).expect("raw open");
@@ -270,7 +271,7 @@ async fn event_ids_persist_and_load_oldest_first() {
     let s0 = AgentState::new(id("a1"), 0);
     let s1 = moved(&s0, Status::Available, 40, Reason::Manual);
     store
-        .record_change_with_event(&s0, &s1, 40, "e3", &ok)
+        .record_change_with_event(&s0, &s1, None, 40, "e3", &ok)
         .await
         .expect("commit");
     store.close().expect("close");
@@ -377,4 +378,40 @@ async fn a_row_keeps_the_call_that_just_ended_and_a_snapshot_is_enough() {
         (rows[0].from, rows[0].to),
         (Status::OnCall, Status::Offline)
     );
+}
+
+#[tokio::test]
+async fn a_published_change_is_stored_from_its_frame_and_a_stale_frame_is_not_used() {
+    let dir = TempDir::new("published");
+    let path = dir.file("hub.db");
+    let (store, _) = open_at(&path, Durability::Commit);
+    let fanout = crate::hub::fanout::Fanout::new(Arc::from("e"), 16);
+    let a0 = AgentState::new(id("a1"), 0);
+    let mut a1 = moved(&a0, Status::Available, 10, Reason::Manual);
+    a1.session = Session::Grace { until: 99 };
+    let frame = fanout.publish(&a1);
+    store
+        .record_published_change(&a0, &a1, Some(&frame), 10)
+        .await
+        .expect("commit");
+    // Another agent's frame, then one of an older version: both ignored, the state is
+    // serialized instead.
+    let b0 = AgentState::new(id("b1"), 0);
+    let b1 = moved(&b0, Status::OnBreak, 20, Reason::Manual);
+    let b2 = moved(&b1, Status::Available, 30, Reason::Manual);
+    let old = fanout.publish(&b1);
+    store
+        .record_published_change(&b0, &b1, Some(&frame), 20)
+        .await
+        .expect("commit");
+    store
+        .record_published_change(&b1, &b2, Some(&old), 30)
+        .await
+        .expect("commit");
+    store.close().expect("close");
+    let (_store, recovered) = open_at(&path, Durability::Commit);
+    assert_eq!(recovered.agents.len(), 2);
+    assert_eq!(recovered.agents[0].state, a1);
+    assert_eq!(recovered.agents[0].session, Session::Grace { until: 99 });
+    assert_eq!(recovered.agents[1].state, b2);
 }

@@ -2,7 +2,7 @@
 //! queued (see `queue.rs`) as one transaction (group commit), then completes every item's
 //! ticket. A failing transaction is retried a few times, then its tickets fail.
 
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, CachedStatement as Statement, Connection, TransactionBehavior};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,9 +10,9 @@ use std::time::Duration;
 use tracing::{error, warn};
 
 use super::codec::{manual_str, ms_to_sql, secs_to_sql, to_json};
-use super::queue::{AbandonOnDrop, EventInsert, HistoryInsert, Item, Op, Queue};
+use super::queue::{AbandonOnDrop, EventInsert, HistoryInsert, Item, Op, Queue, StateRecord};
 use super::StoreError;
-use crate::model::{AgentState, CallId, ManualStatus, Millis, Status};
+use crate::model::{AgentState, CallId, ManualStatus, Millis, Session, Status};
 
 /// Attempts at a failing transaction before its items are given up.
 const ATTEMPTS: u32 = 3;
@@ -84,101 +84,128 @@ fn write_with_retries(conn: &mut Connection, batch: &[Item]) -> Result<Written, 
     }
 }
 
+/// Appends one status history row.
+const INSERT_HISTORY: &str = "INSERT INTO status_history (agent_id, from_status, to_status, from_manual, to_manual, reason, note, call_id, at, version)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+/// Appends one event id (see migration 0002: rows in arrival order, first one wins).
+const INSERT_EVENT: &str =
+    "INSERT INTO event_ids (event_id, error, fields, at) VALUES (?1, ?2, ?3, ?4)";
+/// Writes an agent's last state.
+const UPSERT_STATE: &str = "INSERT INTO agent_state (agent_id, status, state, session, version, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+     ON CONFLICT (agent_id) DO UPDATE SET status = excluded.status, state = excluded.state,
+       session = excluded.session, version = excluded.version, updated_at = excluded.updated_at";
+
 /// Writes a batch in one transaction. Only each agent's last state of the batch is
-/// written to `agent_state`; every history row and event id is.
+/// written to `agent_state` (in key order); every history row and event id is. The three
+/// hot statements are looked up once per batch, not once per row.
 fn write_batch(conn: &mut Connection, batch: &[Item]) -> Result<Written, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut prune_more = false;
-    let mut latest: HashMap<&str, (&AgentState, Millis)> = HashMap::new();
-    for item in batch {
-        match &item.op {
-            Op::Change {
-                state,
-                history,
-                event,
-                at,
-            } => {
-                if let Some(h) = history {
-                    insert_history(&tx, state, h, *at)?;
+    // Each agent's last change in the batch, by its index in `batch`.
+    let mut latest: HashMap<&str, usize> = HashMap::new();
+    {
+        let mut history_stmt = tx.prepare_cached(INSERT_HISTORY)?;
+        let mut event_stmt = tx.prepare_cached(INSERT_EVENT)?;
+        for (i, item) in batch.iter().enumerate() {
+            match &item.op {
+                Op::Change {
+                    state,
+                    history,
+                    event,
+                    at,
+                } => {
+                    if let Some(h) = history {
+                        insert_history(&mut history_stmt, state, h, *at)?;
+                    }
+                    if let Some(e) = event {
+                        insert_event(&mut event_stmt, e)?;
+                    }
+                    latest.insert(state.agent_id.as_str(), i);
                 }
-                if let Some(e) = event {
-                    insert_event(&tx, e)?;
+                Op::EventId(e) => insert_event(&mut event_stmt, e)?,
+                Op::PutAgent(p) => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO directory_agents (id, name, teams, wrap_up_seconds, ring_groups) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![
+                        p.id.as_str(),
+                        p.name,
+                        to_json("teams", &p.teams)?,
+                        secs_to_sql(p.wrap_up_seconds),
+                        to_json("ring groups", &p.ring_groups)?,
+                    ])?;
                 }
-                latest.insert(state.agent_id.as_str(), (state, *at));
+                Op::DeleteAgent(id) => {
+                    tx.prepare_cached("DELETE FROM directory_agents WHERE id = ?1")?
+                        .execute([id.as_str()])?;
+                }
+                Op::PutRingGroup(g) => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO ring_groups (id, ring_timeout_seconds, members) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![
+                        g.id,
+                        secs_to_sql(g.ring_timeout_seconds),
+                        to_json("members", &g.members)?,
+                    ])?;
+                }
+                Op::DeleteRingGroup(id) => {
+                    tx.prepare_cached("DELETE FROM ring_groups WHERE id = ?1")?
+                        .execute([id])?;
+                }
+                Op::Prune {
+                    history_before,
+                    events_before,
+                } => prune_more |= prune(&tx, *history_before, *events_before)?,
+                Op::Flush => {}
             }
-            Op::EventId(e) => insert_event(&tx, e)?,
-            Op::PutAgent(p) => {
-                tx.prepare_cached(
-                    "INSERT OR REPLACE INTO directory_agents (id, name, teams, wrap_up_seconds, ring_groups) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?
-                .execute(params![
-                    p.id.as_str(),
-                    p.name,
-                    to_json("teams", &p.teams)?,
-                    secs_to_sql(p.wrap_up_seconds),
-                    to_json("ring groups", &p.ring_groups)?,
-                ])?;
-            }
-            Op::DeleteAgent(id) => {
-                tx.prepare_cached("DELETE FROM directory_agents WHERE id = ?1")?
-                    .execute([id.as_str()])?;
-            }
-            Op::PutRingGroup(g) => {
-                tx.prepare_cached(
-                    "INSERT OR REPLACE INTO ring_groups (id, ring_timeout_seconds, members) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![
-                    g.id,
-                    secs_to_sql(g.ring_timeout_seconds),
-                    to_json("members", &g.members)?,
-                ])?;
-            }
-            Op::DeleteRingGroup(id) => {
-                tx.prepare_cached("DELETE FROM ring_groups WHERE id = ?1")?
-                    .execute([id])?;
-            }
-            Op::Prune {
-                history_before,
-                events_before,
-            } => prune_more |= prune(&tx, *history_before, *events_before)?,
-            Op::Flush => {}
         }
-    }
-    for (state, at) in latest.into_values() {
-        upsert_state(&tx, state, at)?;
+        // In key order: neighbouring rows share pages and the B-tree is walked forward.
+        let mut last: Vec<(&str, usize)> = latest.into_iter().collect();
+        last.sort_unstable();
+        let mut upsert_stmt = tx.prepare_cached(UPSERT_STATE)?;
+        for (_, i) in last {
+            if let Op::Change { state, at, .. } = &batch[i].op {
+                upsert_state(&mut upsert_stmt, state, *at)?;
+            }
+        }
     }
     tx.commit()?;
     Ok(Written { prune_more })
 }
 
-fn upsert_state(conn: &Connection, state: &AgentState, at: Millis) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO agent_state (agent_id, status, state, session, version, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (agent_id) DO UPDATE SET status = excluded.status, state = excluded.state,
-           session = excluded.session, version = excluded.version, updated_at = excluded.updated_at",
-    )?
-    .execute(params![
+fn upsert_state(
+    stmt: &mut Statement<'_>,
+    state: &StateRecord,
+    at: Millis,
+) -> Result<(), StoreError> {
+    stmt.execute(params![
         state.agent_id.as_str(),
         state.status.as_str(),
-        to_json("agent state", state)?,
-        to_json("session", &state.session)?,
+        state.json.as_str(),
+        session_json(&state.session)?,
         ms_to_sql(state.version),
         ms_to_sql(at),
     ])?;
     Ok(())
 }
 
+/// The JSON of a session (the two unit variants without an allocation).
+fn session_json(session: &Session) -> Result<std::borrow::Cow<'static, str>, StoreError> {
+    Ok(match session {
+        Session::LoggedOut => r#"{"state":"logged_out"}"#.into(),
+        Session::Connected => r#"{"state":"connected"}"#.into(),
+        Session::Grace { .. } => to_json("session", session)?.into(),
+    })
+}
+
 fn insert_history(
-    conn: &Connection,
-    state: &AgentState,
+    stmt: &mut Statement<'_>,
+    state: &StateRecord,
     h: &HistoryInsert,
     at: Millis,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO status_history (agent_id, from_status, to_status, from_manual, to_manual, reason, note, call_id, at, version)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
+    stmt.execute(params![
         state.agent_id.as_str(),
         h.from.as_str(),
         h.to.as_str(),
@@ -193,11 +220,8 @@ fn insert_history(
     Ok(())
 }
 
-fn insert_event(conn: &Connection, e: &EventInsert) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO event_ids (event_id, error, fields, at) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![e.event_id, e.error, &*e.fields, ms_to_sql(e.at)])?;
+fn insert_event(stmt: &mut Statement<'_>, e: &EventInsert) -> Result<(), StoreError> {
+    stmt.execute(params![e.event_id, e.error, &*e.fields, ms_to_sql(e.at)])?;
     Ok(())
 }
 
@@ -221,8 +245,8 @@ pub(super) fn prune(
         .execute(params![ms_to_sql(history_before), chunk])?;
     let events = conn
         .prepare_cached(
-            "DELETE FROM event_ids WHERE event_id IN (
-               SELECT event_id FROM event_ids WHERE at < ?1 LIMIT ?2)",
+            "DELETE FROM event_ids WHERE rowid IN (
+               SELECT rowid FROM event_ids WHERE at < ?1 LIMIT ?2)",
         )?
         .execute(params![ms_to_sql(events_before), chunk])?;
     Ok(history >= PRUNE_CHUNK || events >= PRUNE_CHUNK)
