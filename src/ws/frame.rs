@@ -54,7 +54,9 @@ pub enum FrameError {
     ExpectedContinuation,
     #[error("control frame fragmented or longer than 125 bytes")]
     BadControlFrame,
-    #[error("64-bit payload length with its most significant bit set")]
+    /// RFC 6455 5.2: the most significant bit of a 64-bit length must be 0, and a length
+    /// must use the shortest of the three encodings.
+    #[error("payload length with its most significant bit set or not in its shortest encoding")]
     BadLength,
     #[error("frame over the size limit")]
     FrameTooBig,
@@ -147,7 +149,11 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<Header>, FrameError> {
             let Some(b) = buf.get(2..4) else {
                 return Ok(None);
             };
-            (u64::from(u16::from_be_bytes([b[0], b[1]])), 4)
+            let len = u16::from_be_bytes([b[0], b[1]]);
+            if len < 126 {
+                return Err(FrameError::BadLength);
+            }
+            (u64::from(len), 4)
         }
         127 => {
             let Some(b) = buf.get(2..10) else {
@@ -156,7 +162,7 @@ pub fn parse_header(buf: &[u8]) -> Result<Option<Header>, FrameError> {
             let mut be = [0u8; 8];
             be.copy_from_slice(b);
             let len = u64::from_be_bytes(be);
-            if len >> 63 != 0 {
+            if len >> 63 != 0 || len <= u64::from(u16::MAX) {
                 return Err(FrameError::BadLength);
             }
             (len, 10)

@@ -210,6 +210,30 @@ fn every_violation_has_its_close_code() {
         one(&header_only(0x81, 1 << 63)).1,
         Err(FrameError::BadLength)
     );
+    // Lengths not in their shortest encoding: 5 bytes in 16 bits, 65,535 bytes in 64 bits.
+    assert_eq!(
+        one(&[
+            0x81,
+            0x80 | 126,
+            0,
+            5,
+            1,
+            2,
+            3,
+            4,
+            b'h',
+            b'e',
+            b'l',
+            b'l',
+            b'o'
+        ])
+        .1,
+        Err(FrameError::BadLength)
+    );
+    assert_eq!(
+        one(&header_only(0x81, 65_535)).1,
+        Err(FrameError::BadLength)
+    );
     // Invalid UTF-8: in one frame, in a fragment (found before the message ends), cut at
     // the end of the message.
     assert_eq!(
