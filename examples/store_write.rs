@@ -70,14 +70,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Status::Ringing => (Status::OnCall, Some(Reason::CallAnswered)),
             _ => (Status::WrapUp, Some(Reason::CallEnded)),
         };
-        s.call = (s.status != Status::WrapUp).then(|| CallInfo {
-            call_id: call,
-            direction: CallDirection::Inbound,
-            ring_group: None,
-            from: Some("+15550100".into()),
-            to: None,
-            offered_at: Some(now),
-            answered_at: None,
+        s.call = (s.status != Status::WrapUp).then(|| {
+            Box::new(CallInfo {
+                call_id: call,
+                direction: CallDirection::Inbound,
+                ring_group: None,
+                from: Some("+15550100".into()),
+                to: None,
+                offered_at: Some(now),
+                answered_at: None,
+            })
         });
         let reply = StoredReply {
             error: None,

@@ -375,7 +375,7 @@ fn step(
             }
             s.status = Ringing;
             s.ring_expires_at = Some(now.saturating_add(ring_timeout_ms));
-            s.call = Some(CallInfo {
+            s.call = Some(Box::new(CallInfo {
                 call_id,
                 direction: CallDirection::Inbound,
                 ring_group: ring_group.map(String::into_boxed_str),
@@ -383,7 +383,7 @@ fn step(
                 to: to.map(String::into_boxed_str),
                 offered_at: Some(now),
                 answered_at: None,
-            });
+            }));
             effects.push(Effect::OfferToTabs);
             Some(Reason::CallOffered)
         }
@@ -438,7 +438,7 @@ fn step(
                 s.status = OnCall;
                 s.wrap_up_expires_at = None;
                 s.ring_expires_at = None;
-                s.call = Some(CallInfo {
+                s.call = Some(Box::new(CallInfo {
                     call_id,
                     direction: CallDirection::Outbound,
                     ring_group: None,
@@ -446,7 +446,7 @@ fn step(
                     to: to.map(String::into_boxed_str),
                     offered_at: None,
                     answered_at: Some(now),
-                });
+                }));
                 Some(Reason::OutboundStarted)
             }
         },

@@ -354,7 +354,7 @@ fn row_07_offer_to_available_rings() {
     emits(&mut s, offer("c1"), T3, &P, vec![Effect::OfferToTabs]);
     moved(&mut want, Ringing, Reason::CallOffered, T3);
     want.ring_expires_at = Some(T3 + RING_MS);
-    want.call = Some(CallInfo {
+    want.call = Some(Box::new(CallInfo {
         call_id: cid("c1"),
         direction: CallDirection::Inbound,
         ring_group: Some("sales".into()),
@@ -362,7 +362,7 @@ fn row_07_offer_to_available_rings() {
         to: Some("+18000002".into()),
         offered_at: Some(T3),
         answered_at: None,
-    });
+    }));
     assert_eq!(s, want);
 }
 
@@ -525,8 +525,8 @@ fn row_15_agent_ends_wrap_up() {
     assert_eq!(s, want);
 }
 
-fn outbound_call(id: &str, answered_at: Millis) -> Option<CallInfo> {
-    Some(CallInfo {
+fn outbound_call(id: &str, answered_at: Millis) -> Option<Box<CallInfo>> {
+    Some(Box::new(CallInfo {
         call_id: cid(id),
         direction: CallDirection::Outbound,
         ring_group: None,
@@ -534,7 +534,7 @@ fn outbound_call(id: &str, answered_at: Millis) -> Option<CallInfo> {
         to: Some("+19990003".into()),
         offered_at: None,
         answered_at: Some(answered_at),
-    })
+    }))
 }
 
 #[test]

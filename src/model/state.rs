@@ -58,7 +58,8 @@ pub struct AgentState {
     /// `None` only for a directory agent that has never changed.
     pub reason: Option<Reason>,
     pub note: Option<String>,
-    pub call: Option<CallInfo>,
+    /// Boxed: most agents are idle without a call, and every agent actor holds its state.
+    pub call: Option<Box<CallInfo>>,
     pub ring_expires_at: Option<Millis>,
     pub wrap_up_expires_at: Option<Millis>,
     pub connections: u32,

@@ -109,7 +109,7 @@ async fn record_then_reopen_restores_the_last_state_and_session() {
     a1.session = Session::Connected;
     a1.connections = 2;
     let mut a2 = moved(&a1, Status::Ringing, 300, Reason::CallOffered);
-    a2.call = Some(CallInfo {
+    a2.call = Some(Box::new(CallInfo {
         call_id: CallId::parse("c1").expect("call id"),
         direction: CallDirection::Inbound,
         ring_group: Some("sales".into()),
@@ -117,7 +117,7 @@ async fn record_then_reopen_restores_the_last_state_and_session() {
         to: None,
         offered_at: Some(300),
         answered_at: None,
-    });
+    }));
     a2.ring_expires_at = Some(30_300);
     a2.session = Session::Grace { until: 15_300 };
     let b0 = AgentState::new(id("b1"), 100);
@@ -354,7 +354,7 @@ async fn a_row_keeps_the_call_that_just_ended_and_a_snapshot_is_enough() {
         10,
         Reason::CallAnswered,
     );
-    on_call.call = Some(CallInfo {
+    on_call.call = Some(Box::new(CallInfo {
         call_id: CallId::parse("c9").expect("call id"),
         direction: CallDirection::Outbound,
         ring_group: None,
@@ -362,7 +362,7 @@ async fn a_row_keeps_the_call_that_just_ended_and_a_snapshot_is_enough() {
         to: Some("+200".into()),
         offered_at: None,
         answered_at: Some(10),
-    });
+    }));
     let before = StatusBefore::from(&on_call);
     let mut ended = moved(&on_call, Status::Offline, 20, Reason::CallEnded);
     ended.call = None;
