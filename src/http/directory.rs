@@ -72,6 +72,28 @@ fn store_failed(e: &crate::store::StoreError) -> Response {
     )
 }
 
+/// Every directory route is for admins: checks the caller, then parses the id of the path.
+fn admin_with_id<T>(
+    hub: &Hub,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+    id: &str,
+    parse: fn(&str) -> Result<T, Box<Response>>,
+) -> Result<T, Box<Response>> {
+    authenticate_api(&hub.core, headers, params, ADMINS)
+        .map_err(|e| Box::new(e.into_response()))?;
+    parse(id)
+}
+
+/// A `PUT` answers 201 when it created the entry, 200 when it replaced one.
+fn put_status(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
 fn parse_agent_id(id: &str) -> Result<AgentId, Box<Response>> {
     AgentId::parse(id).map_err(|e| Box::new(bad_request(&e.to_string())))
 }
@@ -207,10 +229,7 @@ pub async fn get_agent(
     Path(id): Path<String>,
     Query(params): Params,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
-        return e.into_response();
-    }
-    let id = match parse_agent_id(&id) {
+    let id = match admin_with_id(&hub, &headers, &params, &id, parse_agent_id) {
         Ok(id) => id,
         Err(r) => return *r,
     };
@@ -246,10 +265,7 @@ pub async fn put_agent(
     Query(params): Params,
     body: Bytes,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
-        return e.into_response();
-    }
-    let id = match parse_agent_id(&id) {
+    let id = match admin_with_id(&hub, &headers, &params, &id, parse_agent_id) {
         Ok(id) => id,
         Err(r) => return *r,
     };
@@ -269,12 +285,7 @@ pub async fn put_agent(
     // A new actor reads its profile from the directory; an existing one is told.
     let handle = hub.agent_or_create(&id);
     handle.set_profile(profile_of(&profile)).await;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    ok_json(status, &profile)
+    ok_json(put_status(created), &profile)
 }
 
 /// `DELETE /api/v1/directory/agents/{id}`: the agent leaves the directory (its actor, state
@@ -285,10 +296,7 @@ pub async fn delete_agent(
     Path(id): Path<String>,
     Query(params): Params,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
-        return e.into_response();
-    }
-    let id = match parse_agent_id(&id) {
+    let id = match admin_with_id(&hub, &headers, &params, &id, parse_agent_id) {
         Ok(id) => id,
         Err(r) => return *r,
     };
@@ -331,10 +339,7 @@ pub async fn get_ring_group(
     Path(id): Path<String>,
     Query(params): Params,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
-        return e.into_response();
-    }
-    let id = match parse_group_id(&id) {
+    let id = match admin_with_id(&hub, &headers, &params, &id, parse_group_id) {
         Ok(id) => id,
         Err(r) => return *r,
     };
@@ -354,10 +359,7 @@ pub async fn put_ring_group(
     Query(params): Params,
     body: Bytes,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
-        return e.into_response();
-    }
-    let id = match parse_group_id(&id) {
+    let id = match admin_with_id(&hub, &headers, &params, &id, parse_group_id) {
         Ok(id) => id,
         Err(r) => return *r,
     };
@@ -372,12 +374,7 @@ pub async fn put_ring_group(
         return store_failed(&e);
     }
     core.directory_mut().ring_groups.insert(id, group.clone());
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    ok_json(status, &group)
+    ok_json(put_status(created), &group)
 }
 
 /// `DELETE /api/v1/ring-groups/{id}`.
@@ -387,10 +384,7 @@ pub async fn delete_ring_group(
     Path(id): Path<String>,
     Query(params): Params,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
-        return e.into_response();
-    }
-    let id = match parse_group_id(&id) {
+    let id = match admin_with_id(&hub, &headers, &params, &id, parse_group_id) {
         Ok(id) => id,
         Err(r) => return *r,
     };
