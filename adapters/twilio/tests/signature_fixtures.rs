@@ -45,8 +45,18 @@ fn verdicts_match_twilios_request_validator() {
         }
     }
     // Both directions are exercised, and every kind of tampering is refused.
-    assert!(valid >= 18 && refused >= 60, "{valid} valid, {refused} refused");
-    for what in ["url path", "url host", "token", "param value", "param added", "param removed"] {
+    assert!(
+        valid >= 18 && refused >= 60,
+        "{valid} valid, {refused} refused"
+    );
+    for what in [
+        "url path",
+        "url host",
+        "token",
+        "param value",
+        "param added",
+        "param removed",
+    ] {
         assert!(
             all.iter().any(|v| v["what"] == what && v["valid"] == false),
             "no refused vector for {what}"
