@@ -67,12 +67,39 @@ pub fn routing() -> Routing {
 pub async fn start_hub() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind hub");
     let addr = listener.local_addr().expect("addr");
+    let _running = hub_on(listener);
+    addr
+}
+
+/// A running hub: `stop()` shuts it down (sockets closed with 1001) and waits for the end.
+pub struct HubHandle {
+    stop: Box<dyn FnOnce() + Send>,
+    ended: tokio::task::JoinHandle<()>,
+}
+
+impl HubHandle {
+    pub async fn stop(self) {
+        (self.stop)();
+        tokio::time::timeout(PATIENCE, self.ended)
+            .await
+            .expect("hub stopped in time")
+            .expect("hub task");
+    }
+}
+
+/// Starts the hub on `listener` (dev mode, wrap-up `WRAP_UP_SECS`, in-memory database).
+pub fn hub_on(listener: TcpListener) -> HubHandle {
     let settings = presence_hub::Settings {
         wrap_up: Duration::from_secs(WRAP_UP_SECS),
         ..presence_hub::Settings::default()
     };
-    let (_stop, _task) = presence_hub::spawn(listener, settings);
-    addr
+    let (stop, task) = presence_hub::spawn(listener, settings);
+    HubHandle {
+        stop: Box::new(move || stop.cancel()),
+        ended: tokio::spawn(async move {
+            let _ = task.await;
+        }),
+    }
 }
 
 /// The REST stand-in: records every call update and answers like Twilio (200 + JSON).
@@ -118,6 +145,26 @@ impl Rig {
 
     pub async fn with(tune: impl FnOnce(&mut Settings)) -> Rig {
         let hub = start_hub().await;
+        let rig = Rig::adapter_for(hub, tune).await;
+        for (group, members) in [
+            ("sales", json!(["a1", "a2", "a3"])),
+            ("support", json!(["s1"])),
+        ] {
+            let r = rig
+                .http
+                .put(format!("http://{hub}/api/v1/ring-groups/{group}"))
+                .json(&json!({"ring_timeout_seconds": 20, "members": members}))
+                .send()
+                .await
+                .expect("put group");
+            assert!(r.status().is_success(), "ring group: {}", r.status());
+        }
+        rig.wait_hub("connected").await;
+        rig
+    }
+
+    /// The adapter (and REST stand-in) for a hub at `hub`, which may not be running.
+    pub async fn adapter_for(hub: SocketAddr, tune: impl FnOnce(&mut Settings)) -> Rig {
         let (rest_addr, rest) = start_rest().await;
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -133,30 +180,16 @@ impl Rig {
         settings.behaviour.routing = routing();
         tune(&mut settings);
         presence_twilio::spawn(listener, settings);
-        let rig = Rig {
+        Rig {
             hub,
             adapter,
             rest,
             http: reqwest::Client::new(),
-        };
-        for (group, members) in [
-            ("sales", json!(["a1", "a2", "a3"])),
-            ("support", json!(["s1"])),
-        ] {
-            let r = rig
-                .http
-                .put(format!("http://{hub}/api/v1/ring-groups/{group}"))
-                .json(&json!({"ring_timeout_seconds": 20, "members": members}))
-                .send()
-                .await
-                .expect("put group");
-            assert!(r.status().is_success(), "ring group: {}", r.status());
         }
-        rig.wait_connected().await;
-        rig
     }
 
-    async fn wait_connected(&self) {
+    /// Waits until the adapter's `/healthz` says the hub socket is `state`.
+    pub async fn wait_hub(&self, state: &str) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let r = self
@@ -166,13 +199,13 @@ impl Rig {
                 .await;
             if let Ok(r) = r {
                 let v: Value = r.json().await.unwrap_or_default();
-                if v["hub"] == "connected" {
+                if v["hub"] == state {
                     return;
                 }
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "adapter never reached the hub"
+                "the hub never became {state}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -400,4 +433,13 @@ pub fn action_path(agent: &str, group: &str) -> String {
 
 pub fn status_path(agent: &str, group: &str) -> String {
     format!("/twilio/agent-status?agent={agent}&group={group}")
+}
+
+/// The signature Twilio would send.
+pub fn sign(token: &str, url: &str, params: &[(&str, &str)]) -> String {
+    let owned: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    signature::compute(&Secret::new(token), url, &owned)
 }
