@@ -22,7 +22,8 @@ async fn bad_or_missing_signatures_get_403_and_change_nothing() {
     let mut tampered = params.clone();
     tampered[7] = ("From", "+15550006666");
     let other_url = format!("http://{}/twilio/voice?x=1", rig.adapter);
-    let cases: Vec<(&str, Vec<(&str, &str)>, Option<String>)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<String>);
+    let cases: Vec<Case> = vec![
         ("missing", params.clone(), None),
         (
             "wrong token",
