@@ -213,6 +213,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_parses() {
+        let r = Routing::parse(include_str!("../routing.example.toml")).expect("example");
+        assert_eq!(r.group_of("+15550000001"), Some("support"));
+        assert_eq!(r.policy("sales-line").ring_timeout_secs, 15);
+        assert_eq!(r.policy("sales-line").max_attempts, 2);
+        assert_eq!(
+            r.policy("support").fallback,
+            Fallback::Redirect("https://example.com/twilio/voicemail".into())
+        );
+        assert_eq!(r.caller_id.as_deref(), Some("+15550000000"));
+    }
+
+    #[test]
     fn bad_values_are_refused_with_a_reason() {
         let e = Routing::parse("[defaults]\nring_timeout_secs = 2").unwrap_err();
         assert!(e.to_string().contains("ring_timeout_secs"), "{e}");

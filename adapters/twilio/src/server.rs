@@ -79,10 +79,13 @@ fn verified(ctx: &Ctx, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<Pa
         "{}{path}",
         ctx.app.behaviour.public_url.trim_end_matches('/')
     );
-    let sig = headers
+    let Some(sig) = headers
         .get("x-twilio-signature")
         .and_then(|v| v.to_str().ok())
-        .ok_or(Refused::Signature)?;
+    else {
+        tracing::warn!(path, "refused a webhook without a signature");
+        return Err(Refused::Signature);
+    };
     if !signature::is_valid(&ctx.auth_token, &url, &params, sig) {
         tracing::warn!(path, "refused a webhook with a bad signature");
         return Err(Refused::Signature);
