@@ -171,6 +171,19 @@ impl App {
         let policy = self.behaviour.routing.policy(group).clone();
         match status {
             "completed" | "answered" => {
+                // The agent talked. Callbacks are not ordered: if the leg's `answered` has
+                // not arrived, report it (same id as the leg's own inference), then the
+                // end; the leg's own `completed` is then stale at the hub.
+                if self.calls.close(call_sid, agent, Mover::Action) {
+                    let implied = format!("twilio:{dial_sid}:in-progress:implied");
+                    let _ = self
+                        .send(event("call_answered", &implied, call_sid, agent))
+                        .await;
+                }
+                let id = format!("twilio:{dial_sid}:completed:action");
+                if let Err(e) = self.send(event("call_ended", &id, call_sid, agent)).await {
+                    tracing::warn!(call_sid, "cannot report call_ended: {e}");
+                }
                 self.calls.remove(call_sid);
                 twiml::hang_up()
             }

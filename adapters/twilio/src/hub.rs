@@ -157,7 +157,11 @@ fn socket_url(config: &HubConfig) -> String {
     };
     match &config.token {
         Some(_) => format!("{base}/ws/telephony"),
-        None => format!("{base}/ws/telephony?adapter={}", config.adapter_id),
+        None => {
+            let query = serde_urlencoded::to_string([("adapter", config.adapter_id.as_str())])
+                .unwrap_or_default();
+            format!("{base}/ws/telephony?{query}")
+        }
     }
 }
 

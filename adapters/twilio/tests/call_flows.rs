@@ -342,3 +342,35 @@ async fn console_decline_moves_the_call_on_through_rest() {
     .await;
     assert_eq!(rig.agent_state("a1").await["version"], v1);
 }
+
+#[tokio::test]
+async fn dial_action_completed_first_ends_the_call_once() {
+    let rig = Rig::start().await;
+    let _agents = ringing_a1(&rig).await;
+    // The <Dial> action reports the finished conversation before any leg callback.
+    let (_, twiml) = rig
+        .twilio(
+            &action_path("a1", "sales"),
+            &dial_action(PARENT, LEG1, "completed"),
+        )
+        .await;
+    let doc = parse(&twiml);
+    assert_eq!(verbs(&doc)[0].tag_name().name(), "Hangup");
+    let s = rig.agent_state("a1").await;
+    assert_eq!(
+        (s["status"].as_str(), s["reason"].as_str()),
+        (Some("wrap_up"), Some("call_ended"))
+    );
+    let path = status_path("a1", "sales");
+    for (status, seq) in [("in-progress", "2"), ("completed", "3")] {
+        let (code, _) = rig
+            .twilio(&path, &leg_status(LEG1, PARENT, "client:a1", status, seq))
+            .await;
+        assert_eq!(code, 204);
+    }
+    assert_eq!(
+        rig.agent_state("a1").await["version"],
+        s["version"],
+        "late legs are stale"
+    );
+}
