@@ -45,7 +45,9 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
 /// Which agent and group a `<Dial>` callback is about (set by the adapter in its URLs).
 #[derive(Deserialize)]
 struct Leg {
+    /// The agent that `<Dial>` rang.
     agent: String,
+    /// The ring group being hunted, so a forgotten call can be rebuilt.
     group: String,
 }
 
@@ -55,7 +57,9 @@ fn leg_of(uri: &Uri) -> Option<Leg> {
 
 /// A request refused before it reached the adapter's logic.
 enum Refused {
+    /// Missing or wrong `X-Twilio-Signature` (or a body that cannot have been signed): 403.
     Signature,
+    /// Signed, but a required parameter is missing: 400 with the reason.
     Body(String),
 }
 
