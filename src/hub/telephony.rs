@@ -63,7 +63,7 @@ fn notice_frame(agent_id: &AgentId, notice: &TelephonyNotice) -> String {
     format!(r#"{{"type":"{kind}",{}{extra}}}"#, &ids[1..ids.len() - 1])
 }
 
-/// The five telephony event types.
+/// The telephony event types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum EventKind {
     Offered,
@@ -71,6 +71,8 @@ enum EventKind {
     Cancelled,
     Ended,
     Outbound,
+    NoAnswer,
+    Rejected,
 }
 
 /// A processed telephony event: what to answer, once `answer.ticket` resolved (the
@@ -138,6 +140,8 @@ impl Hub {
             "call_cancelled" => EventKind::Cancelled,
             "call_ended" => EventKind::Ended,
             "outbound_started" => EventKind::Outbound,
+            "call_no_answer" => EventKind::NoAnswer,
+            "call_rejected" => EventKind::Rejected,
             other => {
                 return Err(EventError::Bad(
                     req.bad(format!("unknown message type {other:?}")),
@@ -204,6 +208,8 @@ impl Hub {
                 call_id,
                 to: req.to.clone(),
             },
+            EventKind::NoAnswer => Input::CallNoAnswer { call_id },
+            EventKind::Rejected => Input::CallRejected { call_id },
         };
         let pending = handle
             .telephony_dispatch(Some(event_id), input)

@@ -76,6 +76,12 @@ pub enum Input {
     CallEnded { call_id: CallId },
     /// Rows 16-17.
     OutboundStarted { call_id: CallId, to: Option<String> },
+    /// Row 11, reported by telephony: the phone system stopped ringing the agent (its own
+    /// ring timeout, e.g. Twilio's `no-answer`). Stale unless that call is ringing.
+    CallNoAnswer { call_id: CallId },
+    /// Row 10, reported by telephony: the agent rejected the call on the phone (e.g. a
+    /// softphone's reject, Twilio's `busy`). Stale unless that call is ringing.
+    CallRejected { call_id: CallId },
     /// Row 11.
     RingTimerFired,
     /// Row 14.
@@ -452,19 +458,29 @@ fn step(
         },
         Input::RingTimerFired => match (s.status, s.ring_expires_at) {
             (Ringing, Some(at)) if at <= now => {
-                if let Some(call_id) = s.call_id().cloned() {
-                    effects.push(Effect::Telephony(TelephonyNotice::RingTimeout { call_id }));
-                }
-                s.missed_in_row = s.missed_in_row.saturating_add(1);
-                if policy.max_missed_in_row > 0 && s.missed_in_row >= policy.max_missed_in_row {
-                    set_manual(s, ManualStatus::Busy, Some("missed_calls".to_string()));
-                } else {
-                    return_to_manual(s);
-                }
+                ring_out(s, policy, effects);
                 Some(Reason::RingTimeout)
             }
             _ => None,
         },
+        Input::CallNoAnswer { call_id } => {
+            if !is_current(s, &call_id) || s.status != Ringing {
+                return Ok(Step::Stale);
+            }
+            ring_out(s, policy, effects);
+            Some(Reason::RingTimeout)
+        }
+        Input::CallRejected { call_id } => {
+            if !is_current(s, &call_id) || s.status != Ringing {
+                return Ok(Step::Stale);
+            }
+            set_manual(s, ManualStatus::Busy, None);
+            effects.push(Effect::Telephony(TelephonyNotice::CallDeclined {
+                call_id,
+                by_logout: false,
+            }));
+            Some(Reason::CallDeclined)
+        }
         Input::WrapUpTimerFired => match (s.status, s.wrap_up_expires_at) {
             (WrapUp, Some(at)) if at <= now => {
                 return_to_manual(s);
@@ -486,6 +502,19 @@ fn login(s: &mut AgentState) {
     }
     s.connections = 1;
     s.session = Session::Connected;
+}
+
+/// Row 11: the ringing call timed out (the hub's timer or the phone system's).
+fn ring_out(s: &mut AgentState, policy: &Policy, effects: &mut Vec<Effect>) {
+    if let Some(call_id) = s.call_id().cloned() {
+        effects.push(Effect::Telephony(TelephonyNotice::RingTimeout { call_id }));
+    }
+    s.missed_in_row = s.missed_in_row.saturating_add(1);
+    if policy.max_missed_in_row > 0 && s.missed_in_row >= policy.max_missed_in_row {
+        set_manual(s, ManualStatus::Busy, Some("missed_calls".to_string()));
+    } else {
+        return_to_manual(s);
+    }
 }
 
 /// Row 9: the ringing call connects.

@@ -267,6 +267,12 @@ fn catalogue(version: u64) -> Vec<Input> {
         all.push(Input::CallAnswered {
             call_id: call_id.clone(),
         });
+        all.push(Input::CallNoAnswer {
+            call_id: call_id.clone(),
+        });
+        all.push(Input::CallRejected {
+            call_id: call_id.clone(),
+        });
         all.push(Input::CallCancelled {
             call_id: call_id.clone(),
         });

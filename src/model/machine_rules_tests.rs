@@ -171,3 +171,43 @@ fn two_offers_to_one_available_agent_exactly_one_rings() {
     rejects(&mut s, offer("c2"), T3, &P, Rejection::NotAvailable);
     assert_eq!(s.call_id(), Some(&cid("c1")));
 }
+
+#[test]
+fn phone_side_no_answer_is_a_ring_timeout_before_the_timer() {
+    let mut s = ringing();
+    let mut want = s.clone();
+    // The phone system gives up early: same outcome as row 11, before the hub's timer.
+    let fx = tel(TelephonyNotice::RingTimeout { call_id: cid("c1") });
+    emits(
+        &mut s,
+        Input::CallNoAnswer { call_id: cid("c1") },
+        T4,
+        &P,
+        fx,
+    );
+    moved(&mut want, Available, Reason::RingTimeout, T4);
+    call_over(&mut want);
+    want.missed_in_row = 1;
+    assert_eq!(s, want);
+    // Again, or for another call, or once the timer fired: stale, nothing changes.
+    stale(&mut s, Input::CallNoAnswer { call_id: cid("c1") }, T5, &P);
+    let mut s = ringing();
+    stale(&mut s, Input::CallNoAnswer { call_id: cid("c9") }, T4, &P);
+    let mut s = on_call();
+    stale(&mut s, Input::CallNoAnswer { call_id: cid("c1") }, T5, &P);
+}
+
+#[test]
+fn phone_side_reject_is_a_decline() {
+    let mut s = ringing();
+    let mut want = s.clone();
+    let input = Input::CallRejected { call_id: cid("c1") };
+    emits(&mut s, input.clone(), T4, &P, vec![declined("c1", false)]);
+    moved(&mut want, Busy, Reason::CallDeclined, T4);
+    call_over(&mut want);
+    (want.manual_status, want.note) = (M::Busy, None);
+    assert_eq!(s, want);
+    stale(&mut s, input.clone(), T5, &P);
+    let mut s = on_call();
+    stale(&mut s, input, T5, &P);
+}
