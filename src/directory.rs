@@ -72,9 +72,10 @@ struct DirectoryFile {
 /// The text of a directory file is not a valid directory.
 #[derive(Debug, thiserror::Error)]
 pub enum TomlError {
-    /// Not TOML, an unknown field, a mistyped value or an invalid id.
-    #[error("{0}")]
-    Syntax(Box<toml::de::Error>),
+    /// Not TOML, an unknown field, a mistyped value or an invalid id (one line: the
+    /// position and toml's message, without its multi-line excerpt).
+    #[error("{position}{message}")]
+    Syntax { position: String, message: String },
     /// An entry out of the limits the directory API enforces, or a duplicate id.
     #[error("line {line}: {message}")]
     Entry { line: usize, message: String },
@@ -95,8 +96,6 @@ impl Directory {
     /// directory API ([`AgentProfile::validated`], [`RingGroup::validated`]); an id listed
     /// twice is refused. Errors name the entry's line.
     pub fn from_toml(text: &str) -> Result<Directory, TomlError> {
-        let file: DirectoryFile =
-            toml::from_str(text).map_err(|e| TomlError::Syntax(Box::new(e)))?;
         let line_of = |span: std::ops::Range<usize>| {
             let start = span.start.min(text.len());
             text.as_bytes()[..start]
@@ -105,6 +104,13 @@ impl Directory {
                 .count()
                 + 1
         };
+        let file: DirectoryFile = toml::from_str(text).map_err(|e| TomlError::Syntax {
+            position: e
+                .span()
+                .map(|span| format!("line {}: ", line_of(span)))
+                .unwrap_or_default(),
+            message: e.message().trim().to_string(),
+        })?;
         let entry = |span, what: &str, e: InvalidEntry| TomlError::Entry {
             line: line_of(span),
             message: format!("{what}: {e}"),
