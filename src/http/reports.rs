@@ -6,8 +6,8 @@
 //!   [`MAX_RANGE_MS`] (400 days). Intervals are cut at the range edges; the interval still
 //!   open counts up to now (nothing after now counts). JSON by default; CSV with
 //!   `format=csv` or `Accept: text/csv`. `team` selects the agents in that team now;
-//!   `agent` one agent. Agents that never changed status since the store was created are
-//!   not listed.
+//!   `agent` one agent. Only the time an agent existed counts (from its first stored
+//!   state); an agent stored first at or after the end of the range is not listed.
 //! - `GET /api/v1/agents/{id}/history?from=&to=&limit=&cursor=`: the agent's status
 //!   transitions with `from <= at < to` (default: everything kept), oldest first, at most
 //!   `limit` (default 1000, at most [`MAX_HISTORY_LIMIT`]) per page; `next_cursor` (when
