@@ -173,6 +173,15 @@ impl Directory {
                 .is_some_and(|a| a.ring_groups.iter().any(|g| g == group))
     }
 
+    /// True when `group` is a ring group: it has an entry, or an agent names it.
+    pub fn has_ring_group(&self, group: &str) -> bool {
+        self.ring_groups.contains_key(group)
+            || self
+                .agents
+                .values()
+                .any(|a| a.ring_groups.iter().any(|g| g == group))
+    }
+
     /// The ring timeout of a ring group, if the group sets one.
     pub fn ring_timeout_ms(&self, group: &str) -> Option<u64> {
         self.ring_groups

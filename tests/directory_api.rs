@@ -519,3 +519,66 @@ async fn directory_puts_refuse_json_arrays() {
     }
     hub.stop().await;
 }
+
+/// Issue 12, item 6: empty and unknown query values are answered alike. `ring_group=` (empty)
+/// is a 400 as `team=` is; an unknown ring group is a 404 naming it (a typo must not route
+/// calls to nobody); a group only named by an agent's profile is known; a report for an
+/// unknown agent is a 404 as its history is.
+#[tokio::test]
+async fn empty_and_unknown_query_values_are_consistent() {
+    let hub = TestHub::start().await;
+    for query in ["ring_group=", "team=", "status=", "ring_group=a%20b"] {
+        let (status, body) = hub.get(&format!("/api/v1/available?{query}")).await;
+        assert_error(status, &body, 400);
+        assert_eq!(body["code"], "bad_message", "{query}: {body}");
+    }
+    let (status, body) = hub.get("/api/v1/available?ring_group=sales-lnie").await;
+    assert_error(status, &body, 404);
+    assert_eq!(body["code"], "not_found");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("sales-lnie")),
+        "names the group: {body}"
+    );
+    let (status, _) = put(
+        &hub,
+        "/api/v1/ring-groups/sales-line",
+        r#"{"members":["a1"]}"#,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, _) = put(
+        &hub,
+        "/api/v1/directory/agents/a2",
+        r#"{"ring_groups":["side-line"]}"#,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (mut a1, _) = hub.agent("a1").await;
+    let ok = a1
+        .request(json!({"type": "set_status", "status": "available"}))
+        .await;
+    assert_eq!(ok["type"], "ok");
+    let (status, body) = hub.get("/api/v1/available?ring_group=sales-line").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["agents"][0]["agent_id"], "a1");
+    let (status, body) = hub.get("/api/v1/available?ring_group=side-line").await;
+    assert_eq!(
+        (status, body["agents"].clone()),
+        (200, json!([])),
+        "known, nobody available"
+    );
+    for path in [
+        "/api/v1/reports/status-time?agent=ghost",
+        "/api/v1/agents/ghost/history",
+    ] {
+        let (status, body) = hub.get(path).await;
+        assert_error(status, &body, 404);
+        assert_eq!(body["code"], "unknown_agent", "{path}: {body}");
+        assert_eq!(body["message"], "unknown agent ghost");
+    }
+    let (status, _) = hub.get("/api/v1/reports/status-time?agent=a1").await;
+    assert_eq!(status, 200);
+    hub.stop().await;
+}

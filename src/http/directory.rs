@@ -36,7 +36,8 @@ type Params = Query<HashMap<String, String>>;
 
 const ADMINS: &[Role] = &[Role::Admin];
 
-/// An error answer: `{"type":"error","code":..,"message":..}`.
+/// An error answer: `{"type":"error","code":..,"message":..}`, keys in that order as in every
+/// error of the hub (serde_json's `preserve_order` keeps `json!`'s order).
 pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({ "type": "error", "code": code, "message": message });
     (status, axum::Json(body)).into_response()

@@ -9,7 +9,7 @@ mod web;
 
 use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Extension;
 use axum::Router;
 use std::collections::HashMap;
@@ -49,6 +49,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/v1/summary", get(api::summary))
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
+        .route("/api", any(api::not_found))
+        .route("/api/{*rest}", any(api::not_found))
         .fallback(get(web::asset))
         .layer(Extension(Arc::new(api::HttpLimits::new(
             &hub.core.settings,
