@@ -20,6 +20,10 @@ pub struct Cli {
     /// Address to listen on (HTTP API, WebSockets and web demo on one port).
     #[arg(long, env = "PRESENCE_HUB_LISTEN", default_value = "127.0.0.1:7400")]
     pub listen: SocketAddr,
+    /// Serve `GET /metrics` on this separate address (e.g. 127.0.0.1:9400) instead of the
+    /// main port, which then answers 404 for it: the metrics stay off a published port.
+    #[arg(long, env = "PRESENCE_HUB_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// HS256 secret for JWTs. Without it the hub runs in dev mode (loopback only).
     #[arg(long, env = "PRESENCE_HUB_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -205,6 +209,8 @@ impl From<DurabilityArg> for Durability {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub jwt_secret: Option<String>,
+    /// Where `/metrics` is served when not on the main port (`--metrics-listen`).
+    pub metrics_listen: Option<SocketAddr>,
     /// A second secret accepted for verification (rotation); ignored without `jwt_secret`.
     pub jwt_secret_previous: Option<String>,
     pub allowed_origins: Vec<String>,
@@ -267,6 +273,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             jwt_secret: None,
+            metrics_listen: None,
             allowed_origins: Vec::new(),
             ring_timeout: Duration::from_secs(30),
             wrap_up: Duration::ZERO,
@@ -347,6 +354,7 @@ impl Cli {
         };
         Ok(Settings {
             jwt_secret: self.jwt_secret.clone().filter(|s| !s.is_empty()),
+            metrics_listen: self.metrics_listen,
             allowed_origins: self
                 .allowed_origins
                 .iter()

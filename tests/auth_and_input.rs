@@ -1287,3 +1287,44 @@ async fn api_errors_are_json_with_one_key_order_and_unknown_api_routes_404() {
     assert_eq!(resp.status().as_u16(), 404);
     hub.stop().await;
 }
+
+/// Issue 12, item 10: with `--metrics-listen` the metrics are served on their own address
+/// only; the main (published) port answers 404 for `/metrics`.
+#[tokio::test]
+async fn metrics_listen_moves_metrics_off_the_main_port() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let hub = TestHub::with(Settings {
+        metrics_listen: Some(port),
+        ..secured()
+    })
+    .await;
+    let main = reqwest::get(hub.http_url("/metrics")).await.expect("get");
+    assert_eq!(main.status().as_u16(), 404, "not on the main port");
+    let mut scraped = None;
+    for _ in 0..200 {
+        if let Ok(r) = reqwest::get(format!("http://{port}/metrics")).await {
+            scraped = Some((r.status().as_u16(), r.text().await.unwrap_or_default()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, text) = scraped.expect("the metrics address answers");
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("presence_hub_agents{status=\"available\"}"),
+        "{text}"
+    );
+    let other = reqwest::get(format!("http://{port}/api/v1/agents"))
+        .await
+        .expect("get");
+    assert_eq!(other.status().as_u16(), 404, "only /metrics there");
+    hub.stop().await;
+    assert!(
+        reqwest::get(format!("http://{port}/metrics"))
+            .await
+            .is_err(),
+        "closed with the hub"
+    );
+}
