@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints the performance targets (shared/spec/targets.md) against a bench/run.sh results
+"""Prints the performance targets (docs/targets.md) against a bench/run.sh results
 file as a Markdown table: target / measured / status.
 
     python3 bench/report.py [bench/results.json]
