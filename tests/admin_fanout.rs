@@ -579,12 +579,16 @@ async fn resume_beyond_a_small_history_gets_a_snapshot_and_the_boundary_is_exact
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_that_stops_reading_is_closed_with_4008_and_others_get_everything() {
     const AGENTS: usize = 20;
-    // Large names (from the directory) make every update frame ~4 KiB.
+    // Many long team ids (from the directory, within its limits: 32 of 120 characters)
+    // make every update frame ~4 KiB.
+    let teams: Vec<String> = (0..32)
+        .map(|i| format!("\"t{i:02}{}\"", "x".repeat(117)))
+        .collect();
     let mut toml = String::new();
     for i in 0..AGENTS {
         toml.push_str(&format!(
-            "[[agents]]\nid = \"big{i}\"\nname = \"Agent {i} {}\"\n",
-            "x".repeat(4000)
+            "[[agents]]\nid = \"big{i}\"\nname = \"Agent {i}\"\nteams = [{}]\n",
+            teams.join(",")
         ));
     }
     let hub = TestHub::with(Settings {
