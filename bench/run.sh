@@ -55,6 +55,21 @@ JSONL="$LOGDIR/results.jsonl"
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE="$(ulimit -n)"
 
+# The code measured, stamped into the results before anything is built: the commit of the
+# last change to the code (hub, load generator, scenarios), HEAD, and whether any of that
+# code differs from HEAD (the paths, so a reader sees what). Benchmark outputs (results,
+# summaries, charts) and docs are not code: rewriting them does not make a run dirty.
+CODE_PATHS=(src loadgen web-demo Cargo.toml Cargo.lock bench/run.sh)
+if git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
+  export BENCH_GIT=1
+  BENCH_GIT_COMMIT="$(git -C "$ROOT" rev-parse --short HEAD)"
+  BENCH_CODE_COMMIT="$(git -C "$ROOT" log -1 --format=%h -- "${CODE_PATHS[@]}")"
+  BENCH_DIRTY_PATHS="$(git -C "$ROOT" status --porcelain --untracked-files=all -- "${CODE_PATHS[@]}" | cut -c4-)"
+  export BENCH_GIT_COMMIT BENCH_CODE_COMMIT BENCH_DIRTY_PATHS
+else
+  export BENCH_GIT=0
+fi
+
 if [[ "$BUILD" == 1 ]]; then
   if [[ "$PROFILE" == release ]]; then
     cargo build --release -p presence-hub -p presence-loadgen
@@ -186,7 +201,7 @@ done
 
 FAILED_LIST="$(printf '%s\n' "${FAILED[@]+"${FAILED[@]}"}")"
 python3 - "$JSONL" "$OUT" "$SIZE" "$START_TIME" "$SECONDS" "$PROFILE" "$NOFILE" "$FAILED_LIST" <<'PY'
-import json, os, platform, subprocess, sys
+import json, os, platform, sys
 jsonl, out, size, started, secs, profile, nofile, failed = sys.argv[1:9]
 runs = [json.loads(l) for l in open(jsonl) if l.strip()]
 def read(path):
@@ -198,13 +213,14 @@ cpu_model = next((l.split(":", 1)[1].strip() for l in read("/proc/cpuinfo").spli
                   if l.startswith("model name")), platform.processor())
 mem_kib = next((int(l.split()[1]) for l in read("/proc/meminfo").splitlines()
                 if l.startswith("MemTotal:")), None)
-try:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip() or None
-    dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True,
-                                text=True, check=False).stdout.strip())
-except OSError:
-    commit, dirty = None, None
+# Taken by the shell before the build (see CODE_PATHS): null without git.
+if os.environ.get("BENCH_GIT") == "1":
+    commit = os.environ.get("BENCH_GIT_COMMIT") or None
+    code_commit = os.environ.get("BENCH_CODE_COMMIT") or None
+    dirty_paths = [p for p in os.environ.get("BENCH_DIRTY_PATHS", "").splitlines() if p]
+    dirty = bool(dirty_paths)
+else:
+    commit, code_commit, dirty_paths, dirty = None, None, None, None
 doc = {
     "size": size,
     "command": "bench/run.sh" + ("" if size == "small" else f" --{size}"),
@@ -212,7 +228,9 @@ doc = {
     "started_at": started,
     "duration_secs": int(secs),
     "git_commit": commit,
+    "code_commit": code_commit,
     "git_dirty": dirty,
+    "git_dirty_paths": dirty_paths,
     "machine": {
         "nproc": os.cpu_count(),
         "mem_total_gib": round(mem_kib / 1048576, 1) if mem_kib else None,

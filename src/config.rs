@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::directory::{Directory, DirectoryError};
+use crate::directory::{Directory, DirectoryError, MAX_RING_TIMEOUT_SECONDS, MAX_WRAP_UP_SECONDS};
 use crate::store::Durability;
 
 /// Command line of the `presence-hub` binary. Every flag also reads an environment variable.
@@ -20,6 +20,10 @@ pub struct Cli {
     /// Address to listen on (HTTP API, WebSockets and web demo on one port).
     #[arg(long, env = "PRESENCE_HUB_LISTEN", default_value = "127.0.0.1:7400")]
     pub listen: SocketAddr,
+    /// Serve `GET /metrics` on this separate address (e.g. 127.0.0.1:9400) instead of the
+    /// main port, which then answers 404 for it: the metrics stay off a published port.
+    #[arg(long, env = "PRESENCE_HUB_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// HS256 secret for JWTs. Without it the hub runs in dev mode (loopback only).
     #[arg(long, env = "PRESENCE_HUB_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -30,11 +34,23 @@ pub struct Cli {
     /// Allowed browser origins, comma separated (exact match). Empty: same origin only.
     #[arg(long, env = "PRESENCE_HUB_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
-    /// Default ring timeout when neither the offer nor its ring group sets one.
-    #[arg(long, env = "PRESENCE_HUB_RING_TIMEOUT_SECS", default_value_t = 30)]
+    /// Default ring timeout when neither the offer nor its ring group sets one (1..=3600,
+    /// the range of a ring group's timeout).
+    #[arg(
+        long,
+        env = "PRESENCE_HUB_RING_TIMEOUT_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=MAX_RING_TIMEOUT_SECONDS)
+    )]
     pub ring_timeout_secs: u64,
-    /// Default wrap-up after a call (0 = none) when the directory sets none for the agent.
-    #[arg(long, env = "PRESENCE_HUB_WRAP_UP_SECS", default_value_t = 0)]
+    /// Default wrap-up after a call (0 = none) when the directory sets none for the agent
+    /// (0..=86400, the range of a directory entry's).
+    #[arg(
+        long,
+        env = "PRESENCE_HUB_WRAP_UP_SECS",
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u64).range(0..=MAX_WRAP_UP_SECONDS)
+    )]
     pub wrap_up_secs: u64,
     /// How long an agent whose last socket closed stays logged in.
     #[arg(long, env = "PRESENCE_HUB_DISCONNECT_GRACE_SECS", default_value_t = 15)]
@@ -48,7 +64,9 @@ pub struct Cli {
     /// Per-socket outgoing queue bound in bytes; a socket past it is closed with 4008.
     #[arg(long, env = "PRESENCE_HUB_QUEUE_BYTES", default_value_t = 1 << 20)]
     pub queue_bytes: usize,
-    /// TOML file with the agent directory and ring groups.
+    /// TOML file with the agent directory and ring groups. First start only: it seeds an
+    /// empty database; afterwards the database's directory (edited with the directory API)
+    /// is used and a file that differs from it is ignored with a warning.
     #[arg(long, env = "PRESENCE_HUB_DIRECTORY")]
     pub directory: Option<PathBuf>,
     /// Telephony event ids remembered for deduplication (memory bound).
@@ -191,6 +209,8 @@ impl From<DurabilityArg> for Durability {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub jwt_secret: Option<String>,
+    /// Where `/metrics` is served when not on the main port (`--metrics-listen`).
+    pub metrics_listen: Option<SocketAddr>,
     /// A second secret accepted for verification (rotation); ignored without `jwt_secret`.
     pub jwt_secret_previous: Option<String>,
     pub allowed_origins: Vec<String>,
@@ -201,6 +221,9 @@ pub struct Settings {
     pub history_size: usize,
     pub queue_bytes: usize,
     pub directory: Directory,
+    /// The file `directory` was read from, if any: the hub warns at start when the database
+    /// already holds a different directory (the file only seeds the first start).
+    pub directory_file: Option<PathBuf>,
     pub event_id_capacity: usize,
     pub event_id_ttl: Duration,
     pub ping_interval: Duration,
@@ -250,6 +273,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             jwt_secret: None,
+            metrics_listen: None,
             allowed_origins: Vec::new(),
             ring_timeout: Duration::from_secs(30),
             wrap_up: Duration::ZERO,
@@ -258,6 +282,7 @@ impl Default for Settings {
             history_size: 100_000,
             queue_bytes: 1 << 20,
             directory: Directory::default(),
+            directory_file: None,
             event_id_capacity: 262_144,
             event_id_ttl: Duration::from_secs(4 * 3600),
             ping_interval: Duration::from_secs(25),
@@ -329,19 +354,22 @@ impl Cli {
         };
         Ok(Settings {
             jwt_secret: self.jwt_secret.clone().filter(|s| !s.is_empty()),
+            metrics_listen: self.metrics_listen,
             allowed_origins: self
                 .allowed_origins
                 .iter()
                 .map(|o| o.trim().to_string())
                 .filter(|o| !o.is_empty())
                 .collect(),
-            ring_timeout: Duration::from_secs(self.ring_timeout_secs.max(1)),
+            // In range: clap refused anything else.
+            ring_timeout: Duration::from_secs(self.ring_timeout_secs),
             wrap_up: Duration::from_secs(self.wrap_up_secs),
             disconnect_grace: Duration::from_secs(self.disconnect_grace_secs),
             max_missed_in_row: self.max_missed_in_row,
             history_size: self.history_size,
             queue_bytes: self.queue_bytes.max(4096),
             directory,
+            directory_file: self.directory.clone(),
             event_id_capacity: self.event_id_capacity,
             event_id_ttl: Duration::from_secs(self.event_id_ttl_secs),
             ping_interval: Duration::from_secs(self.ping_interval_secs.max(1)),

@@ -34,6 +34,11 @@ pub enum RunError {
     InsecureNoSecret(std::net::SocketAddr),
     #[error("listener error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot listen for metrics on {addr} (--metrics-listen): {error}")]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        error: std::io::Error,
+    },
     /// The database cannot be used (corrupt, read-only, locked, too new, ...): the message
     /// says which file and what to do. Nothing was written to it.
     #[error("durable store: {0}")]
@@ -63,6 +68,15 @@ pub async fn run(
         warn!(%addr, "DEV MODE: no JWT secret configured; ?agent_id=, ?admin_id= and ?adapter= are trusted as identities. Never expose this hub.");
     }
     let shutdown_timeout = settings.shutdown_timeout;
+    // Bound before the store opens: a taken metrics port ends the run with nothing done.
+    let metrics_listener = match settings.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|error| RunError::MetricsListen { addr, error })?,
+        ),
+        None => None,
+    };
     // Before anything is served: a database that cannot be used ends the run here, with
     // nothing written to it.
     let (store, recovered) = hub::persist::open(&settings).await?;
@@ -71,6 +85,7 @@ pub async fn run(
     let prune_stop = token.child_token();
     let pruner = hub::persist::spawn_pruner(store.clone(), hub.core.clock, prune_stop.clone());
     let app = http::router(hub.clone());
+    let metrics = metrics_listener.map(|l| spawn_metrics(l, hub.clone(), token.clone()));
     let trigger = token.clone();
     tokio::spawn(async move {
         shutdown.await;
@@ -85,6 +100,16 @@ pub async fn run(
         shutdown_timeout,
     )
     .await;
+    if let Some(mut task) = metrics {
+        // A scraper's keep-alive connection must not hold the shutdown up.
+        if tokio::time::timeout(shutdown_timeout, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+            warn!("metrics listener did not stop in time");
+        }
+    }
     info!("shutting down: closing sockets");
     hub.stop_agents();
     let tasks = hub.core.tasks.clone();
@@ -105,6 +130,26 @@ pub async fn run(
     hub::persist::close(store).await;
     info!("stopped");
     result.map_err(RunError::Io)
+}
+
+/// Serves `/metrics` alone on `listener` (`--metrics-listen`) until `stop` is cancelled.
+fn spawn_metrics(
+    listener: TcpListener,
+    hub: std::sync::Arc<Hub>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "metrics listening (GET /metrics)");
+    }
+    let app = http::metrics_router(hub);
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            warn!(error = %e, "metrics listener failed");
+        }
+    })
 }
 
 /// Starts the hub on `listener` in the background; returns a token that stops it and the

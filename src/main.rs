@@ -1,17 +1,52 @@
 //! The `presence-hub` binary: configuration, tracing, bind, signals. Everything else is in
 //! the library.
+//!
+//! The log goes to stdout, coloured only when stdout is a terminal. A startup error (bad
+//! configuration, port in use, unusable database, no secret off loopback) is printed once
+//! to stderr as one line, without a backtrace whatever `RUST_BACKTRACE` says, and the exit
+//! code is 1 (2 for a command-line error, from clap).
 
 use anyhow::Context;
 use clap::Parser;
 use presence_hub::Cli;
+use std::io::IsTerminal;
+use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    match start().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("presence-hub: error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, each said once: an error whose message already
+/// quotes its cause does not get the cause appended again.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+async fn start() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
     let cli = Cli::parse();
     let settings = cli.settings().context("invalid configuration")?;

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use crate::model::{AgentId, CallId, TeamId};
 
-/// Longest `note` accepted (status-model.md: <= 64 chars).
+/// Longest `note` accepted (docs/status-model.md: <= 64 chars).
 pub const MAX_NOTE_CHARS: usize = 64;
 /// Longest free-text call field (`from`, `to`, `ring_group`, `cause`, `event_id`).
 pub const MAX_TEXT_CHARS: usize = 256;

@@ -644,10 +644,14 @@ async fn admin_logout_agent_closes_all_three_tabs_at_once() {
 /// ends: the agent's connections drop); a healthy admin's deliveries continue throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_tab_that_stops_reading_is_closed_with_4008() {
-    // A large name (from the directory) makes every update frame ~4 KiB.
+    // Many long team ids (from the directory, within its limits: 32 of 120 characters)
+    // make every update frame ~4 KiB.
+    let teams: Vec<String> = (0..32)
+        .map(|i| format!("\"t{i:02}{}\"", "x".repeat(117)))
+        .collect();
     let toml = format!(
-        "[[agents]]\nid = \"big\"\nname = \"Big {}\"\n",
-        "x".repeat(4000)
+        "[[agents]]\nid = \"big\"\nname = \"Big\"\nteams = [{}]\n",
+        teams.join(",")
     );
     let hub = TestHub::with(Settings {
         directory: Directory::from_toml(&toml).expect("directory"),

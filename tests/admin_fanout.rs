@@ -579,12 +579,16 @@ async fn resume_beyond_a_small_history_gets_a_snapshot_and_the_boundary_is_exact
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_that_stops_reading_is_closed_with_4008_and_others_get_everything() {
     const AGENTS: usize = 20;
-    // Large names (from the directory) make every update frame ~4 KiB.
+    // Many long team ids (from the directory, within its limits: 32 of 120 characters)
+    // make every update frame ~4 KiB.
+    let teams: Vec<String> = (0..32)
+        .map(|i| format!("\"t{i:02}{}\"", "x".repeat(117)))
+        .collect();
     let mut toml = String::new();
     for i in 0..AGENTS {
         toml.push_str(&format!(
-            "[[agents]]\nid = \"big{i}\"\nname = \"Agent {i} {}\"\n",
-            "x".repeat(4000)
+            "[[agents]]\nid = \"big{i}\"\nname = \"Agent {i}\"\nteams = [{}]\n",
+            teams.join(",")
         ));
     }
     let hub = TestHub::with(Settings {
@@ -928,5 +932,76 @@ async fn back_to_back_updates_are_not_held_back() {
         assert_eq!(tab.update().await["agent"]["status"], "offline");
     }
     assert_eq!(start.elapsed(), std::time::Duration::ZERO);
+    hub.stop().await;
+}
+
+/// Issue 12, item 3: `resume` on a socket keeps the filter of its `subscribe` unless the
+/// resume names one (`teams`/`agents`), which then replaces it, live updates included.
+#[tokio::test]
+async fn resume_keeps_the_sockets_filter_unless_it_names_one() {
+    let hub = TestHub::start().await;
+    let tab = |id: &'static str, team: &'static str| {
+        let url = hub.ws_url(&format!("/ws/agent?agent_id={id}&teams={team}"));
+        async move {
+            let mut c = Client::connect(&url).await;
+            assert_eq!(c.recv().await["type"], "hello");
+            c
+        }
+    };
+    let s1 = tab("s1", "sales").await;
+    let o1 = tab("o1", "other").await;
+    let mut a = admin_unsubscribed(&hub, "A").await;
+    let snap = a
+        .request(json!({"type": "subscribe", "teams": ["sales"]}))
+        .await;
+    let epoch = snap["snapshot"]["epoch"]
+        .as_str()
+        .expect("epoch")
+        .to_string();
+    let seq = snap["snapshot"]["seq"].as_u64().expect("seq");
+    let mut tabs = [s1, o1];
+    for (k, status) in [(0, "available"), (1, "available"), (0, "busy")] {
+        let ok = tabs[k]
+            .request(json!({"type": "set_status", "status": status}))
+            .await;
+        assert_eq!(ok["type"], "ok", "{ok}");
+    }
+    for _ in 0..2 {
+        assert_eq!(a.update().await["agent"]["agent_id"], "s1");
+    }
+    // No filter in the resume: the subscription's (sales) still holds.
+    a.send(json!({"type": "resume", "ref": "r1", "epoch": epoch, "seq": seq}))
+        .await;
+    let mut replayed = Vec::new();
+    let ok = loop {
+        let m = a.recv().await;
+        if m["type"] == "ok" {
+            break m;
+        }
+        replayed.push(m["agent"]["agent_id"].clone());
+    };
+    assert_eq!(replayed, [json!("s1"), json!("s1")], "only sales agents");
+    assert_eq!(
+        (ok["ref"].clone(), ok["replayed"].clone()),
+        (json!("r1"), json!(2))
+    );
+    // A resume naming a filter replaces it, for the replay and what follows.
+    a.send(json!({"type": "resume", "ref": "r2", "epoch": epoch, "seq": seq, "agents": ["o1"]}))
+        .await;
+    let u = a.recv().await;
+    assert_eq!(u["agent"]["agent_id"], "o1", "{u}");
+    let ok = a.recv().await;
+    assert_eq!(
+        (ok["ref"].clone(), ok["replayed"].clone()),
+        (json!("r2"), json!(1))
+    );
+    for (k, status) in [(0, "on_break"), (1, "busy")] {
+        let ok = tabs[k]
+            .request(json!({"type": "set_status", "status": status}))
+            .await;
+        assert_eq!(ok["type"], "ok", "{ok}");
+    }
+    assert_eq!(a.update().await["agent"]["agent_id"], "o1");
+    a.expect_quiet().await;
     hub.stop().await;
 }

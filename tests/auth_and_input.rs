@@ -966,7 +966,6 @@ async fn http_api_lists_filters_orders_and_summarizes() {
         ("?ring_group=sales-line", vec!["a3", "a1"]),
         ("?team=sales", vec!["a3", "a1"]),
         ("?team=support&ring_group=sales-line", vec!["a3"]),
-        ("?ring_group=nope", vec![]),
     ] {
         let (status, body) = hub.get(&format!("/api/v1/available{query}")).await;
         assert_eq!(status, 200, "{query}");
@@ -976,6 +975,9 @@ async fn http_api_lists_filters_orders_and_summarizes() {
             "longest available first: {query}"
         );
     }
+    // An unknown ring group is a 404 (issue 12 item 6), not an empty list.
+    let (status, body) = hub.get("/api/v1/available?ring_group=nope").await;
+    assert_eq!((status, body["code"].clone()), (404, json!("not_found")));
 
     let (status, summary) = hub.get("/api/v1/summary").await;
     assert_eq!(status, 200);
@@ -1167,4 +1169,162 @@ async fn a_socket_that_never_reads_is_closed_after_interval_plus_timeout() {
     assert_eq!(metric(&m, r#"presence_hub_connections{role="admin"}"#), 1);
     drop(dead);
     hub.stop().await;
+}
+
+/// Issue 12, item 13: unknown routes under `/api` answer a JSON 404 (not the web demo's
+/// plain text), and every error of the HTTP API has the same keys in the same order
+/// (`type`, `code`, `message`): auth refusals, directory and report errors, the JSON API's.
+#[tokio::test]
+async fn api_errors_are_json_with_one_key_order_and_unknown_api_routes_404() {
+    let hub = TestHub::with(secured()).await;
+    let admin = token("boss", "admin");
+    let http = reqwest::Client::new();
+    // (method, path, body, token role, status, code)
+    type Case<'a> = (
+        reqwest::Method,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        u16,
+        &'a str,
+    );
+    let cases: [Case; 9] = [
+        (
+            reqwest::Method::GET,
+            "/api/v1/agents",
+            None,
+            None,
+            401,
+            "unauthorized",
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/v1/agents",
+            None,
+            Some("agent"),
+            403,
+            "forbidden",
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/v1/nope",
+            None,
+            Some("admin"),
+            404,
+            "not_found",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v2/anything?x=1",
+            Some("{}"),
+            None,
+            404,
+            "not_found",
+        ),
+        (reqwest::Method::GET, "/api", None, None, 404, "not_found"),
+        (
+            reqwest::Method::PUT,
+            "/api/v1/directory/agents/a1",
+            Some("[]"),
+            Some("admin"),
+            400,
+            "bad_message",
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/v1/agents/ghost",
+            None,
+            Some("admin"),
+            404,
+            "unknown_agent",
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/v1/reports/status-time?from=x",
+            None,
+            Some("admin"),
+            400,
+            "bad_message",
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/v1/available?ring_group=nope",
+            None,
+            Some("admin"),
+            404,
+            "not_found",
+        ),
+    ];
+    for (method, path, body, role, status, code) in cases {
+        let mut req = http.request(method.clone(), hub.http_url(path));
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        match role {
+            Some("admin") => req = req.bearer_auth(&admin),
+            Some(r) => req = req.bearer_auth(token("x1", r)),
+            None => {}
+        }
+        let resp = req.send().await.expect("request");
+        assert_eq!(resp.status().as_u16(), status, "{method} {path}");
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        assert!(ctype.starts_with("application/json"), "{path}: {ctype}");
+        let text = resp.text().await.expect("body");
+        let prefix = format!(r#"{{"type":"error","code":"{code}","message":""#);
+        assert!(text.starts_with(&prefix), "{method} {path}: {text}");
+    }
+    // Outside /api, an unknown path is still the web server's 404.
+    let resp = http
+        .get(hub.http_url("/nope.html"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status().as_u16(), 404);
+    hub.stop().await;
+}
+
+/// Issue 12, item 10: with `--metrics-listen` the metrics are served on their own address
+/// only; the main (published) port answers 404 for `/metrics`.
+#[tokio::test]
+async fn metrics_listen_moves_metrics_off_the_main_port() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let hub = TestHub::with(Settings {
+        metrics_listen: Some(port),
+        ..secured()
+    })
+    .await;
+    let main = reqwest::get(hub.http_url("/metrics")).await.expect("get");
+    assert_eq!(main.status().as_u16(), 404, "not on the main port");
+    let mut scraped = None;
+    for _ in 0..200 {
+        if let Ok(r) = reqwest::get(format!("http://{port}/metrics")).await {
+            scraped = Some((r.status().as_u16(), r.text().await.unwrap_or_default()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, text) = scraped.expect("the metrics address answers");
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("presence_hub_agents{status=\"available\"}"),
+        "{text}"
+    );
+    let other = reqwest::get(format!("http://{port}/api/v1/agents"))
+        .await
+        .expect("get");
+    assert_eq!(other.status().as_u16(), 404, "only /metrics there");
+    hub.stop().await;
+    assert!(
+        reqwest::get(format!("http://{port}/metrics"))
+            .await
+            .is_err(),
+        "closed with the hub"
+    );
 }

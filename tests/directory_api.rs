@@ -382,3 +382,203 @@ async fn the_directory_api_takes_an_admin_token_when_a_secret_is_set() {
     assert_eq!(body["agents"][0]["name"], "X");
     hub.stop().await;
 }
+
+/// Issue 12, item 1: the directory file and the directory API run one validation. Every
+/// entry at a limit is taken by both (and what a seeded hub answers with GET goes back with
+/// PUT); every entry one past it is refused by both, with the same message (the file's
+/// naming the entry's line); an id listed twice in the file is refused.
+#[tokio::test]
+async fn the_directory_file_and_the_api_accept_and_refuse_the_same_entries() {
+    let teams = |n: usize| -> Vec<String> { (0..n).map(|i| format!("t{i}")).collect() };
+    let name_at_limit = "n".repeat(256);
+    let agents_ok = [
+        json!({"id": "a1", "name": name_at_limit, "wrap_up_seconds": 86_400}),
+        json!({"id": "a2", "teams": teams(100)}),
+    ];
+    let groups_ok = [
+        json!({"id": "g1", "ring_timeout_seconds": 1, "members": ["a1"]}),
+        json!({"id": "g2", "ring_timeout_seconds": 3_600}),
+    ];
+    let agents_bad = [
+        (json!({"id": "a1", "name": "n".repeat(300)}), "name must be"),
+        (
+            json!({"id": "a1", "wrap_up_seconds": 999_999_999u64}),
+            "wrap_up_seconds",
+        ),
+        (
+            json!({"id": "a1", "teams": teams(150)}),
+            "at most 100 teams",
+        ),
+    ];
+    let groups_bad = [
+        (
+            json!({"id": "g", "ring_timeout_seconds": 0, "members": ["a1"]}),
+            "1..=3600",
+        ),
+        (
+            json!({"id": "g", "ring_timeout_seconds": 999_999}),
+            "1..=3600",
+        ),
+    ];
+    let toml_of = |table: &str, entry: &Value| -> String {
+        let mut text = format!("# a comment line\n[[{table}]]\n");
+        for (k, v) in entry.as_object().expect("object") {
+            text.push_str(&format!("{k} = {v}\n"));
+        }
+        text
+    };
+    // Refused by the file, at the entry's line (2), and by the API, with the same words.
+    let hub = TestHub::start().await;
+    for (table, path, entry, needle) in agents_bad
+        .iter()
+        .map(|(e, n)| ("agents", "/api/v1/directory/agents/", e, *n))
+        .chain(
+            groups_bad
+                .iter()
+                .map(|(e, n)| ("ring_groups", "/api/v1/ring-groups/", e, *n)),
+        )
+    {
+        let err = Directory::from_toml(&toml_of(table, entry))
+            .expect_err("the file refuses it")
+            .to_string();
+        assert!(err.starts_with("line 2: "), "{err}");
+        assert!(err.contains(needle), "{err} should say {needle:?}");
+        let id = entry["id"].as_str().expect("id");
+        let (status, body) = put(&hub, &format!("{path}{id}"), &entry.to_string()).await;
+        assert_error(status, &body, 400);
+        let message = body["message"].as_str().expect("message");
+        assert!(message.contains(needle), "{message}");
+        assert!(
+            err.ends_with(message),
+            "same message: file {err:?}, API {message:?}"
+        );
+    }
+    hub.stop().await;
+    // A duplicate id in the file is refused (not silently the last one).
+    let twice = format!(
+        "{}{}",
+        toml_of("agents", &json!({"id": "a1", "name": "First"})),
+        toml_of("agents", &json!({"id": "a1", "name": "Second"}))
+    );
+    let err = Directory::from_toml(&twice)
+        .expect_err("duplicate")
+        .to_string();
+    assert_eq!(err, "line 6: agent \"a1\": listed twice");
+    // Taken by the file; a seeded hub's GET goes back unchanged with PUT (200).
+    let mut text = String::new();
+    for a in &agents_ok {
+        text.push_str(&toml_of("agents", a));
+    }
+    for g in &groups_ok {
+        text.push_str(&toml_of("ring_groups", g));
+    }
+    let directory = Directory::from_toml(&text).expect("entries at the limits");
+    let hub = TestHub::with(Settings {
+        directory,
+        ..settings()
+    })
+    .await;
+    for (path, id) in [
+        ("/api/v1/directory/agents/", "a1"),
+        ("/api/v1/directory/agents/", "a2"),
+        ("/api/v1/ring-groups/", "g1"),
+        ("/api/v1/ring-groups/", "g2"),
+    ] {
+        let (status, got) = hub.get(&format!("{path}{id}")).await;
+        assert_eq!(status, 200, "{got}");
+        let (status, back) = put(&hub, &format!("{path}{id}"), &got.to_string()).await;
+        assert_eq!((status, &back), (200, &got), "{path}{id} round trip");
+    }
+    hub.stop().await;
+}
+
+/// Issue 12, item 4: a PUT body must be a JSON object; a JSON array (which serde would read
+/// as the fields in order) is a 400 and creates nothing.
+#[tokio::test]
+async fn directory_puts_refuse_json_arrays() {
+    let hub = TestHub::start().await;
+    for (path, body) in [
+        (
+            "/api/v1/directory/agents/a7",
+            r#"["a7","Array Agent",["sales"],5,["sales-line"]]"#,
+        ),
+        ("/api/v1/ring-groups/g7", r#"["g7",20,["a7"]]"#),
+        ("/api/v1/ring-groups/g7", "null"),
+        ("/api/v1/directory/agents/a7", r#""a7""#),
+    ] {
+        let (status, answer) = put(&hub, path, body).await;
+        assert_error(status, &answer, 400);
+        assert!(
+            answer["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("must be a JSON object")),
+            "{answer}"
+        );
+        let (status, _) = hub.get(path).await;
+        assert_eq!(status, 404, "{path} was not created");
+    }
+    hub.stop().await;
+}
+
+/// Issue 12, item 6: empty and unknown query values are answered alike. `ring_group=` (empty)
+/// is a 400 as `team=` is; an unknown ring group is a 404 naming it (a typo must not route
+/// calls to nobody); a group only named by an agent's profile is known; a report for an
+/// unknown agent is a 404 as its history is.
+#[tokio::test]
+async fn empty_and_unknown_query_values_are_consistent() {
+    let hub = TestHub::start().await;
+    for query in ["ring_group=", "team=", "status=", "ring_group=a%20b"] {
+        let (status, body) = hub.get(&format!("/api/v1/available?{query}")).await;
+        assert_error(status, &body, 400);
+        assert_eq!(body["code"], "bad_message", "{query}: {body}");
+    }
+    let (status, body) = hub.get("/api/v1/available?ring_group=sales-lnie").await;
+    assert_error(status, &body, 404);
+    assert_eq!(body["code"], "not_found");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("sales-lnie")),
+        "names the group: {body}"
+    );
+    let (status, _) = put(
+        &hub,
+        "/api/v1/ring-groups/sales-line",
+        r#"{"members":["a1"]}"#,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, _) = put(
+        &hub,
+        "/api/v1/directory/agents/a2",
+        r#"{"ring_groups":["side-line"]}"#,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (mut a1, _) = hub.agent("a1").await;
+    let ok = a1
+        .request(json!({"type": "set_status", "status": "available"}))
+        .await;
+    assert_eq!(ok["type"], "ok");
+    let (status, body) = hub.get("/api/v1/available?ring_group=sales-line").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["agents"][0]["agent_id"], "a1");
+    let (status, body) = hub.get("/api/v1/available?ring_group=side-line").await;
+    assert_eq!(
+        (status, body["agents"].clone()),
+        (200, json!([])),
+        "known, nobody available"
+    );
+    for path in [
+        "/api/v1/reports/status-time?agent=ghost",
+        "/api/v1/agents/ghost/history",
+    ] {
+        let (status, body) = hub.get(path).await;
+        assert_error(status, &body, 404);
+        assert_eq!(body["code"], "unknown_agent", "{path}: {body}");
+        assert_eq!(body["message"], "unknown agent ghost");
+    }
+    let (status, _) = hub.get("/api/v1/reports/status-time?agent=a1").await;
+    assert_eq!(status, 200);
+    hub.stop().await;
+}

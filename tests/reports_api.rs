@@ -127,8 +127,9 @@ async fn status_time_splits_intervals_at_the_range_edges_and_counts_the_open_one
         now,
         _tabs,
     } = timeline().await;
-    // Before its first transition the agent was in that transition's `from` (offline);
-    // the range runs past now: the open interval counts up to now only.
+    // The agent was created at t1 (its tab logged in, then it went available): the two
+    // seconds before do not count; the range runs past now: the open interval counts up to
+    // now only.
     let r = report(
         &hub,
         &format!("from={}&to={}&agent=a1", t1 - 2_000, now + 10_000),
@@ -139,12 +140,7 @@ async fn status_time_splits_intervals_at_the_range_edges_and_counts_the_open_one
         r["agents"],
         json!([row(
             "a1",
-            &[
-                ("offline", 2_000),
-                ("available", 10_000),
-                ("busy", 5_000),
-                ("on_break", 3_000)
-            ]
+            &[("available", 10_000), ("busy", 5_000), ("on_break", 3_000)]
         )])
     );
     // Both edges inside intervals.
@@ -185,7 +181,7 @@ async fn status_time_splits_intervals_at_the_range_edges_and_counts_the_open_one
     let r = report(&hub, "agent=a1").await;
     assert_eq!(r["to"].as_u64(), Some(now));
     assert_eq!(r["from"].as_u64(), Some(now - 86_400_000));
-    assert_eq!(r["agents"][0]["total_ms"], 86_400_000);
+    assert_eq!(r["agents"][0]["total_ms"], 18_000, "only since it exists");
     assert_eq!(r["agents"][0]["ms"]["available"], 10_000);
     hub.stop().await;
 }
@@ -315,5 +311,49 @@ async fn history_lists_transitions_in_pages() {
         ))
         .await;
     assert_eq!(ranged["transitions"], json!(transitions[1..2]));
+    hub.stop().await;
+}
+
+/// Issue 12, item 2: a report counts only the time an agent existed (from its first stored
+/// state). An agent created with the directory API is not listed before anything about it
+/// was stored; once its tab logged in (a change with no status transition: its history
+/// stays empty) a minute ago, it shows one minute offline, not the whole day; a range that
+/// ended before it existed does not list it, one it entered halfway counts from then.
+#[tokio::test(start_paused = true)]
+async fn status_time_counts_only_the_time_an_agent_existed() {
+    let _frozen = freeze_time();
+    let hub = TestHub::start().await;
+    advance_ms(3_600_000).await;
+    let put = reqwest::Client::new()
+        .put(hub.http_url("/api/v1/directory/agents/a5"))
+        .header("content-type", "application/json")
+        .body(r#"{"name":"Five","teams":["sales"]}"#)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status().as_u16(), 201);
+    assert_eq!(report(&hub, "").await["agents"], json!([]));
+    let (_tab, hello) = hub.agent("a5").await;
+    let created = hello["server_time"].as_u64().expect("server_time");
+    advance_ms(60_000).await;
+    let (_, history) = hub.get("/api/v1/agents/a5/history").await;
+    assert_eq!(history["transitions"], json!([]), "never changed status");
+    let r = report(&hub, "agent=a5").await;
+    assert_eq!(r["agents"], json!([row("a5", &[("offline", 60_000)])]));
+    let (status, _, csv) = text(&hub, "/api/v1/reports/status-time?format=csv", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        csv,
+        "agent_id,available,ringing,on_call,wrap_up,busy,on_break,offline,total\r\n\
+         a5,0.000,0.000,0.000,0.000,0.000,0.000,60.000,60.000\r\n"
+    );
+    let r = report(&hub, &format!("from={}&to={created}", created - 3_600_000)).await;
+    assert_eq!(r["agents"], json!([]));
+    let r = report(
+        &hub,
+        &format!("from={}&to={}", created - 30_000, created + 30_000),
+    )
+    .await;
+    assert_eq!(r["agents"], json!([row("a5", &[("offline", 30_000)])]));
     hub.stop().await;
 }

@@ -1,4 +1,4 @@
-//! Every row of the status-model table (status-model.md), over real sockets: an agent tab,
+//! Every row of the status-model table (docs/status-model.md), over real sockets: an agent tab,
 //! an admin subscribed to all and a telephony adapter socket. Each change must reach the
 //! admin and every tab as exactly one identical update with the exact resulting state
 //! (checked by `Rig::step`), no-op and rejected requests must emit nothing, and telephony

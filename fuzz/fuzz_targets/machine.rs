@@ -1,6 +1,6 @@
 //! The status machine (`model::machine::apply`) fed arbitrary input sequences, with time
 //! passing and due timers firing in between: never a panic, and after every step the
-//! invariants of `status-model.md` and the per-step rules hold (`model::invariants`, the
+//! invariants of `docs/status-model.md` and the per-step rules hold (`model::invariants`, the
 //! same checks the property tests of `cargo test` run).
 #![no_main]
 

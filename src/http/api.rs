@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::auth::{authenticate, authenticate_api};
+use crate::directory::check_ring_group_id;
 use crate::hub::fanout::{sort_by_id, Filter, Published};
 use crate::hub::telephony::EventError;
 use crate::hub::Hub;
@@ -51,6 +52,24 @@ fn bad_request(message: &str) -> Response {
     )
 }
 
+/// `{"type":"error","code":..,"message":..}` for codes that are not on the wire protocol
+/// (`not_found`): the key order of [`error_reply`].
+fn error_json(code: &str, message: &str) -> String {
+    format!(
+        r#"{{"type":"error","code":{},"message":{}}}"#,
+        json_string(code),
+        json_string(message)
+    )
+}
+
+/// Any other path under `/api/`: a JSON 404 (not the web demo's plain text one).
+pub async fn not_found(uri: axum::http::Uri) -> Response {
+    json(
+        StatusCode::NOT_FOUND,
+        error_json("not_found", &format!("no API route {}", uri.path())),
+    )
+}
+
 /// Query filters shared by the list endpoints.
 #[derive(Debug, Default, Deserialize)]
 struct ListQuery {
@@ -78,6 +97,10 @@ fn list_query(
         Some(s) => Some(Status::parse(s).ok_or_else(|| Box::new(bad_request("unknown status")))?),
         None => None,
     };
+    // Like `team=`: an empty or malformed value is a 400, not "no agent".
+    if let Some(group) = &q.ring_group {
+        check_ring_group_id(group).map_err(|e| Box::new(bad_request(&e.to_string())))?;
+    }
     Ok((q, Filter::new(teams, None), status))
 }
 
@@ -144,6 +167,15 @@ pub async fn available(
         Ok(q) => q,
         Err(r) => return *r,
     };
+    if let Some(group) = &q.ring_group {
+        // A typo must not route calls to nobody: an unknown group is a 404 naming it.
+        if !hub.core.directory().has_ring_group(group) {
+            return json(
+                StatusCode::NOT_FOUND,
+                error_json("not_found", &format!("no ring group {group}")),
+            );
+        }
+    }
     let (seq, mut list) = hub.core.fanout.snapshot(&filter);
     list.retain(|p| p.status == Status::Available);
     if let Some(group) = &q.ring_group {

@@ -26,24 +26,18 @@ use std::sync::Arc;
 
 use super::auth::authenticate_api;
 use crate::agent::Profile;
-use crate::directory::{AgentProfile, RingGroup};
+use crate::directory::{check_ring_group_id, AgentProfile, RingGroup};
 use crate::hub::persist;
 use crate::hub::{profile_of, Hub};
 use crate::metrics::Role;
 use crate::model::{AgentId, TeamId};
-use crate::protocol::{MAX_RING_TIMEOUT_MS, MAX_TEXT_CHARS};
 
 type Params = Query<HashMap<String, String>>;
 
 const ADMINS: &[Role] = &[Role::Admin];
-/// Longest wrap-up time a directory entry may set (1 day).
-pub const MAX_WRAP_UP_SECONDS: u64 = 24 * 3600;
-/// Most teams or ring groups of one agent.
-pub const MAX_LIST: usize = 100;
-/// Most members of one ring group.
-pub const MAX_MEMBERS: usize = 10_000;
 
-/// An error answer: `{"type":"error","code":..,"message":..}`.
+/// An error answer: `{"type":"error","code":..,"message":..}`, keys in that order as in every
+/// error of the hub (serde_json's `preserve_order` keeps `json!`'s order).
 pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({ "type": "error", "code": code, "message": message });
     (status, axum::Json(body)).into_response()
@@ -99,13 +93,9 @@ fn parse_agent_id(id: &str) -> Result<AgentId, Box<Response>> {
 }
 
 fn parse_group_id(id: &str) -> Result<String, Box<Response>> {
-    // Ring group ids follow the rules of every other id.
-    match TeamId::parse(id) {
-        Ok(_) => Ok(id.to_string()),
-        Err(_) => Err(Box::new(bad_request(
-            "invalid ring group id: must be 1..=128 characters of [A-Za-z0-9._@-]",
-        ))),
-    }
+    check_ring_group_id(id)
+        .map(|()| id.to_string())
+        .map_err(|e| Box::new(bad_request(&e.to_string())))
 }
 
 /// The body of `PUT /api/v1/directory/agents/{id}`.
@@ -131,21 +121,17 @@ struct RingGroupBody {
     members: Vec<AgentId>,
 }
 
-/// Order-keeping de-duplication.
-fn dedup<T: PartialEq>(items: Vec<T>) -> Vec<T> {
-    let mut out: Vec<T> = Vec::with_capacity(items.len());
-    for item in items {
-        if !out.contains(&item) {
-            out.push(item);
-        }
+/// A PUT body must be a JSON object: serde would also take a JSON array as the fields in
+/// order (`["a7","Ada",...]`), which is not part of the API.
+fn require_object(body: &[u8], what: &str) -> Result<(), String> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err(format!("the body must be a JSON object ({what})")),
     }
-    out
 }
 
 fn agent_profile(id: AgentId, body: &[u8]) -> Result<AgentProfile, String> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err("the body must be a JSON object (the agent profile)".into());
-    }
+    require_object(body, "the agent profile")?;
     let b: AgentBody =
         serde_json::from_slice(body).map_err(|e| format!("invalid agent profile: {e}"))?;
     if b.id
@@ -154,58 +140,32 @@ fn agent_profile(id: AgentId, body: &[u8]) -> Result<AgentProfile, String> {
     {
         return Err(format!("the body's id does not match the path's id {id}"));
     }
-    if let Some(name) = &b.name {
-        if name.chars().count() > MAX_TEXT_CHARS || name.chars().any(char::is_control) {
-            return Err(format!(
-                "name must be at most {MAX_TEXT_CHARS} characters, without control characters"
-            ));
-        }
-    }
-    if b.wrap_up_seconds.is_some_and(|s| s > MAX_WRAP_UP_SECONDS) {
-        return Err(format!(
-            "wrap_up_seconds must be at most {MAX_WRAP_UP_SECONDS}"
-        ));
-    }
-    if b.teams.len() > MAX_LIST || b.ring_groups.len() > MAX_LIST {
-        return Err(format!(
-            "at most {MAX_LIST} teams and {MAX_LIST} ring groups"
-        ));
-    }
-    for g in &b.ring_groups {
-        parse_group_id(g).map_err(|_| format!("invalid ring group id {g:?}"))?;
-    }
-    Ok(AgentProfile {
+    // The same checks as the directory file's.
+    AgentProfile {
         id,
         name: b.name,
-        teams: dedup(b.teams),
+        teams: b.teams,
         wrap_up_seconds: b.wrap_up_seconds,
-        ring_groups: dedup(b.ring_groups),
-    })
+        ring_groups: b.ring_groups,
+    }
+    .validated()
+    .map_err(|e| e.to_string())
 }
 
 fn ring_group(id: String, body: &[u8]) -> Result<RingGroup, String> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err("the body must be a JSON object (the ring group)".into());
-    }
+    require_object(body, "the ring group")?;
     let b: RingGroupBody =
         serde_json::from_slice(body).map_err(|e| format!("invalid ring group: {e}"))?;
     if b.id.as_deref().is_some_and(|body_id| body_id != id) {
         return Err(format!("the body's id does not match the path's id {id}"));
     }
-    let max_secs = MAX_RING_TIMEOUT_MS / 1000;
-    if b.ring_timeout_seconds
-        .is_some_and(|s| s == 0 || s > max_secs)
-    {
-        return Err(format!("ring_timeout_seconds must be 1..={max_secs}"));
-    }
-    if b.members.len() > MAX_MEMBERS {
-        return Err(format!("at most {MAX_MEMBERS} members"));
-    }
-    Ok(RingGroup {
+    RingGroup {
         id,
         ring_timeout_seconds: b.ring_timeout_seconds,
-        members: dedup(b.members),
-    })
+        members: b.members,
+    }
+    .validated()
+    .map_err(|e| e.to_string())
 }
 
 /// `GET /api/v1/directory/agents`.
@@ -420,7 +380,8 @@ mod tests {
         assert!(agent_profile(id("a1"), br#"{"id":"a1"}"#).is_ok());
         for (body, needle) in [
             (&b""[..], "JSON object"),
-            (b"[]", "invalid agent profile"),
+            (b"[]", "JSON object"),
+            (br#" ["a1","Ada",["sales"],5,["line"]]"#, "JSON object"),
             (b"{", "invalid agent profile"),
             (br#"{"id":"a2"}"#, "does not match"),
             (br#"{"nme":"x"}"#, "unknown field"),
@@ -449,6 +410,7 @@ mod tests {
             br#"{"id":"other"}"#,
             br#"{"extra":1}"#,
             b"null",
+            br#"["g",20,["a1"]]"#,
         ] {
             assert!(ring_group("g".into(), body).is_err());
         }

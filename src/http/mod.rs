@@ -9,7 +9,7 @@ mod web;
 
 use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Extension;
 use axum::Router;
 use std::collections::HashMap;
@@ -20,9 +20,11 @@ use crate::metrics::Role;
 use crate::server::ConnSlot;
 use crate::ws::handshake;
 
-/// The routes of the hub.
+/// The routes of the hub. `/metrics` is among them unless it has its own address
+/// (`--metrics-listen`, [`metrics_router`]).
 pub fn router(hub: Arc<Hub>) -> Router {
-    Router::new()
+    let metrics_here = hub.core.settings.metrics_listen.is_none();
+    let router = Router::new()
         .route("/ws/agent", get(ws_agent))
         .route("/ws/admin", get(ws_admin))
         .route("/ws/telephony", get(ws_telephony))
@@ -48,11 +50,25 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/v1/available", get(api::available))
         .route("/api/v1/summary", get(api::summary))
         .route("/healthz", get(api::healthz))
-        .route("/metrics", get(api::metrics))
+        .route("/api", any(api::not_found))
+        .route("/api/{*rest}", any(api::not_found));
+    let router = if metrics_here {
+        router.route("/metrics", get(api::metrics))
+    } else {
+        router
+    };
+    router
         .fallback(get(web::asset))
         .layer(Extension(Arc::new(api::HttpLimits::new(
             &hub.core.settings,
         ))))
+        .with_state(hub)
+}
+
+/// The routes of the separate metrics address: `/metrics` only.
+pub fn metrics_router(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route("/metrics", get(api::metrics))
         .with_state(hub)
 }
 

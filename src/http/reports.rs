@@ -6,8 +6,8 @@
 //!   [`MAX_RANGE_MS`] (400 days). Intervals are cut at the range edges; the interval still
 //!   open counts up to now (nothing after now counts). JSON by default; CSV with
 //!   `format=csv` or `Accept: text/csv`. `team` selects the agents in that team now;
-//!   `agent` one agent. Agents that never changed status since the store was created are
-//!   not listed.
+//!   `agent` one agent. Only the time an agent existed counts (from its first stored
+//!   state); an agent stored first at or after the end of the range is not listed.
 //! - `GET /api/v1/agents/{id}/history?from=&to=&limit=&cursor=`: the agent's status
 //!   transitions with `from <= at < to` (default: everything kept), oldest first, at most
 //!   `limit` (default 1000, at most [`MAX_HISTORY_LIMIT`]) per page; `next_cursor` (when
@@ -135,6 +135,7 @@ pub async fn status_time(
     };
     let agent = match params.get("agent") {
         Some(a) => match AgentId::parse(a) {
+            Ok(a) if hub.agent(&a).is_none() => return unknown_agent(&a),
             Ok(a) => Some(a),
             Err(e) => return bad_request(&e.to_string()),
         },
@@ -205,6 +206,15 @@ fn report_row(row: &AgentStatusTime) -> serde_json::Value {
     })
 }
 
+/// 404 for an agent the hub does not know (history and `agent=` of a report alike).
+fn unknown_agent(agent_id: &AgentId) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "unknown_agent",
+        &format!("unknown agent {agent_id}"),
+    )
+}
+
 /// A history cursor as text: `<at>-<id>`.
 fn cursor_text(c: HistoryCursor) -> String {
     format!("{}-{}", c.at, c.id)
@@ -233,11 +243,7 @@ pub async fn history(
         Err(e) => return bad_request(&e.to_string()),
     };
     if hub.agent(&agent_id).is_none() {
-        return error(
-            StatusCode::NOT_FOUND,
-            "unknown_agent",
-            &format!("unknown agent {agent_id}"),
-        );
+        return unknown_agent(&agent_id);
     }
     let parsed = (|| {
         let from = param_u64(&params, "from")?.unwrap_or(0);

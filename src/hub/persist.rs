@@ -52,6 +52,7 @@ pub async fn open(settings: &Settings) -> Result<(Arc<Store>, Recovered), StoreE
     .await
     .map_err(|e| StoreError::WriteFailed(Arc::from(format!("opening the store failed: {e}"))))?;
     let (store, recovered) = opened?;
+    warn_if_directory_file_ignored(settings, &recovered);
     info!(
         database = %settings.database.display(),
         durability = ?durability,
@@ -62,6 +63,20 @@ pub async fn open(settings: &Settings) -> Result<(Arc<Store>, Recovered), StoreE
         "durable store opened"
     );
     Ok((Arc::new(store), recovered))
+}
+
+/// The directory file seeds the first start only: say so when the database holds another
+/// directory, so an edited file is not believed applied.
+fn warn_if_directory_file_ignored(settings: &Settings, recovered: &Recovered) {
+    if let Some(file) = &settings.directory_file {
+        if recovered.directory != settings.directory {
+            warn!(
+                file = %file.display(),
+                database = %settings.database.display(),
+                "the directory file differs from the directory in the database and is not applied: it seeds the database on its first start only; edit the directory with the directory API (/api/v1/directory/agents, /api/v1/ring-groups), or start with a new --database to seed from the file"
+            );
+        }
+    }
 }
 
 /// Waits for a ticket on the blocking pool (for infrastructure waits: prune, flush before a

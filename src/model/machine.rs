@@ -1,4 +1,4 @@
-//! The transition function: rows 1-24 of `status-model.md`.
+//! The transition function: rows 1-24 of `docs/status-model.md`.
 //!
 //! [`apply`] takes the current state, one [`Input`] and the time, and either rejects the
 //! input (nothing changes) or commits the new state and returns the [`Effect`]s the actor

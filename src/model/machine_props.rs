@@ -1,5 +1,5 @@
 //! Property tests: random event sequences against the invariants of
-//! `shared/spec/status-model.md`, checked after every single step.
+//! `docs/status-model.md`, checked after every single step.
 
 use super::*;
 use crate::model::invariants::{check_state, checked_apply as step};

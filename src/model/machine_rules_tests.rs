@@ -1,4 +1,4 @@
-//! The rules of `status-model.md` that cut across rows: a request that changes nothing,
+//! The rules of `docs/status-model.md` that cut across rows: a request that changes nothing,
 //! `if_version`, `since`, notes, timers dying with their state, `next_deadline`, stale calls
 //! and competing offers. Shares the helpers of `machine_tests.rs`.
 

@@ -1,4 +1,4 @@
-//! One test per row of the transition table of `shared/spec/status-model.md`, plus the
+//! One test per row of the transition table of `docs/status-model.md`, plus the
 //! cross-cutting rules (no-op requests, compare-and-set, `since`, notes, timers, stale calls).
 //!
 //! Every row test builds the expected state as "the state before, with exactly these fields

@@ -1,4 +1,4 @@
-//! The agent status model of `shared/spec/status-model.md`, as pure data and pure functions.
+//! The agent status model of `docs/status-model.md`, as pure data and pure functions.
 //!
 //! Nothing in here does I/O or knows about tokio: the agent actor owns the clock and the
 //! timers and feeds [`machine::Input`]s in; this module answers with the new state and the

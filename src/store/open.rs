@@ -23,6 +23,10 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         "0002_event_ids_append",
         include_str!("migrations/0002_event_ids_append.sql"),
     ),
+    (
+        "0003_agent_created_at",
+        include_str!("migrations/0003_agent_created_at.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.

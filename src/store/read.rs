@@ -169,8 +169,8 @@ pub(super) fn status_time_report(
     conn: &Connection,
     q: &ReportQuery,
 ) -> Result<Vec<AgentStatusTime>, StoreError> {
-    let mut agents_stmt =
-        conn.prepare_cached("SELECT agent_id, status FROM agent_state ORDER BY agent_id")?;
+    let mut agents_stmt = conn
+        .prepare_cached("SELECT agent_id, status, created_at FROM agent_state ORDER BY agent_id")?;
     let mut before = conn.prepare_cached(
         "SELECT at, from_status, to_status FROM status_history
          WHERE agent_id = ?1 AND at < ?2 ORDER BY at DESC, id DESC LIMIT 1",
@@ -195,16 +195,23 @@ pub(super) fn status_time_report(
             continue;
         }
         let stored = parse_status(&r.get::<_, String>(1)?)?;
-        let mut clock = StatusClock::new(q.from, q.to, q.now);
+        // Only the time the agent existed counts; an agent created at or after the end of
+        // the range (or now) is not listed.
+        let created = r.get::<_, Option<i64>>(2)?.map_or(0, ms_from_sql);
+        if created >= end {
+            continue;
+        }
+        let from = q.from.max(created);
+        let mut clock = StatusClock::new(from, q.to, q.now);
         let mut seen = false;
         let prior = before
-            .query_row(params![id.as_str(), ms_to_sql(q.from)], transition)
+            .query_row(params![id.as_str(), ms_to_sql(from)], transition)
             .optional()?;
         if let Some(t) = prior {
             clock.push(t?);
             seen = true;
         }
-        let mut rows = within.query(params![id.as_str(), ms_to_sql(q.from), ms_to_sql(end)])?;
+        let mut rows = within.query(params![id.as_str(), ms_to_sql(from), ms_to_sql(end)])?;
         while let Some(row) = rows.next()? {
             clock.push(transition(row)??);
             seen = true;

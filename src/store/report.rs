@@ -7,7 +7,9 @@
 //!   there is no transition at all, the caller's fallback (the agent's stored status);
 //! - every interval is cut at the range edges; the interval still open is counted up to
 //!   `min(now, to)`, and nothing after `now` is counted;
-//! - so every agent's total is `max(0, min(to, now) - from)`.
+//! - so every agent's total is `max(0, min(to, now) - from)`; the report (`read.rs`) passes
+//!   as `from` the later of the range's start and the agent's creation (its first stored
+//!   state), so only the time an agent existed counts.
 
 use serde::Serialize;
 use std::collections::BTreeMap;

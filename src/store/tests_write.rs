@@ -139,3 +139,29 @@ async fn changes_queued_together_keep_each_agents_last_state_and_every_history_r
         "the last state of each"
     );
 }
+
+/// Migration 0003 gives existing agents the earliest time known of them: the first kept
+/// history row, else (never changed) the time of their stored state.
+#[test]
+fn migration_3_backfills_when_each_agent_was_created() {
+    let conn = rusqlite::Connection::open_in_memory().expect("open");
+    conn.execute_batch(open::MIGRATIONS[0].1).expect("0001");
+    conn.execute_batch(open::MIGRATIONS[1].1).expect("0002");
+    conn.execute_batch(
+        r#"INSERT INTO agent_state VALUES ('a1', 'busy', '{}', '{}', 3, 900);
+           INSERT INTO agent_state VALUES ('a2', 'offline', '{}', '{}', 1, 700);
+           INSERT INTO status_history (agent_id, from_status, to_status, from_manual, to_manual, at, version)
+               VALUES ('a1', 'offline', 'available', 'offline', 'available', 200, 1),
+                      ('a1', 'available', 'busy', 'available', 'busy', 900, 3);"#,
+    )
+    .expect("v2 rows");
+    conn.execute_batch(open::MIGRATIONS[2].1).expect("0003");
+    let created: Vec<(String, i64)> = conn
+        .prepare("SELECT agent_id, created_at FROM agent_state ORDER BY agent_id")
+        .expect("select")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("decode");
+    assert_eq!(created, vec![("a1".into(), 200), ("a2".into(), 700)]);
+}

@@ -90,8 +90,8 @@ const INSERT_HISTORY: &str = "INSERT INTO status_history (agent_id, from_status,
 /// Appends one event id (see migration 0002: rows in arrival order, first one wins).
 const INSERT_EVENT: &str =
     "INSERT INTO event_ids (event_id, error, fields, at) VALUES (?1, ?2, ?3, ?4)";
-/// Writes an agent's last state.
-const UPSERT_STATE: &str = "INSERT INTO agent_state (agent_id, status, state, session, version, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+/// Writes an agent's last state; `created_at` (?7) only with its first one.
+const UPSERT_STATE: &str = "INSERT INTO agent_state (agent_id, status, state, session, version, updated_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
      ON CONFLICT (agent_id) DO UPDATE SET status = excluded.status, state = excluded.state,
        session = excluded.session, version = excluded.version, updated_at = excluded.updated_at";
 
@@ -101,8 +101,9 @@ const UPSERT_STATE: &str = "INSERT INTO agent_state (agent_id, status, state, se
 fn write_batch(conn: &mut Connection, batch: &[Item]) -> Result<Written, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut prune_more = false;
-    // Each agent's last change in the batch, by its index in `batch`.
-    let mut latest: HashMap<&str, usize> = HashMap::new();
+    // Each agent's last change in the batch, by its index in `batch`, and the time of its
+    // first (the agent's creation time if this batch stores it first).
+    let mut latest: HashMap<&str, (usize, Millis)> = HashMap::new();
     {
         let mut history_stmt = tx.prepare_cached(INSERT_HISTORY)?;
         let mut event_stmt = tx.prepare_cached(INSERT_EVENT)?;
@@ -120,7 +121,10 @@ fn write_batch(conn: &mut Connection, batch: &[Item]) -> Result<Written, StoreEr
                     if let Some(e) = event {
                         insert_event(&mut event_stmt, e)?;
                     }
-                    latest.insert(state.agent_id.as_str(), i);
+                    latest
+                        .entry(state.agent_id.as_str())
+                        .and_modify(|e| e.0 = i)
+                        .or_insert((i, *at));
                 }
                 Op::EventId(e) => insert_event(&mut event_stmt, e)?,
                 Op::PutAgent(p) => {
@@ -161,12 +165,12 @@ fn write_batch(conn: &mut Connection, batch: &[Item]) -> Result<Written, StoreEr
             }
         }
         // In key order: neighbouring rows share pages and the B-tree is walked forward.
-        let mut last: Vec<(&str, usize)> = latest.into_iter().collect();
+        let mut last: Vec<(&str, (usize, Millis))> = latest.into_iter().collect();
         last.sort_unstable();
         let mut upsert_stmt = tx.prepare_cached(UPSERT_STATE)?;
-        for (_, i) in last {
+        for (_, (i, first_at)) in last {
             if let Op::Change { state, at, .. } = &batch[i].op {
-                upsert_state(&mut upsert_stmt, state, *at)?;
+                upsert_state(&mut upsert_stmt, state, *at, first_at)?;
             }
         }
     }
@@ -178,6 +182,7 @@ fn upsert_state(
     stmt: &mut Statement<'_>,
     state: &StateRecord,
     at: Millis,
+    first_at: Millis,
 ) -> Result<(), StoreError> {
     stmt.execute(params![
         state.agent_id.as_str(),
@@ -186,6 +191,7 @@ fn upsert_state(
         session_json(&state.session)?,
         ms_to_sql(state.version),
         ms_to_sql(at),
+        ms_to_sql(first_at),
     ])?;
     Ok(())
 }

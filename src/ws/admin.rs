@@ -19,6 +19,9 @@ pub struct AdminSession {
     pub(super) hub: Arc<Hub>,
     pub(super) outbox: Outbox,
     conn_id: u64,
+    /// The filter of this socket's last `subscribe` (or `resume` naming one): a `resume`
+    /// without `teams`/`agents` keeps it instead of widening to every agent.
+    filter: Filter,
 }
 
 /// Work an admin message needs from an agent actor (done outside the sync handler).
@@ -32,6 +35,7 @@ impl AdminSession {
             hub,
             outbox,
             conn_id,
+            filter: Filter::default(),
         }
     }
 
@@ -64,7 +68,7 @@ impl AdminSession {
     }
 
     /// Handles what needs no actor at once; returns the actor work otherwise.
-    fn decode(&self, text: &str) -> Option<Action> {
+    fn decode(&mut self, text: &str) -> Option<Action> {
         let req = match Request::decode(text) {
             Ok(req) => req,
             Err(bad) => {
@@ -75,20 +79,27 @@ impl AdminSession {
         let fanout = &self.hub.core.fanout;
         match req.kind.as_str() {
             "subscribe" => {
-                let filter = Filter::new(req.teams.clone(), req.agents.clone());
-                fanout.subscribe(self.conn_id, filter, &self.outbox, req.reply_ref.as_ref());
+                self.filter = Filter::new(req.teams.clone(), req.agents.clone());
+                fanout.subscribe(
+                    self.conn_id,
+                    self.filter.clone(),
+                    &self.outbox,
+                    req.reply_ref.as_ref(),
+                );
             }
             "resume" => {
                 let (Some(epoch), Some(seq)) = (req.epoch.as_deref(), req.seq) else {
                     self.bad(&req.bad("resume needs epoch and seq"));
                     return None;
                 };
-                let filter = Filter::new(req.teams.clone(), req.agents.clone());
+                if req.teams.is_some() || req.agents.is_some() {
+                    self.filter = Filter::new(req.teams.clone(), req.agents.clone());
+                }
                 fanout.resume(
                     self.conn_id,
                     epoch,
                     seq,
-                    filter,
+                    self.filter.clone(),
                     &self.outbox,
                     req.reply_ref.as_ref(),
                 );

@@ -1,6 +1,6 @@
 // A small stand-in for the presence-hub binary, for working on the web demo without a Rust
 // build: dev-mode identities only, no auth, no persistence. It follows
-// shared/spec/wire-protocol.md and status-model.md closely enough to drive every page, and
+// docs/protocol.md and docs/status-model.md closely enough to drive every page, and
 // takes the same flags as the hub (--listen, --wrap-up-secs, --ring-timeout-secs,
 // --disconnect-grace-secs). No dependencies (a minimal WebSocket server on node:http).
 //

@@ -1,13 +1,14 @@
 // End-to-end browser test of the web demo against the real hub binary, in system Chromium.
 //
-//   cargo build && (cd tests/browser && npm ci) && node tests/browser/run.mjs
+//   cargo build --bin presence-hub && (cd tests/browser && npm ci) && node tests/browser/run.mjs
 //
 // Env:
 //   HUB_BIN     hub binary (default target/debug/presence-hub, relative to the repo root)
 //   HUB_MOCK=1  use tests/browser/mock-hub.mjs instead (for working on the pages only)
 //   HUB_WEB_DIR serve the pages from this directory (e.g. web-demo) instead of the built-in copy
 //   CHROMIUM    browser binary (default /usr/bin/chromium); nothing is ever downloaded
-//   SHOTS_DIR   where screenshots go (default docs/screenshots)
+//   SHOTS_DIR   where screenshots go (default target/browser-screenshots, a scratch directory)
+//   UPDATE_SCREENSHOTS=1  write them to docs/screenshots instead: refreshes the committed ones
 //   HEADFUL=1   show the browser (needs a display)
 //
 // Exit status: 0 pass, 1 an assertion failed, 2 setup problem (no hub binary, no browser...).
@@ -24,7 +25,13 @@ const repoRoot = path.resolve(here, '../..');
 const useMock = process.env.HUB_MOCK === '1';
 const hubBin = path.resolve(repoRoot, process.env.HUB_BIN || 'target/debug/presence-hub');
 const chromiumPath = process.env.CHROMIUM || '/usr/bin/chromium';
-const shotsDir = path.resolve(repoRoot, process.env.SHOTS_DIR || 'docs/screenshots');
+// The committed screenshots are refreshed only on request; a plain run (CI, the README's
+// command) writes to a scratch directory and leaves the repository untouched.
+const shotsDir = path.resolve(
+  repoRoot,
+  process.env.SHOTS_DIR ||
+    (process.env.UPDATE_SCREENSHOTS === '1' ? 'docs/screenshots' : 'target/browser-screenshots'),
+);
 const hubLogPath = path.join(os.tmpdir(), `presence-hub-browser-test-${process.pid}.log`);
 // A fresh database per run (kept across the hub restart inside the run, removed at the end),
 // so no state leaks in from an earlier run or into the repository.

@@ -1,4 +1,4 @@
-//! A test rig for the status-model rows over real sockets: one hub, an admin subscribed to
+//! A test rig for the rows of docs/status-model.md over real sockets: one hub, an admin subscribed to
 //! everything, a telephony adapter socket and the tabs of one agent. It keeps the last state
 //! every observer saw, and [`Rig::step`] checks that the next change reaches the admin and
 //! every tab as the same single update (hub-wide `seq` + 1, `version` + 1), with exactly the

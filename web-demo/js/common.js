@@ -5,7 +5,7 @@ export const params = new URLSearchParams(location.search);
 /** Token from the page's own URL (?token=...). Absent in dev mode. */
 export const token = params.get('token') || null;
 
-/** Agent ids the hub accepts (status-model.md). */
+/** Agent ids the hub accepts (docs/status-model.md). */
 export const AGENT_ID_PATTERN = '[A-Za-z0-9._@\\-]{1,128}';
 export const AGENT_ID_RE = /^[A-Za-z0-9._@-]{1,128}$/;
 

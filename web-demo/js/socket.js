@@ -7,7 +7,7 @@
 //   'waiting'     connection lost; a reconnect is scheduled at info.retryAt
 //   'stopped'     no more reconnects (logout, policy close, or stop()); info.why says which
 //
-// Close codes (wire-protocol.md): 1000 logout/normal, 1001 hub shutting down, 1008 policy,
+// Close codes (docs/protocol.md): 1000 logout/normal, 1001 hub shutting down, 1008 policy,
 // 1009 message too big, 4008 slow consumer. What to do is decided by `decideReconnect(code,
 // reason)` -> 'reconnect' | 'stop'; by default 1008 stops (no hammering a hub that refuses us)
 // and everything else reconnects with exponential backoff and jitter.
