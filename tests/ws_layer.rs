@@ -291,3 +291,47 @@ async fn bytes_sent_right_behind_the_handshake_are_not_lost() {
     }
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn a_ping_right_before_a_close_gets_its_pong_before_the_close_echo() {
+    // RFC 6455 5.5.2: the ping came before the close frame, so it is answered; both
+    // frames arrive in one write (one read on the hub's side).
+    let hub = TestHub::start().await;
+    let (mut ws, _) = RawWs::connect(&hub, "/ws/agent?agent_id=a1").await;
+    let mut bytes = client_frame(true, OP_PING, b"last words");
+    bytes.extend(client_frame(true, OP_CLOSE, &1000u16.to_be_bytes()));
+    ws.send(&bytes).await;
+    let pong = ws.next_frame().await.expect("the pong");
+    assert_eq!(
+        (pong.opcode, pong.payload.as_slice()),
+        (OP_PONG, &b"last words"[..]),
+        "{pong:?}"
+    );
+    assert_eq!(ws.expect_close().await, Some(1000));
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn bytes_behind_a_client_close_are_drained_so_the_echo_is_not_reset() {
+    // The client's close frame, then more than one read of bytes in the same write: the
+    // hub echoes the close, then reads and drops the rest before it closes the TCP socket
+    // (closing with unread bytes would make the kernel send a reset instead of a FIN).
+    use tokio::io::AsyncReadExt;
+    let hub = TestHub::start().await;
+    let (mut ws, _) = RawWs::connect(&hub, "/ws/agent?agent_id=a1").await;
+    let mut bytes = client_frame(true, OP_CLOSE, &1000u16.to_be_bytes());
+    for _ in 0..16 {
+        // 16 x 4 KiB of text frames: several of the hub's 4 KiB reads.
+        bytes.extend(client_frame(true, OP_TEXT, &[b' '; 4096]));
+    }
+    ws.send(&bytes).await;
+    let echo = ws.next_frame().await.expect("the close echo");
+    assert_eq!(echo.close_code(), Some(1000));
+    // Then a clean end of stream (FIN), not a reset.
+    let mut rest = [0u8; 64];
+    let end = tokio::time::timeout(PATIENCE, ws.tcp.read(&mut rest))
+        .await
+        .expect("the end in time");
+    assert!(matches!(end, Ok(0)), "expected the hub's FIN, got {end:?}");
+    hub.stop().await;
+}

@@ -261,15 +261,23 @@ async fn send_close(socket: &mut WsSocket, exit: Exit) {
 
 /// After a close of ours went out: waits (at most [`CLOSE_TIMEOUT`]) for the peer's close
 /// frame or FIN while dropping what it still sends, so the connection ends without a reset
-/// (see [`WsSocket::linger`]). Called once the session is closed: the socket no longer
-/// counts anywhere, only its descriptor is held meanwhile.
+/// (see [`WsSocket::linger`]). After the peer's close frame was echoed, the same: what the
+/// peer sent behind its close frame is read and dropped (undecoded, at most
+/// [`CLOSE_TIMEOUT`] and 1 MiB) until its FIN, so that the kernel does not answer unread
+/// bytes with a reset that destroys the echo in flight. Called once the session is closed:
+/// the socket no longer counts anywhere, only its descriptor is held meanwhile.
 pub async fn linger(socket: &mut WsSocket, exit: Exit) {
-    let Exit::Close(code, _) = exit else {
-        return;
-    };
     if socket.has_unsent() {
         return;
     }
+    let code = match exit {
+        Exit::Close(code, _) => code,
+        Exit::Gone if socket.peer_closed() => {
+            Box::pin(socket.linger(CLOSE_TIMEOUT, true)).await;
+            return;
+        }
+        Exit::Gone => return,
+    };
     // After a protocol error or an oversized frame the stream cannot be decoded further.
     let raw = matches!(
         code,

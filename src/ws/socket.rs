@@ -13,7 +13,7 @@
 //!
 //! Pings are answered with one pong carrying the latest ping's payload (a ping flood
 //! queues nothing); a close frame from the peer is answered with a close frame echoing
-//! its code.
+//! its code, behind the pong owed for a ping that came before it (RFC 6455 5.5.2).
 
 use std::cell::RefCell;
 use std::io;
@@ -266,22 +266,35 @@ impl WsSocket {
         })
     }
 
-    /// Queues the echo of a close frame when one came.
+    /// Queues the echo of a close frame when one came, behind the pong still owed for a
+    /// ping that came before it (RFC 6455 5.5.2: a ping is answered unless the close frame
+    /// was *sent* first; nothing is written after the close echo).
     fn after_decode(&mut self, step: Step) -> Step {
         if let Step::Message(Incoming::Close(code)) = &step {
             let code = *code;
-            if let Some(b) = self.busy.as_deref_mut() {
+            let pong = self.busy.as_deref_mut().and_then(|b| {
                 b.inbuf = Vec::new();
                 b.inpos = 0;
-            }
+                b.pong.take()
+            });
             // The echo; an error here shows on the next write or flush.
-            let _ = self.write_batch(|b| match code {
-                Some(code) => b.close(code, ""),
-                None => b.control(OP_CLOSE, &[]),
+            let _ = self.write_batch(|b| {
+                if let Some(payload) = &pong {
+                    b.control(OP_PONG, payload);
+                }
+                match code {
+                    Some(code) => b.close(code, ""),
+                    None => b.control(OP_CLOSE, &[]),
+                }
             });
             self.read_closed = true;
         }
         step
+    }
+
+    /// True once the peer's close frame came (its echo is queued).
+    pub fn peer_closed(&self) -> bool {
+        self.read_closed
     }
 
     /// True when a pong is owed for a ping.
@@ -297,7 +310,8 @@ impl WsSocket {
         }
     }
 
-    /// After our close frame went out: ends our side of the TCP connection (FIN), then
+    /// After our close frame (or the echo of the peer's) went out: ends our side of the
+    /// TCP connection (FIN), then
     /// reads and drops what the peer still sends until its close frame or its FIN, for at
     /// most `limit` and [`LINGER_MAX_FRAMES`] frames. Closing a TCP socket with unread data
     /// makes the kernel reset the connection, and a reset discards what is still in flight

@@ -1,9 +1,10 @@
 //! Tests of the socket over real loopback TCP: nothing is held per socket while idle, a
 //! partial frame is kept only until it completes, unsent bytes only until the peer reads,
-//! and a ping flood owes one pong.
+//! a ping flood owes one pong, a ping before a close is answered before the close echo and
+//! nothing follows the echo, and lingering after a peer's close ends at its FIN.
 
 use super::*;
-use crate::ws::frame::{apply_mask, OP_CONTINUATION, OP_PING, OP_TEXT};
+use crate::ws::frame::{apply_mask, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_TEXT};
 use futures::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -177,4 +178,88 @@ async fn a_large_owned_frame_is_written_without_a_copy_when_blocked() {
     }
     flushed.await.expect("task");
     assert_eq!(got, 10 + (8 << 20));
+}
+
+/// Reads what the peer was sent until the end of the stream (which must be a FIN).
+async fn received(c: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got))
+        .await
+        .expect("the end of the stream in time")
+        .expect("a clean end of stream, not a reset");
+    got
+}
+
+#[tokio::test]
+async fn a_ping_then_a_close_in_one_read_writes_the_pong_then_the_echo_then_nothing() {
+    let (mut s, mut c) = pair(&Settings::default()).await;
+    let mut bytes = client_frame(true, OP_PING, b"p");
+    bytes.extend(client_frame(true, OP_CLOSE, &1001u16.to_be_bytes()));
+    bytes.extend(client_frame(true, OP_TEXT, b"after the close"));
+    c.write_all(&bytes).await.expect("write");
+    s.tcp.readable().await.expect("readable");
+    assert_eq!(
+        read_now(&mut s).expect("ready").expect("close"),
+        Incoming::Close(Some(1001))
+    );
+    assert!(s.peer_closed());
+    assert!(!s.pong_pending(), "the pong went out with the echo");
+    assert!(
+        read_now(&mut s).is_none(),
+        "nothing is read after the close"
+    );
+    // Nothing is written after the echo, not even a late pong or a text frame.
+    s.write_batch(|b| {
+        b.text(b"late");
+        b.ping();
+    })
+    .expect("write");
+    assert_eq!(s.buffered_capacity(), 0);
+    drop(s);
+    assert_eq!(
+        received(&mut c).await,
+        [&[0x8A, 1, b'p'][..], &[0x88, 2, 0x03, 0xE9]].concat()
+    );
+}
+
+#[tokio::test]
+async fn an_empty_close_is_echoed_empty_and_ends_writing() {
+    let (mut s, mut c) = pair(&Settings::default()).await;
+    c.write_all(&client_frame(true, OP_CLOSE, b""))
+        .await
+        .expect("write");
+    s.tcp.readable().await.expect("readable");
+    assert_eq!(
+        read_now(&mut s).expect("ready").expect("close"),
+        Incoming::Close(None)
+    );
+    s.write_batch(|b| b.text(b"late")).expect("write");
+    drop(s);
+    assert_eq!(received(&mut c).await, [0x88, 0]);
+}
+
+#[tokio::test]
+async fn linger_after_a_peer_close_drains_until_the_peers_fin_without_a_reset() {
+    let (mut s, mut c) = pair(&Settings::default()).await;
+    let mut bytes = client_frame(true, OP_CLOSE, b"");
+    // More than one read (4 KiB) behind the close frame, still unread by the socket.
+    bytes.extend(vec![0u8; 64 * 1024]);
+    c.write_all(&bytes).await.expect("write");
+    s.tcp.readable().await.expect("readable");
+    assert_eq!(
+        read_now(&mut s).expect("ready").expect("close"),
+        Incoming::Close(None)
+    );
+    let lingering = tokio::spawn(async move {
+        s.linger(Duration::from_secs(5), true).await;
+        s
+    });
+    // The echo, then our FIN: a clean end of stream, not a reset.
+    assert_eq!(received(&mut c).await, [0x88, 0]);
+    c.shutdown().await.expect("our FIN");
+    let s = tokio::time::timeout(Duration::from_secs(5), lingering)
+        .await
+        .expect("linger ends at the peer's FIN, not at its limit")
+        .expect("task");
+    assert_eq!(s.buffered_capacity(), 0);
 }

@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 
 use super::{WsSocket, SCRATCH_KEEP_BYTES, WRITE_SCRATCH};
 use crate::ws::frame::{
-    encode_close, encode_frame, encode_header, MAX_CONTROL_PAYLOAD, MAX_SERVER_HEADER, OP_PING,
-    OP_TEXT,
+    encode_close, encode_frame, encode_header, MAX_CONTROL_PAYLOAD, MAX_SERVER_HEADER, OP_CLOSE,
+    OP_PING, OP_TEXT,
 };
 
 impl WsSocket {
@@ -185,9 +185,14 @@ impl Batch<'_> {
     }
 
     /// Adds a control frame (ping, pong, empty close); payloads over 125 bytes are cut.
+    /// Nothing is written after a close frame.
     pub fn control(&mut self, opcode: u8, payload: &[u8]) {
         let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
         encode_frame(self.scratch, opcode, payload);
+        if opcode == OP_CLOSE {
+            self.flush_scratch();
+            self.socket.write_closed = true;
+        }
     }
 
     /// Adds an empty ping.
