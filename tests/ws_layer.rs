@@ -233,6 +233,13 @@ async fn bad_upgrade_requests_are_refused_before_anything_is_set_up() {
     assert_eq!(a.header("sec-websocket-version").as_deref(), Some("13"));
     let a = RawWs::handshake(&hub, "/ws/telephony", &without("Upgrade")).await;
     assert_eq!(a.status, 400, "{}", a.head);
+    // RFC 6455 4.2.1: no `Host`, or an empty one: 400.
+    let a = RawWs::handshake_exactly(&hub, "/ws/agent", &UPGRADE_HEADERS).await;
+    assert_eq!(a.status, 400, "{}", a.head);
+    let mut empty_host = vec![("Host", "")];
+    empty_host.extend_from_slice(&UPGRADE_HEADERS);
+    let a = RawWs::handshake_exactly(&hub, "/ws/admin", &empty_host).await;
+    assert_eq!(a.status, 400, "{}", a.head);
     // A plain GET (a browser opening the URL): 400 with a clear reason.
     let (status, _) = hub.get("/ws/agent").await;
     assert_eq!(status, 400);
