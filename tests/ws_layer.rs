@@ -342,3 +342,63 @@ async fn bytes_behind_a_client_close_are_drained_so_the_echo_is_not_reset() {
     assert!(matches!(end, Ok(0)), "expected the hub's FIN, got {end:?}");
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn the_conformance_echo_sends_back_text_and_binary_and_echoes_the_close() {
+    // examples/ws_echo.rs (run by scripts/autobahn.sh) on the hub's own layer.
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(presence_hub::ws_echo::serve(listener));
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+        .await
+        .expect("connect");
+    let big: Vec<u8> = (0..(2 << 20)).map(|i| (i % 251) as u8).collect();
+    let sent = [
+        Message::text("héllo"),
+        Message::binary(big),
+        Message::Ping(b"p".to_vec().into()),
+        Message::text(""),
+    ];
+    for m in &sent {
+        ws.send(m.clone()).await.expect("send");
+    }
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        let m = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect("frame");
+        got.push(m);
+    }
+    assert_eq!(got[0], sent[0]);
+    assert_eq!(got[1], sent[1], "2 MiB of binary, byte for byte");
+    assert_eq!(got[2], Message::Pong(b"p".to_vec().into()));
+    assert_eq!(got[3], sent[3]);
+    ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::Away,
+        reason: "bye".into(),
+    })))
+    .await
+    .expect("close");
+    match tokio::time::timeout(PATIENCE, ws.next())
+        .await
+        .expect("echo")
+    {
+        Some(Ok(Message::Close(Some(f)))) => assert_eq!(f.code, CloseCode::Away),
+        other => panic!("{other:?}"),
+    }
+    // A request that is not an upgrade is refused as the hub refuses it.
+    let status = reqwest::get(format!("http://{addr}/"))
+        .await
+        .expect("get")
+        .status();
+    assert_eq!(status.as_u16(), 400);
+    server.abort();
+}

@@ -137,7 +137,7 @@ pub fn drive<'a>(
                         Ok(Some(exit)) => break exit,
                         Err(_) => break Exit::Gone,
                     },
-                    Event::Read(Ok(Incoming::Binary)) => {
+                    Event::Read(Ok(Incoming::Binary(_))) => {
                         core.metrics.message_in(role);
                         match limiter.check(Instant::now()) {
                             Verdict::Allow => session.reject(&BadMessage {
@@ -150,7 +150,7 @@ pub fn drive<'a>(
                         }
                         continue;
                     }
-                    // Pings cost nothing: not rate limited, one pong owed for the latest.
+                    // Pings cost nothing: not rate limited, at most one pong owed (for the latest).
                     Event::Read(Ok(Incoming::Control)) => continue,
                     // The socket queued the echo of the peer's close frame.
                     Event::Read(Ok(Incoming::Close(_))) => break Exit::Gone,
@@ -248,7 +248,7 @@ fn next_event(
 /// Sends the close frame (for a close of ours) and lets what is unsent go out (the close
 /// frame, the echo of the peer's, the last replies) within [`CLOSE_TIMEOUT`]; what could
 /// not go out in time stays unsent (and [`linger`] then does not wait for the peer).
-async fn send_close(socket: &mut WsSocket, exit: Exit) {
+pub async fn send_close(socket: &mut WsSocket, exit: Exit) {
     if let Exit::Close(code, reason) = exit {
         if socket.write_batch(|b| b.close(code, reason)).is_err() {
             return;

@@ -211,8 +211,9 @@ pub enum Decoded<'a> {
     /// A complete text message: borrowed from the input when it came in one frame,
     /// owned when it was reassembled from fragments.
     Text(Cow<'a, str>),
-    /// A complete binary message (the hub does not use its content: it is not kept).
-    Binary,
+    /// A complete binary message, borrowed or reassembled like a text one (the hub refuses
+    /// binary messages; the echo used for conformance sends them back).
+    Binary(Cow<'a, [u8]>),
     /// A ping with its payload (to echo in the pong).
     Ping(&'a [u8]),
     Pong,
@@ -227,8 +228,8 @@ pub enum Decoded<'a> {
 enum Partial {
     /// Text fragments so far, and how many leading bytes are known to be valid UTF-8.
     Text { data: Vec<u8>, checked: usize },
-    /// Binary fragments: only their total length is kept.
-    Binary { len: usize },
+    /// Binary fragments so far.
+    Binary { data: Vec<u8> },
 }
 
 /// Decodes client frames one at a time; holds a fragmented message between its frames
@@ -281,9 +282,11 @@ impl Decoder {
                 self.partial = Some(Partial::Text { data, checked });
                 Decoded::Fragment
             }
-            OP_BINARY if h.fin => Decoded::Binary,
+            OP_BINARY if h.fin => Decoded::Binary(Cow::Borrowed(payload)),
             OP_BINARY => {
-                self.partial = Some(Partial::Binary { len });
+                self.partial = Some(Partial::Binary {
+                    data: payload.to_vec(),
+                });
                 Decoded::Fragment
             }
             // OP_CONTINUATION: `check` proved a message is open.
@@ -299,11 +302,12 @@ impl Decoder {
                         Decoded::Fragment
                     }
                 }
-                Some(Partial::Binary { len: so_far }) => {
+                Some(Partial::Binary { mut data }) => {
+                    data.extend_from_slice(payload);
                     if h.fin {
-                        Decoded::Binary
+                        Decoded::Binary(Cow::Owned(data))
                     } else {
-                        self.partial = Some(Partial::Binary { len: so_far + len });
+                        self.partial = Some(Partial::Binary { data });
                         Decoded::Fragment
                     }
                 }
@@ -326,7 +330,7 @@ impl Decoder {
             (Some(_), OP_TEXT | OP_BINARY) => return Err(FrameError::ExpectedContinuation),
             (None, _) => 0,
             (Some(Partial::Text { data, .. }), _) => data.len(),
-            (Some(Partial::Binary { len }), _) => *len,
+            (Some(Partial::Binary { data }), _) => data.len(),
         };
         if (so_far as u64).saturating_add(h.len) > limits.max_message as u64 {
             return Err(FrameError::MessageTooBig);

@@ -3,6 +3,8 @@
 //! per-socket queue, and one session type per role.
 
 pub mod conn;
+#[doc(hidden)]
+pub mod echo;
 pub mod frame;
 pub mod handshake;
 pub mod limit;

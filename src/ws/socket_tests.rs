@@ -81,9 +81,60 @@ async fn frames_after_a_message_wait_in_the_socket_and_are_freed_when_taken() {
     assert!(read_now(&mut s).is_none());
 }
 
+/// Fills the kernel's buffers (the peer does not read) until the socket keeps unsent
+/// bytes; returns the bytes written.
+fn block(s: &mut WsSocket) -> usize {
+    let payload = vec![b'y'; 1000];
+    let mut frames = 0usize;
+    while !s.has_unsent() {
+        s.write_batch(|b| {
+            for _ in 0..64 {
+                b.text(&payload);
+            }
+        })
+        .expect("write");
+        frames += 64;
+        assert!(frames < 1_000_000, "never blocked");
+    }
+    frames * (4 + 1000)
+}
+
 #[tokio::test]
-async fn a_ping_flood_owes_one_pong_for_the_latest_ping() {
+async fn pings_each_get_their_pong_in_order_while_the_peer_reads() {
     let (mut s, mut c) = pair(&Settings::default()).await;
+    let mut bytes = Vec::new();
+    for i in 0..10u8 {
+        bytes.extend(client_frame(true, OP_PING, &[i]));
+    }
+    c.write_all(&bytes).await.expect("write");
+    let mut reads = 0;
+    // Nine pongs go out as the pings are decoded; the tenth is owed to the loop.
+    while !s.pong_pending() || s.busy.as_ref().and_then(|b| b.pong.as_deref()) != Some(&[9][..]) {
+        s.tcp.readable().await.expect("readable");
+        match read_now(&mut s) {
+            Some(Ok(Incoming::Control)) | None => {}
+            other => panic!("{other:?}"),
+        }
+        reads += 1;
+        assert!(reads < 100, "never caught up");
+    }
+    s.send_pong().expect("pong");
+    let mut got = [0u8; 30];
+    c.read_exact(&mut got).await.expect("pongs");
+    let want: Vec<u8> = (0..10u8).flat_map(|i| [0x8A, 1, i]).collect();
+    assert_eq!(got.to_vec(), want, "one pong per ping, in order");
+    assert_eq!(s.buffered_capacity(), 0);
+}
+
+#[tokio::test]
+async fn a_ping_flood_while_blocked_owes_one_pong_for_the_latest_ping() {
+    let settings = Settings {
+        write_buffer_bytes: 16 * 1024,
+        ..Settings::default()
+    };
+    let (mut s, mut c) = pair(&settings).await;
+    let written = block(&mut s);
+    let unsent = s.buffered_capacity();
     let mut bytes = Vec::new();
     for i in 0..1000u32 {
         bytes.extend(client_frame(true, OP_PING, &i.to_be_bytes()));
@@ -99,15 +150,24 @@ async fn a_ping_flood_owes_one_pong_for_the_latest_ping() {
         reads += 1;
         assert!(reads < 1000, "never caught up");
     }
-    s.send_pong().expect("pong");
-    assert!(!s.pong_pending());
-    let mut got = [0u8; 6];
-    c.read_exact(&mut got).await.expect("pong");
-    assert_eq!(
-        got,
-        [0x8A, 4, 0, 0, 3, 0xE7],
-        "one pong, the latest payload"
+    assert!(
+        s.buffered_capacity() <= unsent + 64,
+        "the flood queued nothing: {} -> {}",
+        unsent,
+        s.buffered_capacity()
     );
+    // Once the peer reads: the text frames, then one pong, the latest payload.
+    let reader = tokio::spawn(async move {
+        let mut got = vec![0u8; written + 6];
+        c.read_exact(&mut got).await.expect("read");
+        got
+    });
+    std::future::poll_fn(|cx| s.poll_flush(cx))
+        .await
+        .expect("flush");
+    s.send_pong().expect("pong");
+    let got = reader.await.expect("task");
+    assert_eq!(&got[written..], [0x8A, 4, 0, 0, 3, 0xE7]);
     assert_eq!(s.buffered_capacity(), 0);
 }
 
