@@ -24,6 +24,10 @@ use super::handshake;
 use super::socket::{Incoming, WsError, WsSocket};
 use crate::config::Settings;
 
+/// The frame codec, for `examples/ws_frame_parse.rs` (its parser measured against
+/// tungstenite's).
+pub use super::frame;
+
 /// The largest frame and message the echo takes (the suite sends up to 16 MiB).
 const ECHO_LIMIT_BYTES: usize = 64 << 20;
 
