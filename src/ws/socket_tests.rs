@@ -1,7 +1,10 @@
 //! Tests of the socket over real loopback TCP: nothing is held per socket while idle, a
 //! partial frame is kept only until it completes, unsent bytes only until the peer reads,
-//! a ping flood owes one pong, a ping before a close is answered before the close echo and
-//! nothing follows the echo, and lingering after a peer's close ends at its FIN.
+//! pings get a pong each while the peer reads and one for the latest while writes are
+//! blocked, a ping before a close is answered before the close echo and nothing follows
+//! the echo, bytes read past the handshake come first, protocol errors and EOF are
+//! reported, and lingering (after a close of ours, or the peer's) ends at the peer's close
+//! frame or FIN, not at its time limit.
 
 use super::*;
 use crate::ws::frame::{apply_mask, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_TEXT};
@@ -311,7 +314,7 @@ async fn linger_after_a_peer_close_drains_until_the_peers_fin_without_a_reset() 
         Incoming::Close(None)
     );
     let lingering = tokio::spawn(async move {
-        s.linger(Duration::from_secs(5), true).await;
+        s.linger(Duration::from_secs(60), true).await;
         s
     });
     // The echo, then our FIN: a clean end of stream, not a reset.
@@ -320,6 +323,78 @@ async fn linger_after_a_peer_close_drains_until_the_peers_fin_without_a_reset() 
     let s = tokio::time::timeout(Duration::from_secs(5), lingering)
         .await
         .expect("linger ends at the peer's FIN, not at its limit")
+        .expect("task");
+    assert_eq!(s.buffered_capacity(), 0);
+}
+
+#[tokio::test]
+async fn bytes_read_past_the_handshake_are_decoded_first() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let mut c = TcpStream::connect(listener.local_addr().expect("addr"))
+        .await
+        .expect("connect");
+    let (server, _) = listener.accept().await.expect("accept");
+    // hyper read the first frame and half of the second along with the request head.
+    let mut early = client_frame(true, OP_TEXT, b"first");
+    let second = client_frame(true, OP_TEXT, b"second");
+    early.extend_from_slice(&second[..4]);
+    let mut s = WsSocket::new(server, &early, &Settings::default());
+    assert_eq!(
+        read_now(&mut s).expect("ready").expect("text"),
+        Incoming::Text("first".into())
+    );
+    assert!(read_now(&mut s).is_none(), "the second is incomplete");
+    c.write_all(&second[4..]).await.expect("write");
+    s.tcp.readable().await.expect("readable");
+    assert_eq!(
+        read_now(&mut s).expect("ready").expect("text"),
+        Incoming::Text("second".into())
+    );
+    assert_eq!(s.buffered_capacity(), 0);
+}
+
+#[tokio::test]
+async fn a_protocol_error_is_reported_with_its_close_code_and_a_fin_is_eof() {
+    let (mut s, mut c) = pair(&Settings::default()).await;
+    // Unmasked text frame.
+    c.write_all(&[0x81, 0x02, b'{', b'}']).await.expect("write");
+    s.tcp.readable().await.expect("readable");
+    match read_now(&mut s) {
+        Some(Err(WsError::Protocol(e))) => assert_eq!(e.close_code(), 1002),
+        other => panic!("{other:?}"),
+    }
+    let (mut s, mut c) = pair(&Settings::default()).await;
+    c.shutdown().await.expect("FIN");
+    s.tcp.readable().await.expect("readable");
+    assert!(matches!(read_now(&mut s), Some(Err(WsError::Eof))));
+}
+
+#[tokio::test]
+async fn after_our_close_linger_drops_frames_until_the_peers_close_and_writes_nothing() {
+    let (mut s, mut c) = pair(&Settings::default()).await;
+    s.write_batch(|b| b.close(1008, "rate limit exceeded"))
+        .expect("close");
+    s.write_batch(|b| b.text(b"after the close"))
+        .expect("write");
+    // The peer, not yet aware, sends messages and a ping, then its close frame.
+    let mut bytes = Vec::new();
+    for i in 0..100u32 {
+        bytes.extend(client_frame(true, OP_TEXT, format!("m{i}").as_bytes()));
+    }
+    bytes.extend(client_frame(true, OP_PING, b"late"));
+    bytes.extend(client_frame(true, OP_CLOSE, &1000u16.to_be_bytes()));
+    c.write_all(&bytes).await.expect("write");
+    let lingering = tokio::spawn(async move {
+        s.linger(Duration::from_secs(60), false).await;
+        s
+    });
+    let mut want = Vec::new();
+    crate::ws::frame::encode_close(&mut want, 1008, "rate limit exceeded");
+    // Our close frame, then our FIN: no text, pong or echo after the close.
+    assert_eq!(received(&mut c).await, want);
+    let s = tokio::time::timeout(Duration::from_secs(5), lingering)
+        .await
+        .expect("linger ends at the peer's close frame")
         .expect("task");
     assert_eq!(s.buffered_capacity(), 0);
 }
