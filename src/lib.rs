@@ -26,6 +26,9 @@ use tracing::{info, warn};
 
 pub use config::{Cli, Settings};
 pub use hub::Hub;
+/// The conformance echo on the hub's WebSocket layer (`examples/ws_echo.rs`).
+#[doc(hidden)]
+pub use ws::echo as ws_echo;
 
 /// Why the hub could not run.
 #[derive(Debug, thiserror::Error)]

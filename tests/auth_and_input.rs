@@ -225,6 +225,56 @@ async fn missing_bad_or_expired_tokens_get_401_before_the_upgrade() {
 }
 
 #[tokio::test]
+async fn a_token_not_valid_yet_gets_401_with_the_same_leeway_as_exp() {
+    let hub = TestHub::with(secured()).await;
+    let now = get_current_timestamp() as i64;
+    let with_nbf = |nbf: i64| {
+        let t = token_with(
+            SECRET,
+            Algorithm::HS256,
+            "a1",
+            "agent",
+            3600,
+            json!({ "nbf": nbf }),
+        );
+        hub.ws_url(&format!("/ws/agent?token={t}"))
+    };
+    assert_eq!(
+        status_of(&with_nbf(now + 3600), &[]).await,
+        401,
+        "an hour early"
+    );
+    assert_eq!(
+        status_of(&with_nbf(now + 60), &[]).await,
+        401,
+        "a minute early"
+    );
+    // Within the 5 s leeway (clock skew), and in the past: accepted.
+    assert_eq!(status_of(&with_nbf(now + 2), &[]).await, 101, "2 s early");
+    assert_eq!(
+        status_of(&with_nbf(now - 60), &[]).await,
+        101,
+        "valid since"
+    );
+    // The HTTP API checks it the same way.
+    let early = token_with(
+        SECRET,
+        Algorithm::HS256,
+        "boss",
+        "admin",
+        3600,
+        json!({ "nbf": now + 3600 }),
+    );
+    let (status, body) = http_get(
+        &hub.http_url("/api/v1/agents"),
+        &[("authorization", &format!("Bearer {early}"))],
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn tokens_of_another_role_get_403() {
     let hub = TestHub::with(secured()).await;
     let cases = [

@@ -233,6 +233,13 @@ async fn bad_upgrade_requests_are_refused_before_anything_is_set_up() {
     assert_eq!(a.header("sec-websocket-version").as_deref(), Some("13"));
     let a = RawWs::handshake(&hub, "/ws/telephony", &without("Upgrade")).await;
     assert_eq!(a.status, 400, "{}", a.head);
+    // RFC 6455 4.2.1: no `Host`, or an empty one: 400.
+    let a = RawWs::handshake_exactly(&hub, "/ws/agent", &UPGRADE_HEADERS).await;
+    assert_eq!(a.status, 400, "{}", a.head);
+    let mut empty_host = vec![("Host", "")];
+    empty_host.extend_from_slice(&UPGRADE_HEADERS);
+    let a = RawWs::handshake_exactly(&hub, "/ws/admin", &empty_host).await;
+    assert_eq!(a.status, 400, "{}", a.head);
     // A plain GET (a browser opening the URL): 400 with a clear reason.
     let (status, _) = hub.get("/ws/agent").await;
     assert_eq!(status, 400);
@@ -290,4 +297,108 @@ async fn bytes_sent_right_behind_the_handshake_are_not_lost() {
         got.extend_from_slice(&chunk[..n]);
     }
     hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_ping_right_before_a_close_gets_its_pong_before_the_close_echo() {
+    // RFC 6455 5.5.2: the ping came before the close frame, so it is answered; both
+    // frames arrive in one write (one read on the hub's side).
+    let hub = TestHub::start().await;
+    let (mut ws, _) = RawWs::connect(&hub, "/ws/agent?agent_id=a1").await;
+    let mut bytes = client_frame(true, OP_PING, b"last words");
+    bytes.extend(client_frame(true, OP_CLOSE, &1000u16.to_be_bytes()));
+    ws.send(&bytes).await;
+    let pong = ws.next_frame().await.expect("the pong");
+    assert_eq!(
+        (pong.opcode, pong.payload.as_slice()),
+        (OP_PONG, &b"last words"[..]),
+        "{pong:?}"
+    );
+    assert_eq!(ws.expect_close().await, Some(1000));
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn bytes_behind_a_client_close_are_drained_so_the_echo_is_not_reset() {
+    // The client's close frame, then more than one read of bytes in the same write: the
+    // hub echoes the close, then reads and drops the rest before it closes the TCP socket
+    // (closing with unread bytes would make the kernel send a reset instead of a FIN).
+    use tokio::io::AsyncReadExt;
+    let hub = TestHub::start().await;
+    let (mut ws, _) = RawWs::connect(&hub, "/ws/agent?agent_id=a1").await;
+    let mut bytes = client_frame(true, OP_CLOSE, &1000u16.to_be_bytes());
+    for _ in 0..16 {
+        // 16 x 4 KiB of text frames: several of the hub's 4 KiB reads.
+        bytes.extend(client_frame(true, OP_TEXT, &[b' '; 4096]));
+    }
+    ws.send(&bytes).await;
+    let echo = ws.next_frame().await.expect("the close echo");
+    assert_eq!(echo.close_code(), Some(1000));
+    // Then a clean end of stream (FIN), not a reset.
+    let mut rest = [0u8; 64];
+    let end = tokio::time::timeout(PATIENCE, ws.tcp.read(&mut rest))
+        .await
+        .expect("the end in time");
+    assert!(matches!(end, Ok(0)), "expected the hub's FIN, got {end:?}");
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn the_conformance_echo_sends_back_text_and_binary_and_echoes_the_close() {
+    // examples/ws_echo.rs (run by scripts/autobahn.sh) on the hub's own layer.
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(presence_hub::ws_echo::serve(listener));
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+        .await
+        .expect("connect");
+    let big: Vec<u8> = (0..(2 << 20)).map(|i| (i % 251) as u8).collect();
+    let sent = [
+        Message::text("héllo"),
+        Message::binary(big),
+        Message::Ping(b"p".to_vec().into()),
+        Message::text(""),
+    ];
+    for m in &sent {
+        ws.send(m.clone()).await.expect("send");
+    }
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        let m = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect("frame");
+        got.push(m);
+    }
+    assert_eq!(got[0], sent[0]);
+    assert_eq!(got[1], sent[1], "2 MiB of binary, byte for byte");
+    assert_eq!(got[2], Message::Pong(b"p".to_vec().into()));
+    assert_eq!(got[3], sent[3]);
+    ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::Away,
+        reason: "bye".into(),
+    })))
+    .await
+    .expect("close");
+    match tokio::time::timeout(PATIENCE, ws.next())
+        .await
+        .expect("echo")
+    {
+        Some(Ok(Message::Close(Some(f)))) => assert_eq!(f.code, CloseCode::Away),
+        other => panic!("{other:?}"),
+    }
+    // A request that is not an upgrade is refused as the hub refuses it.
+    let status = reqwest::get(format!("http://{addr}/"))
+        .await
+        .expect("get")
+        .status();
+    assert_eq!(status.as_u16(), 400);
+    server.abort();
 }

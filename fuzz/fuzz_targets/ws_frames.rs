@@ -33,13 +33,13 @@ fuzz_target!(|input: (Vec<u8>, Vec<u8>)| {
                     assert!(used > 0 && used <= available);
                     match decoded {
                         Decoded::Text(text) => assert!(text.len() <= LIMITS.max_message),
+                        Decoded::Binary(data) => assert!(data.len() <= LIMITS.max_message),
                         Decoded::Ping(payload) => assert!(payload.len() <= 125),
                         Decoded::Close(Some((code, reason))) => {
                             assert!(code >= 1000);
                             assert!(reason.len() <= 123);
                         }
                         Decoded::Close(None)
-                        | Decoded::Binary
                         | Decoded::Pong
                         | Decoded::Fragment => {}
                     }

@@ -45,8 +45,8 @@ impl IntoResponse for AuthError {
     }
 }
 
-/// Clock skew allowed when checking `exp` (seconds); a socket is closed for expiry at
-/// `exp` plus this.
+/// Clock skew allowed when checking `exp` and `nbf` (seconds); a socket is closed for
+/// expiry at `exp` plus this.
 pub const TOKEN_LEEWAY_SECS: u64 = 5;
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +139,9 @@ fn from_token(
         .ok_or(AuthError::Unauthorized("missing token"))?;
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = TOKEN_LEEWAY_SECS;
+    // `nbf` (not before), when present, with the same leeway: a token minted for later is
+    // refused until then.
+    validation.validate_nbf = true;
     validation.set_required_spec_claims(&["exp", "sub"]);
     let verify = |secret: &str| {
         decode::<Claims>(

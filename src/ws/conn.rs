@@ -137,7 +137,7 @@ pub fn drive<'a>(
                         Ok(Some(exit)) => break exit,
                         Err(_) => break Exit::Gone,
                     },
-                    Event::Read(Ok(Incoming::Binary)) => {
+                    Event::Read(Ok(Incoming::Binary(_))) => {
                         core.metrics.message_in(role);
                         match limiter.check(Instant::now()) {
                             Verdict::Allow => session.reject(&BadMessage {
@@ -150,7 +150,7 @@ pub fn drive<'a>(
                         }
                         continue;
                     }
-                    // Pings cost nothing: not rate limited, one pong owed for the latest.
+                    // Pings cost nothing: not rate limited, at most one pong owed (for the latest).
                     Event::Read(Ok(Incoming::Control)) => continue,
                     // The socket queued the echo of the peer's close frame.
                     Event::Read(Ok(Incoming::Close(_))) => break Exit::Gone,
@@ -248,7 +248,7 @@ fn next_event(
 /// Sends the close frame (for a close of ours) and lets what is unsent go out (the close
 /// frame, the echo of the peer's, the last replies) within [`CLOSE_TIMEOUT`]; what could
 /// not go out in time stays unsent (and [`linger`] then does not wait for the peer).
-async fn send_close(socket: &mut WsSocket, exit: Exit) {
+pub async fn send_close(socket: &mut WsSocket, exit: Exit) {
     if let Exit::Close(code, reason) = exit {
         if socket.write_batch(|b| b.close(code, reason)).is_err() {
             return;
@@ -261,15 +261,23 @@ async fn send_close(socket: &mut WsSocket, exit: Exit) {
 
 /// After a close of ours went out: waits (at most [`CLOSE_TIMEOUT`]) for the peer's close
 /// frame or FIN while dropping what it still sends, so the connection ends without a reset
-/// (see [`WsSocket::linger`]). Called once the session is closed: the socket no longer
-/// counts anywhere, only its descriptor is held meanwhile.
+/// (see [`WsSocket::linger`]). After the peer's close frame was echoed, the same: what the
+/// peer sent behind its close frame is read and dropped (undecoded, at most
+/// [`CLOSE_TIMEOUT`] and 1 MiB) until its FIN, so that the kernel does not answer unread
+/// bytes with a reset that destroys the echo in flight. Called once the session is closed:
+/// the socket no longer counts anywhere, only its descriptor is held meanwhile.
 pub async fn linger(socket: &mut WsSocket, exit: Exit) {
-    let Exit::Close(code, _) = exit else {
-        return;
-    };
     if socket.has_unsent() {
         return;
     }
+    let code = match exit {
+        Exit::Close(code, _) => code,
+        Exit::Gone if socket.peer_closed() => {
+            Box::pin(socket.linger(CLOSE_TIMEOUT, true)).await;
+            return;
+        }
+        Exit::Gone => return,
+    };
     // After a protocol error or an oversized frame the stream cannot be decoded further.
     let raw = matches!(
         code,

@@ -42,7 +42,7 @@ fn header_only(b0: u8, len: u64) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Got {
     Text(String),
-    Binary,
+    Binary(Vec<u8>),
     Ping(Vec<u8>),
     Pong,
     Close(Option<(u16, String)>),
@@ -61,7 +61,7 @@ fn feed(chunks: &[&[u8]], limits: &Limits) -> (Vec<Got>, Result<(), FrameError>)
                 Ok(Some((d, used))) => {
                     match d {
                         Decoded::Text(t) => got.push(Got::Text(t.into_owned())),
-                        Decoded::Binary => got.push(Got::Binary),
+                        Decoded::Binary(b) => got.push(Got::Binary(b.into_owned())),
                         Decoded::Ping(p) => got.push(Got::Ping(p.to_vec())),
                         Decoded::Pong => got.push(Got::Pong),
                         Decoded::Close(c) => {
@@ -138,7 +138,7 @@ fn fragments_reassemble_with_control_frames_between_them() {
             Got::Ping(b"p1".to_vec()),
             Got::Pong,
             Got::Text("héllo wörld".into()),
-            Got::Binary
+            Got::Binary(vec![1, 2, 3])
         ]
     );
 }
@@ -384,7 +384,7 @@ fn encode_stream(msgs: &[Gen], mask: [u8; 4]) -> (Vec<u8>, Vec<Got>) {
             }
             Gen::Binary(b, cuts) => {
                 fragments(&mut bytes, &mut want, OP_BINARY, b, cuts, false);
-                want.push(Got::Binary);
+                want.push(Got::Binary(b.clone()));
             }
             Gen::Ping(p) => {
                 bytes.extend(client_frame(true, OP_PING, p, mask));

@@ -3,7 +3,8 @@
 //! back from hyper once the response went out.
 //!
 //! Refusals are plain-text 4xx answers, as axum's extractor gave them: a request that is
-//! not a WebSocket upgrade gets 400 (405 for another method), a version other than 13
+//! not a WebSocket upgrade, or has no `Host` (RFC 6455 4.2.1), gets 400 (405 for another
+//! method), a version other than 13
 //! gets 426 with `Sec-WebSocket-Version: 13`, and a connection hyper cannot upgrade 426.
 //! No subprotocol and no extension (compression) is negotiated.
 
@@ -23,6 +24,9 @@ use crate::config::Settings;
 pub enum HandshakeError {
     #[error("Request method must be `GET`")]
     MethodNotGet,
+    /// RFC 6455 4.2.1: an opening handshake carries a `Host` header field.
+    #[error("`Host` header missing")]
+    Host,
     #[error("Connection header did not include 'upgrade'")]
     ConnectionHeader,
     #[error("`Upgrade` header did not include 'websocket'")]
@@ -53,13 +57,20 @@ impl IntoResponse for HandshakeError {
     }
 }
 
-/// Checks an upgrade request (in axum's order: method, `Connection`, `Upgrade`, key,
-/// version, upgradability) and returns the `Sec-WebSocket-Accept` value to answer with.
+/// Checks an upgrade request (in axum's order: method, then `Host` (RFC 6455 4.2.1, which
+/// axum does not check), `Connection`, `Upgrade`, key, version, upgradability) and returns
+/// the `Sec-WebSocket-Accept` value to answer with.
 pub fn check<B>(req: &Request<B>) -> Result<HeaderValue, HandshakeError> {
     if req.method() != Method::GET {
         return Err(HandshakeError::MethodNotGet);
     }
     let headers = req.headers();
+    if headers
+        .get(header::HOST)
+        .is_none_or(|h| h.as_bytes().trim_ascii().is_empty())
+    {
+        return Err(HandshakeError::Host);
+    }
     if !header_has_token(headers, header::CONNECTION, "upgrade") {
         return Err(HandshakeError::ConnectionHeader);
     }
@@ -150,7 +161,8 @@ mod tests {
         req
     }
 
-    const GOOD: [(&str, &str); 4] = [
+    const GOOD: [(&str, &str); 5] = [
+        ("host", "hub.example:8080"),
         ("connection", "keep-alive, Upgrade"),
         ("upgrade", "WebSocket"),
         ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
@@ -170,6 +182,7 @@ mod tests {
         };
         let status = |e: HandshakeError| e.into_response().status().as_u16();
         let cases = [
+            ("host", HandshakeError::Host, 400),
             ("connection", HandshakeError::ConnectionHeader, 400),
             ("upgrade", HandshakeError::UpgradeHeader, 400),
             ("sec-websocket-key", HandshakeError::Key, 400),

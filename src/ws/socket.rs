@@ -11,9 +11,10 @@
 //! (one `write` per `--write-buffer-bytes`); what the kernel does not take is kept in a
 //! per-socket `Vec` until the stream is writable again, and freed once written.
 //!
-//! Pings are answered with one pong carrying the latest ping's payload (a ping flood
-//! queues nothing); a close frame from the peer is answered with a close frame echoing
-//! its code.
+//! Each ping is answered with a pong carrying its payload while the kernel takes our bytes;
+//! while unsent bytes wait, one pong is owed, for the latest ping (a ping flood from a peer
+//! that does not read queues nothing); a close frame from the peer is answered with a close frame echoing
+//! its code, behind the pong owed for a ping that came before it (RFC 6455 5.5.2).
 
 use std::cell::RefCell;
 use std::io;
@@ -61,8 +62,8 @@ pub enum WsError {
 pub enum Incoming {
     /// A complete text message.
     Text(String),
-    /// A complete binary message (its content is not kept).
-    Binary,
+    /// A complete binary message.
+    Binary(Vec<u8>),
     /// Only control frames (ping, pong) arrived and nothing else is ready; a ping's pong
     /// is pending (see [`WsSocket::pong_pending`]).
     Control,
@@ -187,9 +188,10 @@ impl WsSocket {
                 // The peer's close frame came: nothing more is read.
                 return Poll::Pending;
             }
+            let pongs = self.pong_policy();
             if let Some(b) = self.busy.as_deref_mut().filter(|b| b.inpos < b.inbuf.len()) {
                 let buf = &mut b.inbuf[b.inpos..];
-                let (step, used) = decode_some(&mut b.decoder, &limits, &mut b.pong, buf)?;
+                let (step, used) = decode_some(&mut b.decoder, &limits, &mut b.pong, pongs, buf)?;
                 b.inpos += used;
                 if b.inpos == b.inbuf.len() {
                     // Consumed: give the memory back.
@@ -198,6 +200,11 @@ impl WsSocket {
                 }
                 match self.after_decode(step) {
                     Step::Message(m) => return Poll::Ready(Ok(m)),
+                    Step::Pong(payload) => {
+                        self.write_pong(&payload)?;
+                        control = true;
+                        continue;
+                    }
                     // What is left (if anything) is an incomplete frame: read more.
                     Step::NeedMore { control: c } => control |= c,
                 }
@@ -211,6 +218,10 @@ impl WsSocket {
             match self.read_and_decode()? {
                 None => {}
                 Some(Step::Message(m)) => return Poll::Ready(Ok(m)),
+                Some(Step::Pong(payload)) => {
+                    self.write_pong(&payload)?;
+                    control = true;
+                }
                 Some(Step::NeedMore { control: c }) => control |= c,
             }
         }
@@ -221,6 +232,7 @@ impl WsSocket {
     fn read_and_decode(&mut self) -> Result<Option<Step>, WsError> {
         let chunk = self.read_chunk as usize;
         let limits = self.limits();
+        let pongs = self.pong_policy();
         READ_SCRATCH.with_borrow_mut(|scratch| {
             if scratch.len() < chunk {
                 scratch.resize(chunk, 0);
@@ -246,8 +258,8 @@ impl WsSocket {
             let mut decoder = Decoder::default();
             let mut pong = None;
             let (step, used) = match self.busy.as_deref_mut() {
-                Some(b) => decode_some(&mut b.decoder, &limits, &mut b.pong, &mut buf[..n])?,
-                None => decode_some(&mut decoder, &limits, &mut pong, &mut buf[..n])?,
+                Some(b) => decode_some(&mut b.decoder, &limits, &mut b.pong, pongs, &mut buf[..n])?,
+                None => decode_some(&mut decoder, &limits, &mut pong, pongs, &mut buf[..n])?,
             };
             if decoder.in_message() || pong.is_some() || used < n {
                 let b = self.busy();
@@ -266,22 +278,51 @@ impl WsSocket {
         })
     }
 
-    /// Queues the echo of a close frame when one came.
+    /// Queues the echo of a close frame when one came, behind the pong still owed for a
+    /// ping that came before it (RFC 6455 5.5.2: a ping is answered unless the close frame
+    /// was *sent* first; nothing is written after the close echo).
     fn after_decode(&mut self, step: Step) -> Step {
         if let Step::Message(Incoming::Close(code)) = &step {
             let code = *code;
-            if let Some(b) = self.busy.as_deref_mut() {
+            let pong = self.busy.as_deref_mut().and_then(|b| {
                 b.inbuf = Vec::new();
                 b.inpos = 0;
-            }
+                b.pong.take()
+            });
             // The echo; an error here shows on the next write or flush.
-            let _ = self.write_batch(|b| match code {
-                Some(code) => b.close(code, ""),
-                None => b.control(OP_CLOSE, &[]),
+            let _ = self.write_batch(|b| {
+                if let Some(payload) = &pong {
+                    b.control(OP_PONG, payload);
+                }
+                match code {
+                    Some(code) => b.close(code, ""),
+                    None => b.control(OP_CLOSE, &[]),
+                }
             });
             self.read_closed = true;
         }
         step
+    }
+
+    /// True once the peer's close frame came (its echo is queued).
+    pub fn peer_closed(&self) -> bool {
+        self.read_closed
+    }
+
+    /// Whether a ping that comes while a pong is owed gets the owed pong written at once:
+    /// yes while the kernel takes our bytes, no (only the latest ping is answered) while
+    /// unsent bytes wait, so a ping flood from a peer that does not read queues nothing.
+    fn pong_policy(&self) -> Pongs {
+        if self.has_unsent() || self.write_closed {
+            Pongs::Latest
+        } else {
+            Pongs::Each
+        }
+    }
+
+    /// Writes a pong now (behind whatever is still unsent).
+    fn write_pong(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.write_batch(|b| b.control(OP_PONG, payload))
     }
 
     /// True when a pong is owed for a ping.
@@ -297,7 +338,8 @@ impl WsSocket {
         }
     }
 
-    /// After our close frame went out: ends our side of the TCP connection (FIN), then
+    /// After our close frame (or the echo of the peer's) went out: ends our side of the
+    /// TCP connection (FIN), then
     /// reads and drops what the peer still sends until its close frame or its FIN, for at
     /// most `limit` and [`LINGER_MAX_FRAMES`] frames. Closing a TCP socket with unread data
     /// makes the kernel reset the connection, and a reset discards what is still in flight
@@ -368,10 +410,21 @@ impl WsSocket {
     }
 }
 
+/// How pings that come while a pong is owed are answered (see [`WsSocket::pong_policy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pongs {
+    /// Each ping gets its pong: the owed one is handed out to be written now.
+    Each,
+    /// Only the latest ping's pong is owed (RFC 6455 5.5.3 allows it).
+    Latest,
+}
+
 /// The outcome of decoding what was received so far.
 enum Step {
     /// Something to hand over.
     Message(Incoming),
+    /// Another ping came while this pong was owed: write it now, then decode on.
+    Pong(Box<[u8]>),
     /// The rest is an incomplete frame; `control` when control frames were taken in.
     NeedMore { control: bool },
 }
@@ -382,6 +435,7 @@ fn decode_some(
     decoder: &mut Decoder,
     limits: &Limits,
     pong: &mut Option<Box<[u8]>>,
+    pongs: Pongs,
     buf: &mut [u8],
 ) -> Result<(Step, usize), FrameError> {
     let mut used = 0;
@@ -393,11 +447,15 @@ fn decode_some(
         used += n;
         let message = match decoded {
             Decoded::Text(text) => Incoming::Text(text.into_owned()),
-            Decoded::Binary => Incoming::Binary,
+            Decoded::Binary(data) => Incoming::Binary(data.into_owned()),
             Decoded::Close(frame) => Incoming::Close(frame.map(|(code, _)| code)),
             Decoded::Ping(payload) => {
-                // One pong owed, for the latest ping (RFC 6455 5.5.3).
-                *pong = Some(payload.into());
+                // One pong owed, for the latest ping (RFC 6455 5.5.3); the one owed before
+                // goes out first when the kernel takes our bytes.
+                match pong.replace(payload.into()) {
+                    Some(owed) if pongs == Pongs::Each => return Ok((Step::Pong(owed), used)),
+                    _ => {}
+                }
                 control = true;
                 continue;
             }

@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 
 use super::{WsSocket, SCRATCH_KEEP_BYTES, WRITE_SCRATCH};
 use crate::ws::frame::{
-    encode_close, encode_frame, encode_header, MAX_CONTROL_PAYLOAD, MAX_SERVER_HEADER, OP_PING,
-    OP_TEXT,
+    encode_close, encode_frame, encode_header, MAX_CONTROL_PAYLOAD, MAX_SERVER_HEADER, OP_BINARY,
+    OP_CLOSE, OP_PING, OP_TEXT,
 };
 
 impl WsSocket {
@@ -154,22 +154,28 @@ pub struct Batch<'a> {
 impl Batch<'_> {
     /// Adds a text frame (the payload is valid UTF-8: it comes from a `Utf8Bytes`/`String`).
     pub fn text(&mut self, payload: &[u8]) {
-        self.data(Payload::Borrowed(payload));
+        self.data(OP_TEXT, Payload::Borrowed(payload));
     }
 
     /// Adds a text frame whose payload the socket may keep (a large snapshot is written
     /// from it, without copying it into the batch).
     pub fn text_owned(&mut self, payload: Vec<u8>) {
-        self.data(Payload::Owned(payload));
+        self.data(OP_TEXT, Payload::Owned(payload));
     }
 
-    fn data(&mut self, payload: Payload<'_>) {
+    /// Adds a binary frame whose payload the socket may keep (the hub sends none; the
+    /// conformance echo sends back what it got).
+    pub fn binary_owned(&mut self, payload: Vec<u8>) {
+        self.data(OP_BINARY, Payload::Owned(payload));
+    }
+
+    fn data(&mut self, opcode: u8, payload: Payload<'_>) {
         if self.error.is_some() {
             return;
         }
         let len = payload.as_bytes().len();
         let mut header = [0u8; MAX_SERVER_HEADER];
-        let n = encode_header(OP_TEXT, len, &mut header);
+        let n = encode_header(opcode, len, &mut header);
         self.scratch.extend_from_slice(&header[..n]);
         if len >= self.socket.batch_bytes as usize {
             // A large frame goes out straight from its payload, after the batch so far.
@@ -185,9 +191,14 @@ impl Batch<'_> {
     }
 
     /// Adds a control frame (ping, pong, empty close); payloads over 125 bytes are cut.
+    /// Nothing is written after a close frame.
     pub fn control(&mut self, opcode: u8, payload: &[u8]) {
         let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
         encode_frame(self.scratch, opcode, payload);
+        if opcode == OP_CLOSE {
+            self.flush_scratch();
+            self.socket.write_closed = true;
+        }
     }
 
     /// Adds an empty ping.

@@ -101,8 +101,17 @@ impl RawWs {
     /// Sends `GET path` with `headers` and reads the answer head (and the body of a
     /// refusal, up to the connection's end or a short wait).
     pub async fn handshake(hub: &TestHub, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let host = hub.addr.to_string();
+        let mut all = vec![("Host", host.as_str())];
+        all.extend_from_slice(headers);
+        RawWs::handshake_exactly(hub, path, &all).await
+    }
+
+    /// Sends `GET path` with exactly `headers` (no `Host` unless given) and reads the answer
+    /// as [`RawWs::handshake`] does.
+    pub async fn handshake_exactly(hub: &TestHub, path: &str, headers: &[(&str, &str)]) -> Answer {
         let mut tcp = TcpStream::connect(hub.addr).await.expect("connect");
-        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n", hub.addr);
+        let mut req = format!("GET {path} HTTP/1.1\r\n");
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
