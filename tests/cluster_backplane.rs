@@ -7,10 +7,9 @@
 mod common;
 
 use bytes::Bytes;
-use common::nats::{NatsCluster, NatsServer};
+use common::nats::NatsServer;
 use presence_hub::cluster::{
-    Availability, Backplane, Claim, ClusterConfig, ClusterError, DedupRecord, DirectoryKey, Head,
-    NodeId,
+    Backplane, Claim, ClusterConfig, ClusterError, DedupRecord, DirectoryKey, Head, NodeId,
 };
 use presence_hub::model::AgentId;
 use std::time::{Duration, Instant};
@@ -49,7 +48,13 @@ async fn stored(url: &str, agent: &AgentId) -> Vec<(u64, u64, String)> {
         if m.subject.as_str() != subject {
             continue;
         }
-        let version = m.headers.get("Presence-Version").unwrap().as_str().parse().unwrap();
+        let version = m
+            .headers
+            .get("Presence-Version")
+            .unwrap()
+            .as_str()
+            .parse()
+            .unwrap();
         out.push((seq, version, String::from_utf8(m.payload.to_vec()).unwrap()));
     }
     out
@@ -119,7 +124,13 @@ async fn forced_race_exactly_one_append_wins_and_versions_never_fork() {
         assert!(body.ends_with(&format!(":{version}")), "{seq}: {body}");
     }
     let last = a.last(&ann).await.unwrap().unwrap();
-    assert_eq!(last.head, Head { seq: rows[50].0, version: 51 });
+    assert_eq!(
+        last.head,
+        Head {
+            seq: rows[50].0,
+            version: 51
+        }
+    );
     assert!(a.epoch().unwrap().as_str().len() == 16);
     assert_eq!(a.epoch().unwrap(), b.epoch().unwrap());
 }
@@ -162,7 +173,10 @@ async fn dedup_across_two_nodes_applies_once_and_returns_the_stored_reply() {
         panic!("fresh id")
     };
     a.dedup_release(t).await.unwrap();
-    assert!(matches!(b.dedup_claim("evt-2").await.unwrap(), Claim::New(_)));
+    assert!(matches!(
+        b.dedup_claim("evt-2").await.unwrap(),
+        Claim::New(_)
+    ));
     assert!(matches!(
         a.dedup_claim("evt-2").await.unwrap(),
         Claim::Duplicate(DedupRecord::Pending { .. })
@@ -190,7 +204,10 @@ async fn directory_edit_on_one_node_is_seen_by_another_within_a_second() {
         .unwrap();
 
     let mut watch = b.directory_watch();
-    let first = tokio::time::timeout(PATIENCE, watch.recv()).await.unwrap().unwrap();
+    let first = tokio::time::timeout(PATIENCE, watch.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first.key, ann, "the watch starts with the current entries");
 
     for (key, value) in [
