@@ -236,3 +236,37 @@ async fn directory_edit_on_one_node_is_seen_by_another_within_a_second() {
     );
     assert_eq!(b.directory_get(&sales).await.unwrap(), None);
 }
+
+#[test]
+fn the_nats_cluster_config_in_the_docs_is_valid() {
+    let Some(bin) = common::nats::binary() else {
+        return;
+    };
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cluster.md")).unwrap();
+    let conf = doc
+        .split("```conf\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/cluster.md has a ```conf block");
+    for needle in ["sync_interval: always", "store_dir", "cluster {"] {
+        assert!(
+            conf.contains(needle),
+            "the documented config lacks {needle}"
+        );
+    }
+    let path = std::env::temp_dir().join(format!("presence-hub-doc-{}.conf", std::process::id()));
+    std::fs::write(&path, conf).unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "nats-server -t rejects the documented config: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
