@@ -9,7 +9,8 @@ mod common;
 use bytes::Bytes;
 use common::nats::NatsServer;
 use presence_hub::cluster::{
-    Backplane, Claim, ClusterConfig, ClusterError, DedupRecord, DirectoryKey, Head, NodeId,
+    Backplane, Claim, ClusterConfig, ClusterError, DedupRecord, DirectoryKey, Followed, Head,
+    NodeId,
 };
 use presence_hub::model::AgentId;
 use std::time::{Duration, Instant};
@@ -269,4 +270,76 @@ fn the_nats_cluster_config_in_the_docs_is_valid() {
         "nats-server -t rejects the documented config: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_receives_every_change_once_in_seq_order_from_where_it_asks() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let (a, _sa) = node(config(vec![nats.url()], "a", 1)).await;
+    let (b, _sb) = node(config(vec![nats.url()], "b", 1)).await;
+    let (c, _sc) = node(config(vec![nats.url()], "c", 1)).await;
+    let mut from_start = c.follow(0);
+    // Two writers, four agents, interleaved.
+    let agents: Vec<AgentId> = ["p", "q.r", "s@t", "u"].iter().map(|s| agent(s)).collect();
+    let (ra, rb) = tokio::join!(
+        async {
+            for i in 0..20 {
+                increment(&a, &agents[i % 2], "a").await.unwrap();
+            }
+        },
+        async {
+            for i in 0..20 {
+                increment(&b, &agents[2 + i % 2], "b").await.unwrap();
+            }
+        },
+    );
+    let _ = (ra, rb);
+    let mut got = Vec::new();
+    while got.len() < 40 {
+        match tokio::time::timeout(PATIENCE, from_start.recv())
+            .await
+            .unwrap()
+        {
+            Some(Followed::Change(ch)) => got.push(ch),
+            other => panic!("{other:?}"),
+        }
+    }
+    let seqs: Vec<u64> = got.iter().map(|c| c.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=40).collect::<Vec<_>>(),
+        "every change once, in order"
+    );
+    for a in &agents {
+        let versions: Vec<u64> = got
+            .iter()
+            .filter(|c| &c.agent == a)
+            .map(|c| c.version)
+            .collect();
+        assert_eq!(versions, (1..=10).collect::<Vec<_>>(), "{a}");
+        let last = c.last(a).await.unwrap().unwrap();
+        let seen = got.iter().rfind(|ch| &ch.agent == a).unwrap();
+        assert_eq!(
+            (last.head.seq, last.head.version, &last.body),
+            (seen.seq, seen.version, &seen.body)
+        );
+    }
+    assert_eq!(c.last_seq().await.unwrap(), 40);
+
+    // A follower asking from seq 30 (a resume) gets exactly 31.. and then new changes.
+    let mut resumed = c.follow(30);
+    increment(&a, &agents[0], "a").await.unwrap();
+    let mut tail = Vec::new();
+    while tail.len() < 11 {
+        match tokio::time::timeout(PATIENCE, resumed.recv())
+            .await
+            .unwrap()
+        {
+            Some(Followed::Change(ch)) => tail.push(ch.seq),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(tail, (31..=41).collect::<Vec<_>>());
 }

@@ -8,7 +8,7 @@ mod common;
 use bytes::Bytes;
 use common::nats::{NatsCluster, NatsServer};
 use presence_hub::cluster::{
-    Availability, Backplane, ClusterConfig, ClusterError, Head, Membership, NodeId,
+    Availability, Backplane, ClusterConfig, ClusterError, Followed, Head, Membership, NodeId,
 };
 use presence_hub::model::AgentId;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -236,6 +236,9 @@ async fn nats_kill9_and_restart_answers_unavailable_then_catches_up_without_loss
     };
     let (bp, _stop) = node(config(vec![nats.url()], "n1", 1)).await;
     let x = AgentId::parse("x").unwrap();
+    // A second node follows the stream through the outage.
+    let (viewer, _stop2) = node(config(vec![nats.url()], "n2", 1)).await;
+    let mut follower = viewer.follow(0);
     let restarted = Arc::new(AtomicBool::new(false));
     let w = tokio::spawn(writer(bp.clone(), x.clone(), restarted.clone(), 10));
 
@@ -268,6 +271,23 @@ async fn nats_kill9_and_restart_answers_unavailable_then_catches_up_without_loss
     assert!(refused > 0, "the outage was never answered unavailable");
     let rows = stored(&nats.url(), &x).await;
     check_no_loss(&attempts, &rows, killed_at);
+
+    // The follower resumed by itself: every stored change once, in order, no gap.
+    let mut seen = Vec::new();
+    while seen.len() < rows.len() {
+        match tokio::time::timeout(PATIENCE, follower.recv())
+            .await
+            .unwrap()
+        {
+            Some(Followed::Change(ch)) => seen.push((ch.seq, ch.version, ch.body)),
+            other => panic!("follower: {other:?}"),
+        }
+    }
+    let want: Vec<_> = rows
+        .iter()
+        .map(|r| (r.0, r.1, Bytes::from(r.2.clone())))
+        .collect();
+    assert_eq!(seen, want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use std::fmt;
 
 /// Header holding the agent's version of a change (1, 2, 3, ...).
-const VERSION: &str = "Presence-Version";
+pub(crate) const VERSION: &str = "Presence-Version";
 /// Header naming the node that wrote a change (for operators).
 const NODE: &str = "Presence-Node";
 

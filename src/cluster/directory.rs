@@ -116,7 +116,7 @@ impl Backplane {
                     Ok(w) => w,
                     Err(e) => {
                         warn!(error = %e, "directory watch could not start; retrying");
-                        pause(&mut sessions, session.generation).await;
+                        sessions.pause(session.generation).await;
                         continue;
                     }
                 };
@@ -135,18 +135,10 @@ impl Backplane {
                         return;
                     }
                 }
-                pause(&mut sessions, session.generation).await;
+                sessions.pause(session.generation).await;
             }
         });
         rx
-    }
-}
-
-/// Waits a moment before a watch is restarted (or less, if the session ends meanwhile).
-async fn pause(sessions: &mut super::link::SessionWatch, generation: u64) {
-    tokio::select! {
-        _ = sessions.ended(generation) => {}
-        _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
     }
 }
 

@@ -147,6 +147,15 @@ impl SessionWatch {
         }
     }
 
+    /// Waits a moment before a watch or follower is restarted on session `generation` (less,
+    /// if that session ends meanwhile): a failing restart does not spin.
+    pub async fn pause(&mut self, generation: u64) {
+        tokio::select! {
+            _ = self.ended(generation) => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+
     /// Resolves once session `generation` is no longer the connected one (lost, or
     /// replaced), or the link is gone.
     pub async fn ended(&mut self, generation: u64) {
