@@ -10,7 +10,7 @@ use bytes::Bytes;
 use common::nats::NatsServer;
 use presence_hub::cluster::{
     Backplane, Claim, ClusterConfig, ClusterError, DedupRecord, DirectoryKey, Followed, Head,
-    NodeId,
+    Names, NodeId,
 };
 use presence_hub::model::AgentId;
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ async fn stored(url: &str, agent: &AgentId) -> Vec<(u64, u64, String)> {
     let js = async_nats::jetstream::new(client);
     let stream = js.get_stream("pht_agents").await.unwrap();
     let last = stream.get_info().await.unwrap().state.last_sequence;
-    let subject = format!("pht.agent.{}", agent.as_str().replace('.', "_2E"));
+    let subject = Names::new("pht").unwrap().agent_subject(agent.as_str());
     let mut out = Vec::new();
     for seq in 1..=last {
         let Ok(m) = stream.get_raw_message(seq).await else {

@@ -8,7 +8,7 @@ mod common;
 use bytes::Bytes;
 use common::nats::{NatsCluster, NatsServer};
 use presence_hub::cluster::{
-    Availability, Backplane, ClusterConfig, ClusterError, Followed, Head, Membership, NodeId,
+    Availability, Backplane, ClusterConfig, ClusterError, Followed, Head, Membership, Names, NodeId,
 };
 use presence_hub::model::AgentId;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -185,7 +185,7 @@ async fn stored(url: &str, x: &AgentId) -> Vec<(u64, u64, String)> {
     let js = async_nats::jetstream::new(client);
     let stream = js.get_stream("pht_agents").await.unwrap();
     let last = stream.get_info().await.unwrap().state.last_sequence;
-    let subject = format!("pht.agent.{}", x.as_str());
+    let subject = Names::new("pht").unwrap().agent_subject(x.as_str());
     let mut out = Vec::new();
     for seq in 1..=last {
         if let Ok(m) = stream.get_raw_message(seq).await {

@@ -35,14 +35,25 @@ pub use link::{Availability, Link};
 pub use members::{owner_of, Members, Membership};
 pub use naming::{InvalidName, Names};
 
-/// This node's name in the cluster (`--node-id`): `[A-Za-z0-9_-]`, at most 32 characters.
+/// This node's name in the cluster (`--node-id`): 1..=64 characters of `[A-Za-z0-9._-]`
+/// (a host name and a port fit; it is escaped wherever NATS needs a token).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeId(Arc<str>);
 
 impl NodeId {
     /// Validates a node id.
     pub fn parse(s: &str) -> Result<Self, InvalidName> {
-        naming::check_plain("--node-id", s)?;
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !ok {
+            return Err(InvalidName {
+                what: "--node-id",
+                value: s.to_owned(),
+                allowed: "1..=64 characters of [A-Za-z0-9._-]",
+            });
+        }
         Ok(NodeId(Arc::from(s)))
     }
 
@@ -189,5 +200,33 @@ impl Backplane {
     /// The connection (availability, its watch).
     pub fn link(&self) -> &Link {
         &self.link
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_checked() {
+        let n1 = NodeId::parse("host-1.example.com-7400").unwrap();
+        assert!(NodeId::parse("").is_err());
+        assert!(NodeId::parse("a b").is_err());
+        assert!(NodeId::parse(&"x".repeat(65)).is_err());
+        let url = || vec!["nats://127.0.0.1:4222".to_string()];
+        assert!(ClusterConfig::new(url(), n1.clone(), "presence", 3).is_ok());
+        for (servers, prefix, replicas) in [
+            (vec![], "presence", 1),
+            (url(), "pre.sence", 1),
+            (url(), "presence", 0),
+            (url(), "presence", 6),
+        ] {
+            let e = ClusterConfig::new(servers, n1.clone(), prefix, replicas).unwrap_err();
+            assert!(matches!(e, ClusterError::Config(_)), "{e}");
+        }
+        let cfg = ClusterConfig::new(url(), n1, "presence", 1).unwrap();
+        assert!(cfg.dedup_ttl >= Duration::from_secs(4 * 3600));
+        assert!(cfg.ack_timeout <= Duration::from_secs(2));
+        assert!(cfg.member_ttl > 2 * cfg.heartbeat);
     }
 }

@@ -10,12 +10,14 @@ use std::fmt::Write as _;
 
 /// Why a prefix or node id cannot be used to name streams, buckets and subjects.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {what} {value:?}: must be 1..=32 characters of [A-Za-z0-9_-]")]
+#[error("invalid {what} {value:?}: must be {allowed}")]
 pub struct InvalidName {
     /// Which setting was rejected.
     pub what: &'static str,
     /// The rejected value, for the message.
     pub value: String,
+    /// What is allowed, for the message.
+    pub allowed: &'static str,
 }
 
 /// Checks a name that goes verbatim into stream and bucket names (no escaping there, so an
@@ -32,6 +34,7 @@ pub fn check_plain(what: &'static str, value: &str) -> Result<(), InvalidName> {
         Err(InvalidName {
             what,
             value: value.to_owned(),
+            allowed: "1..=32 characters of [A-Za-z0-9_-]",
         })
     }
 }
