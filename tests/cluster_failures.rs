@@ -121,6 +121,7 @@ async fn ownership_moves_when_a_heartbeat_stops_and_the_old_owner_is_fenced() {
 struct Attempt {
     body: String,
     issued: Instant,
+    answered: Instant,
     result: Result<Head, ClusterError>,
 }
 
@@ -151,6 +152,7 @@ async fn writer(
         let body = format!("attempt-{}", attempts.len());
         let issued = Instant::now();
         let result = bp.append(&x, h, Bytes::from(body.clone())).await;
+        let answered = Instant::now();
         assert!(
             issued.elapsed() < Duration::from_millis(2500),
             "an append must be answered promptly, took {:?}",
@@ -172,6 +174,7 @@ async fn writer(
         attempts.push(Attempt {
             body,
             issued,
+            answered,
             result,
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -204,9 +207,10 @@ async fn stored(url: &str, x: &AgentId) -> Vec<(u64, u64, String)> {
     out
 }
 
-/// What both outage tests check: one chain, every acknowledged append stored as
-/// acknowledged, and nothing answered `unavailable` stored unless it was already on its way
-/// when the server died (the ack lost with it: at most one, issued before the kill).
+/// What the outage tests check: one chain, every acknowledged append stored as
+/// acknowledged, and nothing answered `unavailable` stored unless it had been sent and its
+/// ack never came (at most one per outage; after a kill it must have been issued before
+/// the kill). An append refused at once (NATS known to be down) is never stored.
 fn check_no_loss(attempts: &[Attempt], rows: &[(u64, u64, String)], killed_at: Instant) {
     let versions: Vec<u64> = rows.iter().map(|r| r.1).collect();
     assert_eq!(versions, (1..=rows.len() as u64).collect::<Vec<_>>());
@@ -221,11 +225,20 @@ fn check_no_loss(attempts: &[Attempt], rows: &[(u64, u64, String)], killed_at: I
                     a.issued < killed_at,
                     "answered unavailable, stored later: {a:?}"
                 );
+                assert!(
+                    a.answered - a.issued >= Duration::from_millis(1400),
+                    "refused at once, yet stored: {a:?}"
+                );
                 in_doubt += 1;
             }
             (Err(_), None) => {}
         }
     }
+    eprintln!(
+        "{} attempts, {} stored, {in_doubt} answered unavailable but stored",
+        attempts.len(),
+        rows.len()
+    );
     assert!(in_doubt <= 1, "{in_doubt} appends in doubt");
 }
 
@@ -346,4 +359,37 @@ async fn losing_one_server_of_a_three_server_nats_cluster_with_replicas_3() {
     let rows = stored(&alive, &x).await;
     assert_eq!(rows[0].0, first.seq);
     check_no_loss(&attempts, &rows, killed_at);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_nats_server_is_answered_unavailable_within_the_ack_timeout() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let (bp, _stop) = node(config(vec![nats.url()], "n1", 1)).await;
+    let x = AgentId::parse("x").unwrap();
+    let restarted = Arc::new(AtomicBool::new(false));
+    let w = tokio::spawn(writer(bp.clone(), x.clone(), restarted.clone(), 10));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Frozen, not dead: sockets stay open and nothing is answered (a network partition).
+    let stalled_at = Instant::now();
+    nats.signal("STOP");
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    nats.signal("CONT");
+    restarted.store(true, Ordering::SeqCst);
+    let attempts = w.await.unwrap();
+
+    let first_refusal = attempts
+        .iter()
+        .find(|a| a.issued >= stalled_at && a.result.is_err())
+        .expect("the stall was answered unavailable");
+    let waited = first_refusal.answered - stalled_at;
+    eprintln!("silent server: first unavailable {waited:?} after the stall began");
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    let rows = stored(&nats.url(), &x).await;
+    // An append sent into the frozen server is stored when it thaws (its ack came too late):
+    // allowed, as the one append in doubt, since fencing refuses it once anything else was
+    // stored after it. Everything acknowledged is there.
+    check_no_loss(&attempts, &rows, Instant::now());
 }

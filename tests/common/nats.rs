@@ -107,6 +107,23 @@ impl NatsServer {
         }
     }
 
+    /// Freezes the server (`SIGSTOP`) or thaws it (`SIGCONT`): a server that is there but
+    /// silent, as behind a network partition: connections stay open, nothing is answered.
+    pub fn signal(&self, sig: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(|c| c.id())
+            .expect("server running");
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill(1)")
+            .success();
+        assert!(ok, "kill -{sig} {pid}");
+    }
+
     /// Starts (again) on the same port with the same store; waits until it accepts clients.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "server already running");
