@@ -343,3 +343,67 @@ async fn a_follower_receives_every_change_once_in_seq_order_from_where_it_asks()
     }
     assert_eq!(tail, (31..=41).collect::<Vec<_>>());
 }
+
+/// Answers every forwarded command with `pong:<body>`.
+async fn pong(bp: &Backplane) {
+    let mut inbox = bp.forwarded().await.unwrap();
+    tokio::spawn(async move {
+        while let Some(cmd) = inbox.recv().await {
+            let reply = [b"pong:".as_slice(), &cmd.body].concat();
+            let _ = cmd.respond(Bytes::from(reply)).await;
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_command_is_answered_by_its_node_or_unavailable() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let (a, _sa) = node(config(vec![nats.url()], "a", 1)).await;
+    let (b, _sb) = node(config(vec![nats.url()], "b.example-7400", 1)).await;
+    let (c, _sc) = node(config(vec![nats.url()], "c", 1)).await;
+    pong(&b).await;
+    let to_b = NodeId::parse("b.example-7400").unwrap();
+    let reply = a
+        .forward(&to_b, Bytes::from("ping"), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(reply, Bytes::from("pong:ping"));
+
+    // A node nobody serves (gone): unavailable at once.
+    let t0 = Instant::now();
+    let gone = a
+        .forward(
+            &NodeId::parse("gone").unwrap(),
+            Bytes::from("x"),
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(
+        matches!(&gone, Err(ClusterError::Unavailable { reason }) if reason.contains("not reachable")),
+        "{gone:?}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+
+    // A node that listens but does not answer: unavailable after the timeout.
+    let _silent = c.forwarded().await.unwrap();
+    let t0 = Instant::now();
+    let slow = a
+        .forward(
+            &NodeId::parse("c").unwrap(),
+            Bytes::from("x"),
+            Duration::from_millis(300),
+        )
+        .await;
+    assert!(
+        matches!(slow, Err(ClusterError::Unavailable { .. })),
+        "{slow:?}"
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+    assert!(t0.elapsed() < Duration::from_secs(2));
+}

@@ -252,6 +252,20 @@ async fn nats_kill9_and_restart_answers_unavailable_then_catches_up_without_loss
     // A second node follows the stream through the outage.
     let (viewer, _stop2) = node(config(vec![nats.url()], "n2", 1)).await;
     let mut follower = viewer.follow(0);
+    // ... and answers forwarded commands.
+    let mut inbox = viewer.forwarded().await.unwrap();
+    tokio::spawn(async move {
+        while let Some(cmd) = inbox.recv().await {
+            let body = cmd.body.clone();
+            let _ = cmd.respond(body).await;
+        }
+    });
+    let to_viewer = NodeId::parse("n2").unwrap();
+    let echo = |bp: Backplane, to: NodeId| async move {
+        bp.forward(&to, Bytes::from("echo"), Duration::from_secs(1))
+            .await
+    };
+    assert_eq!(echo(bp.clone(), to_viewer.clone()).await.unwrap(), "echo");
     let restarted = Arc::new(AtomicBool::new(false));
     let w = tokio::spawn(writer(bp.clone(), x.clone(), restarted.clone(), 10));
 
@@ -266,6 +280,15 @@ async fn nats_kill9_and_restart_answers_unavailable_then_catches_up_without_loss
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     eprintln!("outage detected after {:?}", killed_at.elapsed());
+    let t0 = Instant::now();
+    assert!(matches!(
+        echo(bp.clone(), to_viewer.clone()).await,
+        Err(ClusterError::Unavailable { .. })
+    ));
+    assert!(
+        t0.elapsed() < Duration::from_millis(100),
+        "refused at once while down"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     nats.restart().await;
     restarted.store(true, Ordering::SeqCst);
@@ -277,6 +300,12 @@ async fn nats_kill9_and_restart_answers_unavailable_then_catches_up_without_loss
     );
 
     let attempts = w.await.unwrap();
+    // Forwarding works again too: the viewer listens on its new connection by itself.
+    let t0 = Instant::now();
+    while echo(bp.clone(), to_viewer.clone()).await.is_err() {
+        assert!(t0.elapsed() < PATIENCE, "forwarding never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let refused = attempts
         .iter()
         .filter(|a| matches!(a.result, Err(ClusterError::Unavailable { .. })))

@@ -7,6 +7,7 @@
 //! - [`dedup`]: telephony event ids, create-only keys in a KV bucket with a TTL.
 //! - [`directory`]: agents and ring groups in a KV bucket, with a watch for edits.
 //! - [`follow`]: every change of the stream in `seq` order, for each node's own view.
+//! - [`forward`]: commands sent to the owning node and its reply relayed (request/reply).
 //! - [`members`]: live nodes (KV keys kept alive by heartbeats) and who owns which agent
 //!   (rendezvous hashing over the live nodes).
 //! - [`link`]: the connection to NATS, its availability, and the rule that a change is sent
@@ -19,6 +20,7 @@ pub mod agents;
 pub mod dedup;
 pub mod directory;
 pub mod follow;
+pub mod forward;
 pub mod link;
 pub mod members;
 pub mod naming;
@@ -31,6 +33,7 @@ pub use agents::{Epoch, Head, StoredChange};
 pub use dedup::{Claim, ClaimToken, DedupRecord};
 pub use directory::{DirectoryChange, DirectoryKey};
 pub use follow::{Followed, FollowedChange};
+pub use forward::Forwarded;
 pub use link::{Availability, Link};
 pub use members::{owner_of, Members, Membership};
 pub use naming::{InvalidName, Names};
