@@ -132,6 +132,11 @@ async fn forced_race_exactly_one_append_wins_and_versions_never_fork() {
             version: 51
         }
     );
+    // Every refusal and acknowledgement was counted (for /metrics).
+    let (sa, sb) = (a.stats(), b.stats());
+    assert_eq!(sa.appended + sb.appended, 51);
+    assert!(sa.fenced + sb.fenced >= 2, "{sa:?} {sb:?}");
+    assert_eq!(sa.append_unavailable + sb.append_unavailable, 0);
     assert!(a.epoch().unwrap().as_str().len() == 16);
     assert_eq!(a.epoch().unwrap(), b.epoch().unwrap());
 }
@@ -406,4 +411,5 @@ async fn a_forwarded_command_is_answered_by_its_node_or_unavailable() {
     );
     assert!(t0.elapsed() >= Duration::from_millis(300));
     assert!(t0.elapsed() < Duration::from_secs(2));
+    assert_eq!((a.stats().forwarded, a.stats().forward_failed), (1, 2));
 }

@@ -15,6 +15,7 @@
 //! answers, so a new owner reads everything acknowledged before it asked (a direct get may be
 //! answered by a lagging replica).
 
+use super::stats::Outcome;
 use super::{Backplane, ClusterError};
 use crate::model::AgentId;
 use async_nats::jetstream::context::PublishErrorKind;
@@ -83,6 +84,21 @@ impl Backplane {
     /// [`ClusterError::Unavailable`] if NATS is not reachable or did not acknowledge within
     /// the ack timeout.
     pub async fn append(
+        &self,
+        agent: &AgentId,
+        after: Head,
+        body: Bytes,
+    ) -> Result<Head, ClusterError> {
+        let result = self.append_once(agent, after, body).await;
+        self.counters.count(match &result {
+            Ok(_) => Outcome::Appended,
+            Err(ClusterError::Fenced { .. }) => Outcome::Fenced,
+            Err(_) => Outcome::AppendUnavailable,
+        });
+        result
+    }
+
+    async fn append_once(
         &self,
         agent: &AgentId,
         after: Head,

@@ -8,6 +8,7 @@
 //! connection. Like appends, a forward is only sent while connected (see `link.rs`).
 
 use super::naming::token;
+use super::stats::Outcome;
 use super::{Backplane, ClusterError, NodeId};
 use async_nats::{Client, RequestErrorKind, Subject};
 use bytes::Bytes;
@@ -50,6 +51,20 @@ fn node_subject(bp: &Backplane, node: &NodeId) -> String {
 impl Backplane {
     /// Sends `body` to `to` and waits for its reply, at most `timeout`.
     pub async fn forward(
+        &self,
+        to: &NodeId,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, ClusterError> {
+        let result = self.forward_once(to, body, timeout).await;
+        self.counters.count(match result {
+            Ok(_) => Outcome::Forwarded,
+            Err(_) => Outcome::ForwardFailed,
+        });
+        result
+    }
+
+    async fn forward_once(
         &self,
         to: &NodeId,
         body: Bytes,

@@ -25,6 +25,7 @@ pub mod link;
 pub mod members;
 pub mod naming;
 mod setup;
+pub mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,7 @@ pub use forward::Forwarded;
 pub use link::{Availability, Link};
 pub use members::{owner_of, Members, Membership};
 pub use naming::{InvalidName, Names};
+pub use stats::Stats;
 
 /// This node's name in the cluster (`--node-id`): 1..=64 characters of `[A-Za-z0-9._-]`
 /// (a host name and a port fit; it is escaped wherever NATS needs a token).
@@ -178,6 +180,8 @@ pub struct Backplane {
     link: Link,
     /// This node's settings.
     config: Arc<ClusterConfig>,
+    /// What this node did, for `/metrics`.
+    counters: Arc<stats::Counters>,
 }
 
 impl Backplane {
@@ -187,7 +191,16 @@ impl Backplane {
     pub fn start(config: ClusterConfig, stop: tokio_util::sync::CancellationToken) -> Self {
         let config = Arc::new(config);
         let link = Link::start(config.clone(), stop);
-        Backplane { link, config }
+        Backplane {
+            link,
+            config,
+            counters: Arc::default(),
+        }
+    }
+
+    /// What this node did on the backplane since it started.
+    pub fn stats(&self) -> Stats {
+        self.counters.snapshot()
     }
 
     /// Waits until the backplane is available, at most `timeout`.
