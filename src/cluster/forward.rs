@@ -104,9 +104,12 @@ impl Backplane {
             .subscribe(subject.clone())
             .await
             .map_err(ClusterError::unavailable)?;
+        // A round trip on the same connection: the server handles a connection's messages
+        // in order, so once this answer is back the subscription is in place (a client
+        // `flush` only means the bytes left this process).
         session
-            .client
-            .flush()
+            .js
+            .query_account()
             .await
             .map_err(ClusterError::unavailable)?;
         tokio::spawn(async move {
