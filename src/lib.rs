@@ -8,6 +8,7 @@
 //! [`run`] serves a bound listener until a shutdown future resolves.
 
 pub mod agent;
+pub mod cluster;
 pub mod config;
 pub mod directory;
 pub mod http;

@@ -2,6 +2,7 @@
 //! sockets with tokio-tungstenite and reqwest.
 #![allow(dead_code)]
 
+pub mod nats;
 pub mod raw;
 
 use futures::{SinkExt, StreamExt};
