@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use presence_hub::directory::Directory;
-use presence_hub::hub::dedup::StoredReply;
 use presence_hub::model::{AgentId, AgentState, CallDirection, CallId, CallInfo, Reason, Status};
+use presence_hub::protocol::StoredReply;
 use presence_hub::store::{Durability, Store, StoreOptions};
 
 fn cpu_seconds() -> f64 {

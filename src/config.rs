@@ -287,11 +287,11 @@ impl Default for Settings {
 
 impl Settings {
     /// The per-socket message rate of `role`.
-    pub fn rate_limit(&self, role: crate::metrics::Role) -> RateLimit {
+    pub fn rate_limit(&self, role: crate::protocol::Role) -> RateLimit {
         match role {
-            crate::metrics::Role::Agent => self.agent_rate,
-            crate::metrics::Role::Admin => self.admin_rate,
-            crate::metrics::Role::Telephony => self.telephony_rate,
+            crate::protocol::Role::Agent => self.agent_rate,
+            crate::protocol::Role::Admin => self.admin_rate,
+            crate::protocol::Role::Telephony => self.telephony_rate,
         }
     }
 }

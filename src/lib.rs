@@ -8,12 +8,15 @@
 //! [`run`] serves a bound listener until a shutdown future resolves.
 
 pub mod agent;
+pub mod clock;
 pub mod config;
 pub mod directory;
+pub mod fanout;
 pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod model;
+pub mod outbox;
 pub mod protocol;
 pub mod server;
 pub mod store;
@@ -68,29 +71,31 @@ pub async fn run(
     let (store, recovered) = hub::persist::open(&settings).await?;
     let token = CancellationToken::new();
     let hub = Hub::new(settings, token.clone(), store.clone(), recovered);
-    let prune_stop = token.child_token();
-    let pruner = hub::persist::spawn_pruner(store.clone(), hub.core.clock, prune_stop.clone());
+    let tasks = hub.tasks().clone();
+    tasks.spawn(hub::persist::prune(
+        store.clone(),
+        hub.clock(),
+        token.clone(),
+    ));
     let app = http::router(hub.clone());
     let trigger = token.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        trigger.cancel();
+    tasks.spawn(async move {
+        tokio::select! {
+            () = shutdown => trigger.cancel(),
+            () = trigger.cancelled() => {}
+        }
     });
-    info!(%addr, epoch = %hub.core.epoch(), "presence-hub listening");
-    let result = server::serve(
-        listener,
-        app,
-        hub.core.clone(),
-        token.clone(),
-        shutdown_timeout,
-    )
-    .await;
+    info!(%addr, epoch = %hub.epoch(), "presence-hub listening");
+    let accept = server::Accept::new(hub.settings(), hub.metrics_handle(), tasks.clone());
+    let result = server::serve(listener, app, accept, token.clone()).await;
+    // One deadline for the whole shutdown: HTTP connections finishing their request,
+    // sockets closing with 1001, actors ending, then the store's last commit.
+    let deadline = tokio::time::Instant::now() + shutdown_timeout;
     info!("shutting down: closing sockets");
-    hub.stop_agents();
-    let tasks = hub.core.tasks.clone();
+    hub.router().stop_all();
     tasks.close();
     drop(hub);
-    if tokio::time::timeout(shutdown_timeout, tasks.wait())
+    if tokio::time::timeout_at(deadline, tasks.wait())
         .await
         .is_err()
     {
@@ -99,10 +104,9 @@ pub async fn run(
             "shutdown timeout: some tasks did not finish"
         );
     }
-    // The actors have ended (or the timeout passed): commit what they queued, checkpoint.
-    prune_stop.cancel();
-    let _ = pruner.await;
-    hub::persist::close(store).await;
+    // The actors have ended (or the deadline passed): commit what they queued, checkpoint,
+    // bounded by what is left of the deadline (at least a short grace for the last commit).
+    hub::persist::close(store, deadline).await;
     info!("stopped");
     result.map_err(RunError::Io)
 }

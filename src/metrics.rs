@@ -6,35 +6,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-/// The three kinds of sockets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    Agent,
-    Admin,
-    Telephony,
-}
-
-impl Role {
-    /// All roles, for rendering.
-    pub const ALL: [Role; 3] = [Role::Agent, Role::Admin, Role::Telephony];
-
-    /// The label / claim value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Agent => "agent",
-            Role::Admin => "admin",
-            Role::Telephony => "telephony",
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Role::Agent => 0,
-            Role::Admin => 1,
-            Role::Telephony => 2,
-        }
-    }
-}
+use crate::protocol::Role;
 
 /// Why a connection, request, message or socket was refused or closed by a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

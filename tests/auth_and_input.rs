@@ -393,6 +393,11 @@ async fn http_api_needs_an_admin_or_telephony_token_when_a_secret_is_set() {
             .as_u16(),
         403
     );
+    // a1 is not known yet: the event creates nothing.
+    let resp = post(Some(format!("Bearer {tel}"))).await.expect("post");
+    assert_eq!(resp.status().as_u16(), 404);
+    let tab_url = hub.ws_url(&format!("/ws/agent?token={}", token("a1", "agent")));
+    let (_tab, _) = try_connect(&tab_url, &[]).await.expect("a1 logs in");
     let resp = post(Some(format!("Bearer {tel}"))).await.expect("post");
     assert_eq!(resp.status().as_u16(), 200);
     let body: Value = resp.json().await.expect("json");

@@ -656,6 +656,10 @@ async fn a_clean_stop_restores_states_and_the_directory() {
         )
         .await;
     assert_eq!(status, 201);
+    // x9 is known from the directory only (telephony reaches directory agents and logged
+    // in ones): it never logs in.
+    let (status, _) = hub.put("/api/v1/directory/agents/x9", &json!({})).await;
+    assert_eq!(status, 201);
     let (mut tab, _) = hub.tab("d1").await;
     ok(&tab
         .request(json!({"type": "set_status", "status": "on_break", "note": "tea"}))

@@ -1,23 +1,32 @@
 //! The public side of an agent actor.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::actor::AgentActor;
+use super::env::AgentEnv;
 use super::mailbox;
-use crate::hub::dedup::StoredReply;
-use crate::hub::fanout::Published;
-use crate::hub::HubCore;
 use crate::model::{AgentState, Input, Outcome, Rejection, TeamId};
+use crate::outbox::Outbox;
+use crate::protocol::StoredReply;
+use crate::protocol::{self, ErrorCode, Published, Ref, Text};
 use crate::store::CommitTicket;
-use crate::ws::outbox::Outbox;
 
 /// Mailbox size of one agent. Small: an agent gets a handful of requests per call.
 const MAILBOX: usize = 64;
 
 /// Identifies one socket (tab) of an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TabId(pub u64);
+pub struct TabId(u64);
+
+impl TabId {
+    /// A process-unique tab id (so unique among one agent's tabs).
+    pub(super) fn next() -> TabId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        TabId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
 
 /// Name, teams and wrap-up of an agent, from the directory or its token.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -59,6 +68,16 @@ pub struct TelephonyAnswer {
 }
 
 impl TelephonyAnswer {
+    /// The reply frame, for a request whose `ref` was `reply_ref`.
+    pub fn frame(&self, reply_ref: Option<&Ref>) -> Text {
+        protocol::telephony_answer(reply_ref, &self.reply, self.duplicate)
+    }
+
+    /// The HTTP status of the reply (`POST /api/v1/telephony/events`).
+    pub fn http_status(&self) -> u16 {
+        self.reply.error.map_or(200, ErrorCode::http_status)
+    }
+
     /// Takes the ticket out (leaving a resolved one).
     pub fn take_ticket(&mut self) -> CommitTicket {
         std::mem::replace(&mut self.ticket, CommitTicket::done())
@@ -88,7 +107,7 @@ pub(super) enum Command {
         reply: oneshot::Sender<Result<Applied, Rejection>>,
     },
     Telephony {
-        event_id: Option<Box<str>>,
+        event_id: Box<str>,
         input: Box<Input>,
         reply: oneshot::Sender<TelephonyAnswer>,
     },
@@ -106,10 +125,10 @@ pub struct AgentHandle {
 
 impl AgentHandle {
     /// Starts the actor for `state` with `profile` and returns its handle.
-    pub fn spawn(core: Arc<HubCore>, state: AgentState, profile: Profile) -> AgentHandle {
+    pub fn spawn(env: &AgentEnv, state: AgentState, profile: Profile) -> AgentHandle {
         let (sender, receiver) = mailbox::channel(MAILBOX);
-        let actor = AgentActor::new(receiver, core.clone(), state, profile);
-        core.tasks.spawn(actor.run());
+        let actor = AgentActor::new(receiver, env.clone(), state, profile);
+        env.tasks().spawn(actor.run());
         AgentHandle { sender }
     }
 
@@ -159,13 +178,13 @@ impl AgentHandle {
     /// its answer will arrive; waits only when the mailbox is full.
     pub async fn telephony_dispatch(
         &self,
-        event_id: Option<String>,
+        event_id: String,
         input: Input,
     ) -> Result<oneshot::Receiver<TelephonyAnswer>, AttachError> {
         let (reply, rx) = oneshot::channel();
         self.sender
             .send(Command::Telephony {
-                event_id: event_id.map(String::into_boxed_str),
+                event_id: event_id.into_boxed_str(),
                 input: Box::new(input),
                 reply,
             })

@@ -12,14 +12,14 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::auth::{authenticate, authenticate_api};
-use crate::hub::fanout::{sort_by_id, Filter, Published};
-use crate::hub::telephony::EventError;
-use crate::hub::Hub;
-use crate::metrics::{Rejected, Role};
+use crate::fanout::Filter;
+use crate::hub::{Dispatched, Hub, RouteError};
+use crate::metrics::Rejected;
 use crate::model::{AgentId, Status, TeamId};
-use crate::protocol::{bad_message_reply, error_reply, json_string, peek_ref, ErrorCode, Request};
+use crate::protocol::Role;
+use crate::protocol::{self, json_string, peek_ref, ErrorCode, TelephonyMessage};
+use crate::protocol::{render_agent_list, sort_by_id, Published};
 use crate::ws::limit::SharedBucket;
-use crate::ws::outbox::render_agent_list;
 
 type Params = Query<HashMap<String, String>>;
 
@@ -40,14 +40,19 @@ impl HttpLimits {
 
 const READERS: &[Role] = &[Role::Admin, Role::Telephony];
 
-fn json(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+fn json(status: StatusCode, body: impl Into<Bytes>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.into(),
+    )
+        .into_response()
 }
 
 fn bad_request(message: &str) -> Response {
     json(
         StatusCode::BAD_REQUEST,
-        error_reply(None, ErrorCode::BadMessage, message, ""),
+        protocol::error(None, ErrorCode::BadMessage, message),
     )
 }
 
@@ -87,20 +92,20 @@ pub async fn agents(
     headers: HeaderMap,
     Query(params): Params,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, READERS) {
+    if let Err(e) = authenticate_api(&hub, &headers, &params, READERS) {
         return e.into_response();
     }
     let (_, filter, status) = match list_query(&params) {
         Ok(q) => q,
         Err(r) => return *r,
     };
-    let (seq, mut list) = hub.core.fanout.snapshot(&filter);
+    let (seq, mut list) = hub.fanout().snapshot(&filter);
     if let Some(status) = status {
         list.retain(|p| p.status == status);
     }
     sort_by_id(&mut list);
     let mut out = String::new();
-    render_agent_list(&mut out, hub.core.epoch(), seq, &list);
+    render_agent_list(&mut out, hub.epoch(), seq, &list);
     json(StatusCode::OK, out)
 }
 
@@ -111,21 +116,20 @@ pub async fn agent(
     Path(id): Path<String>,
     Query(params): Params,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, READERS) {
+    if let Err(e) = authenticate_api(&hub, &headers, &params, READERS) {
         return e.into_response();
     }
     let found = AgentId::parse(&id)
         .ok()
-        .and_then(|id| hub.core.fanout.get(&id));
+        .and_then(|id| hub.fanout().get(&id));
     match found {
         Some(p) => json(StatusCode::OK, p.agent_json().to_string()),
         None => json(
             StatusCode::NOT_FOUND,
-            error_reply(
+            protocol::error(
                 None,
                 ErrorCode::UnknownAgent,
                 &format!("unknown agent {id}"),
-                "",
             ),
         ),
     }
@@ -137,17 +141,17 @@ pub async fn available(
     headers: HeaderMap,
     Query(params): Params,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, READERS) {
+    if let Err(e) = authenticate_api(&hub, &headers, &params, READERS) {
         return e.into_response();
     }
     let (q, filter, _) = match list_query(&params) {
         Ok(q) => q,
         Err(r) => return *r,
     };
-    let (seq, mut list) = hub.core.fanout.snapshot(&filter);
+    let (seq, mut list) = hub.fanout().snapshot(&filter);
     list.retain(|p| p.status == Status::Available);
     if let Some(group) = &q.ring_group {
-        let dir = hub.core.directory();
+        let dir = hub.directory();
         list.retain(|p| dir.in_ring_group(&p.agent_id, group));
     }
     list.sort_by(|a, b| {
@@ -156,7 +160,7 @@ pub async fn available(
             .then_with(|| a.agent_id.cmp(&b.agent_id))
     });
     let mut out = String::new();
-    render_agent_list(&mut out, hub.core.epoch(), seq, &list);
+    render_agent_list(&mut out, hub.epoch(), seq, &list);
     json(StatusCode::OK, out)
 }
 
@@ -166,19 +170,16 @@ pub async fn summary(
     headers: HeaderMap,
     Query(params): Params,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, READERS) {
+    if let Err(e) = authenticate_api(&hub, &headers, &params, READERS) {
         return e.into_response();
     }
     let (_, filter, _) = match list_query(&params) {
         Ok(q) => q,
         Err(r) => return *r,
     };
-    let (seq, list) = hub.core.fanout.snapshot(&filter);
-    let now = hub.core.clock.now_ms();
-    json(
-        StatusCode::OK,
-        render_summary(hub.core.epoch(), seq, now, &list),
-    )
+    let (seq, list) = hub.fanout().snapshot(&filter);
+    let now = hub.clock().now_ms();
+    json(StatusCode::OK, render_summary(hub.epoch(), seq, now, &list))
 }
 
 fn render_summary(epoch: &str, seq: u64, now: u64, list: &[Arc<Published>]) -> String {
@@ -240,9 +241,9 @@ pub async fn telephony_event(
     Query(params): Params,
     body: Bytes,
 ) -> Response {
-    if let Err(e) = authenticate(&hub.core, &headers, &params, &[Role::Telephony]).or_else(|e| {
+    if let Err(e) = authenticate(&hub, &headers, &params, &[Role::Telephony]).or_else(|e| {
         // Dev mode: the HTTP endpoint needs no identity parameter.
-        if hub.core.settings.jwt_secret.is_none()
+        if hub.settings().jwt_secret.is_none()
             && matches!(e, super::auth::AuthError::Unauthorized(_))
         {
             Ok(dev_adapter())
@@ -252,55 +253,65 @@ pub async fn telephony_event(
     }) {
         return e.into_response();
     }
-    hub.core.metrics.message_in(Role::Telephony);
+    hub.metrics().message_in(Role::Telephony);
     let Ok(text) = std::str::from_utf8(&body) else {
         return bad_request("body is not UTF-8");
     };
     if let Some(Extension(limits)) = &limits {
         if !limits.telephony_events.try_take() {
-            hub.core.metrics.rejected(Rejected::RateLimited);
+            hub.metrics().rejected(Rejected::RateLimited);
             return json(
                 StatusCode::TOO_MANY_REQUESTS,
-                error_reply(
+                protocol::error(
                     peek_ref(text).as_ref(),
                     ErrorCode::RateLimited,
                     "too many telephony events: slow down",
-                    "",
                 ),
             );
         }
     }
-    let req = match Request::decode(text) {
-        Ok(req) => req,
-        Err(bad) => return json(StatusCode::BAD_REQUEST, bad_message_reply(&bad)),
+    let envelope = match protocol::decode::<TelephonyMessage>(text) {
+        Ok(e) => e,
+        Err(bad) => return json(StatusCode::BAD_REQUEST, protocol::bad_message(&bad)),
     };
-    match hub.telephony_event(&req).await {
+    let reply_ref = envelope.reply_ref;
+    let message = envelope.message;
+    if let TelephonyMessage::Ping {} = message {
+        return json(
+            StatusCode::OK,
+            protocol::pong(reply_ref.as_ref(), hub.clock().now_ms()),
+        );
+    }
+    if let Err(message) = message.check() {
+        let bad = protocol::BadMessage { reply_ref, message };
+        return json(StatusCode::BAD_REQUEST, protocol::bad_message(&bad));
+    }
+    let answer = match hub.router().telephony(&message).await {
+        Ok(Dispatched::Answered(answer)) => Ok(answer),
+        Ok(Dispatched::Pending(pending)) => pending.await.map_err(|_| RouteError::Unavailable),
+        Err(e) => Err(e),
+    };
+    match answer {
         Ok(mut answer) => {
             // The reply only once the event (and its change) is committed.
-            if let Err(e) = answer.answer.take_ticket().await {
+            if let Err(e) = answer.take_ticket().await {
                 return json(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    crate::ws::reply::not_stored(req.reply_ref.as_ref(), &e),
+                    protocol::not_stored(reply_ref.as_ref(), &e),
                 );
             }
             let status = StatusCode::from_u16(answer.http_status()).unwrap_or(StatusCode::OK);
-            json(status, answer.render(&req))
+            json(status, answer.frame(reply_ref.as_ref()))
         }
-        Err(EventError::Bad(bad)) => json(StatusCode::BAD_REQUEST, bad_message_reply(&bad)),
-        Err(EventError::Unavailable) => json(
+        Err(_) => json(
             StatusCode::SERVICE_UNAVAILABLE,
-            error_reply(
-                req.reply_ref.as_ref(),
-                ErrorCode::InvalidState,
-                "the hub is shutting down",
-                "",
-            ),
+            protocol::shutting_down(reply_ref.as_ref()),
         ),
     }
 }
 
-fn dev_adapter() -> super::auth::Identity {
-    super::auth::Identity {
+fn dev_adapter() -> crate::protocol::Identity {
+    crate::protocol::Identity {
         role: Role::Telephony,
         subject: "dev".into(),
         name: None,
@@ -311,31 +322,23 @@ fn dev_adapter() -> super::auth::Identity {
 
 /// `GET /healthz`.
 pub async fn healthz(State(hub): State<Arc<Hub>>) -> Response {
-    let status = if hub.core.shutdown.is_cancelled() {
+    let status = if hub.shutdown().is_cancelled() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
-    json(
-        status,
-        format!(
-            r#"{{"status":"{}","epoch":{}}}"#,
-            if status == StatusCode::OK {
-                "ok"
-            } else {
-                "shutting_down"
-            },
-            json_string(hub.core.epoch())
-        ),
-    )
+    let body = serde_json::json!({
+        "status": if status == StatusCode::OK { "ok" } else { "shutting_down" },
+        "epoch": &**hub.epoch(),
+    });
+    json(status, body.to_string())
 }
 
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
-    let core = &hub.core;
     let mut out = String::with_capacity(4096);
-    core.metrics.render(&mut out);
-    let (_, list) = core.fanout.snapshot(&Filter::default());
+    hub.metrics().render(&mut out);
+    let (_, list) = hub.fanout().snapshot(&Filter::default());
     let mut counts: HashMap<Status, usize> = HashMap::new();
     for p in &list {
         *counts.entry(p.status).or_default() += 1;
@@ -352,8 +355,8 @@ pub async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
             counts.get(&s).copied().unwrap_or(0)
         );
     }
-    let stats = core.fanout.stats();
-    let store = core.store.stats();
+    let stats = hub.fanout().stats();
+    let store = hub.store().stats();
     for (name, help, kind, v) in [
         (
             "presence_hub_store_commits_total",
@@ -419,19 +422,19 @@ pub async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
             "presence_hub_event_ids_remembered",
             "Telephony event ids held for deduplication.",
             "gauge",
-            core.dedup.len() as u64,
+            hub.router().remembered_event_ids() as u64,
         ),
         (
             "presence_hub_agent_actors",
             "Agent actors running.",
             "gauge",
-            hub.agent_count() as u64,
+            hub.router().actor_count() as u64,
         ),
         (
             "presence_hub_tasks",
             "Live hub tasks: one per agent actor plus one per open socket.",
             "gauge",
-            core.tasks.len() as u64,
+            hub.tasks().len() as u64,
         ),
     ] {
         let _ = writeln!(

@@ -25,12 +25,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::auth::authenticate_api;
-use crate::agent::Profile;
 use crate::directory::{AgentProfile, RingGroup};
 use crate::hub::persist;
 use crate::hub::{profile_of, Hub};
-use crate::metrics::Role;
 use crate::model::{AgentId, TeamId};
+use crate::protocol::Role;
 use crate::protocol::{MAX_RING_TIMEOUT_MS, MAX_TEXT_CHARS};
 
 type Params = Query<HashMap<String, String>>;
@@ -80,8 +79,7 @@ fn admin_with_id<T>(
     id: &str,
     parse: fn(&str) -> Result<T, Box<Response>>,
 ) -> Result<T, Box<Response>> {
-    authenticate_api(&hub.core, headers, params, ADMINS)
-        .map_err(|e| Box::new(e.into_response()))?;
+    authenticate_api(hub, headers, params, ADMINS).map_err(|e| Box::new(e.into_response()))?;
     parse(id)
 }
 
@@ -214,10 +212,10 @@ pub async fn list_agents(
     headers: HeaderMap,
     Query(params): Params,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
+    if let Err(e) = authenticate_api(&hub, &headers, &params, ADMINS) {
         return e.into_response();
     }
-    let mut agents: Vec<AgentProfile> = hub.core.directory().agents.values().cloned().collect();
+    let mut agents: Vec<AgentProfile> = hub.directory().agents.values().cloned().collect();
     agents.sort_by(|a, b| a.id.cmp(&b.id));
     ok_json(StatusCode::OK, &serde_json::json!({ "agents": agents }))
 }
@@ -233,7 +231,7 @@ pub async fn get_agent(
         Ok(id) => id,
         Err(r) => return *r,
     };
-    let found = hub.core.directory().agents.get(&id).cloned();
+    let found = hub.directory().agents.get(&id).cloned();
     match found {
         Some(p) => ok_json(StatusCode::OK, &p),
         None => unknown_agent(&id),
@@ -273,18 +271,19 @@ pub async fn put_agent(
         Ok(p) => p,
         Err(message) => return bad_request(&message),
     };
-    let core = &hub.core;
-    let _edit = core.directory_edits.lock().await;
+    let core = &hub;
+    let _edit = core.directory_edit().await;
     let created = !core.directory().agents.contains_key(&id);
-    if let Err(e) = persist::wait(core.store.put_agent(profile.clone())).await {
+    if let Err(e) = persist::wait(core.store().put_agent(profile.clone())).await {
         return store_failed(&e);
     }
     core.directory_mut()
         .agents
         .insert(id.clone(), profile.clone());
     // A new actor reads its profile from the directory; an existing one is told.
-    let handle = hub.agent_or_create(&id);
-    handle.set_profile(profile_of(&profile)).await;
+    hub.router()
+        .profile_changed(&id, profile_of(&profile))
+        .await;
     ok_json(put_status(created), &profile)
 }
 
@@ -300,18 +299,16 @@ pub async fn delete_agent(
         Ok(id) => id,
         Err(r) => return *r,
     };
-    let core = &hub.core;
-    let _edit = core.directory_edits.lock().await;
+    let core = &hub;
+    let _edit = core.directory_edit().await;
     if !core.directory().agents.contains_key(&id) {
         return unknown_agent(&id);
     }
-    if let Err(e) = persist::wait(core.store.delete_agent(&id)).await {
+    if let Err(e) = persist::wait(core.store().delete_agent(&id)).await {
         return store_failed(&e);
     }
     core.directory_mut().agents.remove(&id);
-    if let Some(handle) = hub.agent(&id) {
-        handle.set_profile(Profile::default()).await;
-    }
+    hub.router().profile_removed(&id).await;
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -321,10 +318,10 @@ pub async fn list_ring_groups(
     headers: HeaderMap,
     Query(params): Params,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
+    if let Err(e) = authenticate_api(&hub, &headers, &params, ADMINS) {
         return e.into_response();
     }
-    let mut groups: Vec<RingGroup> = hub.core.directory().ring_groups.values().cloned().collect();
+    let mut groups: Vec<RingGroup> = hub.directory().ring_groups.values().cloned().collect();
     groups.sort_by(|a, b| a.id.cmp(&b.id));
     ok_json(
         StatusCode::OK,
@@ -343,7 +340,7 @@ pub async fn get_ring_group(
         Ok(id) => id,
         Err(r) => return *r,
     };
-    let found = hub.core.directory().ring_groups.get(&id).cloned();
+    let found = hub.directory().ring_groups.get(&id).cloned();
     match found {
         Some(g) => ok_json(StatusCode::OK, &g),
         None => unknown_group(&id),
@@ -367,10 +364,10 @@ pub async fn put_ring_group(
         Ok(g) => g,
         Err(message) => return bad_request(&message),
     };
-    let core = &hub.core;
-    let _edit = core.directory_edits.lock().await;
+    let core = &hub;
+    let _edit = core.directory_edit().await;
     let created = !core.directory().ring_groups.contains_key(&id);
-    if let Err(e) = persist::wait(core.store.put_ring_group(group.clone())).await {
+    if let Err(e) = persist::wait(core.store().put_ring_group(group.clone())).await {
         return store_failed(&e);
     }
     core.directory_mut().ring_groups.insert(id, group.clone());
@@ -388,12 +385,12 @@ pub async fn delete_ring_group(
         Ok(id) => id,
         Err(r) => return *r,
     };
-    let core = &hub.core;
-    let _edit = core.directory_edits.lock().await;
+    let core = &hub;
+    let _edit = core.directory_edit().await;
     if !core.directory().ring_groups.contains_key(&id) {
         return unknown_group(&id);
     }
-    if let Err(e) = persist::wait(core.store.delete_ring_group(&id)).await {
+    if let Err(e) = persist::wait(core.store().delete_ring_group(&id)).await {
         return store_failed(&e);
     }
     core.directory_mut().ring_groups.remove(&id);

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::hub::Hub;
-use crate::metrics::Role;
+use crate::protocol::Role;
 use crate::server::ConnSlot;
 use crate::ws::handshake;
 
@@ -50,9 +50,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .fallback(get(web::asset))
-        .layer(Extension(Arc::new(api::HttpLimits::new(
-            &hub.core.settings,
-        ))))
+        .layer(Extension(Arc::new(api::HttpLimits::new(hub.settings()))))
         .with_state(hub)
 }
 
@@ -97,15 +95,15 @@ fn upgrade(
         Ok(accept) => accept,
         Err(e) => return e.into_response(),
     };
-    let identity = match auth::authenticate(&hub.core, req.headers(), query, &[role]) {
+    let identity = match auth::authenticate(&hub, req.headers(), query, &[role]) {
         Ok(identity) => identity,
         Err(e) => return e.into_response(),
     };
-    if hub.core.shutdown.is_cancelled() {
+    if hub.shutdown().is_cancelled() {
         return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let tasks = hub.core.tasks.clone();
+    let tasks = hub.tasks().clone();
     tasks.spawn(crate::ws::serve(
         on_upgrade,
         hub,

@@ -24,10 +24,10 @@ use std::sync::Arc;
 
 use super::auth::authenticate_api;
 use super::directory::{bad_request, error};
-use crate::hub::fanout::Filter;
+use crate::fanout::Filter;
 use crate::hub::Hub;
-use crate::metrics::Role;
 use crate::model::{AgentId, Millis, Status, TeamId};
+use crate::protocol::Role;
 use crate::store::{
     to_csv, AgentStatusTime, HistoryCursor, HistoryRow, ReportQuery, StoreError, MAX_HISTORY_LIMIT,
 };
@@ -67,7 +67,7 @@ async fn read<T: Send + 'static>(
     hub: &Hub,
     f: impl FnOnce(&crate::store::Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Response> {
-    let store = hub.core.store.clone();
+    let store = hub.store().clone();
     let joined = tokio::task::spawn_blocking(move || {
         store.flush().wait_blocking()?;
         f(&store)
@@ -121,10 +121,10 @@ pub async fn status_time(
     headers: HeaderMap,
     Query(params): Params,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
+    if let Err(e) = authenticate_api(&hub, &headers, &params, ADMINS) {
         return e.into_response();
     }
-    let now = hub.core.clock.now_ms();
+    let now = hub.clock().now_ms();
     let (from, to) = match range(&params, now) {
         Ok(r) => r,
         Err(m) => return bad_request(&m),
@@ -143,10 +143,7 @@ pub async fn status_time(
     let agents = match params.get("team") {
         Some(t) => match TeamId::parse(t) {
             Ok(team) => {
-                let (_, list) = hub
-                    .core
-                    .fanout
-                    .snapshot(&Filter::new(Some(vec![team]), None));
+                let (_, list) = hub.fanout().snapshot(&Filter::new(Some(vec![team]), None));
                 Some(
                     list.iter()
                         .map(|p| p.agent_id.clone())
@@ -225,14 +222,14 @@ pub async fn history(
     Path(id): Path<String>,
     Query(params): Params,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
+    if let Err(e) = authenticate_api(&hub, &headers, &params, ADMINS) {
         return e.into_response();
     }
     let agent_id = match AgentId::parse(&id) {
         Ok(a) => a,
         Err(e) => return bad_request(&e.to_string()),
     };
-    if hub.agent(&agent_id).is_none() {
+    if !hub.router().is_known(&agent_id) {
         return error(
             StatusCode::NOT_FOUND,
             "unknown_agent",

@@ -25,7 +25,7 @@ pub async fn asset(State(hub): State<Arc<Hub>>, uri: Uri) -> Response {
     {
         return StatusCode::NOT_FOUND.into_response();
     }
-    let body: Option<Vec<u8>> = match &hub.core.settings.web_dir {
+    let body: Option<Vec<u8>> = match &hub.settings().web_dir {
         Some(dir) => tokio::fs::read(dir.join(&path)).await.ok(),
         None => WEB_DEMO.get_file(&path).map(|f| f.contents().to_vec()),
     };

@@ -9,11 +9,11 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::clock::Clock;
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::store::{CommitTicket, Durability, Recovered, Store, StoreError, StoreOptions};
 
@@ -77,31 +77,36 @@ pub async fn wait(ticket: CommitTicket) -> Result<(), StoreError> {
 
 /// Prunes history older than the retention and expired event ids once now and then every
 /// [`PRUNE_EVERY`], until `stop` is cancelled.
-pub fn spawn_pruner(store: Arc<Store>, clock: Clock, stop: CancellationToken) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let ticket = store.prune(clock.now_ms());
-            tokio::select! {
-                () = stop.cancelled() => break,
-                r = wait(ticket) => if let Err(e) = r {
-                    warn!(error = %e, "durable store: pruning failed");
-                },
-            }
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = tokio::time::sleep(PRUNE_EVERY) => {}
-            }
+pub async fn prune(store: Arc<Store>, clock: Clock, stop: CancellationToken) {
+    loop {
+        let ticket = store.prune(clock.now_ms());
+        tokio::select! {
+            () = stop.cancelled() => break,
+            r = wait(ticket) => if let Err(e) = r {
+                warn!(error = %e, "durable store: pruning failed");
+            },
         }
-    })
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+    }
 }
 
+/// The least time the store's last commit gets at shutdown, even when the tasks used up
+/// the deadline.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// Commits everything queued, checkpoints and closes the store (at shutdown, after the
-/// actors ended).
-pub async fn close(store: Arc<Store>) {
-    let closed = tokio::task::spawn_blocking(move || store.close()).await;
-    match closed {
-        Ok(Ok(())) => info!("durable store flushed and closed"),
-        Ok(Err(e)) => warn!(error = %e, "durable store: close failed"),
-        Err(e) => warn!(error = %e, "durable store: close panicked"),
+/// actors ended), waiting until `deadline` (or [`CLOSE_GRACE`], whichever is later). Past
+/// it the hub stops without waiting: what was queued may be lost, and it says so.
+pub async fn close(store: Arc<Store>, deadline: Instant) {
+    let deadline = deadline.max(Instant::now() + CLOSE_GRACE);
+    let closing = tokio::task::spawn_blocking(move || store.close());
+    match tokio::time::timeout_at(deadline, closing).await {
+        Ok(Ok(Ok(()))) => info!("durable store flushed and closed"),
+        Ok(Ok(Err(e))) => warn!(error = %e, "durable store: close failed"),
+        Ok(Err(e)) => warn!(error = %e, "durable store: close panicked"),
+        Err(_) => warn!("durable store: close did not finish before the shutdown deadline"),
     }
 }

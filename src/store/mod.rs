@@ -37,6 +37,7 @@
 //! other) and vanish when the store closes.
 
 mod codec;
+pub mod dedup;
 mod error;
 mod open;
 mod queue;
@@ -66,9 +67,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::directory::{AgentProfile, Directory, RingGroup};
-use crate::hub::dedup::StoredReply;
-use crate::hub::fanout::Published;
 use crate::model::{AgentId, AgentState, Millis, Session};
+use crate::protocol::Published;
+use crate::protocol::StoredReply;
 use open::Location;
 use queue::{EventInsert, Item, Op, Queue, StateJson, StateRecord};
 use read::Readers;
@@ -202,6 +203,16 @@ impl Store {
             lock: Mutex::new(lock),
         };
         Ok((store, recovered))
+    }
+
+    /// A ticket for an answer that stored nothing itself: with `--durability commit` it
+    /// resolves once everything queued before it is committed (an earlier change the answer
+    /// reports may still be on its way); with `async`, at once.
+    pub fn ack_barrier(&self) -> CommitTicket {
+        match self.durability() {
+            Durability::Commit => self.flush(),
+            Durability::Async => CommitTicket::done(),
+        }
     }
 
     /// The durability mode the store was opened with.

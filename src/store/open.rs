@@ -13,8 +13,8 @@ use super::codec::{from_json, ms_from_sql, ms_to_sql, parse_error_code, secs_to_
 use super::read::read_directory;
 use super::{Durability, RecoveredAgent, StoreError};
 use crate::directory::Directory;
-use crate::hub::dedup::StoredReply;
 use crate::model::{AgentState, Millis, Session};
+use crate::protocol::StoredReply;
 
 /// The migrations, in order: migration `i` brings the schema to version `i + 1`.
 pub(super) const MIGRATIONS: &[(&str, &str)] = &[

@@ -6,11 +6,9 @@ pub mod conn;
 pub mod frame;
 pub mod handshake;
 pub mod limit;
-pub mod outbox;
 pub mod session;
 pub mod socket;
 
-mod acks;
 mod admin;
 mod agent;
 pub(crate) mod reply;

@@ -6,41 +6,17 @@
 //! ever held for non-blocking work (`try_send`, `Arc` clones), never across an `.await`.
 //! A subscriber over its queue bound is closed with 4008 and dropped, never waited on.
 
-use axum::extract::ws::Utf8Bytes;
+use crate::protocol::Text;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::model::{AgentId, AgentState, Millis, Status, TeamId};
-use crate::protocol::{ok_reply, Ref};
-use crate::ws::outbox::{Outbound, Outbox, SnapshotReply};
+mod notifier;
 
-/// The latest published state of one agent: its update frame plus the fields filters and
-/// the HTTP API need, so nobody has to ask the actor. One per agent stays alive (and one
-/// per update in the `resume` history): kept compact, no spare capacity anywhere.
-#[derive(Debug)]
-pub struct Published {
-    pub agent_id: AgentId,
-    /// For subscriber filters (a boxed slice: no spare capacity).
-    pub teams: Box<[TeamId]>,
-    pub status: Status,
-    pub since: Millis,
-    pub version: u64,
-    pub connections: u32,
-    /// The hub-wide sequence number of this update (the current `seq` for a registration).
-    pub seq: u64,
-    /// `{"type":"agent","seq":N,"agent":{...}}`.
-    pub frame: Utf8Bytes,
-    /// Where the `AgentState` object starts inside `frame` (a short prefix: fits in `u32`).
-    agent_start: u32,
-}
+pub use notifier::Notifier;
 
-impl Published {
-    /// The `AgentState` JSON object.
-    pub fn agent_json(&self) -> &str {
-        let f = self.frame.as_str();
-        &f[self.agent_start as usize..f.len() - 1]
-    }
-}
+use crate::model::{AgentId, AgentState, TeamId};
+use crate::outbox::{Outbound, Outbox, SnapshotReply};
+use crate::protocol::{self, Published, Ref};
 
 /// Which agents a subscriber wants. Both lists narrow: an agent must match each one given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -151,9 +127,9 @@ impl Fanout {
     /// Records an agent's state without an update (a directory agent that exists before it
     /// ever changed). It shows in snapshots; subscribers get nothing.
     pub fn register(&self, state: &AgentState) -> Arc<Published> {
-        let json = agent_json(state);
+        let json = Published::serialize(state);
         let mut inner = self.lock();
-        let published = Arc::new(build(state, inner.seq, &json));
+        let published = Arc::new(Published::build(state, inner.seq, &json));
         inner
             .latest
             .entry(state.agent_id.clone())
@@ -164,12 +140,12 @@ impl Fanout {
     /// Publishes a changed state: assigns the next `seq`, keeps it for `resume`, queues it
     /// to every matching admin. Returns the shared entry (its frame goes to the agent's tabs).
     pub fn publish(&self, state: &AgentState) -> Arc<Published> {
-        let json = agent_json(state);
+        let json = Published::serialize(state);
         let mut guard = self.lock();
         let inner = &mut *guard;
         inner.seq += 1;
         let seq = inner.seq;
-        let published = Arc::new(build(state, seq, &json));
+        let published = Arc::new(Published::build(state, seq, &json));
         inner
             .latest
             .insert(state.agent_id.clone(), published.clone());
@@ -243,7 +219,7 @@ impl Fanout {
             return ResumeResult::Snapshot;
         }
         let skip = (seq + 1 - oldest_kept) as usize;
-        let frames: Vec<Utf8Bytes> = inner
+        let frames: Vec<Text> = inner
             .history
             .iter()
             .skip(skip)
@@ -251,12 +227,7 @@ impl Fanout {
             .map(|p| p.frame.clone())
             .collect();
         let replayed = frames.len();
-        let fields = format!(
-            r#""recovered":true,"replayed":{replayed},"epoch":{},"seq":{}"#,
-            crate::protocol::json_string(&self.epoch),
-            inner.seq
-        );
-        let ok = Utf8Bytes::from(ok_reply(reply_ref, &fields));
+        let ok = protocol::resumed(reply_ref, replayed, &self.epoch, inner.seq);
         let queued = (replayed == 0 || outbox.push_unbounded(Outbound::Frames(frames)).is_ok())
             && outbox.push_unbounded(Outbound::Frame(ok)).is_ok();
         if queued {
@@ -335,11 +306,6 @@ fn matching(inner: &Inner, filter: &Filter) -> Vec<Arc<Published>> {
     agents
 }
 
-/// Orders agents by id (done by the reader, outside the lock).
-pub fn sort_by_id(agents: &mut [Arc<Published>]) {
-    agents.sort_unstable_by(|a, b| a.agent_id.cmp(&b.agent_id));
-}
-
 fn attach(inner: &mut Inner, conn_id: u64, filter: Filter, outbox: &Outbox) {
     inner.subscribers.retain(|s| s.conn_id != conn_id);
     inner.subscribers.push(Subscriber {
@@ -347,29 +313,4 @@ fn attach(inner: &mut Inner, conn_id: u64, filter: Filter, outbox: &Outbox) {
         filter,
         outbox: outbox.clone(),
     });
-}
-
-fn agent_json(state: &AgentState) -> String {
-    // AgentState holds only strings, numbers and enums: serialization cannot fail.
-    serde_json::to_string(state).unwrap_or_else(|_| "{}".to_string())
-}
-
-fn build(state: &AgentState, seq: u64, json: &str) -> Published {
-    let prefix = format!(r#"{{"type":"agent","seq":{seq},"agent":"#);
-    let mut frame = String::with_capacity(prefix.len() + json.len() + 1);
-    frame.push_str(&prefix);
-    frame.push_str(json);
-    frame.push('}');
-    Published {
-        agent_id: state.agent_id.clone(),
-        teams: state.teams.as_slice().into(),
-        status: state.status,
-        since: state.since,
-        version: state.version,
-        connections: state.connections,
-        seq,
-        frame: Utf8Bytes::from(frame),
-        // The prefix is `{"type":"agent","seq":N,"agent":`: a few dozen bytes.
-        agent_start: u32::try_from(prefix.len()).unwrap_or(0),
-    }
 }

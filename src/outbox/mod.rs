@@ -5,7 +5,6 @@
 //! `--queue-bytes` setting, ~1 MiB by default); a producer that finds it over its bound marks
 //! the socket for closing with 4008 and drops it, so a slow reader never slows anyone else.
 
-use axum::extract::ws::Utf8Bytes;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,7 +13,11 @@ use std::task::{Context, Poll};
 
 use futures::task::AtomicWaker;
 
-use crate::hub::fanout::Published;
+mod ordered;
+
+pub use ordered::{Later, Ordered, MAX_PENDING};
+
+use crate::protocol::{render_agent_list, sort_by_id, Published, Text};
 
 /// Close code for a socket that fell behind its queue bound.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
@@ -23,9 +26,9 @@ pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 #[derive(Debug)]
 pub enum Outbound {
     /// A ready-made text frame, shared with every other receiver of it.
-    Frame(Utf8Bytes),
+    Frame(Text),
     /// Several frames to write in order (a `resume` replay).
-    Frames(Vec<Utf8Bytes>),
+    Frames(Vec<Text>),
     /// A snapshot reply, serialized by the socket's own task so the fan-out lock is never
     /// held while megabytes of JSON are written.
     Snapshot(Box<SnapshotReply>),
@@ -48,7 +51,7 @@ pub struct SnapshotReply {
 impl SnapshotReply {
     /// Renders the reply frame.
     pub fn render(mut self) -> String {
-        crate::hub::fanout::sort_by_id(&mut self.agents);
+        sort_by_id(&mut self.agents);
         let body: usize = self.agents.iter().map(|a| a.agent_json().len() + 1).sum();
         let mut out = String::with_capacity(body + 128);
         out.push_str(r#"{"type":"ok""#);
@@ -68,26 +71,6 @@ impl SnapshotReply {
         out.push('}');
         out
     }
-}
-
-/// Writes `{"epoch":..,"seq":..,"agents":[..]}` from pre-serialized agent states.
-pub fn render_agent_list(out: &mut String, epoch: &str, seq: u64, agents: &[Arc<Published>]) {
-    out.push_str(r#"{"epoch":"#);
-    out.push_str(&crate::protocol::json_string(epoch));
-    out.push_str(r#","seq":"#);
-    out.push_str(itoa_u64(seq).as_str());
-    out.push_str(r#","agents":["#);
-    for (i, a) in agents.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(a.agent_json());
-    }
-    out.push_str("]}");
-}
-
-fn itoa_u64(n: u64) -> String {
-    n.to_string()
 }
 
 /// Why a push was refused: the socket is over its bound or already closing.
@@ -194,7 +177,7 @@ impl Drop for Outbox {
 impl Outbox {
     /// Queues a frame. Over the bound, the socket is marked for closing with 4008 and
     /// `Overflow` is returned: the caller drops this receiver from its lists.
-    pub fn push(&self, frame: Utf8Bytes) -> Result<(), Overflow> {
+    pub fn push(&self, frame: Text) -> Result<(), Overflow> {
         if self.is_closing() {
             return Err(Overflow);
         }
@@ -340,8 +323,8 @@ impl CloseSignal {
 mod tests {
     use super::*;
 
-    fn text(s: &str) -> Utf8Bytes {
-        Utf8Bytes::from(s.to_string())
+    fn text(s: &str) -> Text {
+        Text::from(s.to_string())
     }
 
     #[tokio::test]

@@ -1,0 +1,358 @@
+//! The routing seam: every command for an agent (from its own socket, an admin socket, the
+//! telephony socket or the HTTP API) goes through the [`Router`], which finds the agent's
+//! actor, starting it when the agent may have one, and hands back a [`Route`] to it.
+//!
+//! Today a route is always [`Route::Local`]: the actor runs in this process. Cluster mode
+//! will add a variant for an agent owned by another node (`Route::Remote(node)`), forwarding
+//! the same commands over the cluster link: callers only ever see `Route` and the router's
+//! methods, so they need not change.
+//!
+//! Who may have an actor: an agent in the directory, and an agent whose tab logs in. A
+//! command for anyone else (a telephony event, an admin action) creates nothing and is
+//! answered `unknown_agent`.
+
+use dashmap::DashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+use super::{profile_of, LiveDirectory};
+use crate::agent::{AgentEnv, AgentHandle, Applied, Profile, TabId, TelephonyAnswer};
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::model::{AgentId, AgentState, Input, Rejection};
+use crate::outbox::Outbox;
+use crate::protocol::{telephony_unknown_agent, CallEvent, TelephonyMessage};
+use crate::store::dedup::EventIdCache;
+use crate::store::{CommitTicket, Store};
+
+/// Why a command did not reach an actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// Neither in the directory nor logged in.
+    #[error("unknown agent")]
+    UnknownAgent,
+    /// The actor is gone: the hub is shutting down.
+    #[error("the hub is shutting down")]
+    Unavailable,
+}
+
+/// Where an agent's commands go. Cheap to clone; a socket keeps the route of its agent.
+#[derive(Clone)]
+pub enum Route {
+    /// The actor runs in this process.
+    Local(AgentHandle),
+}
+
+impl Route {
+    /// Registers a tab with the actor (which queues `hello` into `outbox` first).
+    pub async fn attach(&self, outbox: Outbox, hint: Option<Profile>) -> Result<TabId, RouteError> {
+        match self {
+            Route::Local(h) => h
+                .attach(outbox, hint)
+                .await
+                .map_err(|_| RouteError::Unavailable),
+        }
+    }
+
+    /// A tab closed.
+    pub async fn detach(&self, tab: TabId) {
+        match self {
+            Route::Local(h) => h.detach(tab).await,
+        }
+    }
+
+    /// Applies an input; `origin` is the tab that asked (it answers a logout itself).
+    pub async fn apply(
+        &self,
+        input: Input,
+        origin: Option<TabId>,
+    ) -> Result<Result<Applied, Rejection>, RouteError> {
+        match self {
+            Route::Local(h) => h
+                .apply(input, origin)
+                .await
+                .map_err(|_| RouteError::Unavailable),
+        }
+    }
+
+    /// Hands a telephony event to the actor; its answer arrives on the receiver.
+    async fn telephony(
+        &self,
+        event_id: String,
+        input: Input,
+    ) -> Result<oneshot::Receiver<TelephonyAnswer>, RouteError> {
+        match self {
+            Route::Local(h) => h
+                .telephony_dispatch(event_id, input)
+                .await
+                .map_err(|_| RouteError::Unavailable),
+        }
+    }
+
+    async fn set_profile(&self, profile: Profile) {
+        match self {
+            Route::Local(h) => h.set_profile(profile).await,
+        }
+    }
+}
+
+/// A telephony event after routing: answered by the router itself (unknown agent), or on
+/// its way at the actor (the answer arrives on the receiver, built once there).
+#[derive(Debug)]
+pub enum Dispatched {
+    /// Answered without an actor.
+    Answered(TelephonyAnswer),
+    /// The actor's answer will arrive here.
+    Pending(oneshot::Receiver<TelephonyAnswer>),
+}
+
+/// Finds (or starts) the actor of an agent. See the module doc.
+pub struct Router {
+    /// The live actors.
+    agents: DashMap<AgentId, AgentHandle>,
+    /// What every actor is started with.
+    env: AgentEnv,
+    /// Who is in the directory, and their profiles.
+    directory: Arc<LiveDirectory>,
+    /// Event ids answered without an actor (unknown agent) are remembered here too.
+    events: Arc<EventIdCache>,
+    /// Where those answers are stored.
+    store: Arc<Store>,
+    /// For the time of a stored event id.
+    clock: Clock,
+    /// Telephony outcomes answered here.
+    metrics: Arc<Metrics>,
+    /// `--ring-timeout-secs`: when neither the offer nor a ring group sets one.
+    ring_timeout: Duration,
+}
+
+impl Router {
+    pub(super) fn new(
+        env: AgentEnv,
+        directory: Arc<LiveDirectory>,
+        events: Arc<EventIdCache>,
+        store: Arc<Store>,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+        ring_timeout: Duration,
+    ) -> Router {
+        Router {
+            agents: DashMap::new(),
+            env,
+            directory,
+            events,
+            store,
+            clock,
+            metrics,
+            ring_timeout,
+        }
+    }
+
+    /// Starts the actor of a stored agent (at start, after a restart).
+    pub(super) fn restore(&self, state: AgentState) {
+        let id = state.agent_id.clone();
+        let profile = match self.directory.read().agents.get(&id) {
+            Some(p) => profile_of(p),
+            // Known from its token only: keep the name and teams it had.
+            None => Profile {
+                name: state.name.clone(),
+                teams: state.teams.clone(),
+                wrap_up_ms: None,
+            },
+        };
+        let handle = AgentHandle::spawn(&self.env, state, profile);
+        self.agents.insert(id, handle);
+    }
+
+    /// Starts an actor (offline) for every directory agent that has none.
+    pub(super) fn start_directory_agents(&self) {
+        let ids: Vec<AgentId> = self.directory.read().agents.keys().cloned().collect();
+        for id in ids {
+            self.spawn_or_get(&id);
+        }
+    }
+
+    fn spawn_or_get(&self, id: &AgentId) -> AgentHandle {
+        if let Some(h) = self.agents.get(id) {
+            return h.clone();
+        }
+        self.agents
+            .entry(id.clone())
+            .or_insert_with(|| {
+                let profile = self
+                    .directory
+                    .read()
+                    .agents
+                    .get(id)
+                    .map(profile_of)
+                    .unwrap_or_default();
+                let state = AgentState::new(id.clone(), self.clock.now_ms());
+                AgentHandle::spawn(&self.env, state, profile)
+            })
+            .clone()
+    }
+
+    /// The route of an agent that may have an actor (in the directory, or with a live
+    /// actor); `None` for anyone else.
+    pub fn route(&self, id: &AgentId) -> Option<Route> {
+        if let Some(h) = self.agents.get(id) {
+            return Some(Route::Local(h.clone()));
+        }
+        if !self.directory.read().agents.contains_key(id) {
+            return None;
+        }
+        Some(Route::Local(self.spawn_or_get(id)))
+    }
+
+    /// A tab of `id` logs in: its actor is found or started, and the tab attached. The
+    /// token's name and teams are used only for an agent the directory does not know.
+    pub async fn login(
+        &self,
+        id: &AgentId,
+        outbox: Outbox,
+        hint: Profile,
+    ) -> Result<(Route, TabId), RouteError> {
+        let in_directory = self.directory.read().agents.contains_key(id);
+        let route = Route::Local(self.spawn_or_get(id));
+        let tab = route
+            .attach(outbox, (!in_directory).then_some(hint))
+            .await?;
+        Ok((route, tab))
+    }
+
+    /// Applies an input from an admin socket or the HTTP API to a known agent.
+    pub async fn apply(
+        &self,
+        id: &AgentId,
+        input: Input,
+    ) -> Result<Result<Applied, Rejection>, RouteError> {
+        let route = self.route(id).ok_or(RouteError::UnknownAgent)?;
+        route.apply(input, None).await
+    }
+
+    /// Routes one checked telephony event. The event-id memory is consulted once: by the
+    /// actor (which serializes an agent's events, so two copies of one event in flight
+    /// cannot both apply), or here when no actor may exist (unknown agent).
+    pub async fn telephony(&self, message: &TelephonyMessage) -> Result<Dispatched, RouteError> {
+        let Some(event) = message.event() else {
+            return Err(RouteError::UnknownAgent);
+        };
+        let Some(route) = self.route(&event.agent_id) else {
+            return Ok(Dispatched::Answered(self.unknown_agent(message, event)));
+        };
+        let input = self.input_of(message);
+        let pending = route.telephony(event.event_id.clone(), input).await?;
+        Ok(Dispatched::Pending(pending))
+    }
+
+    /// The answer to an event for an agent that may not have an actor: remembered (and
+    /// stored) like any first answer, so a repeat is a `duplicate`.
+    fn unknown_agent(&self, message: &TelephonyMessage, event: &CallEvent) -> TelephonyAnswer {
+        if let Some(reply) = self.events.get(&event.event_id) {
+            self.metrics.telephony_event(true, false);
+            return TelephonyAnswer {
+                reply,
+                duplicate: true,
+                stale: false,
+                // The first answer may still be on its way to the disk.
+                ticket: self.store.ack_barrier(),
+            };
+        }
+        let is_offer = matches!(message, TelephonyMessage::CallOffered(_));
+        let reply = telephony_unknown_agent(is_offer, &event.agent_id);
+        let ticket: CommitTicket =
+            self.store
+                .record_event_id(&event.event_id, &reply, self.clock.now_ms());
+        self.events.insert(&event.event_id, reply.clone());
+        self.metrics.telephony_event(false, false);
+        TelephonyAnswer {
+            reply,
+            duplicate: false,
+            stale: false,
+            ticket,
+        }
+    }
+
+    fn input_of(&self, message: &TelephonyMessage) -> Input {
+        match message {
+            TelephonyMessage::CallOffered(o) => Input::CallOffered {
+                ring_timeout_ms: self.ring_timeout_ms(
+                    o.ring_timeout_ms,
+                    o.ring_group.as_deref(),
+                    &o.event.agent_id,
+                ),
+                call_id: o.event.call_id.clone(),
+                from: o.from.clone(),
+                to: o.to.clone(),
+                ring_group: o.ring_group.clone(),
+            },
+            TelephonyMessage::CallAnswered(e) => Input::CallAnswered {
+                call_id: e.call_id.clone(),
+            },
+            TelephonyMessage::CallCancelled(e) => Input::CallCancelled {
+                call_id: e.call_id.clone(),
+            },
+            TelephonyMessage::CallEnded(e) => Input::CallEnded {
+                call_id: e.call_id.clone(),
+            },
+            TelephonyMessage::OutboundStarted(o) => Input::OutboundStarted {
+                call_id: o.event.call_id.clone(),
+                to: o.to.clone(),
+            },
+            // `telephony` returned before: a ping is no event.
+            TelephonyMessage::Ping {} => Input::EndWrapUp,
+        }
+    }
+
+    /// Ring timeout of an offer: the offer's own, else its ring group's, else one of the
+    /// agent's ring groups', else the hub default.
+    fn ring_timeout_ms(&self, own: Option<u64>, group: Option<&str>, agent_id: &AgentId) -> u64 {
+        if let Some(ms) = own {
+            return ms;
+        }
+        let dir = self.directory.read();
+        group
+            .and_then(|g| dir.ring_timeout_ms(g))
+            .or_else(|| {
+                dir.groups_of(agent_id)
+                    .into_iter()
+                    .find_map(|g| dir.ring_timeout_ms(g))
+            })
+            .unwrap_or(u64::try_from(self.ring_timeout.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// A directory entry was created or changed: the actor (started if needed) takes the
+    /// new profile.
+    pub async fn profile_changed(&self, id: &AgentId, profile: Profile) {
+        let route = Route::Local(self.spawn_or_get(id));
+        route.set_profile(profile).await;
+    }
+
+    /// A directory entry was deleted: its name and teams are cleared.
+    pub async fn profile_removed(&self, id: &AgentId) {
+        if let Some(h) = self.agents.get(id).map(|h| h.clone()) {
+            Route::Local(h).set_profile(Profile::default()).await;
+        }
+    }
+
+    /// True when the agent has a live actor or a directory entry.
+    pub fn is_known(&self, id: &AgentId) -> bool {
+        self.agents.contains_key(id) || self.directory.read().agents.contains_key(id)
+    }
+
+    /// Telephony event ids remembered for deduplication.
+    pub fn remembered_event_ids(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Live actors.
+    pub fn actor_count(&self) -> usize {
+        self.agents.len()
+    }
+
+    /// Drops every actor handle so the actors end (shutdown).
+    pub fn stop_all(&self) {
+        self.agents.clear();
+    }
+}
