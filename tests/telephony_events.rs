@@ -495,3 +495,44 @@ async fn pipelined_events_keep_their_order_and_replies_come_back_in_order() {
     }
     hub.stop().await;
 }
+
+// ---------------------------------------------------------------- order on the adapter socket
+
+/// On the adapter's socket, the reply to an event comes before the notifications it
+/// causes: a 1 ms ring times out long before the offer is committed (`--durability
+/// commit`, a real file), and `call_declined` follows an offer to a tab that declines at
+/// once; neither may overtake the `ok` of the offer.
+#[tokio::test]
+async fn a_reply_comes_before_the_notifications_its_event_causes() {
+    let dir = std::env::temp_dir().join(format!("ph-order-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let hub = TestHub::with(presence_hub::Settings {
+        database: dir.join("hub.db"),
+        durability: presence_hub::store::Durability::Commit,
+        ..settings()
+    })
+    .await;
+    let (mut tab, _) = hub.agent("a1").await;
+    let mut tel = hub.telephony().await;
+    for i in 0..20 {
+        let ok = tab
+            .request(json!({"type": "set_status", "status": "available"}))
+            .await;
+        assert_eq!(ok["type"], "ok", "{ok}");
+        let call = format!("c{i}");
+        let mut offer = event("call_offered", &call, "a1");
+        offer["ring_timeout_ms"] = json!(1);
+        offer["ref"] = json!(i);
+        tel.send(offer).await;
+        // The first frame on the socket is the reply, then the ring timeout.
+        let first = tel.recv().await;
+        assert_eq!(first["type"], "ok", "reply first: {first}");
+        assert_eq!(first["ref"], i, "{first}");
+        let second = tel.recv().await;
+        assert_eq!(second["type"], "ring_timeout", "{second}");
+        assert_eq!(second["call_id"], call.as_str(), "{second}");
+    }
+    hub.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

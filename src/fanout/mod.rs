@@ -278,7 +278,7 @@ impl Fanout {
         recovered: Option<bool>,
     ) -> SnapshotReply {
         SnapshotReply {
-            reply_ref: reply_ref.map(Ref::to_json),
+            reply_ref: reply_ref.cloned(),
             recovered,
             epoch: self.epoch.clone(),
             seq: inner.seq,

@@ -7,6 +7,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde::Deserialize;
+use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use crate::hub::{Dispatched, Hub, RouteError};
 use crate::metrics::Rejected;
 use crate::model::{AgentId, Status, TeamId};
 use crate::protocol::Role;
-use crate::protocol::{self, json_string, peek_ref, ErrorCode, TelephonyMessage};
+use crate::protocol::{self, peek_ref, ErrorCode, TelephonyMessage};
 use crate::protocol::{render_agent_list, sort_by_id, Published};
 use crate::ws::limit::SharedBucket;
 
@@ -196,41 +197,45 @@ fn render_summary(epoch: &str, seq: u64, now: u64, list: &[Arc<Published>]) -> S
             *e = p;
         }
     }
-    let mut out = format!(
-        r#"{{"epoch":{},"seq":{seq},"server_time":{now},"total":{},"connected":{connected},"counts":{{"#,
-        json_string(epoch),
-        list.len()
-    );
-    for (i, s) in Status::ALL.iter().enumerate() {
-        let sep = if i > 0 { "," } else { "" };
-        let _ = write!(
-            out,
-            r#"{sep}"{}":{}"#,
-            s.as_str(),
-            counts.get(s).copied().unwrap_or(0)
+    #[derive(Serialize)]
+    struct Longest<'a> {
+        agent_id: &'a str,
+        since: u64,
+        seconds: u64,
+    }
+    #[derive(Serialize)]
+    struct Summary<'a> {
+        epoch: &'a str,
+        seq: u64,
+        server_time: u64,
+        total: usize,
+        connected: usize,
+        counts: serde_json::Map<String, serde_json::Value>,
+        longest: serde_json::Map<String, serde_json::Value>,
+    }
+    let mut summary = Summary {
+        epoch,
+        seq,
+        server_time: now,
+        total: list.len(),
+        connected,
+        counts: serde_json::Map::new(),
+        longest: serde_json::Map::new(),
+    };
+    for s in Status::ALL {
+        let count = counts.get(&s).copied().unwrap_or(0);
+        summary.counts.insert(s.as_str().into(), count.into());
+        let oldest = longest.get(&s).map(|p| Longest {
+            agent_id: p.agent_id.as_str(),
+            since: p.since,
+            seconds: now.saturating_sub(p.since) / 1000,
+        });
+        summary.longest.insert(
+            s.as_str().into(),
+            serde_json::to_value(oldest).unwrap_or_default(),
         );
     }
-    out.push_str(r#"},"longest":{"#);
-    for (i, s) in Status::ALL.iter().enumerate() {
-        let sep = if i > 0 { "," } else { "" };
-        match longest.get(s) {
-            Some(p) => {
-                let _ = write!(
-                    out,
-                    r#"{sep}"{}":{{"agent_id":{},"since":{},"seconds":{}}}"#,
-                    s.as_str(),
-                    json_string(p.agent_id.as_str()),
-                    p.since,
-                    now.saturating_sub(p.since) / 1000
-                );
-            }
-            None => {
-                let _ = write!(out, r#"{sep}"{}":null"#, s.as_str());
-            }
-        }
-    }
-    out.push_str("}}");
-    out
+    serde_json::to_string(&summary).unwrap_or_default()
 }
 
 /// `POST /api/v1/telephony/events`: one event, the same reply the socket would send.

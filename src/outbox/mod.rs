@@ -17,7 +17,7 @@ mod ordered;
 
 pub use ordered::{Later, Ordered, MAX_PENDING};
 
-use crate::protocol::{render_agent_list, sort_by_id, Published, Text};
+use crate::protocol::{self, sort_by_id, Published, Ref, Text};
 
 /// Close code for a socket that fell behind its queue bound.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
@@ -39,8 +39,8 @@ pub enum Outbound {
 /// The parts of an `ok` reply carrying a `snapshot`.
 #[derive(Debug)]
 pub struct SnapshotReply {
-    /// The `ref` of the request, already rendered as JSON.
-    pub reply_ref: Option<String>,
+    /// The `ref` of the request.
+    pub reply_ref: Option<Ref>,
     /// `Some(false)` for a `resume` that could not be recovered.
     pub recovered: Option<bool>,
     pub epoch: Arc<str>,
@@ -49,27 +49,16 @@ pub struct SnapshotReply {
 }
 
 impl SnapshotReply {
-    /// Renders the reply frame.
+    /// Renders the reply frame (see [`crate::protocol::snapshot`]).
     pub fn render(mut self) -> String {
         sort_by_id(&mut self.agents);
-        let body: usize = self.agents.iter().map(|a| a.agent_json().len() + 1).sum();
-        let mut out = String::with_capacity(body + 128);
-        out.push_str(r#"{"type":"ok""#);
-        if let Some(r) = &self.reply_ref {
-            out.push_str(r#","ref":"#);
-            out.push_str(r);
-        }
-        if let Some(recovered) = self.recovered {
-            out.push_str(if recovered {
-                r#","recovered":true"#
-            } else {
-                r#","recovered":false"#
-            });
-        }
-        out.push_str(r#","snapshot":"#);
-        render_agent_list(&mut out, &self.epoch, self.seq, &self.agents);
-        out.push('}');
-        out
+        protocol::snapshot(
+            self.reply_ref.as_ref(),
+            self.recovered,
+            &self.epoch,
+            self.seq,
+            &self.agents,
+        )
     }
 }
 

@@ -16,7 +16,7 @@ pub use inbound::{
     FilterSpec, OutboundCall, StatusChange, StatusChangeError, TelephonyMessage,
 };
 pub use outbound::*;
-pub use published::{render_agent_list, sort_by_id, Published};
+pub use published::{render_agent_list, snapshot, sort_by_id, Published};
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;

@@ -71,7 +71,39 @@ pub fn sort_by_id(agents: &mut [Arc<Published>]) {
     agents.sort_unstable_by(|a, b| a.agent_id.cmp(&b.agent_id));
 }
 
-/// Writes `{"epoch":..,"seq":..,"agents":[..]}` from pre-serialized agent states.
+/// The `ok` reply carrying a `snapshot` (to `subscribe`, or a `resume` that could not be
+/// recovered). Like the agent list it holds, assembled around the pre-serialized agent
+/// states (a snapshot of 100k agents is ~30 MB: serializing them again, or even checking
+/// them, would cost the socket task that renders it tens of milliseconds).
+pub fn snapshot(
+    reply_ref: Option<&super::Ref>,
+    recovered: Option<bool>,
+    epoch: &str,
+    seq: u64,
+    agents: &[Arc<Published>],
+) -> String {
+    let body: usize = agents.iter().map(|a| a.agent_json().len() + 1).sum();
+    let mut out = String::with_capacity(body + 128);
+    out.push_str(r#"{"type":"ok""#);
+    if let Some(r) = reply_ref {
+        out.push_str(r#","ref":"#);
+        out.push_str(&r.to_json());
+    }
+    if let Some(recovered) = recovered {
+        out.push_str(if recovered {
+            r#","recovered":true"#
+        } else {
+            r#","recovered":false"#
+        });
+    }
+    out.push_str(r#","snapshot":"#);
+    render_agent_list(&mut out, epoch, seq, agents);
+    out.push('}');
+    out
+}
+
+/// Writes `{"epoch":..,"seq":..,"agents":[..]}` from pre-serialized agent states (the
+/// snapshot's body, and `GET /api/v1/agents`).
 pub fn render_agent_list(out: &mut String, epoch: &str, seq: u64, agents: &[Arc<Published>]) {
     out.push_str(r#"{"epoch":"#);
     out.push_str(&crate::protocol::json_string(epoch));
