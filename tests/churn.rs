@@ -22,9 +22,10 @@ const POOL: usize = 50;
 const CHURN: usize = 10_000;
 /// Sockets opened and closed at the same time.
 const PARALLEL: usize = 10;
-/// Tasks besides actors and sockets: the history pruner, the shutdown watcher and the
-/// HTTP connection of the metrics request that counts them (every task is tracked).
-const OTHER_TASKS: usize = 3;
+/// Tasks besides actors and sockets: the history pruner, the shutdown watcher, the reaper
+/// of stopped actors and the HTTP connection of the metrics request that counts them
+/// (every task is tracked).
+const OTHER_TASKS: usize = 4;
 
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");

@@ -34,6 +34,14 @@ enum Wake {
     Closed,
 }
 
+/// What the actor does after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    Continue,
+    /// The agent left the directory: stop now if idle (not after the idle period).
+    StopIfIdle,
+}
+
 /// Kept small: its size is paid by every agent in its task (see `run`).
 pub(super) struct AgentActor {
     /// Requests from handles; ends (and so does the actor) when every handle is dropped.
@@ -87,9 +95,16 @@ impl AgentActor {
     pub(super) fn run(mut self) -> impl Future<Output = ()> + Send {
         async move {
             loop {
-                let next = next_deadline(&self.state);
-                self.alarm
-                    .set(next.map(|(at, _)| self.env.clock().instant_at(at)));
+                let at = match next_deadline(&self.state) {
+                    Some((at, _)) => Some(self.env.clock().instant_at(at)),
+                    // Nothing to wait for: stop after the idle period, unless something
+                    // happens first (every wake-up starts the period again).
+                    None if self.is_idle() => {
+                        Some(tokio::time::Instant::now() + self.env.defaults().actor_idle)
+                    }
+                    None => None,
+                };
+                self.alarm.set(at);
                 // Biased, timer first: a deadline that has passed (a ring that expired
                 // while the hub was down, or while this actor was busy) is applied before
                 // any request, even one that arrived at the same instant.
@@ -103,17 +118,43 @@ impl AgentActor {
                 })
                 .await;
                 match wake {
-                    Wake::Timer => {
+                    Wake::Timer => match next_deadline(&self.state) {
                         // The state has not changed since the alarm was set: same timer.
-                        if let Some((_, which)) = next_deadline(&self.state) {
+                        Some((_, which)) => {
                             let _ = self.apply(which.input(), None);
                         }
+                        // The idle period passed.
+                        None => {
+                            if self.stop_if_idle() {
+                                break;
+                            }
+                        }
+                    },
+                    Wake::Command(cmd) => {
+                        if self.handle(cmd) == After::StopIfIdle && self.stop_if_idle() {
+                            break;
+                        }
                     }
-                    Wake::Command(cmd) => self.handle(cmd),
                     Wake::Closed => break,
                 }
             }
         }
+    }
+
+    /// No tab, no call, no timer: nothing this actor must keep in memory.
+    fn is_idle(&self) -> bool {
+        self.tabs.is_empty() && self.state.call.is_none() && next_deadline(&self.state).is_none()
+    }
+
+    /// Stops the actor if it is idle and nothing waits in its mailbox (a request that got
+    /// in first keeps it running; later ones find the mailbox closed and the router
+    /// starts the agent again from the store). Its state is in the store already.
+    fn stop_if_idle(&mut self) -> bool {
+        if !self.is_idle() || !self.receiver.close_if_empty() {
+            return false;
+        }
+        self.env.retired(self.published.clone());
+        true
     }
 
     fn policy(&self) -> Policy {
@@ -125,7 +166,7 @@ impl AgentActor {
         }
     }
 
-    fn handle(&mut self, cmd: Command) {
+    fn handle(&mut self, cmd: Command) -> After {
         match cmd {
             Command::Attach {
                 outbox,
@@ -176,7 +217,7 @@ impl AgentActor {
                 let answer = self.telephony(&event_id, *input);
                 let _ = reply.send(answer);
             }
-            Command::SetProfile { profile } => {
+            Command::SetProfile { profile, stop } => {
                 let Profile {
                     name,
                     teams,
@@ -197,8 +238,12 @@ impl AgentActor {
                             .record_change(status_before, &self.state, now),
                     );
                 }
+                if stop {
+                    return After::StopIfIdle;
+                }
             }
         }
+        After::Continue
     }
 
     /// Token claims fill in what the directory does not know (the router passes a hint

@@ -1,16 +1,18 @@
 //! What an agent actor uses of the rest of the hub, as one small handle with private
 //! fields: the fan-out it publishes to, the adapter notifier, the event-id memory, the
 //! durable store, the clock, the metrics, the policy defaults and the task tracker it is
-//! spawned on. The hub builds one [`AgentEnv`] and every actor holds a clone (one pointer
+//! spawned on, and where it reports that it stopped. The hub builds one [`AgentEnv`] and every actor holds a clone (one pointer
 //! in every agent's task).
 
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::fanout::{Fanout, Notifier};
 use crate::metrics::Metrics;
+use crate::protocol::Published;
 use crate::store::dedup::EventIdCache;
 use crate::store::{CommitTicket, Store};
 
@@ -23,6 +25,9 @@ pub struct Defaults {
     pub disconnect_grace: Duration,
     /// Ring timeouts in a row before the agent is set busy (0: off).
     pub max_missed_in_row: u32,
+    /// How long an actor with no tab, call or timer waits for something to happen before
+    /// it stops (`--actor-idle-secs`); its state stays in the store.
+    pub actor_idle: Duration,
 }
 
 /// The services of an agent actor. Cheap to clone (one `Arc`).
@@ -49,6 +54,9 @@ struct Shared {
     defaults: Defaults,
     /// Every actor task, so shutdown can wait for them.
     tasks: TaskTracker,
+    /// Where a stopping actor leaves its last published state, for the hub to forget it
+    /// once its last change is committed.
+    retired: mpsc::Sender<Arc<Published>>,
 }
 
 /// The parts an [`AgentEnv`] is made of (built by the hub once).
@@ -61,6 +69,7 @@ pub struct EnvParts {
     pub metrics: Arc<Metrics>,
     pub defaults: Defaults,
     pub tasks: TaskTracker,
+    pub retired: mpsc::Sender<Arc<Published>>,
 }
 
 impl AgentEnv {
@@ -75,6 +84,7 @@ impl AgentEnv {
             metrics,
             defaults,
             tasks,
+            retired,
         } = parts;
         AgentEnv {
             shared: Arc::new(Shared {
@@ -86,6 +96,7 @@ impl AgentEnv {
                 metrics,
                 defaults,
                 tasks,
+                retired,
             }),
         }
     }
@@ -120,6 +131,12 @@ impl AgentEnv {
 
     pub(super) fn tasks(&self) -> &TaskTracker {
         &self.shared.tasks
+    }
+
+    /// An actor stopped (idle): the hub forgets it once its last change is committed. A
+    /// full queue only delays that until the agent is next looked up.
+    pub(super) fn retired(&self, last: Arc<Published>) {
+        let _ = self.shared.retired.try_send(last);
     }
 
     /// A ticket for an answer that stored nothing itself (see [`Store::ack_barrier`]).

@@ -113,6 +113,8 @@ pub(super) enum Command {
     },
     SetProfile {
         profile: Box<Profile>,
+        /// The agent left the directory: stop at once if idle.
+        stop: bool,
     },
 }
 
@@ -200,8 +202,26 @@ impl AgentHandle {
             .sender
             .send(Command::SetProfile {
                 profile: Box::new(profile),
+                stop: false,
             })
             .await;
+    }
+
+    /// The agent left the directory: its name and teams are cleared, and the actor stops
+    /// at once if it is idle (else once it is, after the idle period).
+    pub async fn leave_directory(&self) {
+        let _ = self
+            .sender
+            .send(Command::SetProfile {
+                profile: Box::default(),
+                stop: true,
+            })
+            .await;
+    }
+
+    /// True once the actor stopped (idle, or at shutdown): commands to it fail.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
     }
 }
 

@@ -104,6 +104,13 @@ impl<T> Sender<T> {
     }
 }
 
+impl<T> Sender<T> {
+    /// True once the receiver is gone or closed the mailbox.
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().closed
+    }
+}
+
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
         self.shared.senders.fetch_add(1, Ordering::Relaxed);
@@ -168,6 +175,27 @@ impl<T> Receiver<T> {
             None => state.receiver_waker = Some(cx.waker().clone()),
         }
         Poll::Pending
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Closes the mailbox if nothing is waiting in it (an idle actor that stops): every
+    /// later send fails at once, and a send that got in first keeps the mailbox open (the
+    /// actor handles it instead of stopping). Decided under the queue's lock, so no
+    /// message is ever accepted and then dropped.
+    pub fn close_if_empty(&mut self) -> bool {
+        let shared = &*self.shared;
+        {
+            let mut state = shared.lock();
+            if !state.queue.is_empty() {
+                return false;
+            }
+            state.closed = true;
+            state.receiver_waker = None;
+        }
+        // Wakes every sender waiting for room with an error.
+        shared.space.close();
+        true
     }
 }
 

@@ -236,6 +236,19 @@ impl Fanout {
         ResumeResult::Recovered { replayed }
     }
 
+    /// Forgets an agent whose actor stopped (not in the directory): it leaves snapshots,
+    /// unless it changed since `last` (its actor started again).
+    pub fn forget(&self, last: &Arc<Published>) {
+        let mut inner = self.lock();
+        if inner
+            .latest
+            .get(&last.agent_id)
+            .is_some_and(|p| Arc::ptr_eq(p, last))
+        {
+            inner.latest.remove(&last.agent_id);
+        }
+    }
+
     /// Stops updates to `conn_id`.
     pub fn unsubscribe(&self, conn_id: u64) {
         self.lock().subscribers.retain(|s| s.conn_id != conn_id);

@@ -10,6 +10,8 @@ mod router;
 
 pub use router::{Dispatched, Route, RouteError, Router};
 
+use router::RouterParts;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -105,6 +107,8 @@ impl Hub {
             let age = Duration::from_millis(now.saturating_sub(at));
             events.insert_aged(&event_id, reply, age);
         }
+        // Stopped actors, to forget once their last change is committed (see the router).
+        let (retired, retired_rx) = tokio::sync::mpsc::channel(1 << 16);
         let env = AgentEnv::new(EnvParts {
             fanout: fanout.clone(),
             notifier: notifier.clone(),
@@ -116,22 +120,26 @@ impl Hub {
                 wrap_up: settings.wrap_up,
                 disconnect_grace: settings.disconnect_grace,
                 max_missed_in_row: settings.max_missed_in_row,
+                actor_idle: settings.actor_idle,
             },
             tasks: tasks.clone(),
+            retired,
         });
         let directory = Arc::new(LiveDirectory {
             entries: RwLock::new(directory),
             edits: tokio::sync::Mutex::new(()),
         });
-        let router = Router::new(
+        let router = Router::new(RouterParts {
             env,
-            directory.clone(),
+            directory: directory.clone(),
             events,
-            store.clone(),
+            store: store.clone(),
             clock,
-            metrics.clone(),
-            settings.ring_timeout,
-        );
+            metrics: metrics.clone(),
+            ring_timeout: settings.ring_timeout,
+            grace: settings.disconnect_grace,
+        });
+        tasks.spawn(router.reaper(retired_rx, fanout.clone(), shutdown.clone()));
         let grace = settings.disconnect_grace;
         for agent in stored {
             router.restore(restored(agent.state, now, grace));

@@ -39,6 +39,7 @@ pub async fn open(settings: &Settings) -> Result<(Arc<Store>, Recovered), StoreE
     let retention = settings.history_retention;
     let event_id_ttl = settings.event_id_ttl;
     let seed = settings.directory.clone();
+    let cache_kib = settings.store_cache_mib.saturating_mul(1024);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -47,6 +48,7 @@ pub async fn open(settings: &Settings) -> Result<(Arc<Store>, Recovered), StoreE
         options.durability = durability;
         options.retention = retention;
         options.event_id_ttl = event_id_ttl;
+        options.cache_kib = cache_kib;
         Store::open(&path, options)
     })
     .await

@@ -10,21 +10,41 @@
 //! Who may have an actor: an agent in the directory, and an agent whose tab logs in. A
 //! command for anyone else (a telephony event, an admin action) creates nothing and is
 //! answered `unknown_agent`.
+//!
+//! Actors are bounded by what is live: one with no tab, call or timer stops after
+//! `--actor-idle-secs` (see `agent::actor`). The reaper forgets it once its last change is
+//! committed; the router starts it again from its stored state when a command comes (a
+//! command that finds it stopping waits for that commit and does the same).
 
 use dashmap::DashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
-use super::{profile_of, LiveDirectory};
+use super::{persist, profile_of, restored, LiveDirectory};
 use crate::agent::{AgentEnv, AgentHandle, Applied, Profile, TabId, TelephonyAnswer};
 use crate::clock::Clock;
+use crate::fanout::Fanout;
 use crate::metrics::Metrics;
 use crate::model::{AgentId, AgentState, Input, Rejection};
 use crate::outbox::Outbox;
-use crate::protocol::{telephony_unknown_agent, CallEvent, TelephonyMessage};
+use crate::protocol::{telephony_unknown_agent, CallEvent, Published, TelephonyMessage};
 use crate::store::dedup::EventIdCache;
 use crate::store::{CommitTicket, Store};
+
+/// How many times a command retries an actor that stopped under it.
+const RETRIES: usize = 3;
+
+/// Who may get an actor started by a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Only an agent in the directory (or with a live actor).
+    Known,
+    /// Anyone: a tab of this agent logs in.
+    Login,
+}
 
 /// Why a command did not reach an actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -109,15 +129,15 @@ pub enum Dispatched {
 
 /// Finds (or starts) the actor of an agent. See the module doc.
 pub struct Router {
-    /// The live actors.
-    agents: DashMap<AgentId, AgentHandle>,
+    /// The live actors (and, for a moment, stopped ones the reaper has not forgotten).
+    agents: Arc<DashMap<AgentId, AgentHandle>>,
     /// What every actor is started with.
     env: AgentEnv,
     /// Who is in the directory, and their profiles.
     directory: Arc<LiveDirectory>,
     /// Event ids answered without an actor (unknown agent) are remembered here too.
     events: Arc<EventIdCache>,
-    /// Where those answers are stored.
+    /// Where those answers are stored, and stopped actors' states are read back from.
     store: Arc<Store>,
     /// For the time of a stored event id.
     clock: Clock,
@@ -125,84 +145,123 @@ pub struct Router {
     metrics: Arc<Metrics>,
     /// `--ring-timeout-secs`: when neither the offer nor a ring group sets one.
     ring_timeout: Duration,
+    /// `--disconnect-grace-secs`, for a state read back from the store.
+    grace: Duration,
+    /// Set at shutdown: nothing is started any more.
+    closed: AtomicBool,
+}
+
+/// What the router is built from.
+pub(super) struct RouterParts {
+    pub env: AgentEnv,
+    pub directory: Arc<LiveDirectory>,
+    pub events: Arc<EventIdCache>,
+    pub store: Arc<Store>,
+    pub clock: Clock,
+    pub metrics: Arc<Metrics>,
+    pub ring_timeout: Duration,
+    pub grace: Duration,
 }
 
 impl Router {
-    pub(super) fn new(
-        env: AgentEnv,
-        directory: Arc<LiveDirectory>,
-        events: Arc<EventIdCache>,
-        store: Arc<Store>,
-        clock: Clock,
-        metrics: Arc<Metrics>,
-        ring_timeout: Duration,
-    ) -> Router {
+    pub(super) fn new(parts: RouterParts) -> Router {
         Router {
-            agents: DashMap::new(),
-            env,
-            directory,
-            events,
-            store,
-            clock,
-            metrics,
-            ring_timeout,
+            agents: Arc::new(DashMap::new()),
+            env: parts.env,
+            directory: parts.directory,
+            events: parts.events,
+            store: parts.store,
+            clock: parts.clock,
+            metrics: parts.metrics,
+            ring_timeout: parts.ring_timeout,
+            grace: parts.grace,
+            closed: AtomicBool::new(false),
         }
     }
 
     /// Starts the actor of a stored agent (at start, after a restart).
     pub(super) fn restore(&self, state: AgentState) {
         let id = state.agent_id.clone();
-        let profile = match self.directory.read().agents.get(&id) {
+        let profile = self.profile_for(&id, &state);
+        let handle = AgentHandle::spawn(&self.env, state, profile);
+        self.agents.insert(id, handle);
+    }
+
+    /// The profile an actor starts with: its directory entry's, else (known from its
+    /// token only) the name and teams it had.
+    fn profile_for(&self, id: &AgentId, state: &AgentState) -> Profile {
+        match self.directory.read().agents.get(id) {
             Some(p) => profile_of(p),
-            // Known from its token only: keep the name and teams it had.
             None => Profile {
                 name: state.name.clone(),
                 teams: state.teams.clone(),
                 wrap_up_ms: None,
             },
-        };
-        let handle = AgentHandle::spawn(&self.env, state, profile);
-        self.agents.insert(id, handle);
+        }
     }
 
     /// Starts an actor (offline) for every directory agent that has none.
     pub(super) fn start_directory_agents(&self) {
         let ids: Vec<AgentId> = self.directory.read().agents.keys().cloned().collect();
         for id in ids {
-            self.spawn_or_get(&id);
+            if !self.agents.contains_key(&id) {
+                let state = AgentState::new(id.clone(), self.clock.now_ms());
+                let profile = self.profile_for(&id, &state);
+                self.agents
+                    .insert(id, AgentHandle::spawn(&self.env, state, profile));
+            }
         }
     }
 
-    fn spawn_or_get(&self, id: &AgentId) -> AgentHandle {
-        if let Some(h) = self.agents.get(id) {
-            return h.clone();
+    /// The live actor of `id`, started from its stored state (or fresh) when it has none
+    /// and `reach` allows it; `None` for an agent the hub does not know.
+    async fn find(&self, id: &AgentId, reach: Reach) -> Result<Option<AgentHandle>, RouteError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(RouteError::Unavailable);
         }
-        self.agents
+        if let Some(h) = self.agents.get(id).map(|h| h.clone()) {
+            if !h.is_closed() {
+                return Ok(Some(h));
+            }
+            // It stopped a moment ago: its last change may still be on its way to the
+            // disk. Once that is committed, it is forgotten and read back.
+            persist::wait(self.store.flush())
+                .await
+                .map_err(|_| RouteError::Unavailable)?;
+            self.agents.remove_if(id, |_, h| h.is_closed());
+        }
+        if reach == Reach::Known && !self.directory.read().agents.contains_key(id) {
+            return Ok(None);
+        }
+        let store = self.store.clone();
+        let key = id.clone();
+        let stored = tokio::task::spawn_blocking(move || store.agent_state(&key))
+            .await
+            .map_err(|_| RouteError::Unavailable)?
+            .map_err(|_| RouteError::Unavailable)?;
+        let now = self.clock.now_ms();
+        let state = match stored {
+            Some(state) => restored(state, now, self.grace),
+            None => AgentState::new(id.clone(), now),
+        };
+        if self.closed.load(Ordering::Acquire) {
+            return Err(RouteError::Unavailable);
+        }
+        let handle = self
+            .agents
             .entry(id.clone())
             .or_insert_with(|| {
-                let profile = self
-                    .directory
-                    .read()
-                    .agents
-                    .get(id)
-                    .map(profile_of)
-                    .unwrap_or_default();
-                let state = AgentState::new(id.clone(), self.clock.now_ms());
+                let profile = self.profile_for(id, &state);
                 AgentHandle::spawn(&self.env, state, profile)
             })
-            .clone()
+            .clone();
+        Ok(Some(handle))
     }
 
     /// The route of an agent that may have an actor (in the directory, or with a live
     /// actor); `None` for anyone else.
-    pub fn route(&self, id: &AgentId) -> Option<Route> {
-        if let Some(h) = self.agents.get(id) {
-            return Some(Route::Local(h.clone()));
-        }
-        if !self.directory.read().agents.contains_key(id) {
-            return None;
-        }
-        Some(Route::Local(self.spawn_or_get(id)))
+    pub async fn route(&self, id: &AgentId) -> Result<Option<Route>, RouteError> {
+        Ok(self.find(id, Reach::Known).await?.map(Route::Local))
     }
 
     /// A tab of `id` logs in: its actor is found or started, and the tab attached. The
@@ -214,11 +273,18 @@ impl Router {
         hint: Profile,
     ) -> Result<(Route, TabId), RouteError> {
         let in_directory = self.directory.read().agents.contains_key(id);
-        let route = Route::Local(self.spawn_or_get(id));
-        let tab = route
-            .attach(outbox, (!in_directory).then_some(hint))
-            .await?;
-        Ok((route, tab))
+        let hint = (!in_directory).then_some(hint);
+        for _ in 0..RETRIES {
+            let Some(h) = self.find(id, Reach::Login).await? else {
+                return Err(RouteError::UnknownAgent);
+            };
+            let route = Route::Local(h);
+            // A stopped actor refuses the tab: start it again.
+            if let Ok(tab) = route.attach(outbox.clone(), hint.clone()).await {
+                return Ok((route, tab));
+            }
+        }
+        Err(RouteError::Unavailable)
     }
 
     /// Applies an input from an admin socket or the HTTP API to a known agent.
@@ -227,25 +293,34 @@ impl Router {
         id: &AgentId,
         input: Input,
     ) -> Result<Result<Applied, Rejection>, RouteError> {
-        let route = self.route(id).ok_or(RouteError::UnknownAgent)?;
-        route.apply(input, None).await
+        for _ in 0..RETRIES {
+            let route = self.route(id).await?.ok_or(RouteError::UnknownAgent)?;
+            match route.apply(input.clone(), None).await {
+                Err(RouteError::Unavailable) => continue,
+                other => return other,
+            }
+        }
+        Err(RouteError::Unavailable)
     }
 
     /// Routes one checked telephony event. The event-id memory is consulted once: by the
     /// actor (which serializes an agent's events, so two copies of one event in flight
     /// cannot both apply), or here when no actor may exist (unknown agent).
     pub async fn telephony(&self, message: &TelephonyMessage) -> Result<Dispatched, RouteError> {
-        let Some(event) = message.event() else {
+        let (Some(event), Some(input)) = (message.event(), self.input_of(message)) else {
             return Err(RouteError::UnknownAgent);
         };
-        let Some(route) = self.route(&event.agent_id) else {
-            return Ok(Dispatched::Answered(self.unknown_agent(message, event)));
-        };
-        let input = self.input_of(message);
-        let pending = route.telephony(event.event_id.clone(), input).await?;
-        Ok(Dispatched::Pending(pending))
+        for _ in 0..RETRIES {
+            let Some(route) = self.route(&event.agent_id).await? else {
+                return Ok(Dispatched::Answered(self.unknown_agent(message, event)));
+            };
+            match route.telephony(event.event_id.clone(), input.clone()).await {
+                Ok(pending) => return Ok(Dispatched::Pending(pending)),
+                Err(_) => continue,
+            }
+        }
+        Err(RouteError::Unavailable)
     }
-
     /// The answer to an event for an agent that may not have an actor: remembered (and
     /// stored) like any first answer, so a repeat is a `duplicate`.
     fn unknown_agent(&self, message: &TelephonyMessage, event: &CallEvent) -> TelephonyAnswer {
@@ -274,8 +349,8 @@ impl Router {
         }
     }
 
-    fn input_of(&self, message: &TelephonyMessage) -> Input {
-        match message {
+    fn input_of(&self, message: &TelephonyMessage) -> Option<Input> {
+        Some(match message {
             TelephonyMessage::CallOffered(o) => Input::CallOffered {
                 ring_timeout_ms: self.ring_timeout_ms(
                     o.ring_timeout_ms,
@@ -300,9 +375,8 @@ impl Router {
                 call_id: o.event.call_id.clone(),
                 to: o.to.clone(),
             },
-            // `telephony` returned before: a ping is no event.
-            TelephonyMessage::Ping {} => Input::EndWrapUp,
-        }
+            TelephonyMessage::Ping {} => return None,
+        })
     }
 
     /// Ring timeout of an offer: the offer's own, else its ring group's, else one of the
@@ -325,14 +399,16 @@ impl Router {
     /// A directory entry was created or changed: the actor (started if needed) takes the
     /// new profile.
     pub async fn profile_changed(&self, id: &AgentId, profile: Profile) {
-        let route = Route::Local(self.spawn_or_get(id));
-        route.set_profile(profile).await;
+        if let Ok(Some(h)) = self.find(id, Reach::Known).await {
+            Route::Local(h).set_profile(profile).await;
+        }
     }
 
-    /// A directory entry was deleted: its name and teams are cleared.
+    /// A directory entry was deleted: its name and teams are cleared, and its actor stops
+    /// (at once when idle, else once it is).
     pub async fn profile_removed(&self, id: &AgentId) {
         if let Some(h) = self.agents.get(id).map(|h| h.clone()) {
-            Route::Local(h).set_profile(Profile::default()).await;
+            h.leave_directory().await;
         }
     }
 
@@ -346,13 +422,49 @@ impl Router {
         self.events.len()
     }
 
-    /// Live actors.
+    /// Live actors (and stopped ones not yet forgotten).
     pub fn actor_count(&self) -> usize {
         self.agents.len()
     }
 
-    /// Drops every actor handle so the actors end (shutdown).
+    /// Drops every actor handle so the actors end, and starts none any more (shutdown).
     pub fn stop_all(&self) {
+        self.closed.store(true, Ordering::Release);
         self.agents.clear();
+    }
+
+    /// Forgets stopped actors once their last change is committed: their entry here, and,
+    /// for an agent not in the directory, its state in the fan-out (snapshots list the
+    /// directory and the live agents). Runs until `stop`.
+    pub(super) fn reaper(
+        &self,
+        mut retired: mpsc::Receiver<Arc<Published>>,
+        fanout: Arc<Fanout>,
+        stop: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let agents = self.agents.clone();
+        let directory = self.directory.clone();
+        let store = self.store.clone();
+        async move {
+            let mut batch = Vec::new();
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    n = retired.recv_many(&mut batch, 4096) => if n == 0 { break },
+                }
+                // One commit covers the whole batch.
+                if persist::wait(store.flush()).await.is_err() {
+                    batch.clear();
+                    continue;
+                }
+                for last in batch.drain(..) {
+                    let id = &last.agent_id;
+                    agents.remove_if(id, |_, h| h.is_closed());
+                    if !agents.contains_key(id) && !directory.read().agents.contains_key(id) {
+                        fanout.forget(&last);
+                    }
+                }
+            }
+        }
     }
 }

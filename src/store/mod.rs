@@ -99,6 +99,9 @@ pub struct StoreOptions<'a> {
     pub seed: &'a Directory,
     /// The hub's clock now (migration log; nothing else depends on it).
     pub now: Millis,
+    /// Page cache of the write connection in KiB (`--store-cache-mib`); each read
+    /// connection gets at most SQLite's default 2 MiB, and never more than this.
+    pub cache_kib: u32,
 }
 
 impl<'a> StoreOptions<'a> {
@@ -110,6 +113,7 @@ impl<'a> StoreOptions<'a> {
             event_id_ttl: Duration::from_secs(4 * 3600),
             seed,
             now,
+            cache_kib: open::WRITER_CACHE_KIB,
         }
     }
 }
@@ -182,7 +186,7 @@ impl Store {
             directory: open::load_directory(&conn)?,
             event_ids: open::load_event_ids(&conn)?,
         };
-        open::configure_writer(&conn, &location, options.durability)?;
+        open::configure_writer(&conn, &location, options.durability, options.cache_kib)?;
         let queue = Arc::new(Queue::new());
         let window = match options.durability {
             Durability::Commit => Duration::ZERO,
@@ -195,7 +199,7 @@ impl Store {
             .map_err(|e| StoreError::io(&shown, e))?;
         let store = Store {
             queue,
-            readers: Readers::new(location),
+            readers: Readers::new(location, options.cache_kib.min(open::READER_CACHE_KIB)),
             durability: options.durability,
             retention: options.retention,
             event_id_ttl: options.event_id_ttl,
@@ -348,12 +352,14 @@ impl Store {
     /// `spawn_blocking` from async code). Idempotent. Dropping the store does the same.
     pub fn close(&self) -> Result<(), StoreError> {
         self.queue.close();
+        // Before the writer's last checkpoint: an open reader would keep the WAL from being
+        // folded into the main file.
+        self.readers.close();
         let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         let joined = match handle {
             Some(h) => h.join(),
             None => Ok(()),
         };
-        self.readers.close();
         // Only now: closing our handle of the file must not drop SQLite's own locks early.
         self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
         joined.map_err(|_| StoreError::WriteFailed(Arc::from("the store writer panicked")))
@@ -379,7 +385,13 @@ impl Store {
         self.readers.with(|c| read::status_time_report(c, q))
     }
 
-    /// The directory as stored. Blocking.
+    /// One agent's stored state (with its session), if it has one: what a stopped actor
+    /// left. Blocking.
+    pub fn agent_state(&self, agent_id: &AgentId) -> Result<Option<AgentState>, StoreError> {
+        self.readers.with(|c| read::read_agent(c, agent_id))
+    }
+
+    /// The stored directory. Blocking.
     pub fn directory(&self) -> Result<Directory, StoreError> {
         self.readers.with(read::read_directory)
     }
