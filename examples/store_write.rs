@@ -4,6 +4,9 @@
 //!
 //! `cargo run --release --example store_write -- [changes] [agents] [batch] [commit|async]`
 
+// A measurement tool: a failed step ends it with a panic naming the step.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Instant;
 

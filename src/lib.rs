@@ -7,18 +7,21 @@
 //!
 //! [`run`] serves a bound listener until a shutdown future resolves.
 
-pub mod agent;
-pub mod clock;
+// The public API is what the binary, the tests, the load generator, the fuzz targets and
+// the store example need: `run`, `spawn`, `Settings`/`Cli`, the status machine (`model`),
+// the wire protocol (`protocol`), the directory, the store, and the frame decoder.
+pub(crate) mod agent;
+pub(crate) mod clock;
 pub mod config;
 pub mod directory;
-pub mod fanout;
-pub mod http;
-pub mod hub;
-pub mod metrics;
+pub(crate) mod fanout;
+pub(crate) mod http;
+pub(crate) mod hub;
+pub(crate) mod metrics;
 pub mod model;
-pub mod outbox;
+pub(crate) mod outbox;
 pub mod protocol;
-pub mod server;
+pub(crate) mod server;
 pub mod store;
 pub mod ws;
 
@@ -28,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use config::{Cli, Settings};
-pub use hub::Hub;
+use hub::Hub;
 
 /// Why the hub could not run.
 #[derive(Debug, thiserror::Error)]

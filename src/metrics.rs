@@ -10,7 +10,7 @@ use crate::protocol::Role;
 
 /// Why a connection, request, message or socket was refused or closed by a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejected {
+pub(crate) enum Rejected {
     /// No, bad or expired token: 401 before the upgrade.
     Unauthorized,
     /// A token of another role for the path: 403.
@@ -51,7 +51,7 @@ impl Rejected {
     ];
 
     /// The `cause` label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Rejected::Unauthorized => "unauthorized",
             Rejected::WrongRole => "wrong_role",
@@ -87,7 +87,7 @@ struct PerRole {
 
 /// Process-wide counters.
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     roles: [PerRole; 3],
     rejected: [AtomicU64; Rejected::ALL.len()],
     /// Open TCP connections (HTTP and upgraded sockets), held by the accept loop.
@@ -104,70 +104,70 @@ impl Metrics {
     }
 
     /// A socket of `role` opened.
-    pub fn socket_opened(&self, role: Role) {
+    pub(crate) fn socket_opened(&self, role: Role) {
         self.role(role).open.fetch_add(1, Ordering::Relaxed);
         self.role(role).opened.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A socket of `role` closed.
-    pub fn socket_closed(&self, role: Role) {
+    pub(crate) fn socket_closed(&self, role: Role) {
         self.role(role).open.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Open sockets of `role`.
-    pub fn open_sockets(&self, role: Role) -> i64 {
+    pub(crate) fn open_sockets(&self, role: Role) -> i64 {
         self.role(role).open.load(Ordering::Relaxed)
     }
 
     /// A client message arrived on a socket of `role`.
-    pub fn message_in(&self, role: Role) {
+    pub(crate) fn message_in(&self, role: Role) {
         self.role(role).messages_in.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A client message was answered with `bad_message`.
-    pub fn bad_message(&self, role: Role) {
+    pub(crate) fn bad_message(&self, role: Role) {
         self.role(role).bad_messages.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A socket was closed with 4008.
-    pub fn slow_dropped(&self, role: Role) {
+    pub(crate) fn slow_dropped(&self, role: Role) {
         self.role(role).slow_dropped.fetch_add(1, Ordering::Relaxed);
         self.rejected(Rejected::SlowConsumer);
     }
 
     /// A socket missed its pong deadline.
-    pub fn dead_peer(&self, role: Role) {
+    pub(crate) fn dead_peer(&self, role: Role) {
         self.role(role).dead_peers.fetch_add(1, Ordering::Relaxed);
         self.rejected(Rejected::DeadPeer);
     }
 
     /// Something was refused or closed by a limit.
-    pub fn rejected(&self, cause: Rejected) {
+    pub(crate) fn rejected(&self, cause: Rejected) {
         self.rejected[cause.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// How many times `cause` happened.
-    pub fn rejected_count(&self, cause: Rejected) -> u64 {
+    pub(crate) fn rejected_count(&self, cause: Rejected) -> u64 {
         self.rejected[cause.index()].load(Ordering::Relaxed)
     }
 
     /// A TCP connection was accepted and holds a connection slot.
-    pub fn tcp_opened(&self) {
+    pub(crate) fn tcp_opened(&self) {
         self.tcp_open.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A TCP connection (or the socket it was upgraded to) ended.
-    pub fn tcp_closed(&self) {
+    pub(crate) fn tcp_closed(&self) {
         self.tcp_open.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Open TCP connections holding a slot.
-    pub fn tcp_open(&self) -> i64 {
+    pub(crate) fn tcp_open(&self) -> i64 {
         self.tcp_open.load(Ordering::Relaxed)
     }
 
     /// A telephony event was processed (`duplicate` / `stale` as answered).
-    pub fn telephony_event(&self, duplicate: bool, stale: bool) {
+    pub(crate) fn telephony_event(&self, duplicate: bool, stale: bool) {
         self.telephony_events.fetch_add(1, Ordering::Relaxed);
         if duplicate {
             self.telephony_duplicates.fetch_add(1, Ordering::Relaxed);
@@ -178,12 +178,12 @@ impl Metrics {
     }
 
     /// A notification went out to the telephony sockets.
-    pub fn telephony_notice(&self) {
+    pub(crate) fn telephony_notice(&self) {
         self.telephony_notices.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Renders the process counters (the caller appends the computed gauges).
-    pub fn render(&self, out: &mut String) {
+    pub(crate) fn render(&self, out: &mut String) {
         let g = |out: &mut String, name: &str, help: &str, kind: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };

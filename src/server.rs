@@ -41,7 +41,7 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// One slot of `--max-connections`, held by a TCP connection and by the WebSocket it was
 /// upgraded to. Freed when the last holder drops it.
 #[derive(Clone)]
-pub struct ConnSlot(#[allow(dead_code)] Arc<SlotInner>);
+pub(crate) struct ConnSlot(#[allow(dead_code)] Arc<SlotInner>);
 
 struct SlotInner {
     _permit: OwnedSemaphorePermit,
@@ -62,7 +62,7 @@ impl std::fmt::Debug for ConnSlot {
 
 /// What the accept loop needs of the hub: its limits, its counters and the tracker its
 /// connection tasks join.
-pub struct Accept {
+pub(crate) struct Accept {
     /// `--max-connections`: TCP connections holding a slot at once.
     pub max_connections: usize,
     /// `--handshake-timeout-secs`: for the request head, and for a request body.
@@ -75,7 +75,7 @@ pub struct Accept {
 
 impl Accept {
     /// The accept loop's part of `settings`.
-    pub fn new(settings: &Settings, metrics: Arc<Metrics>, tasks: TaskTracker) -> Accept {
+    pub(crate) fn new(settings: &Settings, metrics: Arc<Metrics>, tasks: TaskTracker) -> Accept {
         Accept {
             max_connections: settings.max_connections,
             handshake_timeout: settings.handshake_timeout,
@@ -89,7 +89,7 @@ impl Accept {
 /// asks every HTTP connection to finish its current request. The connection tasks are in
 /// `accept.tasks`: the caller waits for them, with every other task, under one deadline.
 /// (Upgraded sockets are not HTTP connections any more: they close themselves with 1001.)
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     accept: Accept,

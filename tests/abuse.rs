@@ -8,6 +8,9 @@
 //! Timer-dependent tests run on tokio's paused clock: the runtime jumps to the next timer
 //! whenever every task waits, so "10 s" costs no real time and is measured exactly.
 
+// Tests: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use common::*;

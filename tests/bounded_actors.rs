@@ -14,6 +14,9 @@
 //! allocator's high-water mark of 5,000 live agents (freed memory is reused, not given
 //! back to the system), and the comparison shows what stays per id ever seen: nothing.
 
+// Tests: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use common::*;

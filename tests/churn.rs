@@ -11,6 +11,9 @@
 //! the last `--history-size` updates (every login and logout is an update): the test runs
 //! with a history of 1,000, filled during the warm-up, as the loadgen `churn` scenario does.
 
+// Tests: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use common::*;

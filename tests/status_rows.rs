@@ -5,6 +5,9 @@
 //! must get its notifications. Timer rows run on tokio's paused clock, frozen so that only
 //! `tokio::time::advance` moves it (see `rig::freeze_time`).
 
+// Tests: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 mod rig;
 

@@ -2,6 +2,9 @@
 //! events, refusals, notifications to every adapter, and the HTTP endpoint), over real
 //! sockets with an admin subscribed to all.
 
+// Tests: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 mod rig;
 

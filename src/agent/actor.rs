@@ -200,8 +200,7 @@ impl AgentActor {
                 origin,
                 reply,
             } => {
-                let result = self.apply(*input, origin).map(|(outcome, ticket)| Applied {
-                    outcome,
+                let result = self.apply(*input, origin).map(|ticket| Applied {
                     state: self.published.clone(),
                     // Nothing to store: the answer still waits for what was queued before
                     // (this agent's earlier change may not be committed yet).
@@ -264,7 +263,7 @@ impl AgentActor {
         &mut self,
         input: Input,
         origin: Option<TabId>,
-    ) -> Result<(Outcome, Option<CommitTicket>), Rejection> {
+    ) -> Result<Option<CommitTicket>, Rejection> {
         let (outcome, dirty) = self.step(input, origin)?;
         // A change was just published: the store keeps its JSON instead of serializing again.
         let published = matches!(outcome, Outcome::Changed(_)).then_some(&self.published);
@@ -272,7 +271,7 @@ impl AgentActor {
             let store = self.env.store();
             store.record_published_change(before, &self.state, published, at)
         });
-        Ok((outcome, ticket))
+        Ok(ticket)
     }
 
     /// Applies one input and publishes a change, without storing it. Returns what a record
@@ -359,7 +358,6 @@ impl AgentActor {
             return TelephonyAnswer {
                 reply,
                 duplicate: true,
-                stale: false,
                 // The first answer may still be on its way to the disk.
                 ticket: self.env.ack_barrier(),
             };
@@ -390,7 +388,6 @@ impl AgentActor {
         TelephonyAnswer {
             reply,
             duplicate: false,
-            stale,
             ticket,
         }
     }

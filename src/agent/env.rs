@@ -18,7 +18,7 @@ use crate::store::{CommitTicket, Store};
 
 /// The hub-wide defaults an actor's policy starts from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Defaults {
+pub(crate) struct Defaults {
     /// Wrap-up after a call when the directory sets none for the agent (`--wrap-up-secs`).
     pub wrap_up: Duration,
     /// How long an agent with no open tab stays logged in (`--disconnect-grace-secs`).
@@ -32,7 +32,7 @@ pub struct Defaults {
 
 /// The services of an agent actor. Cheap to clone (one `Arc`).
 #[derive(Clone)]
-pub struct AgentEnv {
+pub(crate) struct AgentEnv {
     /// Shared by every actor: one allocation for the hub.
     shared: Arc<Shared>,
 }
@@ -60,7 +60,7 @@ struct Shared {
 }
 
 /// The parts an [`AgentEnv`] is made of (built by the hub once).
-pub struct EnvParts {
+pub(crate) struct EnvParts {
     pub fanout: Arc<Fanout>,
     pub notifier: Arc<Notifier>,
     pub events: Arc<EventIdCache>,
@@ -74,7 +74,7 @@ pub struct EnvParts {
 
 impl AgentEnv {
     /// The handle over `parts`.
-    pub fn new(parts: EnvParts) -> AgentEnv {
+    pub(crate) fn new(parts: EnvParts) -> AgentEnv {
         let EnvParts {
             fanout,
             notifier,

@@ -11,5 +11,5 @@ mod env;
 mod handle;
 mod mailbox;
 
-pub use env::{AgentEnv, Defaults, EnvParts};
-pub use handle::{AgentHandle, Applied, AttachError, Profile, TabId, TelephonyAnswer};
+pub(crate) use env::{AgentEnv, Defaults, EnvParts};
+pub(crate) use handle::{AgentHandle, Applied, Profile, TabId, TelephonyAnswer};

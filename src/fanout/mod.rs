@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 mod notifier;
 
-pub use notifier::Notifier;
+pub(crate) use notifier::Notifier;
 
 use crate::model::{AgentId, AgentState, TeamId};
 use crate::outbox::{Outbound, Outbox, SnapshotReply};
@@ -20,14 +20,14 @@ use crate::protocol::{self, Published, Ref};
 
 /// Which agents a subscriber wants. Both lists narrow: an agent must match each one given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Filter {
+pub(crate) struct Filter {
     pub teams: Option<HashSet<TeamId>>,
     pub agents: Option<HashSet<AgentId>>,
 }
 
 impl Filter {
     /// Builds a filter from the optional lists of a request.
-    pub fn new(teams: Option<Vec<TeamId>>, agents: Option<Vec<AgentId>>) -> Self {
+    pub(crate) fn new(teams: Option<Vec<TeamId>>, agents: Option<Vec<AgentId>>) -> Self {
         Filter {
             teams: teams.map(|t| t.into_iter().collect()),
             agents: agents.map(|a| a.into_iter().collect()),
@@ -35,7 +35,7 @@ impl Filter {
     }
 
     /// True when the filter selects this agent.
-    pub fn matches(&self, agent_id: &AgentId, teams: &[TeamId]) -> bool {
+    pub(crate) fn matches(&self, agent_id: &AgentId, teams: &[TeamId]) -> bool {
         if let Some(ids) = &self.agents {
             if !ids.contains(agent_id) {
                 return false;
@@ -71,7 +71,7 @@ struct Inner {
 
 /// What a `resume` produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResumeResult {
+pub(crate) enum ResumeResult {
     /// Missed events replayed, then `ok recovered:true`.
     Recovered { replayed: usize },
     /// History did not cover the gap: `ok recovered:false` with a snapshot.
@@ -80,7 +80,7 @@ pub enum ResumeResult {
 
 /// Counters read by `/metrics`.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct FanoutStats {
+pub(crate) struct FanoutStats {
     pub seq: u64,
     pub deliveries: u64,
     pub dropped_slow: u64,
@@ -90,7 +90,7 @@ pub struct FanoutStats {
 }
 
 /// The hub-wide update sequence, history and admin subscriber list.
-pub struct Fanout {
+pub(crate) struct Fanout {
     epoch: Arc<str>,
     history_size: usize,
     inner: Mutex<Inner>,
@@ -98,7 +98,7 @@ pub struct Fanout {
 
 impl Fanout {
     /// An empty fan-out for `epoch`, keeping `history_size` recent updates for `resume`.
-    pub fn new(epoch: Arc<str>, history_size: usize) -> Self {
+    pub(crate) fn new(epoch: Arc<str>, history_size: usize) -> Self {
         Fanout {
             epoch,
             history_size,
@@ -114,7 +114,7 @@ impl Fanout {
     }
 
     /// The epoch this fan-out numbers its updates in.
-    pub fn epoch(&self) -> &Arc<str> {
+    pub(crate) fn epoch(&self) -> &Arc<str> {
         &self.epoch
     }
 
@@ -126,7 +126,7 @@ impl Fanout {
 
     /// Records an agent's state without an update (a directory agent that exists before it
     /// ever changed). It shows in snapshots; subscribers get nothing.
-    pub fn register(&self, state: &AgentState) -> Arc<Published> {
+    pub(crate) fn register(&self, state: &AgentState) -> Arc<Published> {
         let json = Published::serialize(state);
         let mut inner = self.lock();
         let published = Arc::new(Published::build(state, inner.seq, &json));
@@ -139,7 +139,7 @@ impl Fanout {
 
     /// Publishes a changed state: assigns the next `seq`, keeps it for `resume`, queues it
     /// to every matching admin. Returns the shared entry (its frame goes to the agent's tabs).
-    pub fn publish(&self, state: &AgentState) -> Arc<Published> {
+    pub(crate) fn publish(&self, state: &AgentState) -> Arc<Published> {
         let json = Published::serialize(state);
         let mut guard = self.lock();
         let inner = &mut *guard;
@@ -177,7 +177,7 @@ impl Fanout {
 
     /// Subscribes (or re-subscribes with a new filter) the socket `conn_id`: queues the
     /// `ok` reply with a snapshot, then every later matching update, with nothing between.
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         &self,
         conn_id: u64,
         filter: Filter,
@@ -196,7 +196,7 @@ impl Fanout {
 
     /// `resume`: replays what `conn_id` missed after (`epoch`, `seq`) if history still holds
     /// all of it, else answers with a fresh snapshot; then subscribes it.
-    pub fn resume(
+    pub(crate) fn resume(
         &self,
         conn_id: u64,
         epoch: &str,
@@ -238,7 +238,7 @@ impl Fanout {
 
     /// Forgets an agent whose actor stopped (not in the directory): it leaves snapshots,
     /// unless it changed since `last` (its actor started again).
-    pub fn forget(&self, last: &Arc<Published>) {
+    pub(crate) fn forget(&self, last: &Arc<Published>) {
         let mut inner = self.lock();
         if inner
             .latest
@@ -250,23 +250,23 @@ impl Fanout {
     }
 
     /// Stops updates to `conn_id`.
-    pub fn unsubscribe(&self, conn_id: u64) {
+    pub(crate) fn unsubscribe(&self, conn_id: u64) {
         self.lock().subscribers.retain(|s| s.conn_id != conn_id);
     }
 
     /// A consistent view: current `seq` and the matching agents' latest states.
-    pub fn snapshot(&self, filter: &Filter) -> (u64, Vec<Arc<Published>>) {
+    pub(crate) fn snapshot(&self, filter: &Filter) -> (u64, Vec<Arc<Published>>) {
         let inner = self.lock();
         (inner.seq, matching(&inner, filter))
     }
 
     /// The latest state of one agent.
-    pub fn get(&self, agent_id: &AgentId) -> Option<Arc<Published>> {
+    pub(crate) fn get(&self, agent_id: &AgentId) -> Option<Arc<Published>> {
         self.lock().latest.get(agent_id).cloned()
     }
 
     /// Counters for `/metrics`.
-    pub fn stats(&self) -> FanoutStats {
+    pub(crate) fn stats(&self) -> FanoutStats {
         let inner = self.lock();
         FanoutStats {
             seq: inner.seq,

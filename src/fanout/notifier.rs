@@ -10,19 +10,19 @@ use crate::protocol;
 
 /// Adapter sockets that receive notifications.
 #[derive(Default)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     /// Each socket's id and ordered sender.
     sockets: Mutex<Vec<(u64, Ordered)>>,
 }
 
 impl Notifier {
     /// Adds an adapter socket.
-    pub fn add(&self, conn_id: u64, sender: Ordered) {
+    pub(crate) fn add(&self, conn_id: u64, sender: Ordered) {
         self.lock().push((conn_id, sender));
     }
 
     /// Removes an adapter socket.
-    pub fn remove(&self, conn_id: u64) {
+    pub(crate) fn remove(&self, conn_id: u64) {
         self.lock().retain(|(id, _)| *id != conn_id);
     }
 
@@ -32,7 +32,7 @@ impl Notifier {
 
     /// Sends a notification about `agent_id`'s call to every adapter socket; returns how
     /// many sockets it was queued to. A socket over its bound is dropped from the list.
-    pub fn notify(&self, agent_id: &AgentId, notice: &TelephonyNotice) -> usize {
+    pub(crate) fn notify(&self, agent_id: &AgentId, notice: &TelephonyNotice) -> usize {
         let frame = protocol::notice(agent_id, notice);
         let mut sockets = self.lock();
         sockets.retain(|(_, sender)| sender.push(frame.clone()).is_ok());

@@ -26,13 +26,13 @@ type Params = Query<HashMap<String, String>>;
 
 /// Rate limits of the HTTP API, shared by every caller (an extension of the router).
 #[derive(Debug)]
-pub struct HttpLimits {
+pub(crate) struct HttpLimits {
     /// `POST /api/v1/telephony/events`: `--http-telephony-rate` / `--http-telephony-burst`.
     pub telephony_events: SharedBucket,
 }
 
 impl HttpLimits {
-    pub fn new(settings: &crate::config::Settings) -> Self {
+    pub(crate) fn new(settings: &crate::config::Settings) -> Self {
         HttpLimits {
             telephony_events: SharedBucket::new(settings.http_telephony_rate),
         }
@@ -88,7 +88,7 @@ fn list_query(
 }
 
 /// `GET /api/v1/agents?team=&status=`: `{epoch, seq, agents}`.
-pub async fn agents(
+pub(crate) async fn agents(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Query(params): Params,
@@ -111,7 +111,7 @@ pub async fn agents(
 }
 
 /// `GET /api/v1/agents/{id}`: one `AgentState` or 404.
-pub async fn agent(
+pub(crate) async fn agent(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -137,7 +137,7 @@ pub async fn agent(
 }
 
 /// `GET /api/v1/available?ring_group=&team=`: available agents, longest available first.
-pub async fn available(
+pub(crate) async fn available(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Query(params): Params,
@@ -166,7 +166,7 @@ pub async fn available(
 }
 
 /// `GET /api/v1/summary?team=`: counts per status and the longest time in each.
-pub async fn summary(
+pub(crate) async fn summary(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Query(params): Params,
@@ -239,7 +239,7 @@ fn render_summary(epoch: &str, seq: u64, now: u64, list: &[Arc<Published>]) -> S
 }
 
 /// `POST /api/v1/telephony/events`: one event, the same reply the socket would send.
-pub async fn telephony_event(
+pub(crate) async fn telephony_event(
     State(hub): State<Arc<Hub>>,
     limits: Option<Extension<Arc<HttpLimits>>>,
     headers: HeaderMap,
@@ -326,7 +326,7 @@ fn dev_adapter() -> crate::protocol::Identity {
 }
 
 /// `GET /healthz`.
-pub async fn healthz(State(hub): State<Arc<Hub>>) -> Response {
+pub(crate) async fn healthz(State(hub): State<Arc<Hub>>) -> Response {
     let status = if hub.shutdown().is_cancelled() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -340,7 +340,7 @@ pub async fn healthz(State(hub): State<Arc<Hub>>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text.
-pub async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+pub(crate) async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
     let mut out = String::with_capacity(4096);
     hub.metrics().render(&mut out);
     let (_, list) = hub.fanout().snapshot(&Filter::default());

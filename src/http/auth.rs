@@ -15,7 +15,7 @@ use crate::protocol::{Identity, Role, TOKEN_LEEWAY_SECS};
 
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("{0}")]
@@ -46,7 +46,7 @@ struct Claims {
 
 /// Checks the `Origin` header (when present) against the allowlist: exact match, or, with
 /// no list configured, the hub's own origin (same `Host`).
-pub fn check_origin(core: &Hub, headers: &HeaderMap) -> Result<(), AuthError> {
+pub(crate) fn check_origin(core: &Hub, headers: &HeaderMap) -> Result<(), AuthError> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
@@ -77,7 +77,7 @@ pub fn check_origin(core: &Hub, headers: &HeaderMap) -> Result<(), AuthError> {
 /// With a secret: a JWT from `?token=` or `Authorization: Bearer`; no or bad token is 401,
 /// a token of another role 403. In dev mode (no secret, loopback only): `?agent_id=`,
 /// `?admin_id=` or `?adapter=` is trusted as the identity, and HTTP API calls need nothing.
-pub fn authenticate(
+pub(crate) fn authenticate(
     core: &Hub,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
@@ -206,7 +206,7 @@ fn dev_identity(query: &HashMap<String, String>, roles: &[Role]) -> Result<Ident
 }
 
 /// Authenticates an HTTP API call open to `roles`; in dev mode it is open to all.
-pub fn authenticate_api(
+pub(crate) fn authenticate_api(
     core: &Hub,
     headers: &HeaderMap,
     query: &HashMap<String, String>,

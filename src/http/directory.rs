@@ -36,11 +36,11 @@ type Params = Query<HashMap<String, String>>;
 
 const ADMINS: &[Role] = &[Role::Admin];
 /// Longest wrap-up time a directory entry may set (1 day).
-pub const MAX_WRAP_UP_SECONDS: u64 = 24 * 3600;
+pub(crate) const MAX_WRAP_UP_SECONDS: u64 = 24 * 3600;
 /// Most teams or ring groups of one agent.
-pub const MAX_LIST: usize = 100;
+pub(crate) const MAX_LIST: usize = 100;
 /// Most members of one ring group.
-pub const MAX_MEMBERS: usize = 10_000;
+pub(crate) const MAX_MEMBERS: usize = 10_000;
 
 /// An error answer: `{"type":"error","code":..,"message":..}`.
 pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -207,7 +207,7 @@ fn ring_group(id: String, body: &[u8]) -> Result<RingGroup, String> {
 }
 
 /// `GET /api/v1/directory/agents`.
-pub async fn list_agents(
+pub(crate) async fn list_agents(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Query(params): Params,
@@ -221,7 +221,7 @@ pub async fn list_agents(
 }
 
 /// `GET /api/v1/directory/agents/{id}`.
-pub async fn get_agent(
+pub(crate) async fn get_agent(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -256,7 +256,7 @@ fn unknown_group(id: &str) -> Response {
 
 /// `PUT /api/v1/directory/agents/{id}`: creates or replaces a directory agent; the actor
 /// (created if needed) takes the new name and teams at once, the wrap-up from the next call.
-pub async fn put_agent(
+pub(crate) async fn put_agent(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -289,7 +289,7 @@ pub async fn put_agent(
 
 /// `DELETE /api/v1/directory/agents/{id}`: the agent leaves the directory (its actor, state
 /// and history stay; its name and teams are cleared).
-pub async fn delete_agent(
+pub(crate) async fn delete_agent(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -313,7 +313,7 @@ pub async fn delete_agent(
 }
 
 /// `GET /api/v1/ring-groups`.
-pub async fn list_ring_groups(
+pub(crate) async fn list_ring_groups(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Query(params): Params,
@@ -330,7 +330,7 @@ pub async fn list_ring_groups(
 }
 
 /// `GET /api/v1/ring-groups/{id}`.
-pub async fn get_ring_group(
+pub(crate) async fn get_ring_group(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -349,7 +349,7 @@ pub async fn get_ring_group(
 
 /// `PUT /api/v1/ring-groups/{id}`: creates or replaces a ring group; the next offer and
 /// `/api/v1/available?ring_group=` use it at once.
-pub async fn put_ring_group(
+pub(crate) async fn put_ring_group(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -375,7 +375,7 @@ pub async fn put_ring_group(
 }
 
 /// `DELETE /api/v1/ring-groups/{id}`.
-pub async fn delete_ring_group(
+pub(crate) async fn delete_ring_group(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Path(id): Path<String>,

@@ -1,10 +1,10 @@
 //! The HTTP side of the single port: WebSocket upgrades (authenticated before the
 //! upgrade), the JSON API, `/healthz`, `/metrics` and the embedded web demo.
 
-pub mod api;
-pub mod auth;
-pub mod directory;
-pub mod reports;
+pub(crate) mod api;
+pub(crate) mod auth;
+pub(crate) mod directory;
+pub(crate) mod reports;
 mod web;
 
 use axum::extract::{Query, Request, State};
@@ -21,7 +21,7 @@ use crate::server::ConnSlot;
 use crate::ws::handshake;
 
 /// The routes of the hub.
-pub fn router(hub: Arc<Hub>) -> Router {
+pub(crate) fn router(hub: Arc<Hub>) -> Router {
     Router::new()
         .route("/ws/agent", get(ws_agent))
         .route("/ws/admin", get(ws_admin))

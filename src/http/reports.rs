@@ -36,11 +36,11 @@ type Params = Query<HashMap<String, String>>;
 
 const ADMINS: &[Role] = &[Role::Admin];
 /// The default report range: the last 24 hours.
-pub const DEFAULT_RANGE_MS: Millis = 24 * 3600 * 1000;
+pub(crate) const DEFAULT_RANGE_MS: Millis = 24 * 3600 * 1000;
 /// The longest report range: 400 days.
-pub const MAX_RANGE_MS: Millis = 400 * 24 * 3600 * 1000;
+pub(crate) const MAX_RANGE_MS: Millis = 400 * 24 * 3600 * 1000;
 /// History rows per page unless `limit` says otherwise.
-pub const DEFAULT_HISTORY_LIMIT: usize = 1000;
+pub(crate) const DEFAULT_HISTORY_LIMIT: usize = 1000;
 
 /// An optional integer parameter (Unix ms, a limit).
 fn param_u64(params: &HashMap<String, String>, name: &str) -> Result<Option<u64>, String> {
@@ -116,7 +116,7 @@ fn wants_csv(params: &HashMap<String, String>, headers: &HeaderMap) -> Result<bo
 }
 
 /// `GET /api/v1/reports/status-time`.
-pub async fn status_time(
+pub(crate) async fn status_time(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Query(params): Params,
@@ -216,7 +216,7 @@ fn parse_cursor(s: &str) -> Option<HistoryCursor> {
 }
 
 /// `GET /api/v1/agents/{id}/history`.
-pub async fn history(
+pub(crate) async fn history(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Path(id): Path<String>,

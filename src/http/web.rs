@@ -12,7 +12,7 @@ use crate::hub::Hub;
 static WEB_DEMO: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/web-demo");
 
 /// Serves one file of the web demo; `/` is `index.html`.
-pub async fn asset(State(hub): State<Arc<Hub>>, uri: Uri) -> Response {
+pub(super) async fn asset(State(hub): State<Arc<Hub>>, uri: Uri) -> Response {
     let path = uri.path().trim_start_matches('/');
     let path = if path.is_empty() || path.ends_with('/') {
         format!("{path}index.html")

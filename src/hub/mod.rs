@@ -5,10 +5,10 @@
 //! Every field is private: sockets and the HTTP API read what they need through the
 //! accessors below, and actors get their own narrow handle ([`crate::agent::AgentEnv`]).
 
-pub mod persist;
+pub(crate) mod persist;
 mod router;
 
-pub use router::{Dispatched, Route, RouteError, Router};
+pub(crate) use router::{Dispatched, Route, RouteError, Router};
 
 use router::RouterParts;
 
@@ -49,7 +49,7 @@ impl LiveDirectory {
 }
 
 /// The hub: what every socket and request handler shares.
-pub struct Hub {
+pub(crate) struct Hub {
     /// The effective configuration.
     settings: Settings,
     /// Update numbering, `resume` history and admin subscribers.
@@ -80,7 +80,7 @@ impl Hub {
     /// directory agent gets its actor (offline), and the stored event ids are remembered
     /// for the rest of their lifetime. `settings.directory` is not used: the store's
     /// directory (seeded from it on the first start) is the live one.
-    pub fn new(
+    pub(crate) fn new(
         mut settings: Settings,
         shutdown: CancellationToken,
         store: Arc<Store>,
@@ -161,77 +161,77 @@ impl Hub {
     }
 
     /// The effective configuration.
-    pub fn settings(&self) -> &Settings {
+    pub(crate) fn settings(&self) -> &Settings {
         &self.settings
     }
 
     /// Where every command for an agent goes.
-    pub fn router(&self) -> &Router {
+    pub(crate) fn router(&self) -> &Router {
         &self.router
     }
 
     /// Update numbering, history and admin subscribers.
-    pub fn fanout(&self) -> &Fanout {
+    pub(crate) fn fanout(&self) -> &Fanout {
         &self.fanout
     }
 
     /// Adapter sockets that get call notifications.
-    pub fn notifier(&self) -> &Notifier {
+    pub(crate) fn notifier(&self) -> &Notifier {
         &self.notifier
     }
 
     /// The hub's clock.
-    pub fn clock(&self) -> Clock {
+    pub(crate) fn clock(&self) -> Clock {
         self.clock
     }
 
     /// Process counters.
-    pub fn metrics(&self) -> &Metrics {
+    pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
     /// A shared handle on the counters (the accept loop keeps one).
-    pub fn metrics_handle(&self) -> Arc<Metrics> {
+    pub(crate) fn metrics_handle(&self) -> Arc<Metrics> {
         self.metrics.clone()
     }
 
     /// Cancelled when the hub shuts down.
-    pub fn shutdown(&self) -> &CancellationToken {
+    pub(crate) fn shutdown(&self) -> &CancellationToken {
         &self.shutdown
     }
 
     /// Every actor and socket task.
-    pub fn tasks(&self) -> &TaskTracker {
+    pub(crate) fn tasks(&self) -> &TaskTracker {
         &self.tasks
     }
 
     /// The durable store.
-    pub fn store(&self) -> &Arc<Store> {
+    pub(crate) fn store(&self) -> &Arc<Store> {
         &self.store
     }
 
     /// The directory, for a short read (never held across `.await`).
-    pub fn directory(&self) -> RwLockReadGuard<'_, Directory> {
+    pub(crate) fn directory(&self) -> RwLockReadGuard<'_, Directory> {
         self.directory.read()
     }
 
     /// The directory, for a short edit (never held across `.await`).
-    pub fn directory_mut(&self) -> RwLockWriteGuard<'_, Directory> {
+    pub(crate) fn directory_mut(&self) -> RwLockWriteGuard<'_, Directory> {
         self.directory.write()
     }
 
     /// Held for the whole of a directory edit (store commit, live directory, actors).
-    pub async fn directory_edit(&self) -> tokio::sync::MutexGuard<'_, ()> {
+    pub(crate) async fn directory_edit(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.directory.edits.lock().await
     }
 
     /// A process-unique id for a socket.
-    pub fn next_conn_id(&self) -> u64 {
+    pub(crate) fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The hub's epoch: changes on every start.
-    pub fn epoch(&self) -> &Arc<str> {
+    pub(crate) fn epoch(&self) -> &Arc<str> {
         self.fanout.epoch()
     }
 }
@@ -244,7 +244,7 @@ impl Hub {
 /// that reconnects within it resumes as in row 22 and one that does not come back is
 /// logged out as in row 21. A change of `connections` counts as a change (`version + 1`,
 /// reason kept).
-pub fn restored(mut state: AgentState, now: Millis, grace: Duration) -> AgentState {
+pub(crate) fn restored(mut state: AgentState, now: Millis, grace: Duration) -> AgentState {
     let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
     if state.session != Session::LoggedOut {
         state.session = Session::Grace {
@@ -259,7 +259,7 @@ pub fn restored(mut state: AgentState, now: Millis, grace: Duration) -> AgentSta
 }
 
 /// The actor profile of a directory entry.
-pub fn profile_of(p: &AgentProfile) -> Profile {
+pub(crate) fn profile_of(p: &AgentProfile) -> Profile {
     Profile {
         name: p.name.clone(),
         teams: p.teams.clone(),

@@ -18,10 +18,10 @@ use crate::config::Settings;
 use crate::store::{CommitTicket, Durability, Recovered, Store, StoreError, StoreOptions};
 
 /// How often old history and event ids are pruned (also once at start).
-pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+pub(crate) const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// True for the path of a private in-memory database.
-pub fn is_memory(path: &Path) -> bool {
+pub(crate) fn is_memory(path: &Path) -> bool {
     path.as_os_str() == ":memory:"
 }
 
@@ -29,7 +29,7 @@ pub fn is_memory(path: &Path) -> bool {
 /// migrates it, seeds the directory on the first start and returns what it recovered. An
 /// in-memory database keeps nothing after the process, so its changes are acknowledged at
 /// once whatever `settings.durability` says (there is no disk to wait for).
-pub async fn open(settings: &Settings) -> Result<(Arc<Store>, Recovered), StoreError> {
+pub(crate) async fn open(settings: &Settings) -> Result<(Arc<Store>, Recovered), StoreError> {
     let path = settings.database.clone();
     let durability = if is_memory(&path) {
         Durability::Async
@@ -68,7 +68,7 @@ pub async fn open(settings: &Settings) -> Result<(Arc<Store>, Recovered), StoreE
 
 /// Waits for a ticket on the blocking pool (for infrastructure waits: prune, flush before a
 /// report, directory edits).
-pub async fn wait(ticket: CommitTicket) -> Result<(), StoreError> {
+pub(crate) async fn wait(ticket: CommitTicket) -> Result<(), StoreError> {
     if ticket.is_immediate() {
         return ticket.await;
     }
@@ -79,7 +79,7 @@ pub async fn wait(ticket: CommitTicket) -> Result<(), StoreError> {
 
 /// Prunes history older than the retention and expired event ids once now and then every
 /// [`PRUNE_EVERY`], until `stop` is cancelled.
-pub async fn prune(store: Arc<Store>, clock: Clock, stop: CancellationToken) {
+pub(crate) async fn prune(store: Arc<Store>, clock: Clock, stop: CancellationToken) {
     loop {
         let ticket = store.prune(clock.now_ms());
         tokio::select! {
@@ -97,12 +97,12 @@ pub async fn prune(store: Arc<Store>, clock: Clock, stop: CancellationToken) {
 
 /// The least time the store's last commit gets at shutdown, even when the tasks used up
 /// the deadline.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Commits everything queued, checkpoints and closes the store (at shutdown, after the
 /// actors ended), waiting until `deadline` (or [`CLOSE_GRACE`], whichever is later). Past
 /// it the hub stops without waiting: what was queued may be lost, and it says so.
-pub async fn close(store: Arc<Store>, deadline: Instant) {
+pub(crate) async fn close(store: Arc<Store>, deadline: Instant) {
     let deadline = deadline.max(Instant::now() + CLOSE_GRACE);
     let closing = tokio::task::spawn_blocking(move || store.close());
     match tokio::time::timeout_at(deadline, closing).await {

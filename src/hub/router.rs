@@ -48,7 +48,7 @@ enum Reach {
 
 /// Why a command did not reach an actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RouteError {
+pub(crate) enum RouteError {
     /// Neither in the directory nor logged in.
     #[error("unknown agent")]
     UnknownAgent,
@@ -59,14 +59,18 @@ pub enum RouteError {
 
 /// Where an agent's commands go. Cheap to clone; a socket keeps the route of its agent.
 #[derive(Clone)]
-pub enum Route {
+pub(crate) enum Route {
     /// The actor runs in this process.
     Local(AgentHandle),
 }
 
 impl Route {
     /// Registers a tab with the actor (which queues `hello` into `outbox` first).
-    pub async fn attach(&self, outbox: Outbox, hint: Option<Profile>) -> Result<TabId, RouteError> {
+    pub(crate) async fn attach(
+        &self,
+        outbox: Outbox,
+        hint: Option<Profile>,
+    ) -> Result<TabId, RouteError> {
         match self {
             Route::Local(h) => h
                 .attach(outbox, hint)
@@ -76,14 +80,14 @@ impl Route {
     }
 
     /// A tab closed.
-    pub async fn detach(&self, tab: TabId) {
+    pub(crate) async fn detach(&self, tab: TabId) {
         match self {
             Route::Local(h) => h.detach(tab).await,
         }
     }
 
     /// Applies an input; `origin` is the tab that asked (it answers a logout itself).
-    pub async fn apply(
+    pub(crate) async fn apply(
         &self,
         input: Input,
         origin: Option<TabId>,
@@ -120,7 +124,7 @@ impl Route {
 /// A telephony event after routing: answered by the router itself (unknown agent), or on
 /// its way at the actor (the answer arrives on the receiver, built once there).
 #[derive(Debug)]
-pub enum Dispatched {
+pub(crate) enum Dispatched {
     /// Answered without an actor.
     Answered(TelephonyAnswer),
     /// The actor's answer will arrive here.
@@ -128,7 +132,7 @@ pub enum Dispatched {
 }
 
 /// Finds (or starts) the actor of an agent. See the module doc.
-pub struct Router {
+pub(crate) struct Router {
     /// The live actors (and, for a moment, stopped ones the reaper has not forgotten).
     agents: Arc<DashMap<AgentId, AgentHandle>>,
     /// What every actor is started with.
@@ -260,13 +264,13 @@ impl Router {
 
     /// The route of an agent that may have an actor (in the directory, or with a live
     /// actor); `None` for anyone else.
-    pub async fn route(&self, id: &AgentId) -> Result<Option<Route>, RouteError> {
+    pub(crate) async fn route(&self, id: &AgentId) -> Result<Option<Route>, RouteError> {
         Ok(self.find(id, Reach::Known).await?.map(Route::Local))
     }
 
     /// A tab of `id` logs in: its actor is found or started, and the tab attached. The
     /// token's name and teams are used only for an agent the directory does not know.
-    pub async fn login(
+    pub(crate) async fn login(
         &self,
         id: &AgentId,
         outbox: Outbox,
@@ -288,7 +292,7 @@ impl Router {
     }
 
     /// Applies an input from an admin socket or the HTTP API to a known agent.
-    pub async fn apply(
+    pub(crate) async fn apply(
         &self,
         id: &AgentId,
         input: Input,
@@ -306,7 +310,10 @@ impl Router {
     /// Routes one checked telephony event. The event-id memory is consulted once: by the
     /// actor (which serializes an agent's events, so two copies of one event in flight
     /// cannot both apply), or here when no actor may exist (unknown agent).
-    pub async fn telephony(&self, message: &TelephonyMessage) -> Result<Dispatched, RouteError> {
+    pub(crate) async fn telephony(
+        &self,
+        message: &TelephonyMessage,
+    ) -> Result<Dispatched, RouteError> {
         let (Some(event), Some(input)) = (message.event(), self.input_of(message)) else {
             return Err(RouteError::UnknownAgent);
         };
@@ -329,7 +336,6 @@ impl Router {
             return TelephonyAnswer {
                 reply,
                 duplicate: true,
-                stale: false,
                 // The first answer may still be on its way to the disk.
                 ticket: self.store.ack_barrier(),
             };
@@ -344,7 +350,6 @@ impl Router {
         TelephonyAnswer {
             reply,
             duplicate: false,
-            stale: false,
             ticket,
         }
     }
@@ -398,7 +403,7 @@ impl Router {
 
     /// A directory entry was created or changed: the actor (started if needed) takes the
     /// new profile.
-    pub async fn profile_changed(&self, id: &AgentId, profile: Profile) {
+    pub(crate) async fn profile_changed(&self, id: &AgentId, profile: Profile) {
         if let Ok(Some(h)) = self.find(id, Reach::Known).await {
             Route::Local(h).set_profile(profile).await;
         }
@@ -406,29 +411,29 @@ impl Router {
 
     /// A directory entry was deleted: its name and teams are cleared, and its actor stops
     /// (at once when idle, else once it is).
-    pub async fn profile_removed(&self, id: &AgentId) {
+    pub(crate) async fn profile_removed(&self, id: &AgentId) {
         if let Some(h) = self.agents.get(id).map(|h| h.clone()) {
             h.leave_directory().await;
         }
     }
 
     /// True when the agent has a live actor or a directory entry.
-    pub fn is_known(&self, id: &AgentId) -> bool {
+    pub(crate) fn is_known(&self, id: &AgentId) -> bool {
         self.agents.contains_key(id) || self.directory.read().agents.contains_key(id)
     }
 
     /// Telephony event ids remembered for deduplication.
-    pub fn remembered_event_ids(&self) -> usize {
+    pub(crate) fn remembered_event_ids(&self) -> usize {
         self.events.len()
     }
 
     /// Live actors (and stopped ones not yet forgotten).
-    pub fn actor_count(&self) -> usize {
+    pub(crate) fn actor_count(&self) -> usize {
         self.agents.len()
     }
 
     /// Drops every actor handle so the actors end, and starts none any more (shutdown).
-    pub fn stop_all(&self) {
+    pub(crate) fn stop_all(&self) {
         self.closed.store(true, Ordering::Release);
         self.agents.clear();
     }

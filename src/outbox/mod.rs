@@ -15,16 +15,16 @@ use futures::task::AtomicWaker;
 
 mod ordered;
 
-pub use ordered::{Later, Ordered, MAX_PENDING};
+pub(crate) use ordered::{Later, Ordered};
 
 use crate::protocol::{self, sort_by_id, Published, Ref, Text};
 
 /// Close code for a socket that fell behind its queue bound.
-pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 4008;
 
 /// One item for a socket's writer.
 #[derive(Debug)]
-pub enum Outbound {
+pub(crate) enum Outbound {
     /// A ready-made text frame, shared with every other receiver of it.
     Frame(Text),
     /// Several frames to write in order (a `resume` replay).
@@ -38,7 +38,7 @@ pub enum Outbound {
 
 /// The parts of an `ok` reply carrying a `snapshot`.
 #[derive(Debug)]
-pub struct SnapshotReply {
+pub(crate) struct SnapshotReply {
     /// The `ref` of the request.
     pub reply_ref: Option<Ref>,
     /// `Some(false)` for a `resume` that could not be recovered.
@@ -50,7 +50,7 @@ pub struct SnapshotReply {
 
 impl SnapshotReply {
     /// Renders the reply frame (see [`crate::protocol::snapshot`]).
-    pub fn render(mut self) -> String {
+    pub(crate) fn render(mut self) -> String {
         sort_by_id(&mut self.agents);
         protocol::snapshot(
             self.reply_ref.as_ref(),
@@ -65,7 +65,7 @@ impl SnapshotReply {
 /// Why a push was refused: the socket is over its bound or already closing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("socket queue over its bound")]
-pub struct Overflow;
+pub(crate) struct Overflow;
 
 #[derive(Debug)]
 struct Shared {
@@ -111,13 +111,13 @@ impl Shared {
 
 /// The producer side of a socket queue. Cheap to clone.
 #[derive(Debug)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     shared: Arc<Shared>,
 }
 
 /// The writer side, owned by the socket task.
 #[derive(Debug)]
-pub struct OutboxReceiver {
+pub(crate) struct OutboxReceiver {
     shared: Arc<Shared>,
 }
 
@@ -128,7 +128,7 @@ const KEEP_CAPACITY: usize = 64;
 const FREE_CAPACITY: usize = 8;
 
 /// Creates a queue bounded to `bound_bytes`.
-pub fn outbox(bound_bytes: usize) -> (Outbox, OutboxReceiver) {
+pub(crate) fn outbox(bound_bytes: usize) -> (Outbox, OutboxReceiver) {
     let shared = Arc::new(Shared {
         items: Mutex::new(VecDeque::new()),
         queued: AtomicUsize::new(0),
@@ -166,7 +166,7 @@ impl Drop for Outbox {
 impl Outbox {
     /// Queues a frame. Over the bound, the socket is marked for closing with 4008 and
     /// `Overflow` is returned: the caller drops this receiver from its lists.
-    pub fn push(&self, frame: Text) -> Result<(), Overflow> {
+    pub(crate) fn push(&self, frame: Text) -> Result<(), Overflow> {
         if self.is_closing() {
             return Err(Overflow);
         }
@@ -182,7 +182,7 @@ impl Outbox {
 
     /// Queues an item that is not counted against the byte bound (snapshots, replays: one
     /// per request, sized by the request, not by the event rate).
-    pub fn push_unbounded(&self, item: Outbound) -> Result<(), Overflow> {
+    pub(crate) fn push_unbounded(&self, item: Outbound) -> Result<(), Overflow> {
         if self.is_closing() {
             return Err(Overflow);
         }
@@ -213,7 +213,7 @@ impl Outbox {
     }
 
     /// Asks the socket to close with `code` now (what is queued is dropped).
-    pub fn close(&self, code: u16) {
+    pub(crate) fn close(&self, code: u16) {
         if self
             .shared
             .close_code
@@ -225,31 +225,27 @@ impl Outbox {
     }
 
     /// True once a close was requested.
-    pub fn is_closing(&self) -> bool {
+    pub(crate) fn is_closing(&self) -> bool {
         self.shared.close_code.load(Ordering::Acquire) != 0
     }
 
     /// Bytes waiting in the queue (for the fan-out lag gauge).
-    pub fn queued_bytes(&self) -> usize {
+    pub(crate) fn queued_bytes(&self) -> usize {
         self.shared.queued.load(Ordering::Relaxed)
-    }
-
-    /// True when both handles feed the same socket.
-    pub fn same_socket(&self, other: &Outbox) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
     }
 }
 
 impl OutboxReceiver {
     /// The next item, or `None` when every producer is gone and the queue is empty.
+    #[cfg(test)]
     /// (Single consumer: the socket task; see [`OutboxReceiver::poll_recv`].)
-    pub async fn recv(&mut self) -> Option<Outbound> {
+    pub(crate) async fn recv(&mut self) -> Option<Outbound> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// Polls for the next item; the task is woken when one is queued or the last producer
     /// left. Only the socket task polls its receiver (one waker is kept).
-    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
         if let Some(item) = self.try_recv() {
             return Poll::Ready(Some(item));
         }
@@ -265,12 +261,12 @@ impl OutboxReceiver {
     }
 
     /// Polls for a close request (its code); woken like [`OutboxReceiver::poll_recv`].
-    pub fn poll_close(&self, cx: &mut Context<'_>) -> Poll<u16> {
+    pub(crate) fn poll_close(&self, cx: &mut Context<'_>) -> Poll<u16> {
         self.shared.poll_close(cx)
     }
 
     /// The next item if one is ready.
-    pub fn try_recv(&self) -> Option<Outbound> {
+    pub(crate) fn try_recv(&self) -> Option<Outbound> {
         let item = {
             let mut items = self.shared.lock();
             let item = items.pop_front();
@@ -288,23 +284,6 @@ impl OutboxReceiver {
             self.shared.queued.fetch_sub(f.len(), Ordering::Relaxed);
         }
         Some(item)
-    }
-
-    /// A handle that resolves when a producer asks for a close, usable while the receiver
-    /// is borrowed by the writer (polled by the socket task only, like the receiver).
-    pub fn close_signal(&self) -> CloseSignal {
-        CloseSignal(self.shared.clone())
-    }
-}
-
-/// Resolves with the close code once a producer asked for a close.
-#[derive(Debug, Clone)]
-pub struct CloseSignal(Arc<Shared>);
-
-impl CloseSignal {
-    /// Waits for a close request and returns its code.
-    pub async fn requested(&self) -> u16 {
-        std::future::poll_fn(|cx| self.0.poll_close(cx)).await
     }
 }
 
@@ -340,7 +319,10 @@ mod tests {
         tx.push(text("123456")).expect("fits");
         assert_eq!(tx.push(text("123456")), Err(Overflow));
         assert!(tx.is_closing());
-        assert_eq!(rx.close_signal().requested().await, CLOSE_SLOW_CONSUMER);
+        assert_eq!(
+            std::future::poll_fn(|cx| rx.poll_close(cx)).await,
+            CLOSE_SLOW_CONSUMER
+        );
         assert_eq!(tx.queued_bytes(), 6, "the refused frame is not counted");
         assert!(rx.try_recv().is_some());
         assert_eq!(tx.queued_bytes(), 0);

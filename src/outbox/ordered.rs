@@ -24,13 +24,13 @@ use crate::protocol::Text;
 
 /// Replies still waiting for their answer or commit, per socket, before the socket stops
 /// reading until one is sent (backpressure on an adapter that outruns the disk).
-pub const MAX_PENDING: usize = 1024;
+pub(crate) const MAX_PENDING: usize = 1024;
 /// Notifications that may wait behind those replies; past it the adapter is too slow and
 /// its socket is closed with 4008, as for any queue over its bound.
-pub const MAX_WAITING_NOTICES: usize = 4096;
+pub(super) const MAX_WAITING_NOTICES: usize = 4096;
 
 /// A reply that is known later: resolves to the frame to send (or none).
-pub type Later = BoxFuture<'static, Option<Text>>;
+pub(crate) type Later = BoxFuture<'static, Option<Text>>;
 
 enum Item {
     /// A notification or an immediate reply queued behind waiting ones.
@@ -52,7 +52,7 @@ struct Shared {
 /// The ordered sender of one socket. Cheap to clone: the socket's session and the
 /// notifier each hold one.
 #[derive(Clone)]
-pub struct Ordered {
+pub(crate) struct Ordered {
     outbox: Outbox,
     shared: Arc<Shared>,
 }
@@ -60,7 +60,7 @@ pub struct Ordered {
 impl Ordered {
     /// An ordered sender over `outbox`; its task (tracked by `tasks`) ends once every
     /// clone is dropped and everything queued was written.
-    pub fn new(outbox: Outbox, tasks: &TaskTracker) -> Ordered {
+    pub(crate) fn new(outbox: Outbox, tasks: &TaskTracker) -> Ordered {
         let (tx, mut rx) = mpsc::channel::<Item>(MAX_PENDING + MAX_WAITING_NOTICES);
         let shared = Arc::new(Shared {
             pending: AtomicUsize::new(0),
@@ -94,7 +94,7 @@ impl Ordered {
 
     /// Sends `frame` after everything queued before it (at once when nothing is). Fails
     /// when the socket is over its bound (it is then closing with 4008).
-    pub fn push(&self, frame: Text) -> Result<(), Overflow> {
+    pub(crate) fn push(&self, frame: Text) -> Result<(), Overflow> {
         let shared = &self.shared;
         if shared.pending.load(Ordering::Acquire) == 0 {
             return self.outbox.push(frame);
@@ -113,7 +113,7 @@ impl Ordered {
 
     /// Queues a reply known later, after everything queued before it. Waits while
     /// [`MAX_PENDING`] replies are already waiting.
-    pub async fn push_later(&self, later: Later) {
+    pub(crate) async fn push_later(&self, later: Later) {
         let shared = &self.shared;
         let Ok(permit) = shared.room.clone().acquire_owned().await else {
             return;
@@ -124,11 +124,6 @@ impl Ordered {
             shared.pending.fetch_sub(1, Ordering::AcqRel);
             drop(e);
         }
-    }
-
-    /// True when both feed the same socket.
-    pub fn same_socket(&self, other: &Ordered) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
     }
 }
 

@@ -12,7 +12,7 @@ use crate::outbox::Outbox;
 use crate::protocol::{self, AdminMessage, BadMessage, ErrorCode, FilterSpec, Ref, Role, Text};
 
 /// A wallboard's socket.
-pub struct AdminSession {
+pub(crate) struct AdminSession {
     pub(super) hub: Arc<Hub>,
     pub(super) outbox: Outbox,
     conn_id: u64,

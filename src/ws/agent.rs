@@ -12,7 +12,7 @@ use crate::outbox::{Outbound, Outbox};
 use crate::protocol::{self, AgentMessage, BadMessage, Identity, Role};
 
 /// An agent's socket.
-pub struct AgentSession {
+pub(crate) struct AgentSession {
     pub(super) hub: Arc<Hub>,
     pub(super) outbox: Outbox,
     /// Where this agent's commands go (its actor).
@@ -24,7 +24,11 @@ pub struct AgentSession {
 
 impl AgentSession {
     /// Logs the tab in through the router (its actor queues `hello`).
-    pub async fn start(hub: Arc<Hub>, identity: &Identity, outbox: Outbox) -> Option<AgentSession> {
+    pub(crate) async fn start(
+        hub: Arc<Hub>,
+        identity: &Identity,
+        outbox: Outbox,
+    ) -> Option<AgentSession> {
         let agent_id = AgentId::parse(&identity.subject).ok()?;
         let hint = Profile {
             name: identity.name.clone(),

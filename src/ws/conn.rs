@@ -29,11 +29,11 @@ use crate::protocol::Role;
 use crate::protocol::{peek_ref, BadMessage};
 
 /// Close codes of the protocol.
-pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
 /// Policy: the token expired, or the client kept sending over its rate.
-pub const CLOSE_POLICY: u16 = 1008;
+pub(crate) const CLOSE_POLICY: u16 = 1008;
 /// Message larger than the configured maximum.
-pub const CLOSE_TOO_BIG: u16 = FRAME_TOO_BIG;
+pub(crate) const CLOSE_TOO_BIG: u16 = FRAME_TOO_BIG;
 
 /// Outbox items written per batch before the loop looks at its other sources, so one busy
 /// socket cannot hog its task.
@@ -43,7 +43,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How the loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
+pub(crate) enum Exit {
     /// We close with this code.
     Close(u16, &'static str),
     /// The peer closed (its close frame is echoed), vanished or stopped answering; nothing
@@ -74,7 +74,7 @@ enum Event {
 /// captured arguments and as locals); an `async move` block stores its captures once, in
 /// every idle socket's task.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
-pub fn drive<'a>(
+pub(crate) fn drive<'a>(
     socket: &'a mut WsSocket,
     rx: &'a OutboxReceiver,
     session: &'a mut Session,
@@ -264,7 +264,7 @@ async fn send_close(socket: &mut WsSocket, exit: Exit) {
 /// frame or FIN while dropping what it still sends, so the connection ends without a reset
 /// (see [`WsSocket::linger`]). Called once the session is closed: the socket no longer
 /// counts anywhere, only its descriptor is held meanwhile.
-pub async fn linger(socket: &mut WsSocket, exit: Exit) {
+pub(crate) async fn linger(socket: &mut WsSocket, exit: Exit) {
     let Exit::Close(code, _) = exit else {
         return;
     };
@@ -358,6 +358,6 @@ fn write_batch(
 }
 
 /// Queues the `bad_message` reply for an undecodable frame.
-pub fn bad_message_frame(bad: &BadMessage) -> Utf8Bytes {
+pub(crate) fn bad_message_frame(bad: &BadMessage) -> Utf8Bytes {
     crate::protocol::bad_message(bad)
 }

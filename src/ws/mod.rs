@@ -2,16 +2,16 @@
 //! server-side RFC 6455 layer (handshake, frame codec, socket), the shared socket loop, the
 //! per-socket queue, and one session type per role.
 
-pub mod conn;
+pub(crate) mod conn;
 pub mod frame;
-pub mod handshake;
-pub mod limit;
-pub mod session;
-pub mod socket;
+pub(crate) mod handshake;
+pub(crate) mod limit;
+pub(crate) mod session;
+pub(crate) mod socket;
 
 mod admin;
 mod agent;
-pub(crate) mod reply;
+mod reply;
 mod telephony;
 
-pub use session::{serve, Session};
+pub(crate) use session::serve;

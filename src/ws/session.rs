@@ -21,13 +21,13 @@ use crate::server::ConnSlot;
 
 /// What the socket loop does after a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
+pub(crate) enum Flow {
     Continue,
     Close(u16, &'static str),
 }
 
 /// The role-specific half of a socket.
-pub enum Session {
+pub(crate) enum Session {
     Agent(AgentSession),
     Admin(AdminSession),
     /// Boxed: adapters are few, and their ordered acks would make every agent's task
@@ -37,7 +37,7 @@ pub enum Session {
 
 impl Session {
     /// Handles one text frame.
-    pub async fn on_text(&mut self, text: &str) -> Flow {
+    pub(crate) async fn on_text(&mut self, text: &str) -> Flow {
         match self {
             Session::Agent(s) => s.on_text(text).await,
             Session::Admin(s) => s.on_text(text).await,
@@ -47,12 +47,12 @@ impl Session {
 
     /// Handles one text frame it owns (so that a boxed handler holds the text, not the
     /// socket's task).
-    pub async fn on_text_owned(&mut self, text: String) -> Flow {
+    pub(crate) async fn on_text_owned(&mut self, text: String) -> Flow {
         self.on_text(&text).await
     }
 
     /// Answers an undecodable frame with `bad_message`.
-    pub fn reject(&self, bad: &BadMessage) {
+    pub(crate) fn reject(&self, bad: &BadMessage) {
         let (outbox, hub) = self.parts();
         hub.metrics().bad_message(self.role());
         let _ = outbox.push(bad_message_frame(bad));
@@ -60,7 +60,7 @@ impl Session {
 
     /// Answers a message refused by the rate limit with `rate_limited` (with its `ref` when
     /// one was found).
-    pub fn rate_limited(&self, reply_ref: Option<Ref>) {
+    pub(crate) fn rate_limited(&self, reply_ref: Option<Ref>) {
         let (outbox, hub) = self.parts();
         hub.metrics().rejected(Rejected::RateLimited);
         let reply = protocol::error(
@@ -107,7 +107,7 @@ impl Session {
 /// The connection's span (`conn_id`, role, id) is a debug span: at the default `info`
 /// level an enabled span costs ~460 bytes of subscriber registry per socket, more than a
 /// third of the socket's own memory; `RUST_LOG=presence_hub=debug` shows it.
-pub fn serve(
+pub(crate) fn serve(
     on_upgrade: OnUpgrade,
     hub: Arc<Hub>,
     identity: Box<Identity>,

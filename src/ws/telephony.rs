@@ -15,7 +15,7 @@ use crate::outbox::{Ordered, Outbox};
 use crate::protocol::{self, BadMessage, Ref, Role, TelephonyMessage};
 
 /// An adapter's socket.
-pub struct TelephonySession {
+pub(crate) struct TelephonySession {
     pub(super) hub: Arc<Hub>,
     pub(super) outbox: Outbox,
     conn_id: u64,
