@@ -14,7 +14,7 @@ mod notifier;
 
 pub(crate) use notifier::Notifier;
 
-use crate::model::{AgentId, AgentState, TeamId};
+use crate::model::{AgentId, AgentState, Status, TeamId};
 use crate::outbox::{Outbound, Outbox, SnapshotReply};
 use crate::protocol::{self, Published, Ref};
 
@@ -58,6 +58,9 @@ struct Subscriber {
 
 struct Inner {
     seq: u64,
+    /// Agents in `latest` by status (in `Status::ALL` order), kept as they change: a
+    /// scrape reads seven numbers instead of walking every agent under the lock.
+    by_status: [u64; Status::ALL.len()],
     latest: HashMap<AgentId, Arc<Published>>,
     /// Recent updates, oldest first, for `resume` (each knows its `seq`). Bounded by
     /// `history_size`. A pointer each: at the default size it holds an update per agent.
@@ -104,6 +107,7 @@ impl Fanout {
             history_size,
             inner: Mutex::new(Inner {
                 seq: 0,
+                by_status: [0; Status::ALL.len()],
                 latest: HashMap::new(),
                 history: VecDeque::new(),
                 subscribers: Vec::new(),
@@ -130,11 +134,14 @@ impl Fanout {
         let json = Published::serialize(state);
         let mut inner = self.lock();
         let published = Arc::new(Published::build(state, inner.seq, &json));
-        inner
-            .latest
-            .entry(state.agent_id.clone())
-            .or_insert(published)
-            .clone()
+        let inner = &mut *inner;
+        match inner.latest.entry(state.agent_id.clone()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                inner.by_status[status_index(published.status)] += 1;
+                e.insert(published).clone()
+            }
+        }
     }
 
     /// Publishes a changed state: assigns the next `seq`, keeps it for `resume`, queues it
@@ -146,9 +153,13 @@ impl Fanout {
         inner.seq += 1;
         let seq = inner.seq;
         let published = Arc::new(Published::build(state, seq, &json));
-        inner
+        if let Some(old) = inner
             .latest
-            .insert(state.agent_id.clone(), published.clone());
+            .insert(state.agent_id.clone(), published.clone())
+        {
+            inner.by_status[status_index(old.status)] -= 1;
+        }
+        inner.by_status[status_index(published.status)] += 1;
         inner.history.push_back(published.clone());
         while inner.history.len() > self.history_size {
             inner.history.pop_front();
@@ -246,6 +257,7 @@ impl Fanout {
             .is_some_and(|p| Arc::ptr_eq(p, last))
         {
             inner.latest.remove(&last.agent_id);
+            inner.by_status[status_index(last.status)] -= 1;
         }
     }
 
@@ -258,6 +270,16 @@ impl Fanout {
     pub(crate) fn snapshot(&self, filter: &Filter) -> (u64, Vec<Arc<Published>>) {
         let inner = self.lock();
         (inner.seq, matching(&inner, filter))
+    }
+
+    /// How many agents (listed in snapshots) are in each status.
+    pub(crate) fn status_counts(&self) -> [(Status, u64); Status::ALL.len()] {
+        let counts = self.lock().by_status;
+        let mut out = [(Status::Offline, 0); Status::ALL.len()];
+        for (i, s) in Status::ALL.iter().enumerate() {
+            out[i] = (*s, counts[i]);
+        }
+        out
     }
 
     /// The latest state of one agent.
@@ -298,6 +320,10 @@ impl Fanout {
             agents: matching(inner, filter),
         }
     }
+}
+
+fn status_index(status: Status) -> usize {
+    Status::ALL.iter().position(|s| *s == status).unwrap_or(0)
 }
 
 fn matching(inner: &Inner, filter: &Filter) -> Vec<Arc<Published>> {

@@ -9,13 +9,12 @@ use axum::Extension;
 use serde::Deserialize;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::auth::{authenticate, authenticate_api};
 use crate::fanout::Filter;
 use crate::hub::{Dispatched, Hub, RouteError};
-use crate::metrics::Rejected;
+use crate::metrics::{Computed, Rejected};
 use crate::model::{AgentId, Status, TeamId};
 use crate::protocol::Role;
 use crate::protocol::{self, peek_ref, ErrorCode, TelephonyMessage};
@@ -339,118 +338,97 @@ pub(crate) async fn healthz(State(hub): State<Arc<Hub>>) -> Response {
     json(status, body.to_string())
 }
 
-/// `GET /metrics`: Prometheus text.
+/// `GET /metrics`: OpenMetrics text. The hub's own series, then the figures other parts
+/// own, read now: seven counters from the fan-out (no agent is visited), the store's and the
+/// router's counts.
 pub(crate) async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
-    let mut out = String::with_capacity(4096);
-    hub.metrics().render(&mut out);
-    let (_, list) = hub.fanout().snapshot(&Filter::default());
-    let mut counts: HashMap<Status, usize> = HashMap::new();
-    for p in &list {
-        *counts.entry(p.status).or_default() += 1;
-    }
-    let _ = writeln!(
-        out,
-        "# HELP presence_hub_agents Agents by effective status.\n# TYPE presence_hub_agents gauge"
-    );
-    for s in Status::ALL {
-        let _ = writeln!(
-            out,
-            "presence_hub_agents{{status=\"{}\"}} {}",
-            s.as_str(),
-            counts.get(&s).copied().unwrap_or(0)
-        );
-    }
+    let mut computed = Computed::default();
+    computed.agents_by_status(&hub.fanout().status_counts());
     let stats = hub.fanout().stats();
     let store = hub.store().stats();
-    for (name, help, kind, v) in [
+    let counters = [
         (
-            "presence_hub_store_commits_total",
-            "Durable store transactions committed (group commits).",
-            "counter",
+            "presence_hub_store_commits",
+            "Durable store transactions committed (group commits)",
             store.commits,
         ),
         (
-            "presence_hub_store_items_total",
-            "Writes committed to the durable store (items / commits = mean batch).",
-            "counter",
+            "presence_hub_store_items",
+            "Writes committed to the durable store (items / commits = mean batch)",
             store.items,
         ),
         (
-            "presence_hub_store_failed_total",
-            "Writes whose transaction failed after retries (not stored).",
-            "counter",
+            "presence_hub_store_failed",
+            "Writes whose transaction failed after retries (not stored)",
             store.failed,
         ),
         (
-            "presence_hub_store_queued",
-            "Writes waiting for the durable store's writer.",
-            "gauge",
-            store.queued as u64,
-        ),
-        (
-            "presence_hub_agent_updates_total",
-            "Agent state changes published (the hub-wide seq).",
-            "counter",
+            "presence_hub_agent_updates",
+            "Agent state changes published (the hub-wide seq)",
             stats.seq,
         ),
         (
-            "presence_hub_admin_deliveries_total",
-            "Update frames queued to admin sockets.",
-            "counter",
+            "presence_hub_admin_deliveries",
+            "Update frames queued to admin sockets",
             stats.deliveries,
         ),
         (
-            "presence_hub_admin_slow_dropped_total",
-            "Admin subscribers dropped by the fan-out for falling behind.",
-            "counter",
+            "presence_hub_admin_slow_dropped",
+            "Admin subscribers dropped by the fan-out for falling behind",
             stats.dropped_slow,
+        ),
+    ];
+    for (name, help, v) in counters {
+        computed.counter(name, help, v);
+    }
+    let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let gauges = [
+        (
+            "presence_hub_store_queued",
+            "Writes waiting for the durable store's writer",
+            gauge(store.queued),
         ),
         (
             "presence_hub_admin_subscribers",
-            "Subscribed admin sockets.",
-            "gauge",
-            stats.subscribers as u64,
+            "Subscribed admin sockets",
+            gauge(stats.subscribers),
         ),
         (
             "presence_hub_history_events",
-            "Updates held for resume.",
-            "gauge",
-            stats.history_len as u64,
+            "Updates held for resume",
+            gauge(stats.history_len),
         ),
         (
             "presence_hub_fanout_lag_bytes",
-            "Largest backlog of any admin socket, in bytes.",
-            "gauge",
-            stats.max_queued_bytes as u64,
+            "Largest backlog of any admin socket, in bytes",
+            gauge(stats.max_queued_bytes),
         ),
         (
             "presence_hub_event_ids_remembered",
-            "Telephony event ids held for deduplication.",
-            "gauge",
-            hub.router().remembered_event_ids() as u64,
+            "Telephony event ids held for deduplication",
+            gauge(hub.router().remembered_event_ids()),
         ),
         (
             "presence_hub_agent_actors",
-            "Agent actors running.",
-            "gauge",
-            hub.router().actor_count() as u64,
+            "Agent actors in memory (an idle one stops after --actor-idle-secs)",
+            gauge(hub.router().actor_count()),
         ),
         (
             "presence_hub_tasks",
-            "Live hub tasks: one per agent actor plus one per open socket.",
-            "gauge",
-            hub.tasks().len() as u64,
+            "Live hub tasks: agent actors, sockets, HTTP connections and a few background tasks",
+            gauge(hub.tasks().len()),
         ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-        );
+    ];
+    for (name, help, v) in gauges {
+        computed.gauge(name, help, v);
     }
+    let body = hub.metrics().encode(computed.registry());
     (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        out,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
     )
         .into_response()
 }

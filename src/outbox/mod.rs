@@ -17,6 +17,7 @@ mod ordered;
 
 pub(crate) use ordered::{Later, Ordered};
 
+use crate::metrics::Metrics;
 use crate::protocol::{self, sort_by_id, Published, Ref, Text};
 
 /// Close code for a socket that fell behind its queue bound.
@@ -71,7 +72,7 @@ pub(crate) struct Overflow;
 struct Shared {
     /// The queue itself. A `VecDeque` grows only when frames are waiting (an idle socket
     /// holds no slots), unlike a channel that allocates its slots up front.
-    items: Mutex<VecDeque<Outbound>>,
+    items: Mutex<Queue>,
     /// Bytes queued and not yet taken by the writer.
     queued: AtomicUsize,
     /// The bound in bytes, from `--queue-bytes`.
@@ -89,8 +90,17 @@ struct Shared {
     close_code: AtomicU16,
 }
 
+/// The items, and since when the oldest one waits.
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Outbound>,
+    /// When the queue last went from empty to not empty (cleared when the writer takes
+    /// the first item after it): how long a batch's oldest frame waited, for the metrics.
+    since: Option<std::time::Instant>,
+}
+
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Outbound>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         // Every critical section is a single push or pop: a poisoned lock still holds a
         // consistent queue.
         self.items.lock().unwrap_or_else(|p| p.into_inner())
@@ -119,6 +129,8 @@ pub(crate) struct Outbox {
 #[derive(Debug)]
 pub(crate) struct OutboxReceiver {
     shared: Arc<Shared>,
+    /// Where the queue wait of each batch is observed (none in unit tests).
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// Queue capacity kept after a burst drained; larger buffers are given back.
@@ -128,9 +140,18 @@ const KEEP_CAPACITY: usize = 64;
 const FREE_CAPACITY: usize = 8;
 
 /// Creates a queue bounded to `bound_bytes`.
+#[cfg(test)]
 pub(crate) fn outbox(bound_bytes: usize) -> (Outbox, OutboxReceiver) {
+    outbox_measured(bound_bytes, None)
+}
+
+/// [`outbox`], observing each batch's queue wait in `metrics`.
+pub(crate) fn outbox_measured(
+    bound_bytes: usize,
+    metrics: Option<Arc<Metrics>>,
+) -> (Outbox, OutboxReceiver) {
     let shared = Arc::new(Shared {
-        items: Mutex::new(VecDeque::new()),
+        items: Mutex::new(Queue::default()),
         queued: AtomicUsize::new(0),
         bound: bound_bytes,
         max_items: (bound_bytes / 64).clamp(64, 1 << 16),
@@ -142,7 +163,7 @@ pub(crate) fn outbox(bound_bytes: usize) -> (Outbox, OutboxReceiver) {
         Outbox {
             shared: shared.clone(),
         },
-        OutboxReceiver { shared },
+        OutboxReceiver { shared, metrics },
     )
 }
 
@@ -199,14 +220,17 @@ impl Outbox {
 
     fn enqueue(&self, item: Outbound, counted: usize) -> Result<(), Overflow> {
         {
-            let mut items = self.shared.lock();
-            if items.len() >= self.shared.max_items {
-                drop(items);
+            let mut queue = self.shared.lock();
+            if queue.items.len() >= self.shared.max_items {
+                drop(queue);
                 self.shared.queued.fetch_sub(counted, Ordering::Relaxed);
                 self.close(CLOSE_SLOW_CONSUMER);
                 return Err(Overflow);
             }
-            items.push_back(item);
+            if queue.items.is_empty() && queue.since.is_none() {
+                queue.since = Some(std::time::Instant::now());
+            }
+            queue.items.push_back(item);
         }
         self.shared.waker.wake();
         Ok(())
@@ -267,9 +291,15 @@ impl OutboxReceiver {
 
     /// The next item if one is ready.
     pub(crate) fn try_recv(&self) -> Option<Outbound> {
-        let item = {
-            let mut items = self.shared.lock();
-            let item = items.pop_front();
+        let (item, since) = {
+            let mut queue = self.shared.lock();
+            let item = queue.items.pop_front();
+            let since = if item.is_some() {
+                queue.since.take()
+            } else {
+                None
+            };
+            let items = &mut queue.items;
             if items.is_empty() {
                 if items.capacity() <= FREE_CAPACITY {
                     // An idle socket holds no slots at all.
@@ -278,8 +308,12 @@ impl OutboxReceiver {
                     items.shrink_to(KEEP_CAPACITY);
                 }
             }
-            item
-        }?;
+            (item, since)
+        };
+        if let (Some(since), Some(metrics)) = (since, &self.metrics) {
+            metrics.queue_waited(since.elapsed());
+        }
+        let item = item?;
         if let Outbound::Frame(f) = &item {
             self.shared.queued.fetch_sub(f.len(), Ordering::Relaxed);
         }

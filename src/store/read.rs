@@ -118,12 +118,12 @@ pub(super) fn read_agent(
     conn: &Connection,
     agent_id: &AgentId,
 ) -> Result<Option<AgentState>, StoreError> {
+    // Cached: one lookup per login of an agent without a live actor.
     let row = conn
-        .query_row(
-            "SELECT state, session FROM agent_state WHERE agent_id = ?1",
-            params![agent_id.as_str()],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
-        )
+        .prepare_cached("SELECT state, session FROM agent_state WHERE agent_id = ?1")?
+        .query_row(params![agent_id.as_str()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
         .optional()?;
     let Some((state, session)) = row else {
         return Ok(None);

@@ -20,6 +20,8 @@ pub(crate) struct AdminSession {
 
 /// Work an admin message needs from an agent actor (done outside the sync handler).
 struct Action {
+    /// When the message arrived (its ack latency goes to the metrics).
+    arrived: std::time::Instant,
     reply_ref: Option<Ref>,
     agent_id: AgentId,
     input: Input,
@@ -41,11 +43,13 @@ impl AdminSession {
         let action = self.decode(text);
         async move {
             if let Some(Action {
+                arrived,
                 reply_ref,
                 agent_id,
                 input,
             }) = action
             {
+                let is_status = matches!(input, Input::SetStatus { .. });
                 let reply = match self.hub.router().apply(&agent_id, input).await {
                     // `ok` once committed; the update was broadcast already.
                     Ok(mut result) => answer_applied(reply_ref.as_ref(), &mut result).await,
@@ -60,6 +64,9 @@ impl AdminSession {
                 };
                 if let Some(reply) = reply {
                     self.send(reply);
+                }
+                if is_status {
+                    self.hub.metrics().status_acked(arrived.elapsed());
                 }
             }
             Flow::Continue
@@ -105,6 +112,7 @@ impl AdminSession {
                 match status_input(&change, Actor::Admin, reply_ref.as_ref()) {
                     Ok(input) => {
                         return Some(Action {
+                            arrived: std::time::Instant::now(),
                             reply_ref,
                             agent_id,
                             input,
@@ -116,6 +124,7 @@ impl AdminSession {
             }
             AdminMessage::LogoutAgent { agent_id } => {
                 return Some(Action {
+                    arrived: std::time::Instant::now(),
                     reply_ref,
                     agent_id,
                     input: Input::Logout { by: Actor::Admin },

@@ -55,6 +55,9 @@ impl AgentSession {
             Err(bad) => return self.bad(&bad),
         };
         let reply_ref = envelope.reply_ref;
+        // A status change's ack latency goes to the metrics.
+        let arrived =
+            matches!(envelope.message, AgentMessage::SetStatus(_)).then(std::time::Instant::now);
         let input = match envelope.message {
             AgentMessage::SetStatus(change) => {
                 match status_input(&change, Actor::Agent, reply_ref.as_ref()) {
@@ -80,6 +83,9 @@ impl AgentSession {
         // went to the tabs and admins already (see docs/durability.md).
         if let Some(reply) = answer_applied(reply_ref.as_ref(), &mut result).await {
             let _ = self.outbox.push(reply);
+        }
+        if let (Some(arrived), Ok(_)) = (arrived, &result) {
+            self.hub.metrics().status_acked(arrived.elapsed());
         }
         if is_logout && result.is_ok() {
             self.logged_out = true;

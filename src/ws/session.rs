@@ -13,7 +13,7 @@ use super::handshake::upgraded;
 use super::telephony::TelephonySession;
 use crate::hub::Hub;
 use crate::metrics::Rejected;
-use crate::outbox::{outbox, Outbox};
+use crate::outbox::{outbox_measured, Outbox};
 use crate::protocol::Identity;
 use crate::protocol::Role;
 use crate::protocol::{self, BadMessage, ErrorCode, Ref};
@@ -125,7 +125,8 @@ pub(crate) fn serve(
         // In a block: the producer handle is gone before the socket's loop starts (a local
         // that was ever borrowed keeps its place in the task until its scope ends).
         let (mut session, rx) = {
-            let (outbox, rx) = outbox(hub.settings().queue_bytes);
+            let (outbox, rx) =
+                outbox_measured(hub.settings().queue_bytes, Some(hub.metrics_handle()));
             let session = match role {
                 // Boxed: the registration's state is not kept in every socket's task.
                 Role::Agent => {
