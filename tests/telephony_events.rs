@@ -537,7 +537,7 @@ async fn a_reply_comes_before_the_notifications_its_event_causes() {
         offer["ref"] = json!(i);
         tel.send(offer).await;
     }
-    let mut replied = vec![false; AGENTS];
+    let mut replied = [false; AGENTS];
     let mut timed_out = 0;
     while timed_out < AGENTS {
         let frame = tel.recv().await;
