@@ -1,9 +1,11 @@
 //! presence-hub: a real-time presence hub for contact centers.
 //!
-//! Every agent is a tokio task ([`agent`]) that owns its status (the pure machine in
-//! [`model`]) and its timers. The [`hub`] routes socket and telephony messages to the actors
-//! and fans each change out, serialized once, to subscribed admin sockets. [`ws`] holds the
-//! three WebSocket surfaces, [`http`] the API, auth and the embedded web demo.
+//! Every agent is a tokio task (`agent`) that owns its status (the pure machine in
+//! [`model`]) and its timers. Every command for an agent goes through the hub's router to
+//! its actor; each change is serialized once (`protocol::Published`) and fanned out to
+//! subscribed admin sockets (`fanout`). `ws` holds the WebSocket layer and the three
+//! surfaces, `http` the API, auth and the embedded web demo. The layers are drawn in the
+//! README.
 //!
 //! [`run`] serves a bound listener until a shutdown future resolves.
 
