@@ -7,9 +7,9 @@
 
 use futures::FutureExt;
 use std::sync::Arc;
+use tokio::sync::oneshot;
 
 use super::session::Flow;
-use crate::agent::TelephonyAnswer;
 use crate::hub::{Dispatched, Hub, RouteError};
 use crate::outbox::{Ordered, Outbox};
 use crate::protocol::{self, BadMessage, Ref, Role, TelephonyMessage};
@@ -57,27 +57,14 @@ impl TelephonySession {
             self.bad(&BadMessage { reply_ref, message });
             return Flow::Continue;
         }
-        // The reply's place is taken before the event reaches its actor: a notification the
-        // event causes is queued behind it.
-        match self.hub.router().telephony(&message).await {
-            Ok(Dispatched::Answered(answer)) => {
-                self.ordered
-                    .push_later(reply_when_committed(async { Ok(answer) }, reply_ref))
-                    .await;
-            }
-            Ok(Dispatched::Pending(pending)) => {
-                // Pipelined: the next events are read and dispatched while the actor works.
-                let answer = async move { pending.await.map_err(|_| RouteError::Unavailable) };
-                self.ordered
-                    .push_later(reply_when_committed(answer, reply_ref))
-                    .await;
-            }
-            Err(_) => {
-                let _ = self
-                    .ordered
-                    .push(protocol::shutting_down(reply_ref.as_ref()));
-            }
-        }
+        // The reply's place in the socket's order is taken before the event reaches its
+        // actor: a notification the event causes (a 1 ms ring's timeout) queues behind it.
+        let (routed, dispatched) = oneshot::channel();
+        self.ordered
+            .push_later(reply_when_committed(dispatched, reply_ref))
+            .await;
+        // Pipelined: the next events are read and dispatched while the actor works.
+        let _ = routed.send(self.hub.router().telephony(&message).await);
         Flow::Continue
     }
 
@@ -91,16 +78,20 @@ impl TelephonySession {
     }
 }
 
-/// The reply to an event once it is answered and committed: due when the event had a
-/// `ref` or failed; an error instead when its commit failed.
+/// The reply to an event once it is routed, answered and committed: due when the event
+/// had a `ref` or failed; an error instead when its commit failed or the hub is stopping.
 fn reply_when_committed(
-    answer: impl std::future::Future<Output = Result<TelephonyAnswer, RouteError>> + Send + 'static,
+    dispatched: oneshot::Receiver<Result<Dispatched, RouteError>>,
     reply_ref: Option<Ref>,
 ) -> crate::outbox::Later {
     async move {
-        let mut answer = match answer.await {
-            Ok(a) => a,
-            Err(_) => return Some(protocol::shutting_down(reply_ref.as_ref())),
+        let answer = match dispatched.await {
+            Ok(Ok(Dispatched::Answered(answer))) => Ok(answer),
+            Ok(Ok(Dispatched::Pending(pending))) => pending.await.map_err(|_| ()),
+            Ok(Err(_)) | Err(_) => Err(()),
+        };
+        let Ok(mut answer) = answer else {
+            return Some(protocol::shutting_down(reply_ref.as_ref()));
         };
         if let Err(e) = answer.take_ticket().await {
             return Some(protocol::not_stored(reply_ref.as_ref(), &e));
