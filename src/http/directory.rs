@@ -30,7 +30,7 @@ use crate::hub::persist;
 use crate::hub::{profile_of, Hub};
 use crate::model::{AgentId, TeamId};
 use crate::protocol::Role;
-use crate::protocol::{MAX_RING_TIMEOUT_MS, MAX_TEXT_CHARS};
+use crate::protocol::{describe, MAX_RING_TIMEOUT_MS, MAX_TEXT_CHARS};
 
 type Params = Query<HashMap<String, String>>;
 
@@ -144,8 +144,8 @@ fn agent_profile(id: AgentId, body: &[u8]) -> Result<AgentProfile, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err("the body must be a JSON object (the agent profile)".into());
     }
-    let b: AgentBody =
-        serde_json::from_slice(body).map_err(|e| format!("invalid agent profile: {e}"))?;
+    let b: AgentBody = serde_json::from_slice(body)
+        .map_err(|e| format!("invalid agent profile: {}", describe(&e)))?;
     if b.id
         .as_deref()
         .is_some_and(|body_id| body_id != id.as_str())
@@ -185,8 +185,8 @@ fn ring_group(id: String, body: &[u8]) -> Result<RingGroup, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err("the body must be a JSON object (the ring group)".into());
     }
-    let b: RingGroupBody =
-        serde_json::from_slice(body).map_err(|e| format!("invalid ring group: {e}"))?;
+    let b: RingGroupBody = serde_json::from_slice(body)
+        .map_err(|e| format!("invalid ring group: {}", describe(&e)))?;
     if b.id.as_deref().is_some_and(|body_id| body_id != id) {
         return Err(format!("the body's id does not match the path's id {id}"));
     }

@@ -229,7 +229,7 @@ pub fn decode<T: DeserializeOwned>(text: &str) -> Result<Envelope<T>, BadMessage
     }
     let head = serde_json::from_str::<Head<'_>>(text).map_err(|e| BadMessage {
         reply_ref: None,
-        message: describe(&e),
+        message: format!("malformed JSON: {}", describe(&e)),
     })?;
     let reply_ref = head
         .reply_ref
@@ -242,7 +242,11 @@ pub fn decode<T: DeserializeOwned>(text: &str) -> Result<Envelope<T>, BadMessage
     }
     serde_json::from_str::<Envelope<T>>(text).map_err(|e| BadMessage {
         reply_ref,
-        message: describe(&e),
+        message: if e.is_syntax() || e.is_eof() {
+            format!("malformed JSON: {}", describe(&e))
+        } else {
+            format!("malformed message: {}", describe(&e))
+        },
     })
 }
 
@@ -260,7 +264,7 @@ pub fn peek_ref(text: &str) -> Option<Ref> {
 }
 
 /// A serde error as a client reads it: what was wrong, never a Rust type name, without
-/// the line and column of a one-line frame.
+/// the line and column of a one-line frame (also for the JSON bodies of the HTTP API).
 pub fn describe(e: &serde_json::Error) -> String {
     let text = e.to_string();
     let text = match text.rfind(" at line ") {
@@ -268,7 +272,7 @@ pub fn describe(e: &serde_json::Error) -> String {
         None => &text[..],
     };
     if e.is_syntax() || e.is_eof() {
-        return format!("malformed JSON: {text}");
+        return text.to_string();
     }
     let mut out = text.to_string();
     for (rust, wire) in [
@@ -299,5 +303,5 @@ pub fn describe(e: &serde_json::Error) -> String {
             out.replace_range(at..end, "an object");
         }
     }
-    format!("malformed message: {out}")
+    out
 }

@@ -210,6 +210,23 @@ mod tests {
     }
 
     #[test]
+    fn http_bodies_are_described_without_rust_types() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct AgentBody {
+            name: Option<String>,
+            wrap_up_seconds: Option<u64>,
+        }
+        for body in [r#"["a","b"]"#, r#""x""#, r#"{"wrap_up_seconds":"x"}"#, "[]"] {
+            let e = serde_json::from_str::<AgentBody>(body).expect_err(body);
+            let text = describe(&e);
+            for rust in ["AgentBody", "struct", "u64"] {
+                assert!(!text.contains(rust), "{body} -> {text}");
+            }
+        }
+    }
+
+    #[test]
     fn replies_are_valid_json() {
         let r = Ref::Str("a\"b".into());
         let ok: serde_json::Value = serde_json::from_str(&ok_version(Some(&r), 3)).expect("json");
