@@ -153,6 +153,10 @@ pub(crate) struct Router {
     grace: Duration,
     /// Set at shutdown: nothing is started any more.
     closed: AtomicBool,
+    /// Store reads in flight at once: no more than the store keeps read connections, so a
+    /// login burst reuses them instead of opening one per login (and holds few blocking
+    /// threads).
+    reads: tokio::sync::Semaphore,
 }
 
 /// What the router is built from.
@@ -180,6 +184,7 @@ impl Router {
             ring_timeout: parts.ring_timeout,
             grace: parts.grace,
             closed: AtomicBool::new(false),
+            reads: tokio::sync::Semaphore::new(crate::store::READ_CONNECTIONS),
         }
     }
 
@@ -239,10 +244,16 @@ impl Router {
         }
         let store = self.store.clone();
         let key = id.clone();
+        let permit = self
+            .reads
+            .acquire()
+            .await
+            .map_err(|_| RouteError::Unavailable)?;
         let stored = tokio::task::spawn_blocking(move || store.agent_state(&key))
             .await
             .map_err(|_| RouteError::Unavailable)?
             .map_err(|_| RouteError::Unavailable)?;
+        drop(permit);
         let now = self.clock.now_ms();
         let state = match stored {
             Some(state) => restored(state, now, self.grace),

@@ -43,6 +43,10 @@ mod open;
 mod queue;
 mod read;
 mod report;
+
+/// Read connections the store keeps open: callers that read often (the router, at logins)
+/// keep this many reads in flight at most.
+pub(crate) const READ_CONNECTIONS: usize = read::POOL_SIZE;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

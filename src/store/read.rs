@@ -19,7 +19,7 @@ use crate::model::{AgentId, AgentState, CallId, ManualStatus, Millis, Reason, St
 /// Most history rows one call returns.
 pub const MAX_HISTORY_LIMIT: usize = 10_000;
 /// Idle read connections kept open.
-const POOL_SIZE: usize = 4;
+pub(crate) const POOL_SIZE: usize = 4;
 
 /// One row of an agent's status history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
