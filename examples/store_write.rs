@@ -4,12 +4,15 @@
 //!
 //! `cargo run --release --example store_write -- [changes] [agents] [batch] [commit|async]`
 
+// A measurement tool: a failed step ends it with a panic naming the step.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use presence_hub::directory::Directory;
-use presence_hub::hub::dedup::StoredReply;
 use presence_hub::model::{AgentId, AgentState, CallDirection, CallId, CallInfo, Reason, Status};
+use presence_hub::protocol::StoredReply;
 use presence_hub::store::{Durability, Store, StoreOptions};
 
 fn cpu_seconds() -> f64 {

@@ -58,6 +58,13 @@ pub struct Cli {
     /// Missed rings in a row after which the agent is set busy (0 = never).
     #[arg(long, env = "PRESENCE_HUB_MAX_MISSED_IN_ROW", default_value_t = 0)]
     pub max_missed_in_row: u32,
+    /// How long an agent actor with no tab, call or timer stays in memory after its last
+    /// activity; its state stays in the database and is loaded again when needed.
+    #[arg(long, env = "PRESENCE_HUB_ACTOR_IDLE_SECS", default_value_t = 300)]
+    pub actor_idle_secs: u64,
+    /// Page cache of the database's write connection, MiB (read connections: at most 2).
+    #[arg(long, env = "PRESENCE_HUB_STORE_CACHE_MIB", default_value_t = 32)]
+    pub store_cache_mib: u32,
     /// Recent updates kept in memory for admin `resume`.
     #[arg(long, env = "PRESENCE_HUB_HISTORY_SIZE", default_value_t = 100_000)]
     pub history_size: usize,
@@ -218,6 +225,10 @@ pub struct Settings {
     pub wrap_up: Duration,
     pub disconnect_grace: Duration,
     pub max_missed_in_row: u32,
+    /// `--actor-idle-secs`: an actor with nothing to do stops after this.
+    pub actor_idle: Duration,
+    /// `--store-cache-mib`: the database writer's page cache.
+    pub store_cache_mib: u32,
     pub history_size: usize,
     pub queue_bytes: usize,
     pub directory: Directory,
@@ -279,6 +290,8 @@ impl Default for Settings {
             wrap_up: Duration::ZERO,
             disconnect_grace: Duration::from_secs(15),
             max_missed_in_row: 0,
+            actor_idle: Duration::from_secs(300),
+            store_cache_mib: 32,
             history_size: 100_000,
             queue_bytes: 1 << 20,
             directory: Directory::default(),
@@ -312,11 +325,11 @@ impl Default for Settings {
 
 impl Settings {
     /// The per-socket message rate of `role`.
-    pub fn rate_limit(&self, role: crate::metrics::Role) -> RateLimit {
+    pub fn rate_limit(&self, role: crate::protocol::Role) -> RateLimit {
         match role {
-            crate::metrics::Role::Agent => self.agent_rate,
-            crate::metrics::Role::Admin => self.admin_rate,
-            crate::metrics::Role::Telephony => self.telephony_rate,
+            crate::protocol::Role::Agent => self.agent_rate,
+            crate::protocol::Role::Admin => self.admin_rate,
+            crate::protocol::Role::Telephony => self.telephony_rate,
         }
     }
 }
@@ -366,6 +379,8 @@ impl Cli {
             wrap_up: Duration::from_secs(self.wrap_up_secs),
             disconnect_grace: Duration::from_secs(self.disconnect_grace_secs),
             max_missed_in_row: self.max_missed_in_row,
+            actor_idle: Duration::from_secs(self.actor_idle_secs.max(1)),
+            store_cache_mib: self.store_cache_mib.max(1),
             history_size: self.history_size,
             queue_bytes: self.queue_bytes.max(4096),
             directory,

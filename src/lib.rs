@@ -1,22 +1,30 @@
 //! presence-hub: a real-time presence hub for contact centers.
 //!
-//! Every agent is a tokio task ([`agent`]) that owns its status (the pure machine in
-//! [`model`]) and its timers. The [`hub`] routes socket and telephony messages to the actors
-//! and fans each change out, serialized once, to subscribed admin sockets. [`ws`] holds the
-//! three WebSocket surfaces, [`http`] the API, auth and the embedded web demo.
+//! Every agent is a tokio task (`agent`) that owns its status (the pure machine in
+//! [`model`]) and its timers. Every command for an agent goes through the hub's router to
+//! its actor; each change is serialized once (`protocol::Published`) and fanned out to
+//! subscribed admin sockets (`fanout`). `ws` holds the WebSocket layer and the three
+//! surfaces, `http` the API, auth and the embedded web demo. The layers are drawn in the
+//! README.
 //!
 //! [`run`] serves a bound listener until a shutdown future resolves.
 
-pub mod agent;
+// The public API is what the binary, the tests, the load generator, the fuzz targets and
+// the store example need: `run`, `spawn`, `Settings`/`Cli`, the status machine (`model`),
+// the wire protocol (`protocol`), the directory, the store, and the frame decoder.
+pub(crate) mod agent;
+pub(crate) mod clock;
 pub mod cluster;
 pub mod config;
 pub mod directory;
-pub mod http;
-pub mod hub;
-pub mod metrics;
+pub(crate) mod fanout;
+pub(crate) mod http;
+pub(crate) mod hub;
+pub(crate) mod metrics;
 pub mod model;
+pub(crate) mod outbox;
 pub mod protocol;
-pub mod server;
+pub(crate) mod server;
 pub mod store;
 pub mod ws;
 
@@ -26,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use config::{Cli, Settings};
-pub use hub::Hub;
+use hub::Hub;
 /// The conformance echo on the hub's WebSocket layer (`examples/ws_echo.rs`).
 #[doc(hidden)]
 pub use ws::echo as ws_echo;
@@ -86,40 +94,34 @@ pub async fn run(
     let (store, recovered) = hub::persist::open(&settings).await?;
     let token = CancellationToken::new();
     let hub = Hub::new(settings, token.clone(), store.clone(), recovered);
-    let prune_stop = token.child_token();
-    let pruner = hub::persist::spawn_pruner(store.clone(), hub.core.clock, prune_stop.clone());
-    let app = http::router(hub.clone());
-    let metrics = metrics_listener.map(|l| spawn_metrics(l, hub.clone(), token.clone()));
-    let trigger = token.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        trigger.cancel();
-    });
-    info!(%addr, epoch = %hub.core.epoch(), "presence-hub listening");
-    let result = server::serve(
-        listener,
-        app,
-        hub.core.clone(),
+    let tasks = hub.tasks().clone();
+    tasks.spawn(hub::persist::prune(
+        store.clone(),
+        hub.clock(),
         token.clone(),
-        shutdown_timeout,
-    )
-    .await;
-    if let Some(mut task) = metrics {
-        // A scraper's keep-alive connection must not hold the shutdown up.
-        if tokio::time::timeout(shutdown_timeout, &mut task)
-            .await
-            .is_err()
-        {
-            task.abort();
-            warn!("metrics listener did not stop in time");
-        }
+    ));
+    let app = http::router(hub.clone());
+    if let Some(l) = metrics_listener {
+        spawn_metrics(l, hub.clone(), &tasks, token.clone());
     }
+    let trigger = token.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            () = shutdown => trigger.cancel(),
+            () = trigger.cancelled() => {}
+        }
+    });
+    info!(%addr, epoch = %hub.epoch(), "presence-hub listening");
+    let accept = server::Accept::new(hub.settings(), hub.metrics_handle(), tasks.clone());
+    let result = server::serve(listener, app, accept, token.clone()).await;
+    // One deadline for the whole shutdown: HTTP connections finishing their request,
+    // sockets closing with 1001, actors ending, then the store's last commit.
+    let deadline = tokio::time::Instant::now() + shutdown_timeout;
     info!("shutting down: closing sockets");
-    hub.stop_agents();
-    let tasks = hub.core.tasks.clone();
+    hub.router().stop_all();
     tasks.close();
     drop(hub);
-    if tokio::time::timeout(shutdown_timeout, tasks.wait())
+    if tokio::time::timeout_at(deadline, tasks.wait())
         .await
         .is_err()
     {
@@ -128,32 +130,33 @@ pub async fn run(
             "shutdown timeout: some tasks did not finish"
         );
     }
-    // The actors have ended (or the timeout passed): commit what they queued, checkpoint.
-    prune_stop.cancel();
-    let _ = pruner.await;
-    hub::persist::close(store).await;
+    // The actors have ended (or the deadline passed): commit what they queued, checkpoint,
+    // bounded by what is left of the deadline (at least a short grace for the last commit).
+    hub::persist::close(store, deadline).await;
     info!("stopped");
     result.map_err(RunError::Io)
 }
 
 /// Serves `/metrics` alone on `listener` (`--metrics-listen`) until `stop` is cancelled.
+/// Tracked with every other task: the one shutdown deadline covers it too.
 fn spawn_metrics(
     listener: TcpListener,
     hub: std::sync::Arc<Hub>,
+    tasks: &tokio_util::task::TaskTracker,
     stop: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
+) {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "metrics listening (GET /metrics)");
     }
     let app = http::metrics_router(hub);
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await;
         if let Err(e) = served {
             warn!(error = %e, "metrics listener failed");
         }
-    })
+    });
 }
 
 /// Starts the hub on `listener` in the background; returns a token that stops it and the

@@ -28,8 +28,8 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
-use crate::hub::HubCore;
-use crate::metrics::Rejected;
+use crate::config::Settings;
+use crate::metrics::{Metrics, Rejected};
 
 /// Connections over the cap that are still answered with a 503 at the same time; beyond
 /// this the hub drops them without a word (they cost one accept and one close).
@@ -41,16 +41,16 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// One slot of `--max-connections`, held by a TCP connection and by the WebSocket it was
 /// upgraded to. Freed when the last holder drops it.
 #[derive(Clone)]
-pub struct ConnSlot(#[allow(dead_code)] Arc<SlotInner>);
+pub(crate) struct ConnSlot(#[allow(dead_code)] Arc<SlotInner>);
 
 struct SlotInner {
     _permit: OwnedSemaphorePermit,
-    core: Arc<HubCore>,
+    metrics: Arc<Metrics>,
 }
 
 impl Drop for SlotInner {
     fn drop(&mut self) {
-        self.core.metrics.tcp_closed();
+        self.metrics.tcp_closed();
     }
 }
 
@@ -60,25 +60,53 @@ impl std::fmt::Debug for ConnSlot {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then stops accepting, asks
-/// every HTTP connection to finish its current request, and waits up to `drain` for them.
+/// What the accept loop needs of the hub: its limits, its counters and the tracker its
+/// connection tasks join.
+pub(crate) struct Accept {
+    /// `--max-connections`: TCP connections holding a slot at once.
+    pub max_connections: usize,
+    /// `--handshake-timeout-secs`: for the request head, and for a request body.
+    pub handshake_timeout: Duration,
+    /// Where TCP connections and refusals are counted.
+    pub metrics: Arc<Metrics>,
+    /// Every connection task joins it, so the shutdown waits for them with the rest.
+    pub tasks: TaskTracker,
+}
+
+impl Accept {
+    /// The accept loop's part of `settings`.
+    pub(crate) fn new(settings: &Settings, metrics: Arc<Metrics>, tasks: TaskTracker) -> Accept {
+        Accept {
+            max_connections: settings.max_connections,
+            handshake_timeout: settings.handshake_timeout,
+            metrics,
+            tasks,
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then stops accepting and
+/// asks every HTTP connection to finish its current request. The connection tasks are in
+/// `accept.tasks`: the caller waits for them, with every other task, under one deadline.
 /// (Upgraded sockets are not HTTP connections any more: they close themselves with 1001.)
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
-    core: Arc<HubCore>,
+    accept: Accept,
     shutdown: CancellationToken,
-    drain: Duration,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(
-        core.settings.max_connections.min(Semaphore::MAX_PERMITS),
-    ));
+    let Accept {
+        max_connections,
+        handshake_timeout,
+        metrics,
+        tasks: conns,
+    } = accept;
+    let slots = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
     let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
-    let conns = TaskTracker::new();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(core.settings.handshake_timeout)
+        .header_read_timeout(handshake_timeout)
         .max_header_size(MAX_HEAD_BYTES);
     loop {
         let tcp = tokio::select! {
@@ -104,22 +132,25 @@ pub async fn serve(
         }
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
-                core.metrics.tcp_opened();
+                metrics.tcp_opened();
                 let slot = ConnSlot(Arc::new(SlotInner {
                     _permit: permit,
-                    core: core.clone(),
+                    metrics: metrics.clone(),
                 }));
                 conns.spawn(serve_connection(
                     builder.clone(),
                     tcp,
                     router.clone(),
                     slot,
-                    core.clone(),
+                    Limit {
+                        body: handshake_timeout,
+                        metrics: metrics.clone(),
+                    },
                     shutdown.clone(),
                 ));
             }
             Err(_) => {
-                core.metrics.rejected(Rejected::OverCapacity);
+                metrics.rejected(Rejected::OverCapacity);
                 if let Ok(permit) = refusing.clone().try_acquire_owned() {
                     conns.spawn(refuse(builder.clone(), tcp, permit));
                 }
@@ -127,14 +158,14 @@ pub async fn serve(
         }
     }
     drop(listener);
-    conns.close();
-    if tokio::time::timeout(drain, conns.wait()).await.is_err() {
-        warn!(
-            remaining = conns.len(),
-            "shutdown timeout: some HTTP connections did not finish"
-        );
-    }
     Ok(())
+}
+
+/// The request-body deadline of a connection, and where to count its expiry.
+#[derive(Clone)]
+struct Limit {
+    body: Duration,
+    metrics: Arc<Metrics>,
 }
 
 /// Errors of one connection that say nothing about the listener.
@@ -151,18 +182,13 @@ async fn serve_connection(
     tcp: TcpStream,
     router: Router,
     slot: ConnSlot,
-    core: Arc<HubCore>,
+    limit: Limit,
     shutdown: CancellationToken,
 ) {
-    let body_core = core.clone();
+    let metrics = limit.metrics.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let mut req = req.map(|body| {
-            Body::new(DeadlineBody::new(
-                body,
-                body_core.settings.handshake_timeout,
-                body_core.clone(),
-            ))
-        });
+        let mut req =
+            req.map(|body| Body::new(DeadlineBody::new(body, limit.body, limit.metrics.clone())));
         req.extensions_mut().insert(slot.clone());
         router.clone().oneshot(req)
     });
@@ -180,7 +206,7 @@ async fn serve_connection(
     if let Err(e) = result {
         // hyper's errors never carry the request line or headers (no token can leak here).
         if e.is_timeout() {
-            core.metrics.rejected(Rejected::HandshakeTimeout);
+            metrics.rejected(Rejected::HandshakeTimeout);
             debug!("connection closed: request head not received in time");
         } else {
             debug!("connection error: {e}");
@@ -217,16 +243,16 @@ fn over_capacity() -> Response<Body> {
 struct DeadlineBody {
     inner: Incoming,
     deadline: Pin<Box<Sleep>>,
-    core: Arc<HubCore>,
+    metrics: Arc<Metrics>,
     expired: bool,
 }
 
 impl DeadlineBody {
-    fn new(inner: Incoming, limit: Duration, core: Arc<HubCore>) -> Self {
+    fn new(inner: Incoming, limit: Duration, metrics: Arc<Metrics>) -> Self {
         DeadlineBody {
             inner,
             deadline: Box::pin(tokio::time::sleep_until(Instant::now() + limit)),
-            core,
+            metrics,
             expired: false,
         }
     }
@@ -254,7 +280,7 @@ impl http_body::Body for DeadlineBody {
             Poll::Pending => {
                 if this.deadline.as_mut().poll(cx).is_ready() {
                     this.expired = true;
-                    this.core.metrics.rejected(Rejected::HandshakeTimeout);
+                    this.metrics.rejected(Rejected::HandshakeTimeout);
                     return Poll::Ready(Some(Err(BodyTimeout.into())));
                 }
                 Poll::Pending

@@ -2,6 +2,9 @@
 //! Origin allowlist, dev mode, malformed and oversized messages on every socket, the HTTP
 //! API, graceful shutdown (1001), and ping/pong liveness under paused time.
 
+// Tests: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use common::*;
@@ -443,6 +446,11 @@ async fn http_api_needs_an_admin_or_telephony_token_when_a_secret_is_set() {
             .as_u16(),
         403
     );
+    // a1 is not known yet: the event creates nothing.
+    let resp = post(Some(format!("Bearer {tel}"))).await.expect("post");
+    assert_eq!(resp.status().as_u16(), 404);
+    let tab_url = hub.ws_url(&format!("/ws/agent?token={}", token("a1", "agent")));
+    let (_tab, _) = try_connect(&tab_url, &[]).await.expect("a1 logs in");
     let resp = post(Some(format!("Bearer {tel}"))).await.expect("post");
     assert_eq!(resp.status().as_u16(), 200);
     let body: Value = resp.json().await.expect("json");

@@ -4,6 +4,9 @@
 //! `Backplane`s in one process, each with its own NATS connection, exactly as separate hub
 //! processes would hold them.
 
+// Tests: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use bytes::Bytes;

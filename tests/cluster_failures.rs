@@ -3,6 +3,9 @@
 //! the only NATS server is killed with `kill -9` and restarted, and one server of a
 //! three-server NATS cluster (replicas 3) is killed.
 
+// Tests: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use bytes::Bytes;

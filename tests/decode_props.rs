@@ -1,9 +1,16 @@
 //! Property tests of the message decoder (the CI side of `fuzz/`): arbitrary strings and
 //! arbitrary JSON-ish messages (the protocol's field names with values of any type, any
-//! nesting, truncated or not) never make `Request::decode` or the field checks panic; every
-//! refusal renders as a valid `bad_message` reply carrying the `ref` when it was readable.
+//! nesting, truncated or not) never make the decoder of any surface or the field checks
+//! panic; every refusal renders as a valid `bad_message` reply carrying the `ref` when it
+//! was readable, and its text never names a Rust type.
 
-use presence_hub::protocol::{bad_message_reply, peek_ref, Ref, Request};
+// Tests: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+use presence_hub::protocol::{
+    bad_message, decode, peek_ref, AdminMessage, AgentMessage, BadMessage, Envelope, Ref,
+    TelephonyMessage,
+};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
@@ -100,31 +107,88 @@ fn message() -> impl Strategy<Value = Value> {
         })
 }
 
-/// Decodes `text` and exercises every check a socket applies; panics are the failure.
+/// Words of Rust's type vocabulary that must not reach a client.
+const RUST_WORDS: &[&str] = &[
+    "struct",
+    "enum ",
+    "untagged",
+    "variant",
+    "Envelope",
+    "Message",
+    "u64",
+    "i64",
+    "Ref",
+    "FilterSpec",
+    "StatusChange",
+    "CallEvent",
+    "CallOffer",
+];
+
+fn check_refusal(text: &str, bad: &BadMessage) {
+    let reply: Value = serde_json::from_str(&bad_message(bad)).expect("valid JSON");
+    assert_eq!(reply["type"], "error");
+    assert_eq!(reply["code"], "bad_message");
+    let message = reply["message"].as_str().expect("a message");
+    for word in RUST_WORDS {
+        assert!(!message.contains(word), "{text:?} -> {message:?}");
+    }
+}
+
+fn check_decoded<T>(text: &str, envelope: &Envelope<T>) {
+    assert!(text.trim_start().starts_with('{'), "only objects decode");
+    let bad = BadMessage {
+        reply_ref: envelope.reply_ref.clone(),
+        message: "x".into(),
+    };
+    let reply: Value = serde_json::from_str(&bad_message(&bad)).expect("valid JSON");
+    if let Some(r) = &envelope.reply_ref {
+        let echoed: Value = serde_json::from_str(&r.to_json()).expect("ref JSON");
+        assert_eq!(reply["ref"], echoed);
+    }
+}
+
+/// Decodes `text` as every surface would and exercises the checks a socket applies;
+/// panics are the failure.
 fn exercise(text: &str) {
     let _ = peek_ref(text);
-    match Request::decode(text) {
-        Ok(req) => {
-            assert!(text.trim_start().starts_with('{'), "only objects decode");
-            let _ = req.require_call_id();
-            let _ = req.require_agent_id();
-            let _ = req.checked_note();
-            let _ = req.check_text_fields();
-            let bad = req.bad("x");
-            let reply: Value = serde_json::from_str(&bad_message_reply(&bad)).expect("valid JSON");
-            assert_eq!(reply["code"], "bad_message");
-            if let Some(r) = &req.reply_ref {
-                let echoed: Value = serde_json::from_str(&r.to_json()).expect("ref JSON");
-                assert_eq!(reply["ref"], echoed);
+    match decode::<AgentMessage>(text) {
+        Ok(e) => {
+            check_decoded(text, &e);
+            if let AgentMessage::SetStatus(change) = &e.message {
+                let _ = change.checked();
             }
         }
-        Err(bad) => {
-            let reply: Value = serde_json::from_str(&bad_message_reply(&bad)).expect("valid JSON");
-            assert_eq!(reply["type"], "error");
-            assert_eq!(reply["code"], "bad_message");
-            assert!(reply["message"].is_string());
-        }
+        Err(bad) => check_refusal(text, &bad),
     }
+    match decode::<AdminMessage>(text) {
+        Ok(e) => {
+            check_decoded(text, &e);
+            if let AdminMessage::SetAgentStatus { change, .. } = &e.message {
+                let _ = change.checked();
+            }
+        }
+        Err(bad) => check_refusal(text, &bad),
+    }
+    match decode::<TelephonyMessage>(text) {
+        Ok(e) => {
+            check_decoded(text, &e);
+            let _ = e.message.check();
+        }
+        Err(bad) => check_refusal(text, &bad),
+    }
+}
+
+/// The `ref` a refusal carries, for every surface.
+fn refused_refs(text: &str) -> Vec<Option<Ref>> {
+    [
+        decode::<AgentMessage>(text).err(),
+        decode::<AdminMessage>(text).err(),
+        decode::<TelephonyMessage>(text).err(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|bad| bad.reply_ref)
+    .collect()
 }
 
 proptest! {
@@ -152,8 +216,8 @@ proptest! {
         // A valid ref is always recovered, whatever else is wrong with the message.
         let expected: Option<Ref> = v.get("ref").and_then(|r| serde_json::from_value(r.clone()).ok());
         prop_assert_eq!(peek_ref(&text), expected.clone());
-        if let Err(bad) = Request::decode(&text) {
-            prop_assert_eq!(bad.reply_ref, expected);
+        for refused in refused_refs(&text) {
+            prop_assert_eq!(&refused, &expected);
         }
         // Truncated anywhere (on a char boundary).
         let mut at = cut.index(text.len() + 1);

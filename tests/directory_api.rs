@@ -3,6 +3,9 @@
 //! wrap-up from the next call on), ring groups drive `/api/v1/available?ring_group=` and
 //! ring timeouts; bad bodies are 400 with a message, unknown ids 404; admin token only.
 
+// Tests: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use common::*;

@@ -5,6 +5,9 @@
 //! `VmHWM` (peak resident) and `VmPeak` (peak virtual, which a reservation of the declared
 //! size would raise even if its pages were never touched).
 
+// Tests: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use common::*;

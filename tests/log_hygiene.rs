@@ -7,6 +7,9 @@
 //! The clients (tungstenite's client handshake, reqwest, hyper-util's client) run in the
 //! same process and are filtered out of the capture: they are not the hub.
 
+// Tests: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use common::*;

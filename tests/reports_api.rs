@@ -2,6 +2,9 @@
 //! an in-memory store, on tokio's paused clock frozen so that only `advance` moves it (the
 //! hub's clock follows tokio time), so every transition happens at a known millisecond.
 
+// Tests: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 mod rig;
 

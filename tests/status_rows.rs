@@ -5,6 +5,9 @@
 //! must get its notifications. Timer rows run on tokio's paused clock, frozen so that only
 //! `tokio::time::advance` moves it (see `rig::freeze_time`).
 
+// Tests: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 mod rig;
 
@@ -77,8 +80,8 @@ async fn row_01_first_socket_logs_in_offline_from_any_manual_status() {
 
 #[tokio::test]
 async fn row_01b_login_during_an_outbound_call_keeps_the_system_status() {
-    let mut rig = Rig::without_agent(settings()).await;
-    // Row 16 from offline for an agent that never logged in: telephony creates it.
+    let mut rig = Rig::without_agent(with_directory_agents(settings(), &[ID])).await;
+    // Row 16 from offline for a directory agent that never logged in.
     let reply = rig
         .tel_event("outbound_started", "out1", json!({"to": "+4930123"}))
         .await;
@@ -883,10 +886,19 @@ async fn row_16_outbound_from_any_manual_status_and_from_wrap_up() {
 }
 
 #[tokio::test]
-async fn row_16_outbound_creates_an_agent_that_never_logged_in() {
+async fn row_16_outbound_for_an_agent_that_never_logged_in() {
+    // An agent the hub does not know (not in the directory, never logged in): nothing is
+    // created, the event is answered `unknown_agent`.
     let mut rig = Rig::without_agent(settings()).await;
     let (status, _) = rig.hub.get(&format!("/api/v1/agents/{ID}")).await;
     assert_eq!(status, 404);
+    let reply = rig.tel_event("outbound_started", "o0", json!({})).await;
+    assert_error(&reply, "unknown_agent");
+    let (status, _) = rig.hub.get(&format!("/api/v1/agents/{ID}")).await;
+    assert_eq!(status, 404, "nothing was created");
+    rig.finish().await;
+    // A directory agent that never logged in: offline, and it may dial out.
+    let mut rig = Rig::without_agent(with_directory_agents(settings(), &[ID])).await;
     let reply = rig.tel_event("outbound_started", "o1", json!({})).await;
     rig.step(|e, now| {
         e["status"] = json!("on_call");

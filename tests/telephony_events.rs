@@ -2,6 +2,9 @@
 //! events, refusals, notifications to every adapter, and the HTTP endpoint), over real
 //! sockets with an admin subscribed to all.
 
+// Tests: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 mod rig;
 
@@ -494,4 +497,68 @@ async fn pipelined_events_keep_their_order_and_replies_come_back_in_order() {
         assert_eq!(state["reason"], "call_ended", "{a}: {state}");
     }
     hub.stop().await;
+}
+
+// ---------------------------------------------------------------- order on the adapter socket
+
+/// On the adapter's socket, the reply to an event comes before the notifications it
+/// causes: a 1 ms ring times out long before the offer is committed (`--durability
+/// commit`, a real file), and `call_declined` follows an offer to a tab that declines at
+/// once; neither may overtake the `ok` of the offer. The database is on the build's disk
+/// (not a tmpfs), where a commit takes longer than the ring.
+#[tokio::test]
+async fn a_reply_comes_before_the_notifications_its_event_causes() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("ph-order-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let hub = TestHub::with(presence_hub::Settings {
+        database: dir.join("hub.db"),
+        durability: presence_hub::store::Durability::Commit,
+        ..settings()
+    })
+    .await;
+    // Many offers in flight at once, each for its own agent, each ringing for 1 ms: their
+    // replies wait for commits while the rings run out.
+    const AGENTS: usize = 100;
+    let mut tabs = Vec::new();
+    for i in 0..AGENTS {
+        let (mut tab, _) = hub.agent(&format!("a{i}")).await;
+        let ok = tab
+            .request(json!({"type": "set_status", "status": "available"}))
+            .await;
+        assert_eq!(ok["type"], "ok", "{ok}");
+        tabs.push(tab);
+    }
+    let mut tel = hub.telephony().await;
+    for i in 0..AGENTS {
+        let mut offer = event("call_offered", &format!("c{i}"), &format!("a{i}"));
+        offer["ring_timeout_ms"] = json!(1);
+        offer["ref"] = json!(i);
+        tel.send(offer).await;
+    }
+    let mut replied = [false; AGENTS];
+    let mut timed_out = 0;
+    while timed_out < AGENTS {
+        let frame = tel.recv().await;
+        match frame["type"].as_str() {
+            Some("ok") => {
+                let i = frame["ref"].as_u64().expect("ref") as usize;
+                assert_eq!(frame["accepted"], true, "{frame}");
+                replied[i] = true;
+            }
+            Some("ring_timeout") => {
+                let call = frame["call_id"].as_str().expect("call_id");
+                let i: usize = call[1..].parse().expect("c<i>");
+                assert!(
+                    replied[i],
+                    "ring_timeout of {call} before the reply to its offer"
+                );
+                timed_out += 1;
+            }
+            _ => panic!("unexpected {frame}"),
+        }
+    }
+    hub.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

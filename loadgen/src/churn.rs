@@ -20,7 +20,7 @@ const ACTORS: &str = "presence_hub_agent_actors";
 const HISTORY: &str = "presence_hub_history_events";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Leave {
+pub(crate) enum Leave {
     /// Close the socket (a tab closed): the agent stays logged in for the grace period.
     Close,
     /// Send `logout` and wait for the hub to close the socket.
@@ -28,7 +28,7 @@ pub enum Leave {
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct ChurnArgs {
+pub(crate) struct ChurnArgs {
     /// Agents that connect and disconnect (each reuses its own id).
     #[arg(long, default_value_t = 1000)]
     pub agents: usize,
@@ -80,7 +80,11 @@ impl Reading {
     }
 }
 
-pub async fn run(target: Arc<Target>, hub_pid: Option<u32>, args: ChurnArgs) -> Result<bool> {
+pub(crate) async fn run(
+    target: Arc<Target>,
+    hub_pid: Option<u32>,
+    args: ChurnArgs,
+) -> Result<bool> {
     let mut warnings = Vec::new();
     let sockets = args.agents.min(args.concurrency) * 2;
     if crate::common::check_fd_budget(sockets, &mut warnings) < sockets {

@@ -8,14 +8,14 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::common::{clip, parse_frame, Target, Ws};
 
 /// Read buffer of agent and adapter sockets (small: thousands of them are idle).
-pub const SMALL_READ_BUFFER: usize = 4096;
+pub(crate) const SMALL_READ_BUFFER: usize = 4096;
 /// Read buffer of admin sockets (they read a stream of events).
-pub const ADMIN_READ_BUFFER: usize = 64 * 1024;
+pub(crate) const ADMIN_READ_BUFFER: usize = 64 * 1024;
 /// Patience for set-up steps (not a timing assertion: a broken hub fails instead of hanging).
-pub const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The next text frame; pings are answered by tungstenite, a close is an error.
-pub async fn recv_text(ws: &mut Ws) -> Result<String> {
+pub(crate) async fn recv_text(ws: &mut Ws) -> Result<String> {
     loop {
         match ws.next().await {
             None => bail!("socket closed by the hub"),
@@ -33,19 +33,19 @@ pub async fn recv_text(ws: &mut Ws) -> Result<String> {
 }
 
 /// Like [`recv_text`], failing after `SETUP_TIMEOUT`.
-pub async fn recv_text_timeout(ws: &mut Ws) -> Result<String> {
+pub(crate) async fn recv_text_timeout(ws: &mut Ws) -> Result<String> {
     tokio::time::timeout(SETUP_TIMEOUT, recv_text(ws))
         .await
         .map_err(|_| anyhow!("no frame from the hub within {SETUP_TIMEOUT:?}"))?
 }
 
 /// Sends a text frame.
-pub async fn send_text(ws: &mut Ws, text: String) -> Result<()> {
+pub(crate) async fn send_text(ws: &mut Ws, text: String) -> Result<()> {
     ws.send(Message::text(text)).await.context("send")
 }
 
 /// Reads frames until the reply with `reply_ref` (other frames are skipped); returns it.
-pub async fn wait_reply(ws: &mut Ws, reply_ref: u64) -> Result<String> {
+pub(crate) async fn wait_reply(ws: &mut Ws, reply_ref: u64) -> Result<String> {
     loop {
         let text = recv_text_timeout(ws).await?;
         let frame = parse_frame(&text)?;
@@ -57,7 +57,7 @@ pub async fn wait_reply(ws: &mut Ws, reply_ref: u64) -> Result<String> {
 
 /// An agent tab: connects `/ws/agent?agent_id=<id>` and reads its `hello`. Returns the
 /// socket and the agent's version.
-pub async fn agent_login(target: &Target, id: &str) -> Result<(Ws, u64)> {
+pub(crate) async fn agent_login(target: &Target, id: &str) -> Result<(Ws, u64)> {
     let mut ws = target
         .ws(&format!("/ws/agent?agent_id={id}"), SMALL_READ_BUFFER)
         .await?;
@@ -75,7 +75,7 @@ pub async fn agent_login(target: &Target, id: &str) -> Result<(Ws, u64)> {
 }
 
 /// `set_status` with a `ref`, waiting for its `ok`; returns the new version.
-pub async fn set_status(ws: &mut Ws, status: &str, reply_ref: u64) -> Result<u64> {
+pub(crate) async fn set_status(ws: &mut Ws, status: &str, reply_ref: u64) -> Result<u64> {
     send_text(
         ws,
         format!(r#"{{"type":"set_status","ref":{reply_ref},"status":"{status}"}}"#),
@@ -92,7 +92,7 @@ pub async fn set_status(ws: &mut Ws, status: &str, reply_ref: u64) -> Result<u64
 }
 
 /// An admin or adapter socket on `path_and_query`, its `hello` read.
-pub async fn connect_with_hello(
+pub(crate) async fn connect_with_hello(
     target: &Target,
     path_and_query: &str,
     read_buffer: usize,
@@ -109,7 +109,7 @@ pub async fn connect_with_hello(
 }
 
 /// Keeps reading a socket (answering pings) until it closes; returns the close code.
-pub async fn drain(mut ws: Ws) -> Option<u16> {
+pub(crate) async fn drain(mut ws: Ws) -> Option<u16> {
     while let Some(msg) = ws.next().await {
         match msg {
             Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),

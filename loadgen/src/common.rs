@@ -18,23 +18,23 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::WebSocketStream;
 
 /// A client WebSocket over plain TCP.
-pub type Ws = WebSocketStream<TcpStream>;
+pub(crate) type Ws = WebSocketStream<TcpStream>;
 
 static START: OnceLock<Instant> = OnceLock::new();
 
 /// Starts the process clock (call first thing in `main`).
-pub fn init_clock() {
+pub(crate) fn init_clock() {
     let _ = START.get_or_init(Instant::now);
 }
 
 /// Nanoseconds since the process clock started: the timestamps every scenario embeds in
 /// what it sends and compares with on receipt (one process, one monotonic clock).
-pub fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
 /// Where the hub is and how to reach it.
-pub struct Target {
+pub(crate) struct Target {
     pub addr: SocketAddr,
     /// Client source addresses, used round robin (empty: let the kernel choose).
     sources: Vec<Ipv4Addr>,
@@ -43,7 +43,7 @@ pub struct Target {
 
 impl Target {
     /// `source_ips` addresses starting at 127.0.0.2 when the hub is on loopback.
-    pub fn new(addr: SocketAddr, source_ips: u8) -> Target {
+    pub(crate) fn new(addr: SocketAddr, source_ips: u8) -> Target {
         let sources = match addr.ip() {
             IpAddr::V4(ip) if ip.is_loopback() && source_ips > 0 => (0..source_ips)
                 .map(|i| Ipv4Addr::new(127, 0, 0, 2u8.saturating_add(i)))
@@ -58,14 +58,14 @@ impl Target {
     }
 
     /// How many source addresses the connections are spread over.
-    pub fn source_count(&self) -> usize {
+    pub(crate) fn source_count(&self) -> usize {
         self.sources.len().max(1)
     }
 
     /// Opens a TCP connection from the next source address. `IP_BIND_ADDRESS_NO_PORT`
     /// defers the port choice to `connect`, so each source address gives the whole
     /// ephemeral range (~28k ports) towards the hub.
-    pub async fn tcp(&self) -> Result<TcpStream> {
+    pub(crate) async fn tcp(&self) -> Result<TcpStream> {
         let socket = TcpSocket::new_v4()?;
         if !self.sources.is_empty() {
             let i = self.next_source.fetch_add(1, Ordering::Relaxed) % self.sources.len();
@@ -83,7 +83,7 @@ impl Target {
     }
 
     /// Opens a WebSocket to `path_and_query` (e.g. `/ws/agent?agent_id=a1`).
-    pub async fn ws(&self, path_and_query: &str, read_buffer: usize) -> Result<Ws> {
+    pub(crate) async fn ws(&self, path_and_query: &str, read_buffer: usize) -> Result<Ws> {
         let stream = self.tcp().await?;
         let url = format!("ws://{}{}", self.addr, path_and_query);
         let config = WebSocketConfig::default()
@@ -98,7 +98,7 @@ impl Target {
     }
 
     /// `GET path` over HTTP/1.1: status and body.
-    pub async fn http_get(&self, path: &str) -> Result<(u16, String)> {
+    pub(crate) async fn http_get(&self, path: &str) -> Result<(u16, String)> {
         let mut stream = TcpStream::connect(self.addr).await?;
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
@@ -131,7 +131,7 @@ impl Target {
     }
 
     /// The hub's `/metrics`.
-    pub async fn metrics(&self) -> Result<Metrics> {
+    pub(crate) async fn metrics(&self) -> Result<Metrics> {
         let (status, body) = self.http_get("/metrics").await?;
         if status != 200 {
             bail!("GET /metrics answered {status}");
@@ -140,7 +140,7 @@ impl Target {
     }
 
     /// Waits until `GET /healthz` answers 200.
-    pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+    pub(crate) async fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok((200, _)) = self.http_get("/healthz").await {
@@ -154,6 +154,7 @@ impl Target {
     }
 }
 
+#[allow(unsafe_code)] // one setsockopt, see SAFETY
 fn set_bind_no_port(socket: &TcpSocket) {
     let one: libc::c_int = 1;
     // SAFETY: a valid socket fd and a pointer to a c_int of the given size.
@@ -190,11 +191,11 @@ fn dechunk(mut body: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// A `/metrics` scrape.
-pub struct Metrics(String);
+pub(crate) struct Metrics(String);
 
 impl Metrics {
     /// The value of `series` (name with its labels, exactly as exposed), if present.
-    pub fn get(&self, series: &str) -> Option<f64> {
+    pub(crate) fn get(&self, series: &str) -> Option<f64> {
         self.0.lines().find_map(|line| {
             let rest = line.strip_prefix(series)?;
             let value = rest.strip_prefix(' ')?;
@@ -203,13 +204,14 @@ impl Metrics {
     }
 
     /// Like [`Metrics::get`], as JSON (`null` when missing).
-    pub fn json(&self, series: &str) -> Value {
+    pub(crate) fn json(&self, series: &str) -> Value {
         self.get(series).map_or(Value::Null, |v| json!(v))
     }
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft limit.
-pub fn raise_nofile() -> u64 {
+#[allow(unsafe_code)] // getrlimit / setrlimit, see SAFETY
+pub(crate) fn raise_nofile() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -233,7 +235,7 @@ pub fn raise_nofile() -> u64 {
 }
 
 /// Checks that `sockets` more descriptors fit under the limit (with room for the runtime).
-pub fn check_fd_budget(sockets: usize, warnings: &mut Vec<String>) -> usize {
+pub(crate) fn check_fd_budget(sockets: usize, warnings: &mut Vec<String>) -> usize {
     let limit = raise_nofile() as usize;
     let room = limit.saturating_sub(64);
     if sockets > room {
@@ -248,7 +250,7 @@ pub fn check_fd_budget(sockets: usize, warnings: &mut Vec<String>) -> usize {
 }
 
 /// Resident memory of a process in KiB (`VmRSS` of `/proc/<pid>/status`).
-pub fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| {
         l.strip_prefix("VmRSS:")
@@ -257,11 +259,12 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// Our own resident memory in KiB.
-pub fn self_rss_kib() -> Option<u64> {
+pub(crate) fn self_rss_kib() -> Option<u64> {
     rss_kib(std::process::id())
 }
 
 /// CPU seconds (user + system) of this process.
+#[allow(unsafe_code)] // getrusage, see SAFETY
 fn self_cpu_secs() -> f64 {
     // SAFETY: getrusage fills the struct we own.
     unsafe {
@@ -275,6 +278,7 @@ fn self_cpu_secs() -> f64 {
 }
 
 /// CPU seconds (utime + stime) of another process, from `/proc/<pid>/stat`.
+#[allow(unsafe_code)] // sysconf, see SAFETY
 fn proc_cpu_secs(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces: fields are counted after its closing parenthesis.
@@ -288,7 +292,7 @@ fn proc_cpu_secs(pid: u32) -> Option<f64> {
 }
 
 /// CPU use of the load generator and of the hub over a measured phase.
-pub struct CpuMeter {
+pub(crate) struct CpuMeter {
     start: Instant,
     self0: f64,
     hub_pid: Option<u32>,
@@ -297,14 +301,14 @@ pub struct CpuMeter {
 
 /// What a [`CpuMeter`] measured: average cores busy over the phase.
 #[derive(Debug, Clone, Copy)]
-pub struct CpuUse {
+pub(crate) struct CpuUse {
     pub wall_secs: f64,
     pub loadgen_cores: f64,
     pub hub_cores: Option<f64>,
 }
 
 impl CpuMeter {
-    pub fn start(hub_pid: Option<u32>) -> CpuMeter {
+    pub(crate) fn start(hub_pid: Option<u32>) -> CpuMeter {
         CpuMeter {
             start: Instant::now(),
             self0: self_cpu_secs(),
@@ -313,7 +317,7 @@ impl CpuMeter {
         }
     }
 
-    pub fn stop(&self) -> CpuUse {
+    pub(crate) fn stop(&self) -> CpuUse {
         let wall = self.start.elapsed().as_secs_f64().max(1e-9);
         let hub = match (self.hub_pid.and_then(proc_cpu_secs), self.hub0) {
             (Some(now), Some(then)) => Some((now - then) / wall),
@@ -329,7 +333,7 @@ impl CpuMeter {
 
 impl CpuUse {
     /// Adds the "load generator was the bottleneck" warning when it used more CPU.
-    pub fn check(&self, warnings: &mut Vec<String>) {
+    pub(crate) fn check(&self, warnings: &mut Vec<String>) {
         match self.hub_cores {
             Some(hub) if self.loadgen_cores > hub => warnings.push(format!(
                 "the load generator used more CPU than the hub ({:.2} vs {:.2} cores): \
@@ -345,7 +349,7 @@ impl CpuUse {
         }
     }
 
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         json!({
             "wall_secs": round3(self.wall_secs),
             "loadgen_cores": round3(self.loadgen_cores),
@@ -354,7 +358,7 @@ impl CpuUse {
         })
     }
 
-    pub fn rows(&self, t: &mut Table) {
+    pub(crate) fn rows(&self, t: &mut Table) {
         t.row(
             "load generator CPU (cores)",
             format!("{:.2}", self.loadgen_cores),
@@ -368,22 +372,23 @@ impl CpuUse {
 }
 
 /// Rounds to 3 decimals for the JSON line.
-pub fn round3(v: f64) -> f64 {
+pub(crate) fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
 /// A latency histogram in nanoseconds (1 µs .. 10 min, 3 significant digits).
-pub fn histogram() -> Histogram<u64> {
+#[allow(clippy::expect_used)] // constant bounds, checked by every run
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1_000, 600_000_000_000, 3).expect("valid histogram bounds")
 }
 
 /// Records `ns` (clamped into the histogram's range).
-pub fn record(h: &mut Histogram<u64>, ns: u64) {
+pub(crate) fn record(h: &mut Histogram<u64>, ns: u64) {
     h.saturating_record(ns.max(1_000));
 }
 
 /// Percentiles of a histogram, in milliseconds.
-pub fn latency_json(h: &Histogram<u64>) -> Value {
+pub(crate) fn latency_json(h: &Histogram<u64>) -> Value {
     if h.is_empty() {
         return json!({ "count": 0 });
     }
@@ -400,7 +405,7 @@ pub fn latency_json(h: &Histogram<u64>) -> Value {
 }
 
 /// One table line for a latency histogram.
-pub fn latency_row(t: &mut Table, what: &str, h: &Histogram<u64>) {
+pub(crate) fn latency_row(t: &mut Table, what: &str, h: &Histogram<u64>) {
     if h.is_empty() {
         t.row(what, "no samples");
         return;
@@ -420,24 +425,24 @@ pub fn latency_row(t: &mut Table, what: &str, h: &Histogram<u64>) {
 }
 
 /// A two-column human table.
-pub struct Table {
+pub(crate) struct Table {
     title: String,
     rows: Vec<(String, String)>,
 }
 
 impl Table {
-    pub fn new(title: impl Into<String>) -> Table {
+    pub(crate) fn new(title: impl Into<String>) -> Table {
         Table {
             title: title.into(),
             rows: Vec::new(),
         }
     }
 
-    pub fn row(&mut self, what: impl Into<String>, value: impl Into<String>) {
+    pub(crate) fn row(&mut self, what: impl Into<String>, value: impl Into<String>) {
         self.rows.push((what.into(), value.into()));
     }
 
-    pub fn print(&self) {
+    pub(crate) fn print(&self) {
         let w = self.rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         println!("\n== {} ==", self.title);
         for (k, v) in &self.rows {
@@ -447,7 +452,7 @@ impl Table {
 }
 
 /// Prints the warnings, the table, and the final `RESULT {json}` line.
-pub fn finish(table: &Table, mut result: Value, warnings: &[String], ok: bool) {
+pub(crate) fn finish(table: &Table, mut result: Value, warnings: &[String], ok: bool) {
     table.print();
     for w in warnings {
         println!("  WARNING: {w}");
@@ -465,7 +470,7 @@ pub fn finish(table: &Table, mut result: Value, warnings: &[String], ok: bool) {
 
 /// Fields of a hub frame that the load generator looks at (the rest is skipped unparsed).
 #[derive(Debug, Deserialize)]
-pub struct Frame<'a> {
+pub(crate) struct Frame<'a> {
     #[serde(rename = "type", borrow)]
     pub kind: Cow<'a, str>,
     #[serde(rename = "ref", default)]
@@ -484,7 +489,7 @@ pub struct Frame<'a> {
 
 /// The parts of an `AgentState` the checks use.
 #[derive(Debug, Deserialize)]
-pub struct AgentLite<'a> {
+pub(crate) struct AgentLite<'a> {
     #[serde(borrow)]
     pub agent_id: Cow<'a, str>,
     pub version: u64,
@@ -495,23 +500,23 @@ pub struct AgentLite<'a> {
 }
 
 /// Decodes a hub frame.
-pub fn parse_frame(text: &str) -> Result<Frame<'_>> {
+pub(crate) fn parse_frame(text: &str) -> Result<Frame<'_>> {
     serde_json::from_str(text).with_context(|| format!("unexpected frame: {}", clip(text)))
 }
 
 /// The first 200 characters of a frame, for error messages.
-pub fn clip(text: &str) -> String {
+pub(crate) fn clip(text: &str) -> String {
     text.chars().take(200).collect()
 }
 
 /// The index of an agent id `<prefix><n>`.
-pub fn agent_index(id: &str, prefix: &str) -> Option<usize> {
+pub(crate) fn agent_index(id: &str, prefix: &str) -> Option<usize> {
     id.strip_prefix(prefix)?.parse().ok()
 }
 
 /// Runs `n` jobs with at most `concurrency` at once, each job getting its index; returns
 /// the outputs in index order.
-pub async fn run_bounded<T, F, Fut>(n: usize, concurrency: usize, job: F) -> Vec<T>
+pub(crate) async fn run_bounded<T, F, Fut>(n: usize, concurrency: usize, job: F) -> Vec<T>
 where
     T: Send + 'static,
     F: Fn(usize) -> Fut,
@@ -530,11 +535,12 @@ where
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
-    out.into_iter().map(|v| v.expect("every job ran")).collect()
+    // Every index was filled above (a job that panicked re-raised its panic).
+    out.into_iter().flatten().collect()
 }
 
 /// A per-run tag for ids that must be unique across runs against one hub (event ids).
-pub fn run_nonce() -> u64 {
+pub(crate) fn run_nonce() -> u64 {
     static NONCE: OnceLock<u64> = OnceLock::new();
     *NONCE.get_or_init(|| {
         std::time::SystemTime::now()
@@ -546,7 +552,7 @@ pub fn run_nonce() -> u64 {
 
 /// The fields of an `agent` event the fan-out checks use.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Event<'a> {
+pub(crate) struct Event<'a> {
     pub seq: u64,
     pub agent_id: &'a str,
     pub version: u64,
@@ -559,7 +565,7 @@ pub struct Event<'a> {
 /// feeds them. A quoted key followed by `:` can only be a key (quotes inside JSON strings
 /// are escaped), and `reason`, `note` and `version` are keys of `AgentState` only (not of its
 /// nested `call`). Returns `None` for anything unexpected: the caller then parses with serde.
-pub fn scan_event(text: &str) -> Option<Event<'_>> {
+pub(crate) fn scan_event(text: &str) -> Option<Event<'_>> {
     let rest = text.strip_prefix(r#"{"type":"agent","seq":"#)?;
     let (seq, rest) = leading_u64(rest)?;
     let rest = rest.strip_prefix(r#","agent":{"agent_id":""#)?;
@@ -603,7 +609,7 @@ fn string_field<'a>(body: &'a str, key: &str) -> Option<Option<&'a str>> {
 }
 
 /// A WebSocket frame header.
-pub struct Header {
+pub(crate) struct Header {
     pub fin: bool,
     pub opcode: u8,
     /// Header length in bytes.
@@ -613,7 +619,7 @@ pub struct Header {
 }
 
 /// Parses a server (unmasked) WebSocket frame header, if complete.
-pub fn frame_header(buf: &[u8]) -> Result<Option<Header>> {
+pub(crate) fn frame_header(buf: &[u8]) -> Result<Option<Header>> {
     if buf.len() < 2 {
         return Ok(None);
     }
@@ -648,7 +654,7 @@ pub fn frame_header(buf: &[u8]) -> Result<Option<Header>> {
 }
 
 /// A masked client frame (`opcode`, FIN set) carrying `payload` (< 126 bytes: control frames).
-pub fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     const KEY: [u8; 4] = [0x5a, 0x17, 0xc3, 0x9e];
     let len = payload.len().min(125);
     let mut out = Vec::with_capacity(6 + len);

@@ -17,7 +17,7 @@ use crate::common::{
 const PREFIX: &str = "cn-";
 
 #[derive(Args, Debug, Clone)]
-pub struct ConnectionsArgs {
+pub(crate) struct ConnectionsArgs {
     /// Agent sockets to open and keep.
     #[arg(long, default_value_t = 10_000)]
     pub agents: usize,
@@ -36,7 +36,11 @@ pub struct ConnectionsArgs {
     pub hold: f64,
 }
 
-pub async fn run(target: Arc<Target>, hub_pid: Option<u32>, args: ConnectionsArgs) -> Result<bool> {
+pub(crate) async fn run(
+    target: Arc<Target>,
+    hub_pid: Option<u32>,
+    args: ConnectionsArgs,
+) -> Result<bool> {
     let mut warnings = Vec::new();
     let n = crate::common::check_fd_budget(args.agents, &mut warnings);
     if n == 0 {

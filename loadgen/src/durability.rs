@@ -22,7 +22,7 @@ const PREFIX: &str = "du-";
 const CYCLE: [&str; 2] = ["available", "busy"];
 
 #[derive(Args, Debug, Clone)]
-pub struct DurabilityArgs {
+pub(crate) struct DurabilityArgs {
     /// Agent sockets, each with one status change in flight at a time.
     #[arg(long, default_value_t = 1000)]
     pub agents: usize,
@@ -43,7 +43,11 @@ struct AgentResult {
     error: Option<String>,
 }
 
-pub async fn run(target: Arc<Target>, hub_pid: Option<u32>, args: DurabilityArgs) -> Result<bool> {
+pub(crate) async fn run(
+    target: Arc<Target>,
+    hub_pid: Option<u32>,
+    args: DurabilityArgs,
+) -> Result<bool> {
     let mut warnings = Vec::new();
     if args.agents == 0 {
         bail!("need at least one agent");

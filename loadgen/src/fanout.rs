@@ -40,7 +40,7 @@ const CYCLE: [&str; 3] = ["busy", "on_break", "available"];
 const RATE_BACKLOG: u64 = 100_000;
 
 #[derive(Args, Debug, Clone)]
-pub struct FanoutArgs {
+pub(crate) struct FanoutArgs {
     /// Agent sockets whose status changes.
     #[arg(long, default_value_t = 1000)]
     pub agents: usize,
@@ -157,7 +157,11 @@ struct SnapshotAgent {
     version: u64,
 }
 
-pub async fn run(target: Arc<Target>, hub_pid: Option<u32>, args: FanoutArgs) -> Result<bool> {
+pub(crate) async fn run(
+    target: Arc<Target>,
+    hub_pid: Option<u32>,
+    args: FanoutArgs,
+) -> Result<bool> {
     let mut warnings = Vec::new();
     if args.agents == 0 || args.admins == 0 {
         bail!("--agents and --admins must be at least 1");

@@ -16,7 +16,7 @@ const PREFIX: &str = "sn-";
 const STATUSES: [&str; 3] = ["available", "busy", "on_break"];
 
 #[derive(Args, Debug, Clone)]
-pub struct SnapshotArgs {
+pub(crate) struct SnapshotArgs {
     /// Agents to create before the measurement.
     #[arg(long, default_value_t = 10_000)]
     pub agents: usize,
@@ -51,7 +51,11 @@ struct Timing {
     agents: usize,
 }
 
-pub async fn run(target: Arc<Target>, hub_pid: Option<u32>, args: SnapshotArgs) -> Result<bool> {
+pub(crate) async fn run(
+    target: Arc<Target>,
+    hub_pid: Option<u32>,
+    args: SnapshotArgs,
+) -> Result<bool> {
     let mut warnings = Vec::new();
     let sockets = if args.keep_connected {
         args.agents + 1

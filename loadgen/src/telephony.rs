@@ -22,7 +22,7 @@ const PREFIX: &str = "tp-";
 const KINDS: [&str; 3] = ["call_offered", "call_answered", "call_ended"];
 
 #[derive(Args, Debug, Clone)]
-pub struct TelephonyArgs {
+pub(crate) struct TelephonyArgs {
     /// Adapter sockets; each drives its share of the agents.
     #[arg(long, default_value_t = 1)]
     pub adapters: usize,
@@ -65,7 +65,11 @@ struct AgentCycle {
     sent_ns: u64,
 }
 
-pub async fn run(target: Arc<Target>, hub_pid: Option<u32>, args: TelephonyArgs) -> Result<bool> {
+pub(crate) async fn run(
+    target: Arc<Target>,
+    hub_pid: Option<u32>,
+    args: TelephonyArgs,
+) -> Result<bool> {
     let mut warnings = Vec::new();
     if args.adapters == 0 || args.agents < args.adapters {
         bail!("need at least one adapter and one agent per adapter");

@@ -1,21 +1,18 @@
 //! The private side of an agent actor: its loop, its timers, its tabs.
 
-use axum::extract::ws::Utf8Bytes;
 use std::future::{poll_fn, Future};
 use std::sync::Arc;
 use std::task::Poll;
 
 use super::alarm::Alarm;
+use super::env::AgentEnv;
 use super::handle::{Applied, Command, Profile, TabId, TelephonyAnswer};
 use super::mailbox;
-use crate::hub::dedup::StoredReply;
-use crate::hub::fanout::Published;
-use crate::hub::HubCore;
 use crate::model::machine::{apply, next_deadline};
 use crate::model::{AgentState, Effect, Input, Millis, Outcome, Policy, Reason, Rejection};
-use crate::protocol::json_string;
+use crate::outbox::{Outbound, Outbox};
+use crate::protocol::{self, EventResult, Published};
 use crate::store::{CommitTicket, StatusBefore};
-use crate::ws::outbox::{Outbound, Outbox};
 
 /// Close code sent with `logged_out`.
 const CLOSE_NORMAL: u16 = 1000;
@@ -37,12 +34,20 @@ enum Wake {
     Closed,
 }
 
+/// What the actor does after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    Continue,
+    /// The agent left the directory: stop now if idle (not after the idle period).
+    StopIfIdle,
+}
+
 /// Kept small: its size is paid by every agent in its task (see `run`).
 pub(super) struct AgentActor {
     /// Requests from handles; ends (and so does the actor) when every handle is dropped.
     receiver: mailbox::Receiver<Command>,
-    /// The hub's shared services.
-    core: Arc<HubCore>,
+    /// The services it uses (fan-out, notifier, store, clock, ...).
+    env: AgentEnv,
     /// The agent's state; name and teams are those of its profile (directory or token).
     state: AgentState,
     /// The profile's wrap-up override (its name and teams live in `state` only).
@@ -59,16 +64,16 @@ pub(super) struct AgentActor {
 impl AgentActor {
     pub(super) fn new(
         receiver: mailbox::Receiver<Command>,
-        core: Arc<HubCore>,
+        env: AgentEnv,
         mut state: AgentState,
         profile: Profile,
     ) -> Self {
         state.name = profile.name;
         state.teams = profile.teams;
-        let published = core.fanout.register(&state);
+        let published = env.fanout().register(&state);
         AgentActor {
             receiver,
-            core,
+            env,
             state,
             wrap_up_ms: profile.wrap_up_ms,
             alarm: Alarm::new(),
@@ -90,9 +95,16 @@ impl AgentActor {
     pub(super) fn run(mut self) -> impl Future<Output = ()> + Send {
         async move {
             loop {
-                let next = next_deadline(&self.state);
-                self.alarm
-                    .set(next.map(|(at, _)| self.core.clock.instant_at(at)));
+                let at = match next_deadline(&self.state) {
+                    Some((at, _)) => Some(self.env.clock().instant_at(at)),
+                    // Nothing to wait for: stop after the idle period, unless something
+                    // happens first (every wake-up starts the period again).
+                    None if self.is_idle() => {
+                        Some(tokio::time::Instant::now() + self.env.defaults().actor_idle)
+                    }
+                    None => None,
+                };
+                self.alarm.set(at);
                 // Biased, timer first: a deadline that has passed (a ring that expired
                 // while the hub was down, or while this actor was busy) is applied before
                 // any request, even one that arrived at the same instant.
@@ -106,29 +118,55 @@ impl AgentActor {
                 })
                 .await;
                 match wake {
-                    Wake::Timer => {
+                    Wake::Timer => match next_deadline(&self.state) {
                         // The state has not changed since the alarm was set: same timer.
-                        if let Some((_, which)) = next_deadline(&self.state) {
+                        Some((_, which)) => {
                             let _ = self.apply(which.input(), None);
                         }
+                        // The idle period passed.
+                        None => {
+                            if self.stop_if_idle() {
+                                break;
+                            }
+                        }
+                    },
+                    Wake::Command(cmd) => {
+                        if self.handle(cmd) == After::StopIfIdle && self.stop_if_idle() {
+                            break;
+                        }
                     }
-                    Wake::Command(cmd) => self.handle(cmd),
                     Wake::Closed => break,
                 }
             }
         }
     }
 
+    /// No tab, no call, no timer: nothing this actor must keep in memory.
+    fn is_idle(&self) -> bool {
+        self.tabs.is_empty() && self.state.call.is_none() && next_deadline(&self.state).is_none()
+    }
+
+    /// Stops the actor if it is idle and nothing waits in its mailbox (a request that got
+    /// in first keeps it running; later ones find the mailbox closed and the router
+    /// starts the agent again from the store). Its state is in the store already.
+    fn stop_if_idle(&mut self) -> bool {
+        if !self.is_idle() || !self.receiver.close_if_empty() {
+            return false;
+        }
+        self.env.retired(self.published.clone());
+        true
+    }
+
     fn policy(&self) -> Policy {
-        let s = &self.core.settings;
+        let d = self.env.defaults();
         Policy {
-            wrap_up_ms: self.wrap_up_ms.unwrap_or(s.wrap_up.as_millis() as u64),
-            disconnect_grace_ms: s.disconnect_grace.as_millis() as u64,
-            max_missed_in_row: s.max_missed_in_row,
+            wrap_up_ms: self.wrap_up_ms.unwrap_or(d.wrap_up.as_millis() as u64),
+            disconnect_grace_ms: d.disconnect_grace.as_millis() as u64,
+            max_missed_in_row: d.max_missed_in_row,
         }
     }
 
-    fn handle(&mut self, cmd: Command) {
+    fn handle(&mut self, cmd: Command) -> After {
         match cmd {
             Command::Attach {
                 outbox,
@@ -139,7 +177,7 @@ impl AgentActor {
                     self.merge_hint(*hint);
                 }
                 // Unique in the process, so unique among this agent's tabs.
-                let id = TabId(self.core.next_conn_id());
+                let id = TabId::next();
                 let _ = self.apply(Input::SocketOpened, None);
                 self.hello(&outbox);
                 let mut tabs = std::mem::take(&mut self.tabs).into_vec();
@@ -162,12 +200,11 @@ impl AgentActor {
                 origin,
                 reply,
             } => {
-                let result = self.apply(*input, origin).map(|(outcome, ticket)| Applied {
-                    outcome,
+                let result = self.apply(*input, origin).map(|ticket| Applied {
                     state: self.published.clone(),
                     // Nothing to store: the answer still waits for what was queued before
                     // (this agent's earlier change may not be committed yet).
-                    ticket: ticket.unwrap_or_else(|| self.core.ack_barrier()),
+                    ticket: ticket.unwrap_or_else(|| self.env.ack_barrier()),
                 });
                 let _ = reply.send(result);
             }
@@ -176,10 +213,10 @@ impl AgentActor {
                 input,
                 reply,
             } => {
-                let answer = self.telephony(event_id.map(String::from), *input);
+                let answer = self.telephony(&event_id, *input);
                 let _ = reply.send(answer);
             }
-            Command::SetProfile { profile } => {
+            Command::SetProfile { profile, stop } => {
                 let Profile {
                     name,
                     teams,
@@ -192,28 +229,25 @@ impl AgentActor {
                     self.state.teams = teams;
                     self.state.version += 1;
                     self.publish(&[], None);
-                    let now = self.core.clock.now_ms();
+                    let now = self.env.clock().now_ms();
                     // Queued; nobody waits for a profile change's commit.
                     drop(
-                        self.core
-                            .store
+                        self.env
+                            .store()
                             .record_change(status_before, &self.state, now),
                     );
                 }
+                if stop {
+                    return After::StopIfIdle;
+                }
             }
         }
+        After::Continue
     }
 
-    /// Token claims fill in what the directory does not know.
+    /// Token claims fill in what the directory does not know (the router passes a hint
+    /// only for an agent that is not in the directory).
     fn merge_hint(&mut self, hint: Profile) {
-        let in_directory = self
-            .core
-            .directory()
-            .agents
-            .contains_key(&self.state.agent_id);
-        if in_directory {
-            return;
-        }
         if hint.name.is_some() {
             self.state.name = hint.name;
         }
@@ -229,15 +263,15 @@ impl AgentActor {
         &mut self,
         input: Input,
         origin: Option<TabId>,
-    ) -> Result<(Outcome, Option<CommitTicket>), Rejection> {
+    ) -> Result<Option<CommitTicket>, Rejection> {
         let (outcome, dirty) = self.step(input, origin)?;
         // A change was just published: the store keeps its JSON instead of serializing again.
         let published = matches!(outcome, Outcome::Changed(_)).then_some(&self.published);
         let ticket = dirty.map(|(before, at)| {
-            let store = &self.core.store;
+            let store = self.env.store();
             store.record_published_change(before, &self.state, published, at)
         });
-        Ok((outcome, ticket))
+        Ok(ticket)
     }
 
     /// Applies one input and publishes a change, without storing it. Returns what a record
@@ -249,7 +283,7 @@ impl AgentActor {
         input: Input,
         origin: Option<TabId>,
     ) -> Result<(Outcome, Option<(StatusBefore, Millis)>), Rejection> {
-        let now = self.core.clock.now_ms();
+        let now = self.env.clock().now_ms();
         let policy = self.policy();
         let before = StatusBefore::from(&self.state);
         let session = self.state.session;
@@ -265,19 +299,22 @@ impl AgentActor {
     }
 
     fn publish(&mut self, effects: &[Effect], origin: Option<TabId>) {
-        self.published = self.core.fanout.publish(&self.state);
+        self.published = self.env.fanout().publish(&self.state);
         for tab in self.tabs.iter() {
             let _ = tab.outbox.push(self.published.frame.clone());
         }
         for effect in effects {
             match effect {
                 Effect::OfferToTabs => {
-                    let frame = self.call_offered_frame();
+                    let frame = protocol::call_offered(&self.state);
                     for tab in self.tabs.iter() {
                         let _ = tab.outbox.push(frame.clone());
                     }
                 }
-                Effect::Telephony(notice) => self.core.notices.notify(&self.state.agent_id, notice),
+                Effect::Telephony(notice) => {
+                    self.env.notifier().notify(&self.state.agent_id, notice);
+                    self.env.metrics().telephony_notice();
+                }
                 Effect::LoggedOut(reason) => self.close_tabs(*reason, origin),
             }
         }
@@ -285,7 +322,7 @@ impl AgentActor {
 
     /// Sends `logged_out` and closes every tab but the one that asked (it answers itself).
     fn close_tabs(&mut self, reason: Reason, origin: Option<TabId>) {
-        let frame = logged_out_frame(reason);
+        let frame = protocol::logged_out(reason);
         for tab in std::mem::take(&mut self.tabs).into_vec() {
             if Some(tab.id) == origin {
                 continue;
@@ -298,111 +335,62 @@ impl AgentActor {
     }
 
     fn hello(&self, outbox: &Outbox) {
-        let hello = format!(
-            r#"{{"type":"hello","role":"agent","agent":{},"server_time":{},"epoch":{},"seq":{}}}"#,
+        let env = &self.env;
+        let _ = outbox.push(protocol::agent_hello(
             self.published.agent_json(),
-            self.core.clock.now_ms(),
-            json_string(self.core.fanout.epoch()),
+            env.clock().now_ms(),
+            env.fanout().epoch(),
             self.published.seq,
-        );
-        let _ = outbox.push(Utf8Bytes::from(hello));
+        ));
         if self.state.status == crate::model::Status::Ringing {
-            let _ = outbox.push(self.call_offered_frame());
+            let _ = outbox.push(protocol::call_offered(&self.state));
         }
     }
 
-    fn call_offered_frame(&self) -> Utf8Bytes {
-        let call = serde_json::to_string(&self.state.call).unwrap_or_else(|_| "null".into());
-        let expires = self
-            .state
-            .ring_expires_at
-            .map_or_else(|| "null".to_string(), |t| t.to_string());
-        Utf8Bytes::from(format!(
-            r#"{{"type":"call_offered","call":{call},"ring_expires_at":{expires}}}"#
-        ))
-    }
-
-    /// A telephony event: answered from the idempotency cache if its id was seen, else
-    /// applied and its reply remembered (in memory, and in the durable store in the same
-    /// transaction as the change it caused, so a restart neither forgets nor repeats it).
-    fn telephony(&mut self, event_id: Option<String>, input: Input) -> TelephonyAnswer {
-        if let Some(id) = &event_id {
-            if let Some(reply) = self.core.dedup.get(id) {
-                return TelephonyAnswer {
-                    reply,
-                    duplicate: true,
-                    stale: false,
-                    // The first answer may still be on its way to the disk.
-                    ticket: self.core.ack_barrier(),
-                };
-            }
+    /// A telephony event: answered from the idempotency memory if its id was seen (checked
+    /// here, once: the actor serializes its agent's events, so two copies of one event in
+    /// flight cannot both apply), else applied and its reply remembered (in memory, and in
+    /// the durable store in the same transaction as the change it caused, so a restart
+    /// neither forgets nor repeats it).
+    fn telephony(&mut self, event_id: &str, input: Input) -> TelephonyAnswer {
+        if let Some(reply) = self.env.events().get(event_id) {
+            self.env.metrics().telephony_event(true, false);
+            return TelephonyAnswer {
+                reply,
+                duplicate: true,
+                // The first answer may still be on its way to the disk.
+                ticket: self.env.ack_barrier(),
+            };
         }
         let is_offer = matches!(input, Input::CallOffered { .. });
         let (result, dirty) = match self.step(input, None) {
             Ok((outcome, dirty)) => (Ok(outcome), dirty),
             Err(rejection) => (Err(rejection), None),
         };
-        let stale = matches!(result, Ok(Outcome::Stale));
-        let published = matches!(result, Ok(Outcome::Changed(_))).then_some(&self.published);
-        let reply = self.telephony_reply(is_offer, result);
-        let store = &self.core.store;
-        let ticket = match (&event_id, dirty) {
-            (Some(id), Some((before, at))) => {
-                store.record_change_with_event(before, &self.state, published, at, id, &reply)
+        let result = EventResult::of(&result);
+        let stale = result == EventResult::Stale;
+        let published = (result == EventResult::Changed).then_some(&self.published);
+        let reply = protocol::telephony_reply(
+            is_offer,
+            result,
+            self.state.status,
+            self.published.agent_json(),
+        );
+        let store = self.env.store();
+        let ticket = match dirty {
+            Some((before, at)) => {
+                store.record_change_with_event(before, &self.state, published, at, event_id, &reply)
             }
-            (Some(id), None) => store.record_event_id(id, &reply, self.core.clock.now_ms()),
-            (None, Some((before, at))) => {
-                store.record_published_change(before, &self.state, published, at)
-            }
-            (None, None) => self.core.ack_barrier(),
+            None => store.record_event_id(event_id, &reply, self.env.clock().now_ms()),
         };
-        if let Some(id) = &event_id {
-            self.core.dedup.insert(id, reply.clone());
-        }
+        self.env.events().insert(event_id, reply.clone());
+        self.env.metrics().telephony_event(false, stale);
         TelephonyAnswer {
             reply,
             duplicate: false,
-            stale,
             ticket,
         }
     }
-
-    fn telephony_reply(&self, is_offer: bool, result: Result<Outcome, Rejection>) -> StoredReply {
-        let agent = self.published.agent_json();
-        let status = self.state.status.as_str();
-        let fields = match (is_offer, result) {
-            (true, Ok(Outcome::Changed(_))) => format!(r#""accepted":true,"agent":{agent}"#),
-            (true, Ok(Outcome::Stale)) => {
-                format!(r#""accepted":false,"reason":"stale","status":"{status}","agent":{agent}"#)
-            }
-            (true, Ok(Outcome::Unchanged) | Err(_)) => format!(
-                r#""accepted":false,"reason":"not_available","status":"{status}","agent":{agent}"#
-            ),
-            (false, Ok(Outcome::Stale)) => format!(r#""stale":true,"agent":{agent}"#),
-            (false, Ok(_)) => format!(r#""agent":{agent}"#),
-            (false, Err(rejection)) => {
-                let (code, extra) = crate::ws::reply::rejection_code(rejection);
-                return StoredReply {
-                    error: Some(code),
-                    fields: Arc::from(format!(
-                        r#""message":{},"status":"{status}"{extra}"#,
-                        json_string(&rejection.to_string())
-                    )),
-                };
-            }
-        };
-        StoredReply {
-            error: None,
-            fields: Arc::from(fields),
-        }
-    }
-}
-
-fn logged_out_frame(reason: Reason) -> Utf8Bytes {
-    Utf8Bytes::from(format!(
-        r#"{{"type":"logged_out","reason":"{}"}}"#,
-        reason.as_str()
-    ))
 }
 
 #[cfg(test)]

@@ -1,27 +1,36 @@
 //! The public side of an agent actor.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::actor::AgentActor;
+use super::env::AgentEnv;
 use super::mailbox;
-use crate::hub::dedup::StoredReply;
-use crate::hub::fanout::Published;
-use crate::hub::HubCore;
-use crate::model::{AgentState, Input, Outcome, Rejection, TeamId};
+use crate::model::{AgentState, Input, Rejection, TeamId};
+use crate::outbox::Outbox;
+use crate::protocol::StoredReply;
+use crate::protocol::{self, ErrorCode, Published, Ref, Text};
 use crate::store::CommitTicket;
-use crate::ws::outbox::Outbox;
 
 /// Mailbox size of one agent. Small: an agent gets a handful of requests per call.
 const MAILBOX: usize = 64;
 
 /// Identifies one socket (tab) of an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TabId(pub u64);
+pub(crate) struct TabId(u64);
+
+impl TabId {
+    /// A process-unique tab id (so unique among one agent's tabs).
+    pub(super) fn next() -> TabId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        TabId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
 
 /// Name, teams and wrap-up of an agent, from the directory or its token.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Profile {
+pub(crate) struct Profile {
     pub name: Option<String>,
     pub teams: Vec<TeamId>,
     /// Overrides the hub default; `None` uses it.
@@ -30,9 +39,7 @@ pub struct Profile {
 
 /// The answer to an applied input.
 #[derive(Debug)]
-pub struct Applied {
-    /// What the machine said.
-    pub outcome: Outcome,
+pub(crate) struct Applied {
     /// The agent's state after it (shared, already serialized).
     pub state: Arc<Published>,
     /// Resolves when the state this answer reports is committed to the durable store
@@ -42,25 +49,34 @@ pub struct Applied {
 
 impl Applied {
     /// Takes the ticket out (leaving a resolved one), to await it while keeping the answer.
-    pub fn take_ticket(&mut self) -> CommitTicket {
+    pub(crate) fn take_ticket(&mut self) -> CommitTicket {
         std::mem::replace(&mut self.ticket, CommitTicket::done())
     }
 }
 
 /// The answer to a telephony event: the stored first reply, and whether this was a repeat.
 #[derive(Debug)]
-pub struct TelephonyAnswer {
+pub(crate) struct TelephonyAnswer {
     pub reply: StoredReply,
     pub duplicate: bool,
-    pub stale: bool,
     /// Resolves when the event id and the change it caused are committed to the durable
     /// store (at once with `--durability async`). Await it before sending the reply.
     pub ticket: CommitTicket,
 }
 
 impl TelephonyAnswer {
+    /// The reply frame, for a request whose `ref` was `reply_ref`.
+    pub(crate) fn frame(&self, reply_ref: Option<&Ref>) -> Text {
+        protocol::telephony_answer(reply_ref, &self.reply, self.duplicate)
+    }
+
+    /// The HTTP status of the reply (`POST /api/v1/telephony/events`).
+    pub(crate) fn http_status(&self) -> u16 {
+        self.reply.error.map_or(200, ErrorCode::http_status)
+    }
+
     /// Takes the ticket out (leaving a resolved one).
-    pub fn take_ticket(&mut self) -> CommitTicket {
+    pub(crate) fn take_ticket(&mut self) -> CommitTicket {
         std::mem::replace(&mut self.ticket, CommitTicket::done())
     }
 }
@@ -68,7 +84,7 @@ impl TelephonyAnswer {
 /// The actor is gone (hub shutting down).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the agent actor has stopped")]
-pub struct AttachError;
+pub(crate) struct AttachError;
 
 /// What the actor is asked to do. Every variant is kept to a few words (large payloads
 /// boxed): the mailbox queue holds these by value while messages wait.
@@ -88,34 +104,36 @@ pub(super) enum Command {
         reply: oneshot::Sender<Result<Applied, Rejection>>,
     },
     Telephony {
-        event_id: Option<Box<str>>,
+        event_id: Box<str>,
         input: Box<Input>,
         reply: oneshot::Sender<TelephonyAnswer>,
     },
     SetProfile {
         profile: Box<Profile>,
+        /// The agent left the directory: stop at once if idle.
+        stop: bool,
     },
 }
 
 /// A cloneable handle to one agent's actor. The actor stops when every handle is dropped.
 #[derive(Clone)]
-pub struct AgentHandle {
+pub(crate) struct AgentHandle {
     /// The actor's bounded mailbox; the actor ends once every sender is dropped.
     sender: mailbox::Sender<Command>,
 }
 
 impl AgentHandle {
     /// Starts the actor for `state` with `profile` and returns its handle.
-    pub fn spawn(core: Arc<HubCore>, state: AgentState, profile: Profile) -> AgentHandle {
+    pub(crate) fn spawn(env: &AgentEnv, state: AgentState, profile: Profile) -> AgentHandle {
         let (sender, receiver) = mailbox::channel(MAILBOX);
-        let actor = AgentActor::new(receiver, core.clone(), state, profile);
-        core.tasks.spawn(actor.run());
+        let actor = AgentActor::new(receiver, env.clone(), state, profile);
+        env.tasks().spawn(actor.run());
         AgentHandle { sender }
     }
 
     /// Registers a new socket of this agent. The actor queues `hello` (and `call_offered`
     /// if ringing) into `outbox` before anything else.
-    pub async fn attach(
+    pub(crate) async fn attach(
         &self,
         outbox: Outbox,
         hint: Option<Profile>,
@@ -133,12 +151,12 @@ impl AgentHandle {
     }
 
     /// Tells the actor a socket closed (row 21 applies to the last one).
-    pub async fn detach(&self, tab: TabId) {
+    pub(crate) async fn detach(&self, tab: TabId) {
         let _ = self.sender.send(Command::Detach { tab }).await;
     }
 
     /// Applies an input from a socket or the HTTP API.
-    pub async fn apply(
+    pub(crate) async fn apply(
         &self,
         input: Input,
         origin: Option<TabId>,
@@ -157,15 +175,15 @@ impl AgentHandle {
 
     /// Hands a telephony event (deduplicated by `event_id`) to the actor and returns where
     /// its answer will arrive; waits only when the mailbox is full.
-    pub async fn telephony_dispatch(
+    pub(crate) async fn telephony_dispatch(
         &self,
-        event_id: Option<String>,
+        event_id: String,
         input: Input,
     ) -> Result<oneshot::Receiver<TelephonyAnswer>, AttachError> {
         let (reply, rx) = oneshot::channel();
         self.sender
             .send(Command::Telephony {
-                event_id: event_id.map(String::into_boxed_str),
+                event_id: event_id.into_boxed_str(),
                 input: Box::new(input),
                 reply,
             })
@@ -176,13 +194,31 @@ impl AgentHandle {
 
     /// Updates name, teams or wrap-up (directory change). A new wrap-up time applies from
     /// the next call on; a running wrap-up keeps its deadline.
-    pub async fn set_profile(&self, profile: Profile) {
+    pub(crate) async fn set_profile(&self, profile: Profile) {
         let _ = self
             .sender
             .send(Command::SetProfile {
                 profile: Box::new(profile),
+                stop: false,
             })
             .await;
+    }
+
+    /// The agent left the directory: its name and teams are cleared, and the actor stops
+    /// at once if it is idle (else once it is, after the idle period).
+    pub(crate) async fn leave_directory(&self) {
+        let _ = self
+            .sender
+            .send(Command::SetProfile {
+                profile: Box::default(),
+                stop: true,
+            })
+            .await;
+    }
+
+    /// True once the actor stopped (idle, or at shutdown): commands to it fail.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.sender.is_closed()
     }
 }
 

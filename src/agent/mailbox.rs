@@ -25,10 +25,10 @@ use tokio::sync::Semaphore;
 
 /// The receiver is gone; the message comes back.
 #[derive(Debug, PartialEq, Eq)]
-pub struct SendError<T>(pub T);
+pub(super) struct SendError<T>(pub T);
 
 /// Creates a mailbox that holds at most `bound` messages.
-pub fn channel<T>(bound: usize) -> (Sender<T>, Receiver<T>) {
+pub(super) fn channel<T>(bound: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             queue: VecDeque::new(),
@@ -75,7 +75,7 @@ impl<T> Shared<T> {
 }
 
 /// The sending half; clone it for more senders.
-pub struct Sender<T> {
+pub(super) struct Sender<T> {
     shared: Arc<Shared<T>>,
 }
 
@@ -83,7 +83,7 @@ impl<T> Sender<T> {
     /// Queues `value`, waiting while the mailbox is full. Fails (giving `value` back) when
     /// the receiver is gone. Cancel-safe: dropped before it completes, nothing is queued
     /// and no place is lost.
-    pub async fn send(&self, value: T) -> Result<(), SendError<T>> {
+    pub(super) async fn send(&self, value: T) -> Result<(), SendError<T>> {
         let shared = &*self.shared;
         match shared.space.acquire().await {
             // The place now belongs to the message; the receiver gives it back on pop.
@@ -101,6 +101,13 @@ impl<T> Sender<T> {
             waker.wake();
         }
         Ok(())
+    }
+}
+
+impl<T> Sender<T> {
+    /// True once the receiver is gone or closed the mailbox.
+    pub(super) fn is_closed(&self) -> bool {
+        self.shared.lock().closed
     }
 }
 
@@ -128,7 +135,7 @@ impl<T> Drop for Sender<T> {
 }
 
 /// The receiving half (the actor).
-pub struct Receiver<T> {
+pub(super) struct Receiver<T> {
     shared: Arc<Shared<T>>,
 }
 
@@ -137,12 +144,12 @@ impl<T> Receiver<T> {
     /// Cancel-safe: a dropped `recv` future loses no message. (The actor polls
     /// [`Receiver::poll_recv`] in its own select; this is for the tests.)
     #[cfg(test)]
-    pub async fn recv(&mut self) -> Option<T> {
+    pub(crate) async fn recv(&mut self) -> Option<T> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// [`Receiver::recv`] for a hand-written select.
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    pub(super) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         // Like tokio's channels, a receive spends the task's budget: an actor whose mailbox
         // is kept full yields now and then instead of hogging its worker thread.
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
@@ -168,6 +175,27 @@ impl<T> Receiver<T> {
             None => state.receiver_waker = Some(cx.waker().clone()),
         }
         Poll::Pending
+    }
+}
+
+impl<T> Receiver<T> {
+    /// Closes the mailbox if nothing is waiting in it (an idle actor that stops): every
+    /// later send fails at once, and a send that got in first keeps the mailbox open (the
+    /// actor handles it instead of stopping). Decided under the queue's lock, so no
+    /// message is ever accepted and then dropped.
+    pub(super) fn close_if_empty(&mut self) -> bool {
+        let shared = &*self.shared;
+        {
+            let mut state = shared.lock();
+            if !state.queue.is_empty() {
+                return false;
+            }
+            state.closed = true;
+            state.receiver_waker = None;
+        }
+        // Wakes every sender waiting for room with an error.
+        shared.space.close();
+        true
     }
 }
 

@@ -7,7 +7,9 @@
 
 mod actor;
 mod alarm;
+mod env;
 mod handle;
 mod mailbox;
 
-pub use handle::{AgentHandle, Applied, AttachError, Profile, TabId, TelephonyAnswer};
+pub(crate) use env::{AgentEnv, Defaults, EnvParts};
+pub(crate) use handle::{AgentHandle, Applied, Profile, TabId, TelephonyAnswer};

@@ -138,7 +138,7 @@ pub(crate) struct SessionWatch {
 
 impl SessionWatch {
     /// The current session, waiting while there is none; `None` when the link is gone.
-    pub async fn up(&mut self) -> Option<Arc<Session>> {
+    pub(crate) async fn up(&mut self) -> Option<Arc<Session>> {
         loop {
             if let LinkState::Up(s) = &*self.state.borrow_and_update() {
                 return Some(s.clone());
@@ -149,7 +149,7 @@ impl SessionWatch {
 
     /// Waits a moment before a watch or follower is restarted on session `generation` (less,
     /// if that session ends meanwhile): a failing restart does not spin.
-    pub async fn pause(&mut self, generation: u64) {
+    pub(crate) async fn pause(&mut self, generation: u64) {
         tokio::select! {
             _ = self.ended(generation) => {}
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -158,7 +158,7 @@ impl SessionWatch {
 
     /// Resolves once session `generation` is no longer the connected one (lost, or
     /// replaced), or the link is gone.
-    pub async fn ended(&mut self, generation: u64) {
+    pub(crate) async fn ended(&mut self, generation: u64) {
         loop {
             match &*self.state.borrow_and_update() {
                 LinkState::Up(s) if s.generation == generation => {}

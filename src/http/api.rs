@@ -7,32 +7,32 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde::Deserialize;
+use serde::Serialize;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::auth::{authenticate, authenticate_api};
 use crate::directory::check_ring_group_id;
-use crate::hub::fanout::{sort_by_id, Filter, Published};
-use crate::hub::telephony::EventError;
-use crate::hub::Hub;
-use crate::metrics::{Rejected, Role};
+use crate::fanout::Filter;
+use crate::hub::{Dispatched, Hub, RouteError};
+use crate::metrics::{Computed, Rejected};
 use crate::model::{AgentId, Status, TeamId};
-use crate::protocol::{bad_message_reply, error_reply, json_string, peek_ref, ErrorCode, Request};
+use crate::protocol::Role;
+use crate::protocol::{self, peek_ref, ErrorCode, TelephonyMessage};
+use crate::protocol::{render_agent_list, sort_by_id, Published};
 use crate::ws::limit::SharedBucket;
-use crate::ws::outbox::render_agent_list;
 
 type Params = Query<HashMap<String, String>>;
 
 /// Rate limits of the HTTP API, shared by every caller (an extension of the router).
 #[derive(Debug)]
-pub struct HttpLimits {
+pub(crate) struct HttpLimits {
     /// `POST /api/v1/telephony/events`: `--http-telephony-rate` / `--http-telephony-burst`.
     pub telephony_events: SharedBucket,
 }
 
 impl HttpLimits {
-    pub fn new(settings: &crate::config::Settings) -> Self {
+    pub(crate) fn new(settings: &crate::config::Settings) -> Self {
         HttpLimits {
             telephony_events: SharedBucket::new(settings.http_telephony_rate),
         }
@@ -41,32 +41,31 @@ impl HttpLimits {
 
 const READERS: &[Role] = &[Role::Admin, Role::Telephony];
 
-fn json(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+fn json(status: StatusCode, body: impl Into<Bytes>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.into(),
+    )
+        .into_response()
 }
 
 fn bad_request(message: &str) -> Response {
     json(
         StatusCode::BAD_REQUEST,
-        error_reply(None, ErrorCode::BadMessage, message, ""),
-    )
-}
-
-/// `{"type":"error","code":..,"message":..}` for codes that are not on the wire protocol
-/// (`not_found`): the key order of [`error_reply`].
-fn error_json(code: &str, message: &str) -> String {
-    format!(
-        r#"{{"type":"error","code":{},"message":{}}}"#,
-        json_string(code),
-        json_string(message)
+        protocol::error(None, ErrorCode::BadMessage, message),
     )
 }
 
 /// Any other path under `/api/`: a JSON 404 (not the web demo's plain text one).
-pub async fn not_found(uri: axum::http::Uri) -> Response {
+pub(crate) async fn not_found(uri: axum::http::Uri) -> Response {
     json(
         StatusCode::NOT_FOUND,
-        error_json("not_found", &format!("no API route {}", uri.path())),
+        protocol::error(
+            None,
+            ErrorCode::NotFound,
+            &format!("no API route {}", uri.path()),
+        ),
     )
 }
 
@@ -105,62 +104,61 @@ fn list_query(
 }
 
 /// `GET /api/v1/agents?team=&status=`: `{epoch, seq, agents}`.
-pub async fn agents(
+pub(crate) async fn agents(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Query(params): Params,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, READERS) {
+    if let Err(e) = authenticate_api(&hub, &headers, &params, READERS) {
         return e.into_response();
     }
     let (_, filter, status) = match list_query(&params) {
         Ok(q) => q,
         Err(r) => return *r,
     };
-    let (seq, mut list) = hub.core.fanout.snapshot(&filter);
+    let (seq, mut list) = hub.fanout().snapshot(&filter);
     if let Some(status) = status {
         list.retain(|p| p.status == status);
     }
     sort_by_id(&mut list);
     let mut out = String::new();
-    render_agent_list(&mut out, hub.core.epoch(), seq, &list);
+    render_agent_list(&mut out, hub.epoch(), seq, &list);
     json(StatusCode::OK, out)
 }
 
 /// `GET /api/v1/agents/{id}`: one `AgentState` or 404.
-pub async fn agent(
+pub(crate) async fn agent(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(params): Params,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, READERS) {
+    if let Err(e) = authenticate_api(&hub, &headers, &params, READERS) {
         return e.into_response();
     }
     let found = AgentId::parse(&id)
         .ok()
-        .and_then(|id| hub.core.fanout.get(&id));
+        .and_then(|id| hub.fanout().get(&id));
     match found {
         Some(p) => json(StatusCode::OK, p.agent_json().to_string()),
         None => json(
             StatusCode::NOT_FOUND,
-            error_reply(
+            protocol::error(
                 None,
                 ErrorCode::UnknownAgent,
                 &format!("unknown agent {id}"),
-                "",
             ),
         ),
     }
 }
 
 /// `GET /api/v1/available?ring_group=&team=`: available agents, longest available first.
-pub async fn available(
+pub(crate) async fn available(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Query(params): Params,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, READERS) {
+    if let Err(e) = authenticate_api(&hub, &headers, &params, READERS) {
         return e.into_response();
     }
     let (q, filter, _) = match list_query(&params) {
@@ -169,17 +167,17 @@ pub async fn available(
     };
     if let Some(group) = &q.ring_group {
         // A typo must not route calls to nobody: an unknown group is a 404 naming it.
-        if !hub.core.directory().has_ring_group(group) {
+        if !hub.directory().has_ring_group(group) {
             return json(
                 StatusCode::NOT_FOUND,
-                error_json("not_found", &format!("no ring group {group}")),
+                protocol::error(None, ErrorCode::NotFound, &format!("no ring group {group}")),
             );
         }
     }
-    let (seq, mut list) = hub.core.fanout.snapshot(&filter);
+    let (seq, mut list) = hub.fanout().snapshot(&filter);
     list.retain(|p| p.status == Status::Available);
     if let Some(group) = &q.ring_group {
-        let dir = hub.core.directory();
+        let dir = hub.directory();
         list.retain(|p| dir.in_ring_group(&p.agent_id, group));
     }
     list.sort_by(|a, b| {
@@ -188,29 +186,26 @@ pub async fn available(
             .then_with(|| a.agent_id.cmp(&b.agent_id))
     });
     let mut out = String::new();
-    render_agent_list(&mut out, hub.core.epoch(), seq, &list);
+    render_agent_list(&mut out, hub.epoch(), seq, &list);
     json(StatusCode::OK, out)
 }
 
 /// `GET /api/v1/summary?team=`: counts per status and the longest time in each.
-pub async fn summary(
+pub(crate) async fn summary(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Query(params): Params,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, READERS) {
+    if let Err(e) = authenticate_api(&hub, &headers, &params, READERS) {
         return e.into_response();
     }
     let (_, filter, _) = match list_query(&params) {
         Ok(q) => q,
         Err(r) => return *r,
     };
-    let (seq, list) = hub.core.fanout.snapshot(&filter);
-    let now = hub.core.clock.now_ms();
-    json(
-        StatusCode::OK,
-        render_summary(hub.core.epoch(), seq, now, &list),
-    )
+    let (seq, list) = hub.fanout().snapshot(&filter);
+    let now = hub.clock().now_ms();
+    json(StatusCode::OK, render_summary(hub.epoch(), seq, now, &list))
 }
 
 fn render_summary(epoch: &str, seq: u64, now: u64, list: &[Arc<Published>]) -> String {
@@ -227,54 +222,58 @@ fn render_summary(epoch: &str, seq: u64, now: u64, list: &[Arc<Published>]) -> S
             *e = p;
         }
     }
-    let mut out = format!(
-        r#"{{"epoch":{},"seq":{seq},"server_time":{now},"total":{},"connected":{connected},"counts":{{"#,
-        json_string(epoch),
-        list.len()
-    );
-    for (i, s) in Status::ALL.iter().enumerate() {
-        let sep = if i > 0 { "," } else { "" };
-        let _ = write!(
-            out,
-            r#"{sep}"{}":{}"#,
-            s.as_str(),
-            counts.get(s).copied().unwrap_or(0)
+    #[derive(Serialize)]
+    struct Longest<'a> {
+        agent_id: &'a str,
+        since: u64,
+        seconds: u64,
+    }
+    #[derive(Serialize)]
+    struct Summary<'a> {
+        epoch: &'a str,
+        seq: u64,
+        server_time: u64,
+        total: usize,
+        connected: usize,
+        counts: serde_json::Map<String, serde_json::Value>,
+        longest: serde_json::Map<String, serde_json::Value>,
+    }
+    let mut summary = Summary {
+        epoch,
+        seq,
+        server_time: now,
+        total: list.len(),
+        connected,
+        counts: serde_json::Map::new(),
+        longest: serde_json::Map::new(),
+    };
+    for s in Status::ALL {
+        let count = counts.get(&s).copied().unwrap_or(0);
+        summary.counts.insert(s.as_str().into(), count.into());
+        let oldest = longest.get(&s).map(|p| Longest {
+            agent_id: p.agent_id.as_str(),
+            since: p.since,
+            seconds: now.saturating_sub(p.since) / 1000,
+        });
+        summary.longest.insert(
+            s.as_str().into(),
+            serde_json::to_value(oldest).unwrap_or_default(),
         );
     }
-    out.push_str(r#"},"longest":{"#);
-    for (i, s) in Status::ALL.iter().enumerate() {
-        let sep = if i > 0 { "," } else { "" };
-        match longest.get(s) {
-            Some(p) => {
-                let _ = write!(
-                    out,
-                    r#"{sep}"{}":{{"agent_id":{},"since":{},"seconds":{}}}"#,
-                    s.as_str(),
-                    json_string(p.agent_id.as_str()),
-                    p.since,
-                    now.saturating_sub(p.since) / 1000
-                );
-            }
-            None => {
-                let _ = write!(out, r#"{sep}"{}":null"#, s.as_str());
-            }
-        }
-    }
-    out.push_str("}}");
-    out
+    serde_json::to_string(&summary).unwrap_or_default()
 }
 
 /// `POST /api/v1/telephony/events`: one event, the same reply the socket would send.
-pub async fn telephony_event(
+pub(crate) async fn telephony_event(
     State(hub): State<Arc<Hub>>,
     limits: Option<Extension<Arc<HttpLimits>>>,
     headers: HeaderMap,
     Query(params): Params,
     body: Bytes,
 ) -> Response {
-    if let Err(e) = authenticate(&hub.core, &headers, &params, &[Role::Telephony]).or_else(|e| {
+    if let Err(e) = authenticate(&hub, &headers, &params, &[Role::Telephony]).or_else(|e| {
         // Dev mode: the HTTP endpoint needs no identity parameter.
-        if hub.core.settings.jwt_secret.is_none()
+        if hub.settings().jwt_secret.is_none()
             && matches!(e, super::auth::AuthError::Unauthorized(_))
         {
             Ok(dev_adapter())
@@ -284,55 +283,65 @@ pub async fn telephony_event(
     }) {
         return e.into_response();
     }
-    hub.core.metrics.message_in(Role::Telephony);
+    hub.metrics().message_in(Role::Telephony);
     let Ok(text) = std::str::from_utf8(&body) else {
         return bad_request("body is not UTF-8");
     };
     if let Some(Extension(limits)) = &limits {
         if !limits.telephony_events.try_take() {
-            hub.core.metrics.rejected(Rejected::RateLimited);
+            hub.metrics().rejected(Rejected::RateLimited);
             return json(
                 StatusCode::TOO_MANY_REQUESTS,
-                error_reply(
+                protocol::error(
                     peek_ref(text).as_ref(),
                     ErrorCode::RateLimited,
                     "too many telephony events: slow down",
-                    "",
                 ),
             );
         }
     }
-    let req = match Request::decode(text) {
-        Ok(req) => req,
-        Err(bad) => return json(StatusCode::BAD_REQUEST, bad_message_reply(&bad)),
+    let envelope = match protocol::decode::<TelephonyMessage>(text) {
+        Ok(e) => e,
+        Err(bad) => return json(StatusCode::BAD_REQUEST, protocol::bad_message(&bad)),
     };
-    match hub.telephony_event(&req).await {
+    let reply_ref = envelope.reply_ref;
+    let message = envelope.message;
+    if let TelephonyMessage::Ping {} = message {
+        return json(
+            StatusCode::OK,
+            protocol::pong(reply_ref.as_ref(), hub.clock().now_ms()),
+        );
+    }
+    if let Err(message) = message.check() {
+        let bad = protocol::BadMessage { reply_ref, message };
+        return json(StatusCode::BAD_REQUEST, protocol::bad_message(&bad));
+    }
+    let answer = match hub.router().telephony(&message).await {
+        Ok(Dispatched::Answered(answer)) => Ok(answer),
+        Ok(Dispatched::Pending(pending)) => pending.await.map_err(|_| RouteError::Unavailable),
+        Err(e) => Err(e),
+    };
+    match answer {
         Ok(mut answer) => {
             // The reply only once the event (and its change) is committed.
-            if let Err(e) = answer.answer.take_ticket().await {
+            if let Err(e) = answer.take_ticket().await {
                 return json(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    crate::ws::reply::not_stored(req.reply_ref.as_ref(), &e),
+                    protocol::not_stored(reply_ref.as_ref(), &e),
                 );
             }
             let status = StatusCode::from_u16(answer.http_status()).unwrap_or(StatusCode::OK);
-            json(status, answer.render(&req))
+            json(status, answer.frame(reply_ref.as_ref()))
         }
-        Err(EventError::Bad(bad)) => json(StatusCode::BAD_REQUEST, bad_message_reply(&bad)),
-        Err(EventError::Unavailable) => json(
+        Err(_) => json(
             StatusCode::SERVICE_UNAVAILABLE,
-            error_reply(
-                req.reply_ref.as_ref(),
-                ErrorCode::InvalidState,
-                "the hub is shutting down",
-                "",
-            ),
+            protocol::shutting_down(reply_ref.as_ref()),
         ),
     }
 }
 
-fn dev_adapter() -> super::auth::Identity {
-    super::auth::Identity {
+fn dev_adapter() -> crate::protocol::Identity {
+    crate::protocol::Identity {
         role: Role::Telephony,
         subject: "dev".into(),
         name: None,
@@ -342,139 +351,110 @@ fn dev_adapter() -> super::auth::Identity {
 }
 
 /// `GET /healthz`.
-pub async fn healthz(State(hub): State<Arc<Hub>>) -> Response {
-    let status = if hub.core.shutdown.is_cancelled() {
+pub(crate) async fn healthz(State(hub): State<Arc<Hub>>) -> Response {
+    let status = if hub.shutdown().is_cancelled() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
-    json(
-        status,
-        format!(
-            r#"{{"status":"{}","epoch":{}}}"#,
-            if status == StatusCode::OK {
-                "ok"
-            } else {
-                "shutting_down"
-            },
-            json_string(hub.core.epoch())
-        ),
-    )
+    let body = serde_json::json!({
+        "status": if status == StatusCode::OK { "ok" } else { "shutting_down" },
+        "epoch": &**hub.epoch(),
+    });
+    json(status, body.to_string())
 }
 
-/// `GET /metrics`: Prometheus text.
-pub async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
-    let core = &hub.core;
-    let mut out = String::with_capacity(4096);
-    core.metrics.render(&mut out);
-    let (_, list) = core.fanout.snapshot(&Filter::default());
-    let mut counts: HashMap<Status, usize> = HashMap::new();
-    for p in &list {
-        *counts.entry(p.status).or_default() += 1;
-    }
-    let _ = writeln!(
-        out,
-        "# HELP presence_hub_agents Agents by effective status.\n# TYPE presence_hub_agents gauge"
-    );
-    for s in Status::ALL {
-        let _ = writeln!(
-            out,
-            "presence_hub_agents{{status=\"{}\"}} {}",
-            s.as_str(),
-            counts.get(&s).copied().unwrap_or(0)
-        );
-    }
-    let stats = core.fanout.stats();
-    let store = core.store.stats();
-    for (name, help, kind, v) in [
+/// `GET /metrics`: OpenMetrics text. The hub's own series, then the figures other parts
+/// own, read now: seven counters from the fan-out (no agent is visited), the store's and the
+/// router's counts.
+pub(crate) async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    let mut computed = Computed::default();
+    computed.agents_by_status(&hub.fanout().status_counts());
+    let stats = hub.fanout().stats();
+    let store = hub.store().stats();
+    let counters = [
         (
-            "presence_hub_store_commits_total",
-            "Durable store transactions committed (group commits).",
-            "counter",
+            "presence_hub_store_commits",
+            "Durable store transactions committed (group commits)",
             store.commits,
         ),
         (
-            "presence_hub_store_items_total",
-            "Writes committed to the durable store (items / commits = mean batch).",
-            "counter",
+            "presence_hub_store_items",
+            "Writes committed to the durable store (items / commits = mean batch)",
             store.items,
         ),
         (
-            "presence_hub_store_failed_total",
-            "Writes whose transaction failed after retries (not stored).",
-            "counter",
+            "presence_hub_store_failed",
+            "Writes whose transaction failed after retries (not stored)",
             store.failed,
         ),
         (
-            "presence_hub_store_queued",
-            "Writes waiting for the durable store's writer.",
-            "gauge",
-            store.queued as u64,
-        ),
-        (
-            "presence_hub_agent_updates_total",
-            "Agent state changes published (the hub-wide seq).",
-            "counter",
+            "presence_hub_agent_updates",
+            "Agent state changes published (the hub-wide seq)",
             stats.seq,
         ),
         (
-            "presence_hub_admin_deliveries_total",
-            "Update frames queued to admin sockets.",
-            "counter",
+            "presence_hub_admin_deliveries",
+            "Update frames queued to admin sockets",
             stats.deliveries,
         ),
         (
-            "presence_hub_admin_slow_dropped_total",
-            "Admin subscribers dropped by the fan-out for falling behind.",
-            "counter",
+            "presence_hub_admin_slow_dropped",
+            "Admin subscribers dropped by the fan-out for falling behind",
             stats.dropped_slow,
+        ),
+    ];
+    for (name, help, v) in counters {
+        computed.counter(name, help, v);
+    }
+    let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let gauges = [
+        (
+            "presence_hub_store_queued",
+            "Writes waiting for the durable store's writer",
+            gauge(store.queued),
         ),
         (
             "presence_hub_admin_subscribers",
-            "Subscribed admin sockets.",
-            "gauge",
-            stats.subscribers as u64,
+            "Subscribed admin sockets",
+            gauge(stats.subscribers),
         ),
         (
             "presence_hub_history_events",
-            "Updates held for resume.",
-            "gauge",
-            stats.history_len as u64,
+            "Updates held for resume",
+            gauge(stats.history_len),
         ),
         (
             "presence_hub_fanout_lag_bytes",
-            "Largest backlog of any admin socket, in bytes.",
-            "gauge",
-            stats.max_queued_bytes as u64,
+            "Largest backlog of any admin socket, in bytes",
+            gauge(stats.max_queued_bytes),
         ),
         (
             "presence_hub_event_ids_remembered",
-            "Telephony event ids held for deduplication.",
-            "gauge",
-            core.dedup.len() as u64,
+            "Telephony event ids held for deduplication",
+            gauge(hub.router().remembered_event_ids()),
         ),
         (
             "presence_hub_agent_actors",
-            "Agent actors running.",
-            "gauge",
-            hub.agent_count() as u64,
+            "Agent actors in memory (an idle one stops after --actor-idle-secs)",
+            gauge(hub.router().actor_count()),
         ),
         (
             "presence_hub_tasks",
-            "Live hub tasks: one per agent actor plus one per open socket.",
-            "gauge",
-            core.tasks.len() as u64,
+            "Live hub tasks: agent actors, sockets, HTTP connections and a few background tasks",
+            gauge(hub.tasks().len()),
         ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-        );
+    ];
+    for (name, help, v) in gauges {
+        computed.gauge(name, help, v);
     }
+    let body = hub.metrics().encode(computed.registry());
     (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        out,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
     )
         .into_response()
 }

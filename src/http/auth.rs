@@ -8,25 +8,14 @@ use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use std::collections::HashMap;
 
-use crate::hub::HubCore;
-use crate::metrics::{Rejected, Role};
+use crate::hub::Hub;
+use crate::metrics::Rejected;
 use crate::model::{AgentId, TeamId};
-
-/// An authenticated caller.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub role: Role,
-    /// Agent id, admin id or adapter name (the token's `sub`).
-    pub subject: String,
-    pub name: Option<String>,
-    pub teams: Vec<TeamId>,
-    /// Token expiry (Unix seconds); `None` in dev mode.
-    pub expires_at: Option<u64>,
-}
+use crate::protocol::{Identity, Role, TOKEN_LEEWAY_SECS};
 
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("{0}")]
@@ -45,10 +34,6 @@ impl IntoResponse for AuthError {
     }
 }
 
-/// Clock skew allowed when checking `exp` and `nbf` (seconds); a socket is closed for
-/// expiry at `exp` plus this.
-pub const TOKEN_LEEWAY_SECS: u64 = 5;
-
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
@@ -61,14 +46,14 @@ struct Claims {
 
 /// Checks the `Origin` header (when present) against the allowlist: exact match, or, with
 /// no list configured, the hub's own origin (same `Host`).
-pub fn check_origin(core: &HubCore, headers: &HeaderMap) -> Result<(), AuthError> {
+pub(crate) fn check_origin(core: &Hub, headers: &HeaderMap) -> Result<(), AuthError> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());
     };
     let origin = origin
         .to_str()
         .map_err(|_| AuthError::Forbidden("origin not allowed"))?;
-    let allowed = &core.settings.allowed_origins;
+    let allowed = &core.settings().allowed_origins;
     let ok = if allowed.is_empty() {
         headers
             .get(header::HOST)
@@ -82,7 +67,7 @@ pub fn check_origin(core: &HubCore, headers: &HeaderMap) -> Result<(), AuthError
     if ok {
         Ok(())
     } else {
-        core.metrics.rejected(Rejected::Origin);
+        core.metrics().rejected(Rejected::Origin);
         Err(AuthError::Forbidden("origin not allowed"))
     }
 }
@@ -92,17 +77,17 @@ pub fn check_origin(core: &HubCore, headers: &HeaderMap) -> Result<(), AuthError
 /// With a secret: a JWT from `?token=` or `Authorization: Bearer`; no or bad token is 401,
 /// a token of another role 403. In dev mode (no secret, loopback only): `?agent_id=`,
 /// `?admin_id=` or `?adapter=` is trusted as the identity, and HTTP API calls need nothing.
-pub fn authenticate(
-    core: &HubCore,
+pub(crate) fn authenticate(
+    core: &Hub,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
     roles: &[Role],
 ) -> Result<Identity, AuthError> {
     check_origin(core, headers)?;
-    let result = match &core.settings.jwt_secret {
+    let result = match &core.settings().jwt_secret {
         Some(secret) => from_token(
             secret,
-            core.settings.jwt_secret_previous.as_deref(),
+            core.settings().jwt_secret_previous.as_deref(),
             headers,
             query,
             roles,
@@ -110,7 +95,7 @@ pub fn authenticate(
         None => dev_identity(query, roles),
     };
     if let Err(e) = &result {
-        core.metrics.rejected(match e {
+        core.metrics().rejected(match e {
             AuthError::Unauthorized(_) => Rejected::Unauthorized,
             AuthError::Forbidden(_) => Rejected::WrongRole,
         });
@@ -224,13 +209,13 @@ fn dev_identity(query: &HashMap<String, String>, roles: &[Role]) -> Result<Ident
 }
 
 /// Authenticates an HTTP API call open to `roles`; in dev mode it is open to all.
-pub fn authenticate_api(
-    core: &HubCore,
+pub(crate) fn authenticate_api(
+    core: &Hub,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
     roles: &[Role],
 ) -> Result<(), AuthError> {
-    if core.settings.jwt_secret.is_none() {
+    if core.settings().jwt_secret.is_none() {
         return check_origin(core, headers);
     }
     authenticate(core, headers, query, roles).map(|_| ())

@@ -25,12 +25,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::auth::authenticate_api;
-use crate::agent::Profile;
 use crate::directory::{check_ring_group_id, AgentProfile, RingGroup};
 use crate::hub::persist;
 use crate::hub::{profile_of, Hub};
-use crate::metrics::Role;
 use crate::model::{AgentId, TeamId};
+use crate::protocol::describe;
+use crate::protocol::Role;
 
 type Params = Query<HashMap<String, String>>;
 
@@ -74,8 +74,7 @@ fn admin_with_id<T>(
     id: &str,
     parse: fn(&str) -> Result<T, Box<Response>>,
 ) -> Result<T, Box<Response>> {
-    authenticate_api(&hub.core, headers, params, ADMINS)
-        .map_err(|e| Box::new(e.into_response()))?;
+    authenticate_api(hub, headers, params, ADMINS).map_err(|e| Box::new(e.into_response()))?;
     parse(id)
 }
 
@@ -132,8 +131,8 @@ fn require_object(body: &[u8], what: &str) -> Result<(), String> {
 
 fn agent_profile(id: AgentId, body: &[u8]) -> Result<AgentProfile, String> {
     require_object(body, "the agent profile")?;
-    let b: AgentBody =
-        serde_json::from_slice(body).map_err(|e| format!("invalid agent profile: {e}"))?;
+    let b: AgentBody = serde_json::from_slice(body)
+        .map_err(|e| format!("invalid agent profile: {}", describe(&e)))?;
     if b.id
         .as_deref()
         .is_some_and(|body_id| body_id != id.as_str())
@@ -154,8 +153,8 @@ fn agent_profile(id: AgentId, body: &[u8]) -> Result<AgentProfile, String> {
 
 fn ring_group(id: String, body: &[u8]) -> Result<RingGroup, String> {
     require_object(body, "the ring group")?;
-    let b: RingGroupBody =
-        serde_json::from_slice(body).map_err(|e| format!("invalid ring group: {e}"))?;
+    let b: RingGroupBody = serde_json::from_slice(body)
+        .map_err(|e| format!("invalid ring group: {}", describe(&e)))?;
     if b.id.as_deref().is_some_and(|body_id| body_id != id) {
         return Err(format!("the body's id does not match the path's id {id}"));
     }
@@ -169,21 +168,21 @@ fn ring_group(id: String, body: &[u8]) -> Result<RingGroup, String> {
 }
 
 /// `GET /api/v1/directory/agents`.
-pub async fn list_agents(
+pub(crate) async fn list_agents(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Query(params): Params,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
+    if let Err(e) = authenticate_api(&hub, &headers, &params, ADMINS) {
         return e.into_response();
     }
-    let mut agents: Vec<AgentProfile> = hub.core.directory().agents.values().cloned().collect();
+    let mut agents: Vec<AgentProfile> = hub.directory().agents.values().cloned().collect();
     agents.sort_by(|a, b| a.id.cmp(&b.id));
     ok_json(StatusCode::OK, &serde_json::json!({ "agents": agents }))
 }
 
 /// `GET /api/v1/directory/agents/{id}`.
-pub async fn get_agent(
+pub(crate) async fn get_agent(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -193,7 +192,7 @@ pub async fn get_agent(
         Ok(id) => id,
         Err(r) => return *r,
     };
-    let found = hub.core.directory().agents.get(&id).cloned();
+    let found = hub.directory().agents.get(&id).cloned();
     match found {
         Some(p) => ok_json(StatusCode::OK, &p),
         None => unknown_agent(&id),
@@ -218,7 +217,7 @@ fn unknown_group(id: &str) -> Response {
 
 /// `PUT /api/v1/directory/agents/{id}`: creates or replaces a directory agent; the actor
 /// (created if needed) takes the new name and teams at once, the wrap-up from the next call.
-pub async fn put_agent(
+pub(crate) async fn put_agent(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -233,24 +232,25 @@ pub async fn put_agent(
         Ok(p) => p,
         Err(message) => return bad_request(&message),
     };
-    let core = &hub.core;
-    let _edit = core.directory_edits.lock().await;
+    let core = &hub;
+    let _edit = core.directory_edit().await;
     let created = !core.directory().agents.contains_key(&id);
-    if let Err(e) = persist::wait(core.store.put_agent(profile.clone())).await {
+    if let Err(e) = persist::wait(core.store().put_agent(profile.clone())).await {
         return store_failed(&e);
     }
     core.directory_mut()
         .agents
         .insert(id.clone(), profile.clone());
     // A new actor reads its profile from the directory; an existing one is told.
-    let handle = hub.agent_or_create(&id);
-    handle.set_profile(profile_of(&profile)).await;
+    hub.router()
+        .profile_changed(&id, profile_of(&profile))
+        .await;
     ok_json(put_status(created), &profile)
 }
 
 /// `DELETE /api/v1/directory/agents/{id}`: the agent leaves the directory (its actor, state
 /// and history stay; its name and teams are cleared).
-pub async fn delete_agent(
+pub(crate) async fn delete_agent(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -260,31 +260,29 @@ pub async fn delete_agent(
         Ok(id) => id,
         Err(r) => return *r,
     };
-    let core = &hub.core;
-    let _edit = core.directory_edits.lock().await;
+    let core = &hub;
+    let _edit = core.directory_edit().await;
     if !core.directory().agents.contains_key(&id) {
         return unknown_agent(&id);
     }
-    if let Err(e) = persist::wait(core.store.delete_agent(&id)).await {
+    if let Err(e) = persist::wait(core.store().delete_agent(&id)).await {
         return store_failed(&e);
     }
     core.directory_mut().agents.remove(&id);
-    if let Some(handle) = hub.agent(&id) {
-        handle.set_profile(Profile::default()).await;
-    }
+    hub.router().profile_removed(&id).await;
     StatusCode::NO_CONTENT.into_response()
 }
 
 /// `GET /api/v1/ring-groups`.
-pub async fn list_ring_groups(
+pub(crate) async fn list_ring_groups(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Query(params): Params,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
+    if let Err(e) = authenticate_api(&hub, &headers, &params, ADMINS) {
         return e.into_response();
     }
-    let mut groups: Vec<RingGroup> = hub.core.directory().ring_groups.values().cloned().collect();
+    let mut groups: Vec<RingGroup> = hub.directory().ring_groups.values().cloned().collect();
     groups.sort_by(|a, b| a.id.cmp(&b.id));
     ok_json(
         StatusCode::OK,
@@ -293,7 +291,7 @@ pub async fn list_ring_groups(
 }
 
 /// `GET /api/v1/ring-groups/{id}`.
-pub async fn get_ring_group(
+pub(crate) async fn get_ring_group(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -303,7 +301,7 @@ pub async fn get_ring_group(
         Ok(id) => id,
         Err(r) => return *r,
     };
-    let found = hub.core.directory().ring_groups.get(&id).cloned();
+    let found = hub.directory().ring_groups.get(&id).cloned();
     match found {
         Some(g) => ok_json(StatusCode::OK, &g),
         None => unknown_group(&id),
@@ -312,7 +310,7 @@ pub async fn get_ring_group(
 
 /// `PUT /api/v1/ring-groups/{id}`: creates or replaces a ring group; the next offer and
 /// `/api/v1/available?ring_group=` use it at once.
-pub async fn put_ring_group(
+pub(crate) async fn put_ring_group(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -327,10 +325,10 @@ pub async fn put_ring_group(
         Ok(g) => g,
         Err(message) => return bad_request(&message),
     };
-    let core = &hub.core;
-    let _edit = core.directory_edits.lock().await;
+    let core = &hub;
+    let _edit = core.directory_edit().await;
     let created = !core.directory().ring_groups.contains_key(&id);
-    if let Err(e) = persist::wait(core.store.put_ring_group(group.clone())).await {
+    if let Err(e) = persist::wait(core.store().put_ring_group(group.clone())).await {
         return store_failed(&e);
     }
     core.directory_mut().ring_groups.insert(id, group.clone());
@@ -338,7 +336,7 @@ pub async fn put_ring_group(
 }
 
 /// `DELETE /api/v1/ring-groups/{id}`.
-pub async fn delete_ring_group(
+pub(crate) async fn delete_ring_group(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -348,12 +346,12 @@ pub async fn delete_ring_group(
         Ok(id) => id,
         Err(r) => return *r,
     };
-    let core = &hub.core;
-    let _edit = core.directory_edits.lock().await;
+    let core = &hub;
+    let _edit = core.directory_edit().await;
     if !core.directory().ring_groups.contains_key(&id) {
         return unknown_group(&id);
     }
-    if let Err(e) = persist::wait(core.store.delete_ring_group(&id)).await {
+    if let Err(e) = persist::wait(core.store().delete_ring_group(&id)).await {
         return store_failed(&e);
     }
     core.directory_mut().ring_groups.remove(&id);

@@ -1,10 +1,10 @@
 //! The HTTP side of the single port: WebSocket upgrades (authenticated before the
 //! upgrade), the JSON API, `/healthz`, `/metrics` and the embedded web demo.
 
-pub mod api;
-pub mod auth;
-pub mod directory;
-pub mod reports;
+pub(crate) mod api;
+pub(crate) mod auth;
+pub(crate) mod directory;
+pub(crate) mod reports;
 mod web;
 
 use axum::extract::{Query, Request, State};
@@ -16,14 +16,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::hub::Hub;
-use crate::metrics::Role;
+use crate::protocol::Role;
 use crate::server::ConnSlot;
 use crate::ws::handshake;
 
 /// The routes of the hub. `/metrics` is among them unless it has its own address
 /// (`--metrics-listen`, [`metrics_router`]).
-pub fn router(hub: Arc<Hub>) -> Router {
-    let metrics_here = hub.core.settings.metrics_listen.is_none();
+pub(crate) fn router(hub: Arc<Hub>) -> Router {
+    let metrics_here = hub.settings().metrics_listen.is_none();
     let router = Router::new()
         .route("/ws/agent", get(ws_agent))
         .route("/ws/admin", get(ws_admin))
@@ -59,14 +59,12 @@ pub fn router(hub: Arc<Hub>) -> Router {
     };
     router
         .fallback(get(web::asset))
-        .layer(Extension(Arc::new(api::HttpLimits::new(
-            &hub.core.settings,
-        ))))
+        .layer(Extension(Arc::new(api::HttpLimits::new(hub.settings()))))
         .with_state(hub)
 }
 
 /// The routes of the separate metrics address: `/metrics` only.
-pub fn metrics_router(hub: Arc<Hub>) -> Router {
+pub(crate) fn metrics_router(hub: Arc<Hub>) -> Router {
     Router::new()
         .route("/metrics", get(api::metrics))
         .with_state(hub)
@@ -113,15 +111,15 @@ fn upgrade(
         Ok(accept) => accept,
         Err(e) => return e.into_response(),
     };
-    let identity = match auth::authenticate(&hub.core, req.headers(), query, &[role]) {
+    let identity = match auth::authenticate(&hub, req.headers(), query, &[role]) {
         Ok(identity) => identity,
         Err(e) => return e.into_response(),
     };
-    if hub.core.shutdown.is_cancelled() {
+    if hub.shutdown().is_cancelled() {
         return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let tasks = hub.core.tasks.clone();
+    let tasks = hub.tasks().clone();
     tasks.spawn(crate::ws::serve(
         on_upgrade,
         hub,

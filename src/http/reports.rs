@@ -24,10 +24,10 @@ use std::sync::Arc;
 
 use super::auth::authenticate_api;
 use super::directory::{bad_request, error};
-use crate::hub::fanout::Filter;
+use crate::fanout::Filter;
 use crate::hub::Hub;
-use crate::metrics::Role;
 use crate::model::{AgentId, Millis, Status, TeamId};
+use crate::protocol::Role;
 use crate::store::{
     to_csv, AgentStatusTime, HistoryCursor, HistoryRow, ReportQuery, StoreError, MAX_HISTORY_LIMIT,
 };
@@ -36,11 +36,11 @@ type Params = Query<HashMap<String, String>>;
 
 const ADMINS: &[Role] = &[Role::Admin];
 /// The default report range: the last 24 hours.
-pub const DEFAULT_RANGE_MS: Millis = 24 * 3600 * 1000;
+pub(crate) const DEFAULT_RANGE_MS: Millis = 24 * 3600 * 1000;
 /// The longest report range: 400 days.
-pub const MAX_RANGE_MS: Millis = 400 * 24 * 3600 * 1000;
+pub(crate) const MAX_RANGE_MS: Millis = 400 * 24 * 3600 * 1000;
 /// History rows per page unless `limit` says otherwise.
-pub const DEFAULT_HISTORY_LIMIT: usize = 1000;
+pub(crate) const DEFAULT_HISTORY_LIMIT: usize = 1000;
 
 /// An optional integer parameter (Unix ms, a limit).
 fn param_u64(params: &HashMap<String, String>, name: &str) -> Result<Option<u64>, String> {
@@ -67,7 +67,7 @@ async fn read<T: Send + 'static>(
     hub: &Hub,
     f: impl FnOnce(&crate::store::Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Response> {
-    let store = hub.core.store.clone();
+    let store = hub.store().clone();
     let joined = tokio::task::spawn_blocking(move || {
         store.flush().wait_blocking()?;
         f(&store)
@@ -116,15 +116,15 @@ fn wants_csv(params: &HashMap<String, String>, headers: &HeaderMap) -> Result<bo
 }
 
 /// `GET /api/v1/reports/status-time`.
-pub async fn status_time(
+pub(crate) async fn status_time(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Query(params): Params,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
+    if let Err(e) = authenticate_api(&hub, &headers, &params, ADMINS) {
         return e.into_response();
     }
-    let now = hub.core.clock.now_ms();
+    let now = hub.clock().now_ms();
     let (from, to) = match range(&params, now) {
         Ok(r) => r,
         Err(m) => return bad_request(&m),
@@ -135,7 +135,7 @@ pub async fn status_time(
     };
     let agent = match params.get("agent") {
         Some(a) => match AgentId::parse(a) {
-            Ok(a) if hub.agent(&a).is_none() => return unknown_agent(&a),
+            Ok(a) if !hub.router().has_record(&a).await => return unknown_agent(&a),
             Ok(a) => Some(a),
             Err(e) => return bad_request(&e.to_string()),
         },
@@ -144,10 +144,7 @@ pub async fn status_time(
     let agents = match params.get("team") {
         Some(t) => match TeamId::parse(t) {
             Ok(team) => {
-                let (_, list) = hub
-                    .core
-                    .fanout
-                    .snapshot(&Filter::new(Some(vec![team]), None));
+                let (_, list) = hub.fanout().snapshot(&Filter::new(Some(vec![team]), None));
                 Some(
                     list.iter()
                         .map(|p| p.agent_id.clone())
@@ -229,20 +226,20 @@ fn parse_cursor(s: &str) -> Option<HistoryCursor> {
 }
 
 /// `GET /api/v1/agents/{id}/history`.
-pub async fn history(
+pub(crate) async fn history(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(params): Params,
 ) -> Response {
-    if let Err(e) = authenticate_api(&hub.core, &headers, &params, ADMINS) {
+    if let Err(e) = authenticate_api(&hub, &headers, &params, ADMINS) {
         return e.into_response();
     }
     let agent_id = match AgentId::parse(&id) {
         Ok(a) => a,
         Err(e) => return bad_request(&e.to_string()),
     };
-    if hub.agent(&agent_id).is_none() {
+    if !hub.router().has_record(&agent_id).await {
         return unknown_agent(&agent_id);
     }
     let parsed = (|| {

@@ -12,7 +12,7 @@ use crate::hub::Hub;
 static WEB_DEMO: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/web-demo");
 
 /// Serves one file of the web demo; `/` is `index.html`.
-pub async fn asset(State(hub): State<Arc<Hub>>, uri: Uri) -> Response {
+pub(super) async fn asset(State(hub): State<Arc<Hub>>, uri: Uri) -> Response {
     let path = uri.path().trim_start_matches('/');
     let path = if path.is_empty() || path.ends_with('/') {
         format!("{path}index.html")
@@ -25,7 +25,7 @@ pub async fn asset(State(hub): State<Arc<Hub>>, uri: Uri) -> Response {
     {
         return StatusCode::NOT_FOUND.into_response();
     }
-    let body: Option<Vec<u8>> = match &hub.core.settings.web_dir {
+    let body: Option<Vec<u8>> = match &hub.settings().web_dir {
         Some(dir) => tokio::fs::read(dir.join(&path)).await.ok(),
         None => WEB_DEMO.get_file(&path).map(|f| f.contents().to_vec()),
     };

@@ -1,88 +1,77 @@
-//! The hub: the registry of agent actors and the shared services they use (fan-out,
-//! telephony notifications, event-id cache, clock, metrics), plus the routing of
-//! requests from sockets and the HTTP API to the right actor.
+//! The hub: the shared services (fan-out, adapter notifier, event-id memory, clock,
+//! metrics, store, directory) and the [`Router`], the one place through which every command
+//! for an agent reaches its actor.
+//!
+//! Every field is private: sockets and the HTTP API read what they need through the
+//! accessors below, and actors get their own narrow handle ([`crate::agent::AgentEnv`]).
 
-pub mod clock;
-pub mod dedup;
-pub mod fanout;
-pub mod persist;
-pub mod telephony;
+pub(crate) mod persist;
+mod router;
 
-use dashmap::DashMap;
+pub(crate) use router::{Dispatched, Route, RouteError, Router};
+
+use router::RouterParts;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::agent::{AgentHandle, Profile};
+use crate::agent::{AgentEnv, Defaults, EnvParts, Profile};
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::directory::{AgentProfile, Directory};
+use crate::fanout::{Fanout, Notifier};
 use crate::metrics::Metrics;
-use crate::model::{AgentId, AgentState, Millis, Session};
-use crate::store::{CommitTicket, Durability, Recovered, Store};
-use clock::Clock;
-use dedup::EventIdCache;
-use fanout::Fanout;
-use telephony::TelephonySockets;
+use crate::model::{AgentState, Millis, Session};
+use crate::store::dedup::EventIdCache;
+use crate::store::{Recovered, Store};
 
-/// What every actor and socket shares.
-pub struct HubCore {
-    pub settings: Settings,
-    pub fanout: Fanout,
-    pub notices: TelephonySockets,
-    pub dedup: EventIdCache,
-    pub clock: Clock,
-    pub metrics: Metrics,
-    /// Cancelled when the hub shuts down: every socket closes with 1001.
-    pub shutdown: CancellationToken,
-    /// Every actor and socket task, so shutdown can wait for them.
-    pub tasks: TaskTracker,
-    /// The durable store: every change is queued to it (never waited on by an actor).
-    pub store: Arc<Store>,
+/// The live directory, shared by the hub (directory API) and the router (profiles, who is
+/// known).
+pub(crate) struct LiveDirectory {
+    /// The entries; read and written in short critical sections, never across `.await`.
+    entries: RwLock<Directory>,
     /// Serializes directory edits (store commit, then the live directory and the actors)
     /// so two edits of one entry cannot apply in a different order than they committed.
-    pub directory_edits: tokio::sync::Mutex<()>,
-    directory: RwLock<Directory>,
+    edits: tokio::sync::Mutex<()>,
+}
+
+impl LiveDirectory {
+    fn read(&self) -> RwLockReadGuard<'_, Directory> {
+        self.entries.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Directory> {
+        self.entries.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The hub: what every socket and request handler shares.
+pub(crate) struct Hub {
+    /// The effective configuration.
+    settings: Settings,
+    /// Update numbering, `resume` history and admin subscribers.
+    fanout: Arc<Fanout>,
+    /// Telephony adapter sockets that get call notifications.
+    notifier: Arc<Notifier>,
+    /// Unix milliseconds on tokio's clock.
+    clock: Clock,
+    /// Process counters.
+    metrics: Arc<Metrics>,
+    /// Cancelled when the hub shuts down: every socket closes with 1001.
+    shutdown: CancellationToken,
+    /// Every actor and socket task, so shutdown can wait for them.
+    tasks: TaskTracker,
+    /// The durable store: every change is queued to it (never waited on by an actor).
+    store: Arc<Store>,
+    /// The directory of agents and ring groups.
+    directory: Arc<LiveDirectory>,
+    /// Where every command for an agent goes.
+    router: Router,
+    /// Source of socket ids.
     next_conn_id: AtomicU64,
-}
-
-impl HubCore {
-    /// The directory, for a short read (never held across `.await`).
-    pub fn directory(&self) -> RwLockReadGuard<'_, Directory> {
-        self.directory.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The directory, for a short edit (never held across `.await`).
-    pub fn directory_mut(&self) -> RwLockWriteGuard<'_, Directory> {
-        self.directory.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A ticket for an answer that stored nothing itself: with `--durability commit` it
-    /// resolves once everything queued before it is committed (an earlier change the answer
-    /// reports may still be on its way); with `async`, at once.
-    pub fn ack_barrier(&self) -> CommitTicket {
-        match self.store.durability() {
-            Durability::Commit => self.store.flush(),
-            Durability::Async => CommitTicket::done(),
-        }
-    }
-
-    /// A process-unique id for a socket.
-    pub fn next_conn_id(&self) -> u64 {
-        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// The hub's epoch: changes on every start.
-    pub fn epoch(&self) -> &Arc<str> {
-        self.fanout.epoch()
-    }
-}
-
-/// The registry of agent actors, created on first contact.
-pub struct Hub {
-    pub core: Arc<HubCore>,
-    agents: DashMap<AgentId, AgentHandle>,
 }
 
 impl Hub {
@@ -91,7 +80,7 @@ impl Hub {
     /// directory agent gets its actor (offline), and the stored event ids are remembered
     /// for the rest of their lifetime. `settings.directory` is not used: the store's
     /// directory (seeded from it on the first start) is the live one.
-    pub fn new(
+    pub(crate) fn new(
         mut settings: Settings,
         shutdown: CancellationToken,
         store: Arc<Store>,
@@ -104,86 +93,146 @@ impl Hub {
             directory,
             event_ids,
         } = recovered;
-        let core = Arc::new(HubCore {
-            fanout: Fanout::new(epoch, settings.history_size),
-            notices: TelephonySockets::default(),
-            dedup: EventIdCache::new(settings.event_id_capacity, settings.event_id_ttl),
-            clock: Clock::new(),
-            metrics: Metrics::default(),
-            shutdown,
-            tasks: TaskTracker::new(),
-            store,
-            directory_edits: tokio::sync::Mutex::new(()),
-            directory: RwLock::new(directory),
-            next_conn_id: AtomicU64::new(1),
-            settings,
-        });
-        let now = core.clock.now_ms();
+        let clock = Clock::new();
+        let fanout = Arc::new(Fanout::new(epoch, settings.history_size));
+        let notifier = Arc::new(Notifier::default());
+        let events = Arc::new(EventIdCache::new(
+            settings.event_id_capacity,
+            settings.event_id_ttl,
+        ));
+        let metrics = Arc::new(Metrics::default());
+        let tasks = TaskTracker::new();
+        let now = clock.now_ms();
         for (event_id, reply, at) in event_ids {
             let age = Duration::from_millis(now.saturating_sub(at));
-            core.dedup.insert_aged(&event_id, reply, age);
+            events.insert_aged(&event_id, reply, age);
         }
-        let hub = Arc::new(Hub {
-            core,
-            agents: DashMap::new(),
+        // Stopped actors, to forget once their last change is committed (see the router).
+        let (retired, retired_rx) = tokio::sync::mpsc::channel(1 << 16);
+        let env = AgentEnv::new(EnvParts {
+            fanout: fanout.clone(),
+            notifier: notifier.clone(),
+            events: events.clone(),
+            store: store.clone(),
+            clock,
+            metrics: metrics.clone(),
+            defaults: Defaults {
+                wrap_up: settings.wrap_up,
+                disconnect_grace: settings.disconnect_grace,
+                max_missed_in_row: settings.max_missed_in_row,
+                actor_idle: settings.actor_idle,
+            },
+            tasks: tasks.clone(),
+            retired,
         });
-        let grace = hub.core.settings.disconnect_grace;
+        let directory = Arc::new(LiveDirectory {
+            entries: RwLock::new(directory),
+            edits: tokio::sync::Mutex::new(()),
+        });
+        let router = Router::new(RouterParts {
+            env,
+            directory: directory.clone(),
+            events,
+            store: store.clone(),
+            clock,
+            metrics: metrics.clone(),
+            ring_timeout: settings.ring_timeout,
+            grace: settings.disconnect_grace,
+        });
+        tasks.spawn(router.reaper(retired_rx, fanout.clone(), shutdown.clone()));
+        let grace = settings.disconnect_grace;
         for agent in stored {
-            let state = restored(agent.state, now, grace);
-            let id = state.agent_id.clone();
-            let profile = match hub.core.directory().agents.get(&id) {
-                Some(p) => profile_of(p),
-                // Known from its token only: keep the name and teams it had.
-                None => Profile {
-                    name: state.name.clone(),
-                    teams: state.teams.clone(),
-                    wrap_up_ms: None,
-                },
-            };
-            let handle = AgentHandle::spawn(hub.core.clone(), state, profile);
-            hub.agents.insert(id, handle);
+            router.restore(restored(agent.state, now, grace));
         }
-        let ids: Vec<AgentId> = hub.core.directory().agents.keys().cloned().collect();
-        for id in ids {
-            hub.agent_or_create(&id);
-        }
-        hub
+        router.start_directory_agents();
+        Arc::new(Hub {
+            settings,
+            fanout,
+            notifier,
+            clock,
+            metrics,
+            shutdown,
+            tasks,
+            store,
+            directory,
+            router,
+            next_conn_id: AtomicU64::new(1),
+        })
     }
 
-    /// The actor of a known agent.
-    pub fn agent(&self, id: &AgentId) -> Option<AgentHandle> {
-        self.agents.get(id).map(|h| h.clone())
+    /// The effective configuration.
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
     }
 
-    /// The actor of an agent, started (offline) if this is its first contact.
-    pub fn agent_or_create(&self, id: &AgentId) -> AgentHandle {
-        if let Some(h) = self.agents.get(id) {
-            return h.clone();
-        }
-        self.agents
-            .entry(id.clone())
-            .or_insert_with(|| {
-                let profile = self
-                    .core
-                    .directory()
-                    .agents
-                    .get(id)
-                    .map(profile_of)
-                    .unwrap_or_default();
-                let state = AgentState::new(id.clone(), self.core.clock.now_ms());
-                AgentHandle::spawn(self.core.clone(), state, profile)
-            })
-            .clone()
+    /// Where every command for an agent goes.
+    pub(crate) fn router(&self) -> &Router {
+        &self.router
     }
 
-    /// Number of agents with an actor.
-    pub fn agent_count(&self) -> usize {
-        self.agents.len()
+    /// Update numbering, history and admin subscribers.
+    pub(crate) fn fanout(&self) -> &Fanout {
+        &self.fanout
     }
 
-    /// Drops every actor handle so the actors end (shutdown).
-    pub fn stop_agents(&self) {
-        self.agents.clear();
+    /// Adapter sockets that get call notifications.
+    pub(crate) fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    /// The hub's clock.
+    pub(crate) fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// Process counters.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// A shared handle on the counters (the accept loop keeps one).
+    pub(crate) fn metrics_handle(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Cancelled when the hub shuts down.
+    pub(crate) fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Every actor and socket task.
+    pub(crate) fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    /// The durable store.
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The directory, for a short read (never held across `.await`).
+    pub(crate) fn directory(&self) -> RwLockReadGuard<'_, Directory> {
+        self.directory.read()
+    }
+
+    /// The directory, for a short edit (never held across `.await`).
+    pub(crate) fn directory_mut(&self) -> RwLockWriteGuard<'_, Directory> {
+        self.directory.write()
+    }
+
+    /// Held for the whole of a directory edit (store commit, live directory, actors).
+    pub(crate) async fn directory_edit(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.directory.edits.lock().await
+    }
+
+    /// A process-unique id for a socket.
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The hub's epoch: changes on every start.
+    pub(crate) fn epoch(&self) -> &Arc<str> {
+        self.fanout.epoch()
     }
 }
 
@@ -195,7 +244,7 @@ impl Hub {
 /// that reconnects within it resumes as in row 22 and one that does not come back is
 /// logged out as in row 21. A change of `connections` counts as a change (`version + 1`,
 /// reason kept).
-pub fn restored(mut state: AgentState, now: Millis, grace: Duration) -> AgentState {
+pub(crate) fn restored(mut state: AgentState, now: Millis, grace: Duration) -> AgentState {
     let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
     if state.session != Session::LoggedOut {
         state.session = Session::Grace {
@@ -210,7 +259,7 @@ pub fn restored(mut state: AgentState, now: Millis, grace: Duration) -> AgentSta
 }
 
 /// The actor profile of a directory entry.
-pub fn profile_of(p: &AgentProfile) -> Profile {
+pub(crate) fn profile_of(p: &AgentProfile) -> Profile {
     Profile {
         name: p.name.clone(),
         teams: p.teams.clone(),
@@ -226,6 +275,7 @@ fn new_epoch() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::AgentId;
 
     fn agent(session: Session, connections: u32) -> AgentState {
         let mut s = AgentState::new(AgentId::parse("a1").expect("id"), 1_000);

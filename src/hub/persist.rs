@@ -9,19 +9,19 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::clock::Clock;
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::store::{CommitTicket, Durability, Recovered, Store, StoreError, StoreOptions};
 
 /// How often old history and event ids are pruned (also once at start).
-pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+pub(crate) const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// True for the path of a private in-memory database.
-pub fn is_memory(path: &Path) -> bool {
+pub(crate) fn is_memory(path: &Path) -> bool {
     path.as_os_str() == ":memory:"
 }
 
@@ -29,7 +29,7 @@ pub fn is_memory(path: &Path) -> bool {
 /// migrates it, seeds the directory on the first start and returns what it recovered. An
 /// in-memory database keeps nothing after the process, so its changes are acknowledged at
 /// once whatever `settings.durability` says (there is no disk to wait for).
-pub async fn open(settings: &Settings) -> Result<(Arc<Store>, Recovered), StoreError> {
+pub(crate) async fn open(settings: &Settings) -> Result<(Arc<Store>, Recovered), StoreError> {
     let path = settings.database.clone();
     let durability = if is_memory(&path) {
         Durability::Async
@@ -39,6 +39,7 @@ pub async fn open(settings: &Settings) -> Result<(Arc<Store>, Recovered), StoreE
     let retention = settings.history_retention;
     let event_id_ttl = settings.event_id_ttl;
     let seed = settings.directory.clone();
+    let cache_kib = settings.store_cache_mib.saturating_mul(1024);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -47,6 +48,7 @@ pub async fn open(settings: &Settings) -> Result<(Arc<Store>, Recovered), StoreE
         options.durability = durability;
         options.retention = retention;
         options.event_id_ttl = event_id_ttl;
+        options.cache_kib = cache_kib;
         Store::open(&path, options)
     })
     .await
@@ -81,7 +83,7 @@ fn warn_if_directory_file_ignored(settings: &Settings, recovered: &Recovered) {
 
 /// Waits for a ticket on the blocking pool (for infrastructure waits: prune, flush before a
 /// report, directory edits).
-pub async fn wait(ticket: CommitTicket) -> Result<(), StoreError> {
+pub(crate) async fn wait(ticket: CommitTicket) -> Result<(), StoreError> {
     if ticket.is_immediate() {
         return ticket.await;
     }
@@ -92,31 +94,36 @@ pub async fn wait(ticket: CommitTicket) -> Result<(), StoreError> {
 
 /// Prunes history older than the retention and expired event ids once now and then every
 /// [`PRUNE_EVERY`], until `stop` is cancelled.
-pub fn spawn_pruner(store: Arc<Store>, clock: Clock, stop: CancellationToken) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            let ticket = store.prune(clock.now_ms());
-            tokio::select! {
-                () = stop.cancelled() => break,
-                r = wait(ticket) => if let Err(e) = r {
-                    warn!(error = %e, "durable store: pruning failed");
-                },
-            }
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = tokio::time::sleep(PRUNE_EVERY) => {}
-            }
+pub(crate) async fn prune(store: Arc<Store>, clock: Clock, stop: CancellationToken) {
+    loop {
+        let ticket = store.prune(clock.now_ms());
+        tokio::select! {
+            () = stop.cancelled() => break,
+            r = wait(ticket) => if let Err(e) = r {
+                warn!(error = %e, "durable store: pruning failed");
+            },
         }
-    })
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+    }
 }
 
+/// The least time the store's last commit gets at shutdown, even when the tasks used up
+/// the deadline.
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// Commits everything queued, checkpoints and closes the store (at shutdown, after the
-/// actors ended).
-pub async fn close(store: Arc<Store>) {
-    let closed = tokio::task::spawn_blocking(move || store.close()).await;
-    match closed {
-        Ok(Ok(())) => info!("durable store flushed and closed"),
-        Ok(Err(e)) => warn!(error = %e, "durable store: close failed"),
-        Err(e) => warn!(error = %e, "durable store: close panicked"),
+/// actors ended), waiting until `deadline` (or [`CLOSE_GRACE`], whichever is later). Past
+/// it the hub stops without waiting: what was queued may be lost, and it says so.
+pub(crate) async fn close(store: Arc<Store>, deadline: Instant) {
+    let deadline = deadline.max(Instant::now() + CLOSE_GRACE);
+    let closing = tokio::task::spawn_blocking(move || store.close());
+    match tokio::time::timeout_at(deadline, closing).await {
+        Ok(Ok(Ok(()))) => info!("durable store flushed and closed"),
+        Ok(Ok(Err(e))) => warn!(error = %e, "durable store: close failed"),
+        Ok(Err(e)) => warn!(error = %e, "durable store: close panicked"),
+        Err(_) => warn!("durable store: close did not finish before the shutdown deadline"),
     }
 }

@@ -3,6 +3,9 @@
 //! [`check_state`], and every step [`checked_apply`]'s rules. They panic on a violation, so
 //! a fuzzer or a property test reports the input that broke them.
 
+// Checks for tests and fuzzing: a panic is how a violation is reported.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use super::machine::{apply, Effect, Outcome, Rejection};
 use super::{
     Actor, AgentState, CallDirection, Input, ManualStatus, Millis, Policy, Reason, Session, Status,

@@ -47,7 +47,7 @@ fn parse_enum<T: DeserializeOwned>(s: &str) -> Option<T> {
 }
 
 /// Every protocol error code, so a stored one can be parsed back.
-const ERROR_CODES: [ErrorCode; 8] = [
+const ERROR_CODES: [ErrorCode; 9] = [
     ErrorCode::BadMessage,
     ErrorCode::InvalidStatus,
     ErrorCode::InvalidState,
@@ -56,6 +56,7 @@ const ERROR_CODES: [ErrorCode; 8] = [
     ErrorCode::Forbidden,
     ErrorCode::Conflict,
     ErrorCode::RateLimited,
+    ErrorCode::NotFound,
 ];
 
 /// Parses a stored error code.
@@ -105,7 +106,8 @@ mod tests {
             | ErrorCode::UnknownAgent
             | ErrorCode::Forbidden
             | ErrorCode::Conflict
-            | ErrorCode::RateLimited => ERROR_CODES.len(),
+            | ErrorCode::RateLimited
+            | ErrorCode::NotFound => ERROR_CODES.len(),
         }
     }
 

@@ -37,11 +37,16 @@
 //! other) and vanish when the store closes.
 
 mod codec;
+pub mod dedup;
 mod error;
 mod open;
 mod queue;
 mod read;
 mod report;
+
+/// Read connections the store keeps open: callers that read often (the router, at logins)
+/// keep this many reads in flight at most.
+pub(crate) const READ_CONNECTIONS: usize = read::POOL_SIZE;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -66,9 +71,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::directory::{AgentProfile, Directory, RingGroup};
-use crate::hub::dedup::StoredReply;
-use crate::hub::fanout::Published;
 use crate::model::{AgentId, AgentState, Millis, Session};
+use crate::protocol::Published;
+use crate::protocol::StoredReply;
 use open::Location;
 use queue::{EventInsert, Item, Op, Queue, StateJson, StateRecord};
 use read::Readers;
@@ -98,6 +103,9 @@ pub struct StoreOptions<'a> {
     pub seed: &'a Directory,
     /// The hub's clock now (migration log; nothing else depends on it).
     pub now: Millis,
+    /// Page cache of the write connection in KiB (`--store-cache-mib`); each read
+    /// connection gets at most SQLite's default 2 MiB, and never more than this.
+    pub cache_kib: u32,
 }
 
 impl<'a> StoreOptions<'a> {
@@ -109,6 +117,7 @@ impl<'a> StoreOptions<'a> {
             event_id_ttl: Duration::from_secs(4 * 3600),
             seed,
             now,
+            cache_kib: open::WRITER_CACHE_KIB,
         }
     }
 }
@@ -181,7 +190,7 @@ impl Store {
             directory: open::load_directory(&conn)?,
             event_ids: open::load_event_ids(&conn)?,
         };
-        open::configure_writer(&conn, &location, options.durability)?;
+        open::configure_writer(&conn, &location, options.durability, options.cache_kib)?;
         let queue = Arc::new(Queue::new());
         let window = match options.durability {
             Durability::Commit => Duration::ZERO,
@@ -194,7 +203,7 @@ impl Store {
             .map_err(|e| StoreError::io(&shown, e))?;
         let store = Store {
             queue,
-            readers: Readers::new(location),
+            readers: Readers::new(location, options.cache_kib.min(open::READER_CACHE_KIB)),
             durability: options.durability,
             retention: options.retention,
             event_id_ttl: options.event_id_ttl,
@@ -202,6 +211,16 @@ impl Store {
             lock: Mutex::new(lock),
         };
         Ok((store, recovered))
+    }
+
+    /// A ticket for an answer that stored nothing itself: with `--durability commit` it
+    /// resolves once everything queued before it is committed (an earlier change the answer
+    /// reports may still be on its way); with `async`, at once.
+    pub fn ack_barrier(&self) -> CommitTicket {
+        match self.durability() {
+            Durability::Commit => self.flush(),
+            Durability::Async => CommitTicket::done(),
+        }
     }
 
     /// The durability mode the store was opened with.
@@ -337,12 +356,14 @@ impl Store {
     /// `spawn_blocking` from async code). Idempotent. Dropping the store does the same.
     pub fn close(&self) -> Result<(), StoreError> {
         self.queue.close();
+        // Before the writer's last checkpoint: an open reader would keep the WAL from being
+        // folded into the main file.
+        self.readers.close();
         let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         let joined = match handle {
             Some(h) => h.join(),
             None => Ok(()),
         };
-        self.readers.close();
         // Only now: closing our handle of the file must not drop SQLite's own locks early.
         self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
         joined.map_err(|_| StoreError::WriteFailed(Arc::from("the store writer panicked")))
@@ -368,7 +389,13 @@ impl Store {
         self.readers.with(|c| read::status_time_report(c, q))
     }
 
-    /// The directory as stored. Blocking.
+    /// One agent's stored state (with its session), if it has one: what a stopped actor
+    /// left. Blocking.
+    pub fn agent_state(&self, agent_id: &AgentId) -> Result<Option<AgentState>, StoreError> {
+        self.readers.with(|c| read::read_agent(c, agent_id))
+    }
+
+    /// The stored directory. Blocking.
     pub fn directory(&self) -> Result<Directory, StoreError> {
         self.readers.with(read::read_directory)
     }

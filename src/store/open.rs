@@ -13,8 +13,8 @@ use super::codec::{from_json, ms_from_sql, ms_to_sql, parse_error_code, secs_to_
 use super::read::read_directory;
 use super::{Durability, RecoveredAgent, StoreError};
 use crate::directory::Directory;
-use crate::hub::dedup::StoredReply;
 use crate::model::{AgentState, Millis, Session};
+use crate::protocol::StoredReply;
 
 /// The migrations, in order: migration `i` brings the schema to version `i + 1`.
 pub(super) const MIGRATIONS: &[(&str, &str)] = &[
@@ -34,8 +34,10 @@ pub(super) fn latest_version() -> u32 {
     u32::try_from(MIGRATIONS.len()).unwrap_or(u32::MAX)
 }
 
-/// Page cache of the write connection, in KiB (SQLite's `cache_size` takes it negative).
-const WRITER_CACHE_KIB: i64 = -32 * 1024;
+/// Page cache of the write connection by default, in KiB (`--store-cache-mib`).
+pub(super) const WRITER_CACHE_KIB: u32 = 32 * 1024;
+/// Page cache of a read connection at most, in KiB (SQLite's default).
+pub(super) const READER_CACHE_KIB: u32 = 2 * 1024;
 /// WAL pages (4 KiB) after which a commit checkpoints.
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
 /// Bytes the WAL file is cut back to after a checkpoint.
@@ -73,6 +75,15 @@ impl Location {
 
     /// Opens a connection (`write`: read-write and create, else read-only).
     pub(super) fn connect(&self, write: bool) -> Result<Connection, rusqlite::Error> {
+        self.connect_with_cache(write, READER_CACHE_KIB)
+    }
+
+    /// [`Location::connect`]; a read connection's page cache is capped at `cache_kib`.
+    pub(super) fn connect_with_cache(
+        &self,
+        write: bool,
+        cache_kib: u32,
+    ) -> Result<Connection, rusqlite::Error> {
         let mode = if write {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
         } else {
@@ -88,6 +99,7 @@ impl Location {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         if !write {
             conn.pragma_update(None, "query_only", true)?;
+            conn.pragma_update(None, "cache_size", -i64::from(cache_kib))?;
         }
         Ok(conn)
     }
@@ -211,6 +223,7 @@ pub(super) fn configure_writer(
     conn: &Connection,
     location: &Location,
     durability: Durability,
+    cache_kib: u32,
 ) -> Result<(), StoreError> {
     let at_open = |e| StoreError::at_open(location.display(), e);
     if let Location::File(_) = location {
@@ -234,7 +247,8 @@ pub(super) fn configure_writer(
     // Every change touches an agent's row, a history index page and the event ids: with
     // SQLite's default 2 MiB cache those pages were read back from the file again and
     // again. The cache is a cap (filled as pages are used), not an allocation.
-    conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)
+    // (SQLite's `cache_size` takes KiB as a negative number.)
+    conn.pragma_update(None, "cache_size", -i64::from(cache_kib))
         .map_err(at_open)?;
     // Checkpoint (copy the WAL into the database file, with its fsyncs) every ~40 MiB of
     // WAL instead of SQLite's ~4 MiB: a page changed by many commits is copied once, and

@@ -15,8 +15,8 @@ use tracing::warn;
 
 use super::StoreError;
 use crate::directory::{AgentProfile, RingGroup};
-use crate::hub::fanout::Published;
 use crate::model::{AgentId, Millis, Reason, Session, Status};
+use crate::protocol::Published;
 
 /// Most items written in one transaction.
 pub(super) const MAX_BATCH: usize = 4096;

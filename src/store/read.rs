@@ -14,12 +14,12 @@ use super::open::Location;
 use super::report::{AgentStatusTime, StatusClock, Transition};
 use super::StoreError;
 use crate::directory::{AgentProfile, Directory, RingGroup};
-use crate::model::{AgentId, CallId, ManualStatus, Millis, Reason, Status};
+use crate::model::{AgentId, AgentState, CallId, ManualStatus, Millis, Reason, Status};
 
 /// Most history rows one call returns.
 pub const MAX_HISTORY_LIMIT: usize = 10_000;
 /// Idle read connections kept open.
-const POOL_SIZE: usize = 4;
+pub(crate) const POOL_SIZE: usize = 4;
 
 /// One row of an agent's status history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -71,13 +71,16 @@ pub struct ReportQuery {
 /// A pool of read-only connections.
 pub(super) struct Readers {
     location: Location,
+    /// Page cache of each connection, in KiB.
+    cache_kib: u32,
     idle: Mutex<Vec<Connection>>,
 }
 
 impl Readers {
-    pub(super) fn new(location: Location) -> Self {
+    pub(super) fn new(location: Location, cache_kib: u32) -> Self {
         Readers {
             location,
+            cache_kib,
             idle: Mutex::new(Vec::new()),
         }
     }
@@ -94,7 +97,7 @@ impl Readers {
         let conn = self.idle().pop();
         let conn = match conn {
             Some(c) => c,
-            None => self.location.connect(false)?,
+            None => self.location.connect_with_cache(false, self.cache_kib)?,
         };
         let result = f(&conn);
         let mut idle = self.idle();
@@ -108,6 +111,26 @@ impl Readers {
     pub(super) fn close(&self) {
         self.idle().clear();
     }
+}
+
+/// One agent's stored state with its session, if it has one.
+pub(super) fn read_agent(
+    conn: &Connection,
+    agent_id: &AgentId,
+) -> Result<Option<AgentState>, StoreError> {
+    // Cached: one lookup per login of an agent without a live actor.
+    let row = conn
+        .prepare_cached("SELECT state, session FROM agent_state WHERE agent_id = ?1")?
+        .query_row(params![agent_id.as_str()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .optional()?;
+    let Some((state, session)) = row else {
+        return Ok(None);
+    };
+    let mut state: AgentState = from_json("agent state", &state)?;
+    state.session = from_json("session", &session)?;
+    Ok(Some(state))
 }
 
 /// An agent's transitions with `from <= at < to`, after `after` if given, oldest first, at

@@ -385,11 +385,17 @@ async fn a_published_change_is_stored_from_its_frame_and_a_stale_frame_is_not_us
     let dir = TempDir::new("published");
     let path = dir.file("hub.db");
     let (store, _) = open_at(&path, Durability::Commit);
-    let fanout = crate::hub::fanout::Fanout::new(Arc::from("e"), 16);
+    let publish = |s: &AgentState| {
+        Arc::new(crate::protocol::Published::build(
+            s,
+            1,
+            &crate::protocol::Published::serialize(s),
+        ))
+    };
     let a0 = AgentState::new(id("a1"), 0);
     let mut a1 = moved(&a0, Status::Available, 10, Reason::Manual);
     a1.session = Session::Grace { until: 99 };
-    let frame = fanout.publish(&a1);
+    let frame = publish(&a1);
     store
         .record_published_change(&a0, &a1, Some(&frame), 10)
         .await
@@ -399,7 +405,7 @@ async fn a_published_change_is_stored_from_its_frame_and_a_stale_frame_is_not_us
     let b0 = AgentState::new(id("b1"), 0);
     let b1 = moved(&b0, Status::OnBreak, 20, Reason::Manual);
     let b2 = moved(&b1, Status::Available, 30, Reason::Manual);
-    let old = fanout.publish(&b1);
+    let old = publish(&b1);
     store
         .record_published_change(&b0, &b1, Some(&frame), 20)
         .await

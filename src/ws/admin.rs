@@ -1,21 +1,18 @@
 //! `/ws/admin`: a supervisor wallboard. Subscribes to a filtered live view (snapshot, then
-//! ordered updates), resumes after a reconnect, and acts on agents.
+//! ordered updates), resumes after a reconnect, and acts on agents through the router.
 
-use axum::extract::ws::Utf8Bytes;
 use std::sync::Arc;
 
-use super::agent::{set_status_input, StatusInputError};
-use super::outbox::Outbox;
-use super::reply::{answer_committed, committed, error, ok, pong, unavailable};
+use super::reply::{answer_applied, status_input};
 use super::session::Flow;
-use crate::hub::fanout::Filter;
-use crate::hub::Hub;
-use crate::metrics::Role;
-use crate::model::{Actor, Input};
-use crate::protocol::{bad_message_reply, BadMessage, ErrorCode, Request};
+use crate::fanout::Filter;
+use crate::hub::{Hub, RouteError};
+use crate::model::{Actor, AgentId, Input};
+use crate::outbox::Outbox;
+use crate::protocol::{self, AdminMessage, BadMessage, ErrorCode, FilterSpec, Ref, Role, Text};
 
 /// A wallboard's socket.
-pub struct AdminSession {
+pub(crate) struct AdminSession {
     pub(super) hub: Arc<Hub>,
     pub(super) outbox: Outbox,
     conn_id: u64,
@@ -25,8 +22,12 @@ pub struct AdminSession {
 }
 
 /// Work an admin message needs from an agent actor (done outside the sync handler).
-enum Action {
-    Apply(Request, crate::model::AgentId, Input),
+struct Action {
+    /// When the message arrived (its ack latency goes to the metrics).
+    arrived: std::time::Instant,
+    reply_ref: Option<Ref>,
+    agent_id: AgentId,
+    input: Input,
 }
 
 impl AdminSession {
@@ -45,23 +46,32 @@ impl AdminSession {
     ) -> impl std::future::Future<Output = Flow> + Send + '_ {
         let action = self.decode(text);
         async move {
-            if let Some(Action::Apply(req, agent_id, input)) = action {
-                let reply = match self.hub.agent(&agent_id) {
-                    None => error(
-                        &req,
+            if let Some(Action {
+                arrived,
+                reply_ref,
+                agent_id,
+                input,
+            }) = action
+            {
+                let is_status = matches!(input, Input::SetStatus { .. });
+                let reply = match self.hub.router().apply(&agent_id, input).await {
+                    // `ok` once committed; the update was broadcast already.
+                    Ok(mut result) => answer_applied(reply_ref.as_ref(), &mut result).await,
+                    Err(RouteError::UnknownAgent) => Some(protocol::error(
+                        reply_ref.as_ref(),
                         ErrorCode::UnknownAgent,
                         &format!("unknown agent {agent_id}"),
-                    ),
-                    Some(handle) => match handle.apply(input, None).await {
-                        Ok(mut result) => {
-                            // `ok` once committed; the update was broadcast already.
-                            let stored = committed(&mut result).await;
-                            answer_committed(&req, &result, stored)
-                        }
-                        Err(gone) => unavailable(&req, gone),
-                    },
+                    )),
+                    Err(RouteError::Unavailable) => {
+                        Some(protocol::shutting_down(reply_ref.as_ref()))
+                    }
                 };
-                self.send(reply);
+                if let Some(reply) = reply {
+                    self.send(reply);
+                }
+                if is_status {
+                    self.hub.metrics().status_acked(arrived.elapsed());
+                }
             }
             Flow::Continue
         }
@@ -69,87 +79,95 @@ impl AdminSession {
 
     /// Handles what needs no actor at once; returns the actor work otherwise.
     fn decode(&mut self, text: &str) -> Option<Action> {
-        let req = match Request::decode(text) {
-            Ok(req) => req,
+        let envelope = match protocol::decode::<AdminMessage>(text) {
+            Ok(e) => e,
             Err(bad) => {
                 self.bad(&bad);
                 return None;
             }
         };
-        let fanout = &self.hub.core.fanout;
-        match req.kind.as_str() {
-            "subscribe" => {
-                self.filter = Filter::new(req.teams.clone(), req.agents.clone());
+        let reply_ref = envelope.reply_ref;
+        let fanout = self.hub.fanout();
+        match envelope.message {
+            AdminMessage::Subscribe(spec) => {
+                self.filter = filter(spec);
                 fanout.subscribe(
                     self.conn_id,
                     self.filter.clone(),
                     &self.outbox,
-                    req.reply_ref.as_ref(),
+                    reply_ref.as_ref(),
                 );
             }
-            "resume" => {
-                let (Some(epoch), Some(seq)) = (req.epoch.as_deref(), req.seq) else {
-                    self.bad(&req.bad("resume needs epoch and seq"));
-                    return None;
-                };
-                if req.teams.is_some() || req.agents.is_some() {
-                    self.filter = Filter::new(req.teams.clone(), req.agents.clone());
+            AdminMessage::Resume {
+                epoch,
+                seq,
+                filter: spec,
+            } => {
+                // The socket's filter holds unless the resume names one.
+                if spec.teams.is_some() || spec.agents.is_some() {
+                    self.filter = filter(spec);
                 }
                 fanout.resume(
                     self.conn_id,
-                    epoch,
+                    &epoch,
                     seq,
                     self.filter.clone(),
                     &self.outbox,
-                    req.reply_ref.as_ref(),
+                    reply_ref.as_ref(),
                 );
             }
-            "unsubscribe" => {
+            AdminMessage::Unsubscribe {} => {
                 fanout.unsubscribe(self.conn_id);
-                self.send(ok(&req));
+                if let Some(r) = &reply_ref {
+                    self.send(protocol::ok(Some(r)));
+                }
             }
-            "set_agent_status" => {
-                let agent_id = match req.require_agent_id() {
-                    Ok(id) => id,
-                    Err(bad) => {
-                        self.bad(&bad);
-                        return None;
+            AdminMessage::SetAgentStatus { agent_id, change } => {
+                match status_input(&change, Actor::Admin, reply_ref.as_ref()) {
+                    Ok(input) => {
+                        return Some(Action {
+                            arrived: std::time::Instant::now(),
+                            reply_ref,
+                            agent_id,
+                            input,
+                        })
                     }
-                };
-                match set_status_input(&req, Actor::Admin) {
-                    Ok(input) => return Some(Action::Apply(req, agent_id, input)),
-                    Err(StatusInputError::Bad(bad)) => self.bad(&bad),
-                    Err(StatusInputError::Reply(reply)) => self.send(reply),
+                    Err(Err(bad)) => self.bad(&bad),
+                    Err(Ok(reply)) => self.send(reply),
                 }
             }
-            "logout_agent" => match req.require_agent_id() {
-                Ok(agent_id) => {
-                    return Some(Action::Apply(
-                        req,
-                        agent_id,
-                        Input::Logout { by: Actor::Admin },
-                    ))
-                }
-                Err(bad) => self.bad(&bad),
-            },
-            "ping" => self.send(pong(&req, &self.hub)),
-            other => self.bad(&req.bad(format!("unknown message type {other:?}"))),
+            AdminMessage::LogoutAgent { agent_id } => {
+                return Some(Action {
+                    arrived: std::time::Instant::now(),
+                    reply_ref,
+                    agent_id,
+                    input: Input::Logout { by: Actor::Admin },
+                })
+            }
+            AdminMessage::Ping {} => {
+                self.send(protocol::pong(
+                    reply_ref.as_ref(),
+                    self.hub.clock().now_ms(),
+                ));
+            }
         }
         None
     }
 
-    fn send(&self, reply: Option<String>) {
-        if let Some(reply) = reply {
-            let _ = self.outbox.push(Utf8Bytes::from(reply));
-        }
+    fn send(&self, reply: Text) {
+        let _ = self.outbox.push(reply);
     }
 
     fn bad(&self, bad: &BadMessage) {
-        self.hub.core.metrics.bad_message(Role::Admin);
-        self.send(Some(bad_message_reply(bad)));
+        self.hub.metrics().bad_message(Role::Admin);
+        self.send(protocol::bad_message(bad));
     }
 
     pub(super) fn closed(self) {
-        self.hub.core.fanout.unsubscribe(self.conn_id);
+        self.hub.fanout().unsubscribe(self.conn_id);
     }
+}
+
+fn filter(spec: FilterSpec) -> Filter {
+    Filter::new(spec.teams, spec.agents)
 }

@@ -20,19 +20,20 @@ use tokio_util::sync::WaitForCancellationFuture;
 
 use super::frame::{CLOSE_INVALID_PAYLOAD, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG as FRAME_TOO_BIG};
 use super::limit::{MessageLimiter, Verdict};
-use super::outbox::{Outbound, OutboxReceiver, CLOSE_SLOW_CONSUMER};
 use super::session::{Flow, Session};
 use super::socket::{Incoming, WsError, WsSocket};
-use crate::hub::HubCore;
-use crate::metrics::{Rejected, Role};
-use crate::protocol::{bad_message_reply, peek_ref, BadMessage};
+use crate::hub::Hub;
+use crate::metrics::Rejected;
+use crate::outbox::{Outbound, OutboxReceiver, CLOSE_SLOW_CONSUMER};
+use crate::protocol::Role;
+use crate::protocol::{peek_ref, BadMessage};
 
 /// Close codes of the protocol.
-pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
 /// Policy: the token expired, or the client kept sending over its rate.
-pub const CLOSE_POLICY: u16 = 1008;
+pub(crate) const CLOSE_POLICY: u16 = 1008;
 /// Message larger than the configured maximum.
-pub const CLOSE_TOO_BIG: u16 = FRAME_TOO_BIG;
+pub(crate) const CLOSE_TOO_BIG: u16 = FRAME_TOO_BIG;
 
 /// Outbox items written per batch before the loop looks at its other sources, so one busy
 /// socket cannot hog its task.
@@ -42,7 +43,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How the loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
+pub(crate) enum Exit {
     /// We close with this code.
     Close(u16, &'static str),
     /// The peer closed (its close frame is echoed), vanished or stopped answering; nothing
@@ -73,11 +74,11 @@ enum Event {
 /// captured arguments and as locals); an `async move` block stores its captures once, in
 /// every idle socket's task.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
-pub fn drive<'a>(
+pub(crate) fn drive<'a>(
     socket: &'a mut WsSocket,
     rx: &'a OutboxReceiver,
     session: &'a mut Session,
-    core: &'a HubCore,
+    core: &'a Hub,
     role: Role,
     expires: Option<Instant>,
 ) -> impl Future<Output = Exit> + Send + 'a {
@@ -89,14 +90,14 @@ pub fn drive<'a>(
         // `pong_timeout` after a ping (then the peer is dead unless a frame came meanwhile).
         let mut last_seen = now;
         let mut awaiting_answer = false;
-        let timer = tokio::time::sleep_until(first(now + core.settings.ping_interval, expires));
+        let timer = tokio::time::sleep_until(first(now + core.settings().ping_interval, expires));
         tokio::pin!(timer);
-        let shutdown = core.shutdown.cancelled();
+        let shutdown = core.shutdown().cancelled();
         tokio::pin!(shutdown);
         let mut limiter = MessageLimiter::new(
-            core.settings.rate_limit(role),
-            core.settings.rate_limit_strikes,
-            core.settings.rate_limit_window,
+            core.settings().rate_limit(role),
+            core.settings().rate_limit_strikes,
+            core.settings().rate_limit_window,
             now,
         );
         let exit = loop {
@@ -127,7 +128,7 @@ pub fn drive<'a>(
                     Event::Shutdown => break Exit::Close(CLOSE_GOING_AWAY, "hub shutting down"),
                     Event::CloseRequested(code) => break close_exit(code, core, role),
                     Event::Expired => {
-                        core.metrics.rejected(Rejected::TokenExpired);
+                        core.metrics().rejected(Rejected::TokenExpired);
                         break Exit::Close(CLOSE_POLICY, "token expired");
                     }
                     Event::QueueEnded | Event::Flushed(Err(_)) => break Exit::Gone,
@@ -138,7 +139,7 @@ pub fn drive<'a>(
                         Err(_) => break Exit::Gone,
                     },
                     Event::Read(Ok(Incoming::Binary(_))) => {
-                        core.metrics.message_in(role);
+                        core.metrics().message_in(role);
                         match limiter.check(Instant::now()) {
                             Verdict::Allow => session.reject(&BadMessage {
                                 reply_ref: None,
@@ -158,10 +159,10 @@ pub fn drive<'a>(
                     Event::Liveness => {
                         let now = Instant::now();
                         if awaiting_answer {
-                            core.metrics.dead_peer(role);
+                            core.metrics().dead_peer(role);
                             break Exit::Gone;
                         }
-                        let quiet_until = last_seen + core.settings.ping_interval;
+                        let quiet_until = last_seen + core.settings().ping_interval;
                         if quiet_until > now {
                             // The peer spoke since: ping only after a full interval of
                             // silence.
@@ -171,16 +172,16 @@ pub fn drive<'a>(
                         awaiting_answer = true;
                         timer
                             .as_mut()
-                            .reset(first(now + core.settings.pong_timeout, expires));
+                            .reset(first(now + core.settings().pong_timeout, expires));
                         if socket.write_batch(|b| b.ping()).is_err() {
-                            core.metrics.dead_peer(role);
+                            core.metrics().dead_peer(role);
                             break Exit::Gone;
                         }
                         continue;
                     }
                 }
             };
-            core.metrics.message_in(role);
+            core.metrics().message_in(role);
             match limiter.check(Instant::now()) {
                 Verdict::Allow => {
                     // Boxed, text included: the handler's state lives only while a message
@@ -248,7 +249,7 @@ fn next_event(
 /// Sends the close frame (for a close of ours) and lets what is unsent go out (the close
 /// frame, the echo of the peer's, the last replies) within [`CLOSE_TIMEOUT`]; what could
 /// not go out in time stays unsent (and [`linger`] then does not wait for the peer).
-pub async fn send_close(socket: &mut WsSocket, exit: Exit) {
+pub(crate) async fn send_close(socket: &mut WsSocket, exit: Exit) {
     if let Exit::Close(code, reason) = exit {
         if socket.write_batch(|b| b.close(code, reason)).is_err() {
             return;
@@ -266,7 +267,7 @@ pub async fn send_close(socket: &mut WsSocket, exit: Exit) {
 /// [`CLOSE_TIMEOUT`] and 1 MiB) until its FIN, so that the kernel does not answer unread
 /// bytes with a reset that destroys the echo in flight. Called once the session is closed:
 /// the socket no longer counts anywhere, only its descriptor is held meanwhile.
-pub async fn linger(socket: &mut WsSocket, exit: Exit) {
+pub(crate) async fn linger(socket: &mut WsSocket, exit: Exit) {
     if socket.has_unsent() {
         return;
     }
@@ -292,9 +293,9 @@ pub async fn linger(socket: &mut WsSocket, exit: Exit) {
     Box::pin(socket.linger(limit, raw)).await;
 }
 
-fn close_exit(code: u16, core: &HubCore, role: Role) -> Exit {
+fn close_exit(code: u16, core: &Hub, role: Role) -> Exit {
     if code == CLOSE_SLOW_CONSUMER {
-        core.metrics.slow_dropped(role);
+        core.metrics().slow_dropped(role);
         Exit::Close(code, "slow consumer")
     } else {
         Exit::Close(code, "closed by the hub")
@@ -303,11 +304,11 @@ fn close_exit(code: u16, core: &HubCore, role: Role) -> Exit {
 
 /// A read error: a protocol violation or a message over the limit is answered with its
 /// close code (1002, 1007, 1009); the peer is gone otherwise.
-fn read_error_exit(e: WsError, core: &HubCore) -> Exit {
+fn read_error_exit(e: WsError, core: &Hub) -> Exit {
     match e {
         WsError::Protocol(e) => {
             if e.close_code() == CLOSE_TOO_BIG {
-                core.metrics.rejected(Rejected::MessageTooBig);
+                core.metrics().rejected(Rejected::MessageTooBig);
             }
             tracing::debug!("closing on a protocol error: {e}");
             Exit::Close(e.close_code(), e.reason())
@@ -316,8 +317,8 @@ fn read_error_exit(e: WsError, core: &HubCore) -> Exit {
     }
 }
 
-fn rate_limit_exit(core: &HubCore) -> Exit {
-    core.metrics.rejected(Rejected::RateLimitClosed);
+fn rate_limit_exit(core: &Hub) -> Exit {
+    core.metrics().rejected(Rejected::RateLimitClosed);
     Exit::Close(CLOSE_POLICY, "rate limit exceeded")
 }
 
@@ -328,9 +329,9 @@ fn write_batch(
     socket: &mut WsSocket,
     first: Outbound,
     rx: &OutboxReceiver,
-    core: &HubCore,
+    core: &Hub,
 ) -> io::Result<Option<Exit>> {
-    let max_frame_out = core.settings.max_write_buffer_bytes;
+    let max_frame_out = core.settings().max_write_buffer_bytes;
     socket.write_batch(|b| {
         let mut item = Some(first);
         let mut written = 0;
@@ -365,6 +366,6 @@ fn write_batch(
 }
 
 /// Queues the `bad_message` reply for an undecodable frame.
-pub fn bad_message_frame(bad: &BadMessage) -> Utf8Bytes {
-    Utf8Bytes::from(bad_message_reply(bad))
+pub(crate) fn bad_message_frame(bad: &BadMessage) -> Utf8Bytes {
+    crate::protocol::bad_message(bad)
 }

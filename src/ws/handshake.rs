@@ -21,7 +21,7 @@ use crate::config::Settings;
 
 /// Why a request is not a WebSocket upgrade the hub accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum HandshakeError {
+pub(crate) enum HandshakeError {
     #[error("Request method must be `GET`")]
     MethodNotGet,
     /// RFC 6455 4.2.1: an opening handshake carries a `Host` header field.
@@ -60,7 +60,7 @@ impl IntoResponse for HandshakeError {
 /// Checks an upgrade request (in axum's order: method, then `Host` (RFC 6455 4.2.1, which
 /// axum does not check), `Connection`, `Upgrade`, key, version, upgradability) and returns
 /// the `Sec-WebSocket-Accept` value to answer with.
-pub fn check<B>(req: &Request<B>) -> Result<HeaderValue, HandshakeError> {
+pub(crate) fn check<B>(req: &Request<B>) -> Result<HeaderValue, HandshakeError> {
     if req.method() != Method::GET {
         return Err(HandshakeError::MethodNotGet);
     }
@@ -94,7 +94,7 @@ pub fn check<B>(req: &Request<B>) -> Result<HeaderValue, HandshakeError> {
 }
 
 /// The `101 Switching Protocols` answer.
-pub fn switching_protocols(accept: HeaderValue) -> Response {
+pub(crate) fn switching_protocols(accept: HeaderValue) -> Response {
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
@@ -125,7 +125,7 @@ fn is_nonce(key: &[u8]) -> bool {
 /// Waits for hyper to hand the connection over (after the 101 went out) and takes the TCP
 /// stream back, with the bytes hyper had read past the request head. Only TCP is served
 /// (the hub's listener is TCP); anything else is logged and closed.
-pub async fn upgraded(on_upgrade: OnUpgrade, settings: &Settings) -> Option<WsSocket> {
+pub(crate) async fn upgraded(on_upgrade: OnUpgrade, settings: &Settings) -> Option<WsSocket> {
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
         Err(e) => {

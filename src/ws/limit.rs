@@ -17,7 +17,7 @@ const UNIT: u64 = 1_000_000_000;
 
 /// A token bucket: `per_sec` tokens per second flow in, up to `burst`; each message takes one.
 #[derive(Debug, Clone)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     limit: RateLimit,
     /// Tokens held, in [`UNIT`]s (a `u64`, not a `u128`: the limiter lives in every socket
     /// task, and a `u128` would align the whole task to 16 bytes).
@@ -27,7 +27,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket.
-    pub fn new(limit: RateLimit, now: Instant) -> Self {
+    pub(crate) fn new(limit: RateLimit, now: Instant) -> Self {
         TokenBucket {
             limit,
             tokens: u64::from(limit.burst.max(1)) * UNIT,
@@ -36,7 +36,7 @@ impl TokenBucket {
     }
 
     /// Takes one token if there is one.
-    pub fn try_take(&mut self, now: Instant) -> bool {
+    pub(crate) fn try_take(&mut self, now: Instant) -> bool {
         if self.limit.is_unlimited() {
             return true;
         }
@@ -58,7 +58,7 @@ impl TokenBucket {
 
 /// What to do with one client message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Within the rate: handle it.
     Allow,
     /// Over the rate: answer `rate_limited`, do not handle it.
@@ -69,7 +69,7 @@ pub enum Verdict {
 
 /// The limiter of one socket.
 #[derive(Debug, Clone)]
-pub struct MessageLimiter {
+pub(crate) struct MessageLimiter {
     bucket: TokenBucket,
     /// Limited messages allowed within `window` before the socket is closed.
     max_strikes: u32,
@@ -79,7 +79,7 @@ pub struct MessageLimiter {
 }
 
 impl MessageLimiter {
-    pub fn new(limit: RateLimit, max_strikes: u32, window: Duration, now: Instant) -> Self {
+    pub(crate) fn new(limit: RateLimit, max_strikes: u32, window: Duration, now: Instant) -> Self {
         MessageLimiter {
             bucket: TokenBucket::new(limit, now),
             max_strikes,
@@ -90,7 +90,7 @@ impl MessageLimiter {
     }
 
     /// Judges one message arriving at `now`.
-    pub fn check(&mut self, now: Instant) -> Verdict {
+    pub(crate) fn check(&mut self, now: Instant) -> Verdict {
         if self.bucket.try_take(now) {
             return Verdict::Allow;
         }
@@ -109,15 +109,15 @@ impl MessageLimiter {
 
 /// A bucket shared by every caller of an HTTP endpoint.
 #[derive(Debug)]
-pub struct SharedBucket(Mutex<TokenBucket>);
+pub(crate) struct SharedBucket(Mutex<TokenBucket>);
 
 impl SharedBucket {
-    pub fn new(limit: RateLimit) -> Self {
+    pub(crate) fn new(limit: RateLimit) -> Self {
         SharedBucket(Mutex::new(TokenBucket::new(limit, Instant::now())))
     }
 
     /// Takes one token if there is one.
-    pub fn try_take(&self) -> bool {
+    pub(crate) fn try_take(&self) -> bool {
         let now = Instant::now();
         self.0
             .lock()

@@ -24,20 +24,18 @@
 //! see [`frame`]. Conformance of the layer: Autobahn|Testsuite, no failed case
 //! (docs/autobahn.md, `scripts/autobahn.sh`, `examples/ws_echo.rs` on [`echo`]).
 
-pub mod conn;
+pub(crate) mod conn;
 #[doc(hidden)]
 pub mod echo;
 pub mod frame;
-pub mod handshake;
-pub mod limit;
-pub mod outbox;
-pub mod session;
-pub mod socket;
+pub(crate) mod handshake;
+pub(crate) mod limit;
+pub(crate) mod session;
+pub(crate) mod socket;
 
-mod acks;
 mod admin;
 mod agent;
-pub(crate) mod reply;
+mod reply;
 mod telephony;
 
-pub use session::{serve, Session};
+pub(crate) use session::serve;

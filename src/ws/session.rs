@@ -1,7 +1,6 @@
 //! One connected socket of any role: its set-up (hello, registration), its message
 //! handling (delegated to the role's session), and its clean-up.
 
-use axum::extract::ws::Utf8Bytes;
 use hyper::upgrade::OnUpgrade;
 use std::future::Future;
 use std::sync::Arc;
@@ -11,23 +10,24 @@ use super::admin::AdminSession;
 use super::agent::AgentSession;
 use super::conn::{bad_message_frame, drive, linger, Exit};
 use super::handshake::upgraded;
-use super::outbox::{outbox, Outbox};
 use super::telephony::TelephonySession;
-use crate::http::auth::Identity;
-use crate::hub::{Hub, HubCore};
-use crate::metrics::{Rejected, Role};
-use crate::protocol::{error_reply, json_string, BadMessage, ErrorCode, Ref};
+use crate::hub::Hub;
+use crate::metrics::Rejected;
+use crate::outbox::{outbox_measured, Outbox};
+use crate::protocol::Identity;
+use crate::protocol::Role;
+use crate::protocol::{self, BadMessage, ErrorCode, Ref};
 use crate::server::ConnSlot;
 
 /// What the socket loop does after a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
+pub(crate) enum Flow {
     Continue,
     Close(u16, &'static str),
 }
 
 /// The role-specific half of a socket.
-pub enum Session {
+pub(crate) enum Session {
     Agent(AgentSession),
     Admin(AdminSession),
     /// Boxed: adapters are few, and their ordered acks would make every agent's task
@@ -37,7 +37,7 @@ pub enum Session {
 
 impl Session {
     /// Handles one text frame.
-    pub async fn on_text(&mut self, text: &str) -> Flow {
+    pub(crate) async fn on_text(&mut self, text: &str) -> Flow {
         match self {
             Session::Agent(s) => s.on_text(text).await,
             Session::Admin(s) => s.on_text(text).await,
@@ -47,36 +47,35 @@ impl Session {
 
     /// Handles one text frame it owns (so that a boxed handler holds the text, not the
     /// socket's task).
-    pub async fn on_text_owned(&mut self, text: String) -> Flow {
+    pub(crate) async fn on_text_owned(&mut self, text: String) -> Flow {
         self.on_text(&text).await
     }
 
     /// Answers an undecodable frame with `bad_message`.
-    pub fn reject(&self, bad: &BadMessage) {
-        let (outbox, core) = self.parts();
-        core.metrics.bad_message(self.role());
+    pub(crate) fn reject(&self, bad: &BadMessage) {
+        let (outbox, hub) = self.parts();
+        hub.metrics().bad_message(self.role());
         let _ = outbox.push(bad_message_frame(bad));
     }
 
     /// Answers a message refused by the rate limit with `rate_limited` (with its `ref` when
     /// one was found).
-    pub fn rate_limited(&self, reply_ref: Option<Ref>) {
-        let (outbox, core) = self.parts();
-        core.metrics.rejected(Rejected::RateLimited);
-        let reply = error_reply(
+    pub(crate) fn rate_limited(&self, reply_ref: Option<Ref>) {
+        let (outbox, hub) = self.parts();
+        hub.metrics().rejected(Rejected::RateLimited);
+        let reply = protocol::error(
             reply_ref.as_ref(),
             ErrorCode::RateLimited,
             "too many messages: slow down",
-            "",
         );
-        let _ = outbox.push(Utf8Bytes::from(reply));
+        let _ = outbox.push(reply);
     }
 
-    fn parts(&self) -> (&Outbox, &HubCore) {
+    fn parts(&self) -> (&Outbox, &Hub) {
         match self {
-            Session::Agent(s) => (&s.outbox, &s.hub.core),
-            Session::Admin(s) => (&s.outbox, &s.hub.core),
-            Session::Telephony(s) => (&s.outbox, &s.hub.core),
+            Session::Agent(s) => (&s.outbox, &s.hub),
+            Session::Admin(s) => (&s.outbox, &s.hub),
+            Session::Telephony(s) => (&s.outbox, &s.hub),
         }
     }
 
@@ -108,32 +107,33 @@ impl Session {
 /// The connection's span (`conn_id`, role, id) is a debug span: at the default `info`
 /// level an enabled span costs ~460 bytes of subscriber registry per socket, more than a
 /// third of the socket's own memory; `RUST_LOG=presence_hub=debug` shows it.
-pub fn serve(
+pub(crate) fn serve(
     on_upgrade: OnUpgrade,
     hub: Arc<Hub>,
     identity: Box<Identity>,
     slot: Option<ConnSlot>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let conn_id = hub.core.next_conn_id();
+    let conn_id = hub.next_conn_id();
     let role = identity.role;
     let span = tracing::debug_span!("conn", conn_id, role = role.as_str(), id = %identity.subject);
     async move {
-        let Some(mut socket) = upgraded(on_upgrade, &hub.core.settings).await else {
+        let Some(mut socket) = upgraded(on_upgrade, hub.settings()).await else {
             return;
         };
-        hub.core.metrics.socket_opened(role);
+        hub.metrics().socket_opened(role);
         debug!("socket opened");
         // In a block: the producer handle is gone before the socket's loop starts (a local
         // that was ever borrowed keeps its place in the task until its scope ends).
         let (mut session, rx) = {
-            let (outbox, rx) = outbox(hub.core.settings.queue_bytes);
+            let (outbox, rx) =
+                outbox_measured(hub.settings().queue_bytes, Some(hub.metrics_handle()));
             let session = match role {
                 // Boxed: the registration's state is not kept in every socket's task.
                 Role::Agent => {
                     match Box::pin(AgentSession::start(hub.clone(), &identity, outbox)).await {
                         Some(session) => Session::Agent(session),
                         None => {
-                            hub.core.metrics.socket_closed(role);
+                            hub.metrics().socket_closed(role);
                             return;
                         }
                     }
@@ -144,7 +144,6 @@ pub fn serve(
                 }
                 Role::Telephony => {
                     hello(&hub, &outbox, &identity);
-                    hub.core.notices.add(conn_id, outbox.clone());
                     Session::Telephony(Box::new(TelephonySession::new(
                         hub.clone(),
                         conn_id,
@@ -156,18 +155,18 @@ pub fn serve(
         };
         let expires = identity.expires_at.map(|exp| {
             let ms = exp
-                .saturating_add(crate::http::auth::TOKEN_LEEWAY_SECS)
+                .saturating_add(crate::protocol::TOKEN_LEEWAY_SECS)
                 .saturating_mul(1000);
-            hub.core.clock.instant_at(ms)
+            hub.clock().instant_at(ms)
         });
         drop(identity);
-        let exit = drive(&mut socket, &rx, &mut session, &hub.core, role, expires).await;
+        let exit = drive(&mut socket, &rx, &mut session, &hub, role, expires).await;
         match exit {
             Exit::Close(code, reason) => debug!(code, reason, "socket closed by the hub"),
             Exit::Gone => debug!("socket closed by the peer"),
         }
         Box::pin(session.closed()).await;
-        hub.core.metrics.socket_closed(role);
+        hub.metrics().socket_closed(role);
         linger(&mut socket, exit).await;
         // The connection slot is held for the life of the socket.
         drop(slot);
@@ -176,13 +175,11 @@ pub fn serve(
 }
 
 fn hello(hub: &Hub, outbox: &Outbox, identity: &Identity) {
-    let core = &hub.core;
-    let frame = format!(
-        r#"{{"type":"hello","role":"{}","id":{},"server_time":{},"epoch":{}}}"#,
-        identity.role.as_str(),
-        json_string(&identity.subject),
-        core.clock.now_ms(),
-        json_string(core.epoch()),
+    let frame = protocol::hello(
+        identity.role,
+        &identity.subject,
+        hub.clock().now_ms(),
+        hub.epoch(),
     );
-    let _ = outbox.push(Utf8Bytes::from(frame));
+    let _ = outbox.push(frame);
 }

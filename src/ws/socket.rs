@@ -27,7 +27,6 @@ use crate::config::Settings;
 
 #[path = "socket_write.rs"]
 mod write;
-pub use write::Batch;
 
 /// Frames at most read and dropped while a closing socket waits for the peer's close (see
 /// [`WsSocket::linger`]).
@@ -46,7 +45,7 @@ thread_local! {
 
 /// Why a socket cannot go on.
 #[derive(Debug, thiserror::Error)]
-pub enum WsError {
+pub(crate) enum WsError {
     /// The peer closed the TCP connection (without a close frame).
     #[error("connection closed by the peer")]
     Eof,
@@ -59,7 +58,7 @@ pub enum WsError {
 
 /// What the peer sent.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     /// A complete text message.
     Text(String),
     /// A complete binary message.
@@ -73,7 +72,7 @@ pub enum Incoming {
 
 /// A server-side WebSocket over TCP.
 #[derive(Debug)]
-pub struct WsSocket {
+pub(crate) struct WsSocket {
     tcp: TcpStream,
     /// Largest frame payload (`--max-frame-bytes`), checked on each header.
     max_frame: u32,
@@ -122,7 +121,7 @@ impl Busy {
 
 impl WsSocket {
     /// A socket on an upgraded stream; `received` holds bytes read past the handshake.
-    pub fn new(tcp: TcpStream, received: &[u8], settings: &Settings) -> WsSocket {
+    pub(crate) fn new(tcp: TcpStream, received: &[u8], settings: &Settings) -> WsSocket {
         let mut socket = WsSocket {
             tcp,
             max_frame: clamp_u32(settings.max_frame_bytes),
@@ -140,7 +139,8 @@ impl WsSocket {
     }
 
     /// Per-socket heap bytes held right now (0 while idle): for tests and metrics.
-    pub fn buffered_capacity(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn buffered_capacity(&self) -> usize {
         self.busy.as_ref().map_or(0, |b| {
             std::mem::size_of::<Busy>()
                 + b.inbuf.capacity()
@@ -174,7 +174,7 @@ impl WsSocket {
 
     /// The next message from the peer. Control frames are handled on the way (a pong is
     /// owed for the latest ping); when only those arrived, [`Incoming::Control`] says so.
-    pub fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, WsError>> {
+    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, WsError>> {
         let read = self.poll_read_inner(cx);
         self.settle();
         read
@@ -305,7 +305,7 @@ impl WsSocket {
     }
 
     /// True once the peer's close frame came (its echo is queued).
-    pub fn peer_closed(&self) -> bool {
+    pub(crate) fn peer_closed(&self) -> bool {
         self.read_closed
     }
 
@@ -326,12 +326,12 @@ impl WsSocket {
     }
 
     /// True when a pong is owed for a ping.
-    pub fn pong_pending(&self) -> bool {
+    pub(crate) fn pong_pending(&self) -> bool {
         self.busy.as_ref().is_some_and(|b| b.pong.is_some())
     }
 
     /// Sends the pong owed for the latest ping (behind whatever is still unsent).
-    pub fn send_pong(&mut self) -> io::Result<()> {
+    pub(crate) fn send_pong(&mut self) -> io::Result<()> {
         match self.busy.as_mut().and_then(|b| b.pong.take()) {
             Some(payload) => self.write_batch(|b| b.control(OP_PONG, &payload)),
             None => Ok(()),
@@ -346,7 +346,7 @@ impl WsSocket {
     /// to the peer: the close frame and the last replies (a flooding client would see its
     /// connection reset instead of 1008). After a protocol error (`raw`) the stream cannot
     /// be decoded any more: its bytes are dropped undecoded, up to [`LINGER_MAX_BYTES`].
-    pub async fn linger(&mut self, limit: Duration, raw: bool) {
+    pub(crate) async fn linger(&mut self, limit: Duration, raw: bool) {
         // Errors: the peer is gone already, nothing to wait for.
         if tokio::io::AsyncWriteExt::shutdown(&mut self.tcp)
             .await

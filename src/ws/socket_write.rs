@@ -14,7 +14,7 @@ use crate::ws::frame::{
 
 impl WsSocket {
     /// True while encoded bytes wait for the stream to take them.
-    pub fn has_unsent(&self) -> bool {
+    pub(crate) fn has_unsent(&self) -> bool {
         self.busy
             .as_ref()
             .is_some_and(|b| b.outpos < b.outbuf.len())
@@ -22,7 +22,10 @@ impl WsSocket {
 
     /// Encodes frames with `fill` and writes them: in one `write` per `batch_bytes`, the
     /// rest kept until the stream is writable (see [`WsSocket::poll_flush`]).
-    pub fn write_batch<R>(&mut self, fill: impl FnOnce(&mut Batch<'_>) -> R) -> io::Result<R> {
+    pub(crate) fn write_batch<R>(
+        &mut self,
+        fill: impl FnOnce(&mut Batch<'_>) -> R,
+    ) -> io::Result<R> {
         WRITE_SCRATCH.with_borrow_mut(|scratch| {
             scratch.clear();
             let mut batch = Batch {
@@ -45,7 +48,7 @@ impl WsSocket {
     }
 
     /// Writes what is unsent; ready once all of it is written.
-    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while let Some(b) = self
             .busy
             .as_deref_mut()
@@ -145,7 +148,7 @@ impl Payload<'_> {
 
 /// Frames being encoded into one write (see [`WsSocket::write_batch`]). Write errors are
 /// kept and reported when the batch ends; frames after one are dropped.
-pub struct Batch<'a> {
+pub(crate) struct Batch<'a> {
     socket: &'a mut WsSocket,
     scratch: &'a mut Vec<u8>,
     error: Option<io::Error>,
@@ -153,19 +156,19 @@ pub struct Batch<'a> {
 
 impl Batch<'_> {
     /// Adds a text frame (the payload is valid UTF-8: it comes from a `Utf8Bytes`/`String`).
-    pub fn text(&mut self, payload: &[u8]) {
+    pub(crate) fn text(&mut self, payload: &[u8]) {
         self.data(OP_TEXT, Payload::Borrowed(payload));
     }
 
     /// Adds a text frame whose payload the socket may keep (a large snapshot is written
     /// from it, without copying it into the batch).
-    pub fn text_owned(&mut self, payload: Vec<u8>) {
+    pub(crate) fn text_owned(&mut self, payload: Vec<u8>) {
         self.data(OP_TEXT, Payload::Owned(payload));
     }
 
     /// Adds a binary frame whose payload the socket may keep (the hub sends none; the
     /// conformance echo sends back what it got).
-    pub fn binary_owned(&mut self, payload: Vec<u8>) {
+    pub(crate) fn binary_owned(&mut self, payload: Vec<u8>) {
         self.data(OP_BINARY, Payload::Owned(payload));
     }
 
@@ -192,7 +195,7 @@ impl Batch<'_> {
 
     /// Adds a control frame (ping, pong, empty close); payloads over 125 bytes are cut.
     /// Nothing is written after a close frame.
-    pub fn control(&mut self, opcode: u8, payload: &[u8]) {
+    pub(crate) fn control(&mut self, opcode: u8, payload: &[u8]) {
         let payload = &payload[..payload.len().min(MAX_CONTROL_PAYLOAD)];
         encode_frame(self.scratch, opcode, payload);
         if opcode == OP_CLOSE {
@@ -202,12 +205,12 @@ impl Batch<'_> {
     }
 
     /// Adds an empty ping.
-    pub fn ping(&mut self) {
+    pub(crate) fn ping(&mut self) {
         self.control(OP_PING, &[]);
     }
 
     /// Adds a close frame with `code` and `reason`; nothing is written after it.
-    pub fn close(&mut self, code: u16, reason: &str) {
+    pub(crate) fn close(&mut self, code: u16, reason: &str) {
         encode_close(self.scratch, code, reason);
         self.flush_scratch();
         self.socket.write_closed = true;
@@ -215,7 +218,7 @@ impl Batch<'_> {
 
     /// True once the kernel stopped taking bytes: the caller should stop adding frames
     /// until [`WsSocket::poll_flush`] is done.
-    pub fn blocked(&self) -> bool {
+    pub(crate) fn blocked(&self) -> bool {
         self.error.is_some() || self.socket.has_unsent()
     }
 

@@ -1,80 +1,103 @@
 //! `/ws/telephony`: a telephony adapter pushing call events and receiving
 //! `call_accepted` / `call_declined` / `ring_timeout` notifications.
+//!
+//! Every frame to the adapter goes through one ordered sender: replies in the order their
+//! events arrived, each once its event is committed, and notifications behind the reply
+//! to the event that caused them (see `outbox::ordered`).
 
+use futures::FutureExt;
 use std::sync::Arc;
+use tokio::sync::oneshot;
 
-use super::acks::OrderedAcks;
-use super::outbox::Outbox;
-use super::reply::{error, pong};
 use super::session::Flow;
-use crate::hub::telephony::{Dispatched, EventError};
-use crate::hub::Hub;
-use crate::metrics::Role;
-use crate::protocol::{bad_message_reply, ErrorCode, Request};
+use crate::hub::{Dispatched, Hub, RouteError};
+use crate::outbox::{Ordered, Outbox};
+use crate::protocol::{self, BadMessage, Ref, Role, TelephonyMessage};
 
 /// An adapter's socket.
-pub struct TelephonySession {
+pub(crate) struct TelephonySession {
     pub(super) hub: Arc<Hub>,
     pub(super) outbox: Outbox,
     conn_id: u64,
-    /// Replies go out in order, each once its event is committed (see `acks.rs`).
-    acks: OrderedAcks,
+    /// Replies and notifications, in order.
+    ordered: Ordered,
 }
 
 impl TelephonySession {
+    /// Registers the socket for notifications.
     pub(super) fn new(hub: Arc<Hub>, conn_id: u64, outbox: Outbox) -> Self {
+        let ordered = Ordered::new(outbox.clone(), hub.tasks());
+        hub.notifier().add(conn_id, ordered.clone());
         TelephonySession {
             hub,
-            acks: OrderedAcks::new(outbox.clone()),
             outbox,
             conn_id,
+            ordered,
         }
     }
 
     pub(super) async fn on_text(&mut self, text: &str) -> Flow {
-        let req = match Request::decode(text) {
-            Ok(req) => req,
+        let envelope = match protocol::decode::<TelephonyMessage>(text) {
+            Ok(e) => e,
             Err(bad) => {
-                self.hub.core.metrics.bad_message(Role::Telephony);
-                self.acks.send_now(Some(bad_message_reply(&bad))).await;
+                self.bad(&bad);
                 return Flow::Continue;
             }
         };
-        if req.kind == "ping" {
-            self.acks.send_now(pong(&req, &self.hub)).await;
+        let reply_ref = envelope.reply_ref;
+        let message = envelope.message;
+        if let TelephonyMessage::Ping {} = message {
+            let _ = self.ordered.push(protocol::pong(
+                reply_ref.as_ref(),
+                self.hub.clock().now_ms(),
+            ));
             return Flow::Continue;
         }
-        match self.hub.telephony_dispatch(&req).await {
-            Ok(Dispatched::Answered(mut answer)) => {
-                let reply = if req.reply_ref.is_some() || answer.answer.reply.error.is_some() {
-                    Some(answer.render(&req))
-                } else {
-                    None
-                };
-                // Sent once the event (and its change) is committed, in arrival order;
-                // the socket goes on reading meanwhile.
-                let ticket = answer.answer.take_ticket();
-                self.acks.send(ticket, reply, req.reply_ref.clone()).await;
-            }
-            Ok(Dispatched::Pending(answer)) => {
-                // Pipelined: the next events are read and dispatched while the actor works.
-                self.acks
-                    .send_event(answer, self.hub.clone(), req.reply_ref.clone())
-                    .await;
-            }
-            Err(EventError::Bad(bad)) => {
-                self.hub.core.metrics.bad_message(Role::Telephony);
-                self.acks.send_now(Some(bad_message_reply(&bad))).await;
-            }
-            Err(EventError::Unavailable) => {
-                let reply = error(&req, ErrorCode::InvalidState, "the hub is shutting down");
-                self.acks.send_now(reply).await;
-            }
+        if let Err(message) = message.check() {
+            self.bad(&BadMessage { reply_ref, message });
+            return Flow::Continue;
         }
+        // The reply's place in the socket's order is taken before the event reaches its
+        // actor: a notification the event causes (a 1 ms ring's timeout) queues behind it.
+        let (routed, dispatched) = oneshot::channel();
+        self.ordered
+            .push_later(reply_when_committed(dispatched, reply_ref))
+            .await;
+        // Pipelined: the next events are read and dispatched while the actor works.
+        let _ = routed.send(self.hub.router().telephony(&message).await);
         Flow::Continue
     }
 
-    pub(super) fn closed(self) {
-        self.hub.core.notices.remove(self.conn_id);
+    fn bad(&self, bad: &BadMessage) {
+        self.hub.metrics().bad_message(Role::Telephony);
+        let _ = self.ordered.push(protocol::bad_message(bad));
     }
+
+    pub(super) fn closed(self) {
+        self.hub.notifier().remove(self.conn_id);
+    }
+}
+
+/// The reply to an event once it is routed, answered and committed: due when the event
+/// had a `ref` or failed; an error instead when its commit failed or the hub is stopping.
+fn reply_when_committed(
+    dispatched: oneshot::Receiver<Result<Dispatched, RouteError>>,
+    reply_ref: Option<Ref>,
+) -> crate::outbox::Later {
+    async move {
+        let answer = match dispatched.await {
+            Ok(Ok(Dispatched::Answered(answer))) => Ok(answer),
+            Ok(Ok(Dispatched::Pending(pending))) => pending.await.map_err(|_| ()),
+            Ok(Err(_)) | Err(_) => Err(()),
+        };
+        let Ok(mut answer) = answer else {
+            return Some(protocol::shutting_down(reply_ref.as_ref()));
+        };
+        if let Err(e) = answer.take_ticket().await {
+            return Some(protocol::not_stored(reply_ref.as_ref(), &e));
+        }
+        let due = reply_ref.is_some() || answer.reply.error.is_some();
+        due.then(|| answer.frame(reply_ref.as_ref()))
+    }
+    .boxed()
 }

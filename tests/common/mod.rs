@@ -42,6 +42,18 @@ pub fn settings() -> Settings {
     }
 }
 
+/// `settings` with `ids` in the directory (no name, teams or groups): agents the hub knows
+/// before any of them logs in, so telephony events and admin actions reach them.
+#[allow(dead_code)] // not every test binary uses every helper
+pub fn with_directory_agents(mut settings: Settings, ids: &[&str]) -> Settings {
+    let toml: String = ids
+        .iter()
+        .map(|id| format!("[[agents]]\nid = \"{id}\"\n"))
+        .collect();
+    settings.directory = presence_hub::directory::Directory::from_toml(&toml).expect("directory");
+    settings
+}
+
 impl TestHub {
     pub async fn start() -> TestHub {
         TestHub::with(settings()).await

@@ -11,14 +11,14 @@ use crate::model::Millis;
 
 /// Converts between tokio instants and Unix milliseconds.
 #[derive(Debug, Clone, Copy)]
-pub struct Clock {
+pub(crate) struct Clock {
     base_ms: Millis,
     base: Instant,
 }
 
 impl Clock {
     /// A clock anchored at the current system time.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let base_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -29,12 +29,12 @@ impl Clock {
     }
 
     /// Now, in Unix milliseconds.
-    pub fn now_ms(&self) -> Millis {
+    pub(crate) fn now_ms(&self) -> Millis {
         self.base_ms + self.base.elapsed().as_millis() as u64
     }
 
     /// The instant at which Unix time `ms` is reached (now, if it has passed).
-    pub fn instant_at(&self, ms: Millis) -> Instant {
+    pub(crate) fn instant_at(&self, ms: Millis) -> Instant {
         self.base + Duration::from_millis(ms.saturating_sub(self.base_ms))
     }
 }

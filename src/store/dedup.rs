@@ -13,16 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
-use crate::protocol::ErrorCode;
-
-/// The first reply to an event, without its `ref`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredReply {
-    /// `None` for `ok`, else the error code.
-    pub error: Option<ErrorCode>,
-    /// JSON fields after `type` and `ref` (`"accepted":true,"agent":{..}`).
-    pub fields: Arc<str>,
-}
+use crate::protocol::StoredReply;
 
 /// Remembers event ids and their first replies.
 pub struct EventIdCache {

@@ -6,52 +6,28 @@
 //! ever held for non-blocking work (`try_send`, `Arc` clones), never across an `.await`.
 //! A subscriber over its queue bound is closed with 4008 and dropped, never waited on.
 
-use axum::extract::ws::Utf8Bytes;
+use crate::protocol::Text;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::model::{AgentId, AgentState, Millis, Status, TeamId};
-use crate::protocol::{ok_reply, Ref};
-use crate::ws::outbox::{Outbound, Outbox, SnapshotReply};
+mod notifier;
 
-/// The latest published state of one agent: its update frame plus the fields filters and
-/// the HTTP API need, so nobody has to ask the actor. One per agent stays alive (and one
-/// per update in the `resume` history): kept compact, no spare capacity anywhere.
-#[derive(Debug)]
-pub struct Published {
-    pub agent_id: AgentId,
-    /// For subscriber filters (a boxed slice: no spare capacity).
-    pub teams: Box<[TeamId]>,
-    pub status: Status,
-    pub since: Millis,
-    pub version: u64,
-    pub connections: u32,
-    /// The hub-wide sequence number of this update (the current `seq` for a registration).
-    pub seq: u64,
-    /// `{"type":"agent","seq":N,"agent":{...}}`.
-    pub frame: Utf8Bytes,
-    /// Where the `AgentState` object starts inside `frame` (a short prefix: fits in `u32`).
-    agent_start: u32,
-}
+pub(crate) use notifier::Notifier;
 
-impl Published {
-    /// The `AgentState` JSON object.
-    pub fn agent_json(&self) -> &str {
-        let f = self.frame.as_str();
-        &f[self.agent_start as usize..f.len() - 1]
-    }
-}
+use crate::model::{AgentId, AgentState, Status, TeamId};
+use crate::outbox::{Outbound, Outbox, SnapshotReply};
+use crate::protocol::{self, Published, Ref};
 
 /// Which agents a subscriber wants. Both lists narrow: an agent must match each one given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Filter {
+pub(crate) struct Filter {
     pub teams: Option<HashSet<TeamId>>,
     pub agents: Option<HashSet<AgentId>>,
 }
 
 impl Filter {
     /// Builds a filter from the optional lists of a request.
-    pub fn new(teams: Option<Vec<TeamId>>, agents: Option<Vec<AgentId>>) -> Self {
+    pub(crate) fn new(teams: Option<Vec<TeamId>>, agents: Option<Vec<AgentId>>) -> Self {
         Filter {
             teams: teams.map(|t| t.into_iter().collect()),
             agents: agents.map(|a| a.into_iter().collect()),
@@ -59,7 +35,7 @@ impl Filter {
     }
 
     /// True when the filter selects this agent.
-    pub fn matches(&self, agent_id: &AgentId, teams: &[TeamId]) -> bool {
+    pub(crate) fn matches(&self, agent_id: &AgentId, teams: &[TeamId]) -> bool {
         if let Some(ids) = &self.agents {
             if !ids.contains(agent_id) {
                 return false;
@@ -82,6 +58,9 @@ struct Subscriber {
 
 struct Inner {
     seq: u64,
+    /// Agents in `latest` by status (in `Status::ALL` order), kept as they change: a
+    /// scrape reads seven numbers instead of walking every agent under the lock.
+    by_status: [u64; Status::ALL.len()],
     latest: HashMap<AgentId, Arc<Published>>,
     /// Recent updates, oldest first, for `resume` (each knows its `seq`). Bounded by
     /// `history_size`. A pointer each: at the default size it holds an update per agent.
@@ -95,7 +74,7 @@ struct Inner {
 
 /// What a `resume` produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResumeResult {
+pub(crate) enum ResumeResult {
     /// Missed events replayed, then `ok recovered:true`.
     Recovered { replayed: usize },
     /// History did not cover the gap: `ok recovered:false` with a snapshot.
@@ -104,7 +83,7 @@ pub enum ResumeResult {
 
 /// Counters read by `/metrics`.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct FanoutStats {
+pub(crate) struct FanoutStats {
     pub seq: u64,
     pub deliveries: u64,
     pub dropped_slow: u64,
@@ -114,7 +93,7 @@ pub struct FanoutStats {
 }
 
 /// The hub-wide update sequence, history and admin subscriber list.
-pub struct Fanout {
+pub(crate) struct Fanout {
     epoch: Arc<str>,
     history_size: usize,
     inner: Mutex<Inner>,
@@ -122,12 +101,13 @@ pub struct Fanout {
 
 impl Fanout {
     /// An empty fan-out for `epoch`, keeping `history_size` recent updates for `resume`.
-    pub fn new(epoch: Arc<str>, history_size: usize) -> Self {
+    pub(crate) fn new(epoch: Arc<str>, history_size: usize) -> Self {
         Fanout {
             epoch,
             history_size,
             inner: Mutex::new(Inner {
                 seq: 0,
+                by_status: [0; Status::ALL.len()],
                 latest: HashMap::new(),
                 history: VecDeque::new(),
                 subscribers: Vec::new(),
@@ -138,7 +118,7 @@ impl Fanout {
     }
 
     /// The epoch this fan-out numbers its updates in.
-    pub fn epoch(&self) -> &Arc<str> {
+    pub(crate) fn epoch(&self) -> &Arc<str> {
         &self.epoch
     }
 
@@ -150,29 +130,36 @@ impl Fanout {
 
     /// Records an agent's state without an update (a directory agent that exists before it
     /// ever changed). It shows in snapshots; subscribers get nothing.
-    pub fn register(&self, state: &AgentState) -> Arc<Published> {
-        let json = agent_json(state);
+    pub(crate) fn register(&self, state: &AgentState) -> Arc<Published> {
+        let json = Published::serialize(state);
         let mut inner = self.lock();
-        let published = Arc::new(build(state, inner.seq, &json));
-        inner
-            .latest
-            .entry(state.agent_id.clone())
-            .or_insert(published)
-            .clone()
+        let published = Arc::new(Published::build(state, inner.seq, &json));
+        let inner = &mut *inner;
+        match inner.latest.entry(state.agent_id.clone()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                inner.by_status[status_index(published.status)] += 1;
+                e.insert(published).clone()
+            }
+        }
     }
 
     /// Publishes a changed state: assigns the next `seq`, keeps it for `resume`, queues it
     /// to every matching admin. Returns the shared entry (its frame goes to the agent's tabs).
-    pub fn publish(&self, state: &AgentState) -> Arc<Published> {
-        let json = agent_json(state);
+    pub(crate) fn publish(&self, state: &AgentState) -> Arc<Published> {
+        let json = Published::serialize(state);
         let mut guard = self.lock();
         let inner = &mut *guard;
         inner.seq += 1;
         let seq = inner.seq;
-        let published = Arc::new(build(state, seq, &json));
-        inner
+        let published = Arc::new(Published::build(state, seq, &json));
+        if let Some(old) = inner
             .latest
-            .insert(state.agent_id.clone(), published.clone());
+            .insert(state.agent_id.clone(), published.clone())
+        {
+            inner.by_status[status_index(old.status)] -= 1;
+        }
+        inner.by_status[status_index(published.status)] += 1;
         inner.history.push_back(published.clone());
         while inner.history.len() > self.history_size {
             inner.history.pop_front();
@@ -201,7 +188,7 @@ impl Fanout {
 
     /// Subscribes (or re-subscribes with a new filter) the socket `conn_id`: queues the
     /// `ok` reply with a snapshot, then every later matching update, with nothing between.
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         &self,
         conn_id: u64,
         filter: Filter,
@@ -220,7 +207,7 @@ impl Fanout {
 
     /// `resume`: replays what `conn_id` missed after (`epoch`, `seq`) if history still holds
     /// all of it, else answers with a fresh snapshot; then subscribes it.
-    pub fn resume(
+    pub(crate) fn resume(
         &self,
         conn_id: u64,
         epoch: &str,
@@ -243,7 +230,7 @@ impl Fanout {
             return ResumeResult::Snapshot;
         }
         let skip = (seq + 1 - oldest_kept) as usize;
-        let frames: Vec<Utf8Bytes> = inner
+        let frames: Vec<Text> = inner
             .history
             .iter()
             .skip(skip)
@@ -251,12 +238,7 @@ impl Fanout {
             .map(|p| p.frame.clone())
             .collect();
         let replayed = frames.len();
-        let fields = format!(
-            r#""recovered":true,"replayed":{replayed},"epoch":{},"seq":{}"#,
-            crate::protocol::json_string(&self.epoch),
-            inner.seq
-        );
-        let ok = Utf8Bytes::from(ok_reply(reply_ref, &fields));
+        let ok = protocol::resumed(reply_ref, replayed, &self.epoch, inner.seq);
         let queued = (replayed == 0 || outbox.push_unbounded(Outbound::Frames(frames)).is_ok())
             && outbox.push_unbounded(Outbound::Frame(ok)).is_ok();
         if queued {
@@ -265,24 +247,48 @@ impl Fanout {
         ResumeResult::Recovered { replayed }
     }
 
+    /// Forgets an agent whose actor stopped (not in the directory): it leaves snapshots,
+    /// unless it changed since `last` (its actor started again).
+    pub(crate) fn forget(&self, last: &Arc<Published>) {
+        let mut inner = self.lock();
+        if inner
+            .latest
+            .get(&last.agent_id)
+            .is_some_and(|p| Arc::ptr_eq(p, last))
+        {
+            inner.latest.remove(&last.agent_id);
+            inner.by_status[status_index(last.status)] -= 1;
+        }
+    }
+
     /// Stops updates to `conn_id`.
-    pub fn unsubscribe(&self, conn_id: u64) {
+    pub(crate) fn unsubscribe(&self, conn_id: u64) {
         self.lock().subscribers.retain(|s| s.conn_id != conn_id);
     }
 
     /// A consistent view: current `seq` and the matching agents' latest states.
-    pub fn snapshot(&self, filter: &Filter) -> (u64, Vec<Arc<Published>>) {
+    pub(crate) fn snapshot(&self, filter: &Filter) -> (u64, Vec<Arc<Published>>) {
         let inner = self.lock();
         (inner.seq, matching(&inner, filter))
     }
 
+    /// How many agents (listed in snapshots) are in each status.
+    pub(crate) fn status_counts(&self) -> [(Status, u64); Status::ALL.len()] {
+        let counts = self.lock().by_status;
+        let mut out = [(Status::Offline, 0); Status::ALL.len()];
+        for (i, s) in Status::ALL.iter().enumerate() {
+            out[i] = (*s, counts[i]);
+        }
+        out
+    }
+
     /// The latest state of one agent.
-    pub fn get(&self, agent_id: &AgentId) -> Option<Arc<Published>> {
+    pub(crate) fn get(&self, agent_id: &AgentId) -> Option<Arc<Published>> {
         self.lock().latest.get(agent_id).cloned()
     }
 
     /// Counters for `/metrics`.
-    pub fn stats(&self) -> FanoutStats {
+    pub(crate) fn stats(&self) -> FanoutStats {
         let inner = self.lock();
         FanoutStats {
             seq: inner.seq,
@@ -307,13 +313,17 @@ impl Fanout {
         recovered: Option<bool>,
     ) -> SnapshotReply {
         SnapshotReply {
-            reply_ref: reply_ref.map(Ref::to_json),
+            reply_ref: reply_ref.cloned(),
             recovered,
             epoch: self.epoch.clone(),
             seq: inner.seq,
             agents: matching(inner, filter),
         }
     }
+}
+
+fn status_index(status: Status) -> usize {
+    Status::ALL.iter().position(|s| *s == status).unwrap_or(0)
 }
 
 fn matching(inner: &Inner, filter: &Filter) -> Vec<Arc<Published>> {
@@ -335,11 +345,6 @@ fn matching(inner: &Inner, filter: &Filter) -> Vec<Arc<Published>> {
     agents
 }
 
-/// Orders agents by id (done by the reader, outside the lock).
-pub fn sort_by_id(agents: &mut [Arc<Published>]) {
-    agents.sort_unstable_by(|a, b| a.agent_id.cmp(&b.agent_id));
-}
-
 fn attach(inner: &mut Inner, conn_id: u64, filter: Filter, outbox: &Outbox) {
     inner.subscribers.retain(|s| s.conn_id != conn_id);
     inner.subscribers.push(Subscriber {
@@ -347,29 +352,4 @@ fn attach(inner: &mut Inner, conn_id: u64, filter: Filter, outbox: &Outbox) {
         filter,
         outbox: outbox.clone(),
     });
-}
-
-fn agent_json(state: &AgentState) -> String {
-    // AgentState holds only strings, numbers and enums: serialization cannot fail.
-    serde_json::to_string(state).unwrap_or_else(|_| "{}".to_string())
-}
-
-fn build(state: &AgentState, seq: u64, json: &str) -> Published {
-    let prefix = format!(r#"{{"type":"agent","seq":{seq},"agent":"#);
-    let mut frame = String::with_capacity(prefix.len() + json.len() + 1);
-    frame.push_str(&prefix);
-    frame.push_str(json);
-    frame.push('}');
-    Published {
-        agent_id: state.agent_id.clone(),
-        teams: state.teams.as_slice().into(),
-        status: state.status,
-        since: state.since,
-        version: state.version,
-        connections: state.connections,
-        seq,
-        frame: Utf8Bytes::from(frame),
-        // The prefix is `{"type":"agent","seq":N,"agent":`: a few dozen bytes.
-        agent_start: u32::try_from(prefix.len()).unwrap_or(0),
-    }
 }

@@ -5,7 +5,6 @@
 //! `--queue-bytes` setting, ~1 MiB by default); a producer that finds it over its bound marks
 //! the socket for closing with 4008 and drops it, so a slow reader never slows anyone else.
 
-use axum::extract::ws::Utf8Bytes;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,18 +13,23 @@ use std::task::{Context, Poll};
 
 use futures::task::AtomicWaker;
 
-use crate::hub::fanout::Published;
+mod ordered;
+
+pub(crate) use ordered::{Later, Ordered};
+
+use crate::metrics::Metrics;
+use crate::protocol::{self, sort_by_id, Published, Ref, Text};
 
 /// Close code for a socket that fell behind its queue bound.
-pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 4008;
 
 /// One item for a socket's writer.
 #[derive(Debug)]
-pub enum Outbound {
+pub(crate) enum Outbound {
     /// A ready-made text frame, shared with every other receiver of it.
-    Frame(Utf8Bytes),
+    Frame(Text),
     /// Several frames to write in order (a `resume` replay).
-    Frames(Vec<Utf8Bytes>),
+    Frames(Vec<Text>),
     /// A snapshot reply, serialized by the socket's own task so the fan-out lock is never
     /// held while megabytes of JSON are written.
     Snapshot(Box<SnapshotReply>),
@@ -35,9 +39,9 @@ pub enum Outbound {
 
 /// The parts of an `ok` reply carrying a `snapshot`.
 #[derive(Debug)]
-pub struct SnapshotReply {
-    /// The `ref` of the request, already rendered as JSON.
-    pub reply_ref: Option<String>,
+pub(crate) struct SnapshotReply {
+    /// The `ref` of the request.
+    pub reply_ref: Option<Ref>,
     /// `Some(false)` for a `resume` that could not be recovered.
     pub recovered: Option<bool>,
     pub epoch: Arc<str>,
@@ -46,60 +50,29 @@ pub struct SnapshotReply {
 }
 
 impl SnapshotReply {
-    /// Renders the reply frame.
-    pub fn render(mut self) -> String {
-        crate::hub::fanout::sort_by_id(&mut self.agents);
-        let body: usize = self.agents.iter().map(|a| a.agent_json().len() + 1).sum();
-        let mut out = String::with_capacity(body + 128);
-        out.push_str(r#"{"type":"ok""#);
-        if let Some(r) = &self.reply_ref {
-            out.push_str(r#","ref":"#);
-            out.push_str(r);
-        }
-        if let Some(recovered) = self.recovered {
-            out.push_str(if recovered {
-                r#","recovered":true"#
-            } else {
-                r#","recovered":false"#
-            });
-        }
-        out.push_str(r#","snapshot":"#);
-        render_agent_list(&mut out, &self.epoch, self.seq, &self.agents);
-        out.push('}');
-        out
+    /// Renders the reply frame (see [`crate::protocol::snapshot`]).
+    pub(crate) fn render(mut self) -> String {
+        sort_by_id(&mut self.agents);
+        protocol::snapshot(
+            self.reply_ref.as_ref(),
+            self.recovered,
+            &self.epoch,
+            self.seq,
+            &self.agents,
+        )
     }
-}
-
-/// Writes `{"epoch":..,"seq":..,"agents":[..]}` from pre-serialized agent states.
-pub fn render_agent_list(out: &mut String, epoch: &str, seq: u64, agents: &[Arc<Published>]) {
-    out.push_str(r#"{"epoch":"#);
-    out.push_str(&crate::protocol::json_string(epoch));
-    out.push_str(r#","seq":"#);
-    out.push_str(itoa_u64(seq).as_str());
-    out.push_str(r#","agents":["#);
-    for (i, a) in agents.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(a.agent_json());
-    }
-    out.push_str("]}");
-}
-
-fn itoa_u64(n: u64) -> String {
-    n.to_string()
 }
 
 /// Why a push was refused: the socket is over its bound or already closing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("socket queue over its bound")]
-pub struct Overflow;
+pub(crate) struct Overflow;
 
 #[derive(Debug)]
 struct Shared {
     /// The queue itself. A `VecDeque` grows only when frames are waiting (an idle socket
     /// holds no slots), unlike a channel that allocates its slots up front.
-    items: Mutex<VecDeque<Outbound>>,
+    items: Mutex<Queue>,
     /// Bytes queued and not yet taken by the writer.
     queued: AtomicUsize,
     /// The bound in bytes, from `--queue-bytes`.
@@ -117,8 +90,17 @@ struct Shared {
     close_code: AtomicU16,
 }
 
+/// The items, and since when the oldest one waits.
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Outbound>,
+    /// When the queue last went from empty to not empty (cleared when the writer takes
+    /// the first item after it): how long a batch's oldest frame waited, for the metrics.
+    since: Option<std::time::Instant>,
+}
+
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Outbound>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         // Every critical section is a single push or pop: a poisoned lock still holds a
         // consistent queue.
         self.items.lock().unwrap_or_else(|p| p.into_inner())
@@ -139,14 +121,16 @@ impl Shared {
 
 /// The producer side of a socket queue. Cheap to clone.
 #[derive(Debug)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     shared: Arc<Shared>,
 }
 
 /// The writer side, owned by the socket task.
 #[derive(Debug)]
-pub struct OutboxReceiver {
+pub(crate) struct OutboxReceiver {
     shared: Arc<Shared>,
+    /// Where the queue wait of each batch is observed (none in unit tests).
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// Queue capacity kept after a burst drained; larger buffers are given back.
@@ -156,9 +140,18 @@ const KEEP_CAPACITY: usize = 64;
 const FREE_CAPACITY: usize = 8;
 
 /// Creates a queue bounded to `bound_bytes`.
-pub fn outbox(bound_bytes: usize) -> (Outbox, OutboxReceiver) {
+#[cfg(test)]
+pub(crate) fn outbox(bound_bytes: usize) -> (Outbox, OutboxReceiver) {
+    outbox_measured(bound_bytes, None)
+}
+
+/// [`outbox`], observing each batch's queue wait in `metrics`.
+pub(crate) fn outbox_measured(
+    bound_bytes: usize,
+    metrics: Option<Arc<Metrics>>,
+) -> (Outbox, OutboxReceiver) {
     let shared = Arc::new(Shared {
-        items: Mutex::new(VecDeque::new()),
+        items: Mutex::new(Queue::default()),
         queued: AtomicUsize::new(0),
         bound: bound_bytes,
         max_items: (bound_bytes / 64).clamp(64, 1 << 16),
@@ -170,7 +163,7 @@ pub fn outbox(bound_bytes: usize) -> (Outbox, OutboxReceiver) {
         Outbox {
             shared: shared.clone(),
         },
-        OutboxReceiver { shared },
+        OutboxReceiver { shared, metrics },
     )
 }
 
@@ -194,7 +187,7 @@ impl Drop for Outbox {
 impl Outbox {
     /// Queues a frame. Over the bound, the socket is marked for closing with 4008 and
     /// `Overflow` is returned: the caller drops this receiver from its lists.
-    pub fn push(&self, frame: Utf8Bytes) -> Result<(), Overflow> {
+    pub(crate) fn push(&self, frame: Text) -> Result<(), Overflow> {
         if self.is_closing() {
             return Err(Overflow);
         }
@@ -210,7 +203,7 @@ impl Outbox {
 
     /// Queues an item that is not counted against the byte bound (snapshots, replays: one
     /// per request, sized by the request, not by the event rate).
-    pub fn push_unbounded(&self, item: Outbound) -> Result<(), Overflow> {
+    pub(crate) fn push_unbounded(&self, item: Outbound) -> Result<(), Overflow> {
         if self.is_closing() {
             return Err(Overflow);
         }
@@ -227,21 +220,24 @@ impl Outbox {
 
     fn enqueue(&self, item: Outbound, counted: usize) -> Result<(), Overflow> {
         {
-            let mut items = self.shared.lock();
-            if items.len() >= self.shared.max_items {
-                drop(items);
+            let mut queue = self.shared.lock();
+            if queue.items.len() >= self.shared.max_items {
+                drop(queue);
                 self.shared.queued.fetch_sub(counted, Ordering::Relaxed);
                 self.close(CLOSE_SLOW_CONSUMER);
                 return Err(Overflow);
             }
-            items.push_back(item);
+            if queue.items.is_empty() && queue.since.is_none() {
+                queue.since = Some(std::time::Instant::now());
+            }
+            queue.items.push_back(item);
         }
         self.shared.waker.wake();
         Ok(())
     }
 
     /// Asks the socket to close with `code` now (what is queued is dropped).
-    pub fn close(&self, code: u16) {
+    pub(crate) fn close(&self, code: u16) {
         if self
             .shared
             .close_code
@@ -253,31 +249,27 @@ impl Outbox {
     }
 
     /// True once a close was requested.
-    pub fn is_closing(&self) -> bool {
+    pub(crate) fn is_closing(&self) -> bool {
         self.shared.close_code.load(Ordering::Acquire) != 0
     }
 
     /// Bytes waiting in the queue (for the fan-out lag gauge).
-    pub fn queued_bytes(&self) -> usize {
+    pub(crate) fn queued_bytes(&self) -> usize {
         self.shared.queued.load(Ordering::Relaxed)
-    }
-
-    /// True when both handles feed the same socket.
-    pub fn same_socket(&self, other: &Outbox) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
     }
 }
 
 impl OutboxReceiver {
     /// The next item, or `None` when every producer is gone and the queue is empty.
+    #[cfg(test)]
     /// (Single consumer: the socket task; see [`OutboxReceiver::poll_recv`].)
-    pub async fn recv(&mut self) -> Option<Outbound> {
+    pub(crate) async fn recv(&mut self) -> Option<Outbound> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// Polls for the next item; the task is woken when one is queued or the last producer
     /// left. Only the socket task polls its receiver (one waker is kept).
-    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
         if let Some(item) = self.try_recv() {
             return Poll::Ready(Some(item));
         }
@@ -293,15 +285,21 @@ impl OutboxReceiver {
     }
 
     /// Polls for a close request (its code); woken like [`OutboxReceiver::poll_recv`].
-    pub fn poll_close(&self, cx: &mut Context<'_>) -> Poll<u16> {
+    pub(crate) fn poll_close(&self, cx: &mut Context<'_>) -> Poll<u16> {
         self.shared.poll_close(cx)
     }
 
     /// The next item if one is ready.
-    pub fn try_recv(&self) -> Option<Outbound> {
-        let item = {
-            let mut items = self.shared.lock();
-            let item = items.pop_front();
+    pub(crate) fn try_recv(&self) -> Option<Outbound> {
+        let (item, since) = {
+            let mut queue = self.shared.lock();
+            let item = queue.items.pop_front();
+            let since = if item.is_some() {
+                queue.since.take()
+            } else {
+                None
+            };
+            let items = &mut queue.items;
             if items.is_empty() {
                 if items.capacity() <= FREE_CAPACITY {
                     // An idle socket holds no slots at all.
@@ -310,29 +308,16 @@ impl OutboxReceiver {
                     items.shrink_to(KEEP_CAPACITY);
                 }
             }
-            item
-        }?;
+            (item, since)
+        };
+        if let (Some(since), Some(metrics)) = (since, &self.metrics) {
+            metrics.queue_waited(since.elapsed());
+        }
+        let item = item?;
         if let Outbound::Frame(f) = &item {
             self.shared.queued.fetch_sub(f.len(), Ordering::Relaxed);
         }
         Some(item)
-    }
-
-    /// A handle that resolves when a producer asks for a close, usable while the receiver
-    /// is borrowed by the writer (polled by the socket task only, like the receiver).
-    pub fn close_signal(&self) -> CloseSignal {
-        CloseSignal(self.shared.clone())
-    }
-}
-
-/// Resolves with the close code once a producer asked for a close.
-#[derive(Debug, Clone)]
-pub struct CloseSignal(Arc<Shared>);
-
-impl CloseSignal {
-    /// Waits for a close request and returns its code.
-    pub async fn requested(&self) -> u16 {
-        std::future::poll_fn(|cx| self.0.poll_close(cx)).await
     }
 }
 
@@ -340,8 +325,8 @@ impl CloseSignal {
 mod tests {
     use super::*;
 
-    fn text(s: &str) -> Utf8Bytes {
-        Utf8Bytes::from(s.to_string())
+    fn text(s: &str) -> Text {
+        Text::from(s.to_string())
     }
 
     #[tokio::test]
@@ -368,7 +353,10 @@ mod tests {
         tx.push(text("123456")).expect("fits");
         assert_eq!(tx.push(text("123456")), Err(Overflow));
         assert!(tx.is_closing());
-        assert_eq!(rx.close_signal().requested().await, CLOSE_SLOW_CONSUMER);
+        assert_eq!(
+            std::future::poll_fn(|cx| rx.poll_close(cx)).await,
+            CLOSE_SLOW_CONSUMER
+        );
         assert_eq!(tx.queued_bytes(), 6, "the refused frame is not counted");
         assert!(rx.try_recv().is_some());
         assert_eq!(tx.queued_bytes(), 0);

@@ -1,0 +1,146 @@
+//! What an agent actor uses of the rest of the hub, as one small handle with private
+//! fields: the fan-out it publishes to, the adapter notifier, the event-id memory, the
+//! durable store, the clock, the metrics, the policy defaults and the task tracker it is
+//! spawned on, and where it reports that it stopped. The hub builds one [`AgentEnv`] and every actor holds a clone (one pointer
+//! in every agent's task).
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::fanout::{Fanout, Notifier};
+use crate::metrics::Metrics;
+use crate::protocol::Published;
+use crate::store::dedup::EventIdCache;
+use crate::store::{CommitTicket, Store};
+
+/// The hub-wide defaults an actor's policy starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Defaults {
+    /// Wrap-up after a call when the directory sets none for the agent (`--wrap-up-secs`).
+    pub wrap_up: Duration,
+    /// How long an agent with no open tab stays logged in (`--disconnect-grace-secs`).
+    pub disconnect_grace: Duration,
+    /// Ring timeouts in a row before the agent is set busy (0: off).
+    pub max_missed_in_row: u32,
+    /// How long an actor with no tab, call or timer waits for something to happen before
+    /// it stops (`--actor-idle-secs`); its state stays in the store.
+    pub actor_idle: Duration,
+}
+
+/// The services of an agent actor. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub(crate) struct AgentEnv {
+    /// Shared by every actor: one allocation for the hub.
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Numbers and keeps every change, hands it to subscribed admins.
+    fanout: Arc<Fanout>,
+    /// Pushes call notifications to adapter sockets.
+    notifier: Arc<Notifier>,
+    /// First replies to telephony events, for idempotency.
+    events: Arc<EventIdCache>,
+    /// Every change is queued to it (never waited on by an actor).
+    store: Arc<Store>,
+    /// Unix milliseconds on tokio's clock.
+    clock: Clock,
+    /// Counters the actor bumps (notifications, telephony outcomes).
+    metrics: Arc<Metrics>,
+    /// Hub-wide policy defaults.
+    defaults: Defaults,
+    /// Every actor task, so shutdown can wait for them.
+    tasks: TaskTracker,
+    /// Where a stopping actor leaves its last published state, for the hub to forget it
+    /// once its last change is committed.
+    retired: mpsc::Sender<Arc<Published>>,
+}
+
+/// The parts an [`AgentEnv`] is made of (built by the hub once).
+pub(crate) struct EnvParts {
+    pub fanout: Arc<Fanout>,
+    pub notifier: Arc<Notifier>,
+    pub events: Arc<EventIdCache>,
+    pub store: Arc<Store>,
+    pub clock: Clock,
+    pub metrics: Arc<Metrics>,
+    pub defaults: Defaults,
+    pub tasks: TaskTracker,
+    pub retired: mpsc::Sender<Arc<Published>>,
+}
+
+impl AgentEnv {
+    /// The handle over `parts`.
+    pub(crate) fn new(parts: EnvParts) -> AgentEnv {
+        let EnvParts {
+            fanout,
+            notifier,
+            events,
+            store,
+            clock,
+            metrics,
+            defaults,
+            tasks,
+            retired,
+        } = parts;
+        AgentEnv {
+            shared: Arc::new(Shared {
+                fanout,
+                notifier,
+                events,
+                store,
+                clock,
+                metrics,
+                defaults,
+                tasks,
+                retired,
+            }),
+        }
+    }
+
+    pub(super) fn fanout(&self) -> &Fanout {
+        &self.shared.fanout
+    }
+
+    pub(super) fn notifier(&self) -> &Notifier {
+        &self.shared.notifier
+    }
+
+    pub(super) fn events(&self) -> &EventIdCache {
+        &self.shared.events
+    }
+
+    pub(super) fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    pub(super) fn clock(&self) -> Clock {
+        self.shared.clock
+    }
+
+    pub(super) fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    pub(super) fn defaults(&self) -> &Defaults {
+        &self.shared.defaults
+    }
+
+    pub(super) fn tasks(&self) -> &TaskTracker {
+        &self.shared.tasks
+    }
+
+    /// An actor stopped (idle): the hub forgets it once its last change is committed. A
+    /// full queue only delays that until the agent is next looked up.
+    pub(super) fn retired(&self, last: Arc<Published>) {
+        let _ = self.shared.retired.try_send(last);
+    }
+
+    /// A ticket for an answer that stored nothing itself (see [`Store::ack_barrier`]).
+    pub(super) fn ack_barrier(&self) -> CommitTicket {
+        self.shared.store.ack_barrier()
+    }
+}

@@ -1,0 +1,506 @@
+//! The routing seam: every command for an agent (from its own socket, an admin socket, the
+//! telephony socket or the HTTP API) goes through the [`Router`], which finds the agent's
+//! actor, starting it when the agent may have one, and hands back a [`Route`] to it.
+//!
+//! Today a route is always [`Route::Local`]: the actor runs in this process. Cluster mode
+//! will add a variant for an agent owned by another node (`Route::Remote(node)`), forwarding
+//! the same commands over the cluster link: callers only ever see `Route` and the router's
+//! methods, so they need not change.
+//!
+//! Who may have an actor: an agent in the directory, and an agent whose tab logs in. A
+//! command for anyone else (a telephony event, an admin action) creates nothing and is
+//! answered `unknown_agent`.
+//!
+//! Actors are bounded by what is live: one with no tab, call or timer stops after
+//! `--actor-idle-secs` (see `agent::actor`). The reaper forgets it once its last change is
+//! committed; the router starts it again from its stored state when a command comes (a
+//! command that finds it stopping waits for that commit and does the same).
+
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{persist, profile_of, restored, LiveDirectory};
+use crate::agent::{AgentEnv, AgentHandle, Applied, Profile, TabId, TelephonyAnswer};
+use crate::clock::Clock;
+use crate::fanout::Fanout;
+use crate::metrics::Metrics;
+use crate::model::{AgentId, AgentState, Input, Rejection};
+use crate::outbox::Outbox;
+use crate::protocol::{telephony_unknown_agent, CallEvent, Published, TelephonyMessage};
+use crate::store::dedup::EventIdCache;
+use crate::store::{CommitTicket, Store};
+
+/// How many times a command retries an actor that stopped under it.
+const RETRIES: usize = 3;
+
+/// Who may get an actor started by a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Only an agent in the directory (or with a live actor).
+    Known,
+    /// Anyone: a tab of this agent logs in.
+    Login,
+}
+
+/// Why a command did not reach an actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RouteError {
+    /// Neither in the directory nor logged in.
+    #[error("unknown agent")]
+    UnknownAgent,
+    /// The actor is gone: the hub is shutting down.
+    #[error("the hub is shutting down")]
+    Unavailable,
+}
+
+/// Where an agent's commands go. Cheap to clone; a socket keeps the route of its agent.
+#[derive(Clone)]
+pub(crate) enum Route {
+    /// The actor runs in this process.
+    Local(AgentHandle),
+}
+
+impl Route {
+    /// Registers a tab with the actor (which queues `hello` into `outbox` first).
+    pub(crate) async fn attach(
+        &self,
+        outbox: Outbox,
+        hint: Option<Profile>,
+    ) -> Result<TabId, RouteError> {
+        match self {
+            Route::Local(h) => h
+                .attach(outbox, hint)
+                .await
+                .map_err(|_| RouteError::Unavailable),
+        }
+    }
+
+    /// A tab closed.
+    pub(crate) async fn detach(&self, tab: TabId) {
+        match self {
+            Route::Local(h) => h.detach(tab).await,
+        }
+    }
+
+    /// Applies an input; `origin` is the tab that asked (it answers a logout itself).
+    pub(crate) async fn apply(
+        &self,
+        input: Input,
+        origin: Option<TabId>,
+    ) -> Result<Result<Applied, Rejection>, RouteError> {
+        match self {
+            Route::Local(h) => h
+                .apply(input, origin)
+                .await
+                .map_err(|_| RouteError::Unavailable),
+        }
+    }
+
+    /// Hands a telephony event to the actor; its answer arrives on the receiver.
+    async fn telephony(
+        &self,
+        event_id: String,
+        input: Input,
+    ) -> Result<oneshot::Receiver<TelephonyAnswer>, RouteError> {
+        match self {
+            Route::Local(h) => h
+                .telephony_dispatch(event_id, input)
+                .await
+                .map_err(|_| RouteError::Unavailable),
+        }
+    }
+
+    async fn set_profile(&self, profile: Profile) {
+        match self {
+            Route::Local(h) => h.set_profile(profile).await,
+        }
+    }
+}
+
+/// A telephony event after routing: answered by the router itself (unknown agent), or on
+/// its way at the actor (the answer arrives on the receiver, built once there).
+#[derive(Debug)]
+pub(crate) enum Dispatched {
+    /// Answered without an actor.
+    Answered(TelephonyAnswer),
+    /// The actor's answer will arrive here.
+    Pending(oneshot::Receiver<TelephonyAnswer>),
+}
+
+/// Finds (or starts) the actor of an agent. See the module doc.
+pub(crate) struct Router {
+    /// The live actors (and, for a moment, stopped ones the reaper has not forgotten).
+    agents: Arc<DashMap<AgentId, AgentHandle>>,
+    /// What every actor is started with.
+    env: AgentEnv,
+    /// Who is in the directory, and their profiles.
+    directory: Arc<LiveDirectory>,
+    /// Event ids answered without an actor (unknown agent) are remembered here too.
+    events: Arc<EventIdCache>,
+    /// Where those answers are stored, and stopped actors' states are read back from.
+    store: Arc<Store>,
+    /// For the time of a stored event id.
+    clock: Clock,
+    /// Telephony outcomes answered here.
+    metrics: Arc<Metrics>,
+    /// `--ring-timeout-secs`: when neither the offer nor a ring group sets one.
+    ring_timeout: Duration,
+    /// `--disconnect-grace-secs`, for a state read back from the store.
+    grace: Duration,
+    /// Set at shutdown: nothing is started any more.
+    closed: AtomicBool,
+    /// Store reads in flight at once: no more than the store keeps read connections, so a
+    /// login burst reuses them instead of opening one per login (and holds few blocking
+    /// threads).
+    reads: tokio::sync::Semaphore,
+}
+
+/// What the router is built from.
+pub(super) struct RouterParts {
+    pub env: AgentEnv,
+    pub directory: Arc<LiveDirectory>,
+    pub events: Arc<EventIdCache>,
+    pub store: Arc<Store>,
+    pub clock: Clock,
+    pub metrics: Arc<Metrics>,
+    pub ring_timeout: Duration,
+    pub grace: Duration,
+}
+
+impl Router {
+    pub(super) fn new(parts: RouterParts) -> Router {
+        Router {
+            agents: Arc::new(DashMap::new()),
+            env: parts.env,
+            directory: parts.directory,
+            events: parts.events,
+            store: parts.store,
+            clock: parts.clock,
+            metrics: parts.metrics,
+            ring_timeout: parts.ring_timeout,
+            grace: parts.grace,
+            closed: AtomicBool::new(false),
+            reads: tokio::sync::Semaphore::new(crate::store::READ_CONNECTIONS),
+        }
+    }
+
+    /// Starts the actor of a stored agent (at start, after a restart).
+    pub(super) fn restore(&self, state: AgentState) {
+        let id = state.agent_id.clone();
+        let profile = self.profile_for(&id, &state);
+        let handle = AgentHandle::spawn(&self.env, state, profile);
+        self.agents.insert(id, handle);
+    }
+
+    /// The profile an actor starts with: its directory entry's, else (known from its
+    /// token only) the name and teams it had.
+    fn profile_for(&self, id: &AgentId, state: &AgentState) -> Profile {
+        match self.directory.read().agents.get(id) {
+            Some(p) => profile_of(p),
+            None => Profile {
+                name: state.name.clone(),
+                teams: state.teams.clone(),
+                wrap_up_ms: None,
+            },
+        }
+    }
+
+    /// Starts an actor (offline) for every directory agent that has none.
+    pub(super) fn start_directory_agents(&self) {
+        let ids: Vec<AgentId> = self.directory.read().agents.keys().cloned().collect();
+        for id in ids {
+            if !self.agents.contains_key(&id) {
+                let state = AgentState::new(id.clone(), self.clock.now_ms());
+                let profile = self.profile_for(&id, &state);
+                self.agents
+                    .insert(id, AgentHandle::spawn(&self.env, state, profile));
+            }
+        }
+    }
+
+    /// The live actor of `id`, started from its stored state (or fresh) when it has none
+    /// and `reach` allows it; `None` for an agent the hub does not know.
+    async fn find(&self, id: &AgentId, reach: Reach) -> Result<Option<AgentHandle>, RouteError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(RouteError::Unavailable);
+        }
+        if let Some(h) = self.agents.get(id).map(|h| h.clone()) {
+            if !h.is_closed() {
+                return Ok(Some(h));
+            }
+            // It stopped a moment ago: its last change may still be on its way to the
+            // disk. Once that is committed, it is forgotten and read back.
+            persist::wait(self.store.flush())
+                .await
+                .map_err(|_| RouteError::Unavailable)?;
+            self.agents.remove_if(id, |_, h| h.is_closed());
+        }
+        if reach == Reach::Known && !self.directory.read().agents.contains_key(id) {
+            return Ok(None);
+        }
+        let store = self.store.clone();
+        let key = id.clone();
+        let permit = self
+            .reads
+            .acquire()
+            .await
+            .map_err(|_| RouteError::Unavailable)?;
+        let stored = tokio::task::spawn_blocking(move || store.agent_state(&key))
+            .await
+            .map_err(|_| RouteError::Unavailable)?
+            .map_err(|_| RouteError::Unavailable)?;
+        drop(permit);
+        let now = self.clock.now_ms();
+        let state = match stored {
+            Some(state) => restored(state, now, self.grace),
+            None => AgentState::new(id.clone(), now),
+        };
+        if self.closed.load(Ordering::Acquire) {
+            return Err(RouteError::Unavailable);
+        }
+        let handle = self
+            .agents
+            .entry(id.clone())
+            .or_insert_with(|| {
+                let profile = self.profile_for(id, &state);
+                AgentHandle::spawn(&self.env, state, profile)
+            })
+            .clone();
+        Ok(Some(handle))
+    }
+
+    /// The route of an agent that may have an actor (in the directory, or with a live
+    /// actor); `None` for anyone else.
+    pub(crate) async fn route(&self, id: &AgentId) -> Result<Option<Route>, RouteError> {
+        Ok(self.find(id, Reach::Known).await?.map(Route::Local))
+    }
+
+    /// A tab of `id` logs in: its actor is found or started, and the tab attached. The
+    /// token's name and teams are used only for an agent the directory does not know.
+    pub(crate) async fn login(
+        &self,
+        id: &AgentId,
+        outbox: Outbox,
+        hint: Profile,
+    ) -> Result<(Route, TabId), RouteError> {
+        let in_directory = self.directory.read().agents.contains_key(id);
+        let hint = (!in_directory).then_some(hint);
+        for _ in 0..RETRIES {
+            let Some(h) = self.find(id, Reach::Login).await? else {
+                return Err(RouteError::UnknownAgent);
+            };
+            let route = Route::Local(h);
+            // A stopped actor refuses the tab: start it again.
+            if let Ok(tab) = route.attach(outbox.clone(), hint.clone()).await {
+                return Ok((route, tab));
+            }
+        }
+        Err(RouteError::Unavailable)
+    }
+
+    /// Applies an input from an admin socket or the HTTP API to a known agent.
+    pub(crate) async fn apply(
+        &self,
+        id: &AgentId,
+        input: Input,
+    ) -> Result<Result<Applied, Rejection>, RouteError> {
+        for _ in 0..RETRIES {
+            let route = self.route(id).await?.ok_or(RouteError::UnknownAgent)?;
+            match route.apply(input.clone(), None).await {
+                Err(RouteError::Unavailable) => continue,
+                other => return other,
+            }
+        }
+        Err(RouteError::Unavailable)
+    }
+
+    /// Routes one checked telephony event. The event-id memory is consulted once: by the
+    /// actor (which serializes an agent's events, so two copies of one event in flight
+    /// cannot both apply), or here when no actor may exist (unknown agent).
+    pub(crate) async fn telephony(
+        &self,
+        message: &TelephonyMessage,
+    ) -> Result<Dispatched, RouteError> {
+        let (Some(event), Some(input)) = (message.event(), self.input_of(message)) else {
+            return Err(RouteError::UnknownAgent);
+        };
+        for _ in 0..RETRIES {
+            let Some(route) = self.route(&event.agent_id).await? else {
+                return Ok(Dispatched::Answered(self.unknown_agent(message, event)));
+            };
+            match route.telephony(event.event_id.clone(), input.clone()).await {
+                Ok(pending) => return Ok(Dispatched::Pending(pending)),
+                Err(_) => continue,
+            }
+        }
+        Err(RouteError::Unavailable)
+    }
+    /// The answer to an event for an agent that may not have an actor: remembered (and
+    /// stored) like any first answer, so a repeat is a `duplicate`.
+    fn unknown_agent(&self, message: &TelephonyMessage, event: &CallEvent) -> TelephonyAnswer {
+        if let Some(reply) = self.events.get(&event.event_id) {
+            self.metrics.telephony_event(true, false);
+            return TelephonyAnswer {
+                reply,
+                duplicate: true,
+                // The first answer may still be on its way to the disk.
+                ticket: self.store.ack_barrier(),
+            };
+        }
+        let is_offer = matches!(message, TelephonyMessage::CallOffered(_));
+        let reply = telephony_unknown_agent(is_offer, &event.agent_id);
+        let ticket: CommitTicket =
+            self.store
+                .record_event_id(&event.event_id, &reply, self.clock.now_ms());
+        self.events.insert(&event.event_id, reply.clone());
+        self.metrics.telephony_event(false, false);
+        TelephonyAnswer {
+            reply,
+            duplicate: false,
+            ticket,
+        }
+    }
+
+    fn input_of(&self, message: &TelephonyMessage) -> Option<Input> {
+        Some(match message {
+            TelephonyMessage::CallOffered(o) => Input::CallOffered {
+                ring_timeout_ms: self.ring_timeout_ms(
+                    o.ring_timeout_ms,
+                    o.ring_group.as_deref(),
+                    &o.event.agent_id,
+                ),
+                call_id: o.event.call_id.clone(),
+                from: o.from.clone(),
+                to: o.to.clone(),
+                ring_group: o.ring_group.clone(),
+            },
+            TelephonyMessage::CallAnswered(e) => Input::CallAnswered {
+                call_id: e.call_id.clone(),
+            },
+            TelephonyMessage::CallCancelled(e) => Input::CallCancelled {
+                call_id: e.call_id.clone(),
+            },
+            TelephonyMessage::CallEnded(e) => Input::CallEnded {
+                call_id: e.call_id.clone(),
+            },
+            TelephonyMessage::OutboundStarted(o) => Input::OutboundStarted {
+                call_id: o.event.call_id.clone(),
+                to: o.to.clone(),
+            },
+            TelephonyMessage::CallNoAnswer(e) => Input::CallNoAnswer {
+                call_id: e.call_id.clone(),
+            },
+            TelephonyMessage::CallRejected(e) => Input::CallRejected {
+                call_id: e.call_id.clone(),
+            },
+            TelephonyMessage::Ping {} => return None,
+        })
+    }
+
+    /// Ring timeout of an offer: the offer's own, else its ring group's, else one of the
+    /// agent's ring groups', else the hub default.
+    fn ring_timeout_ms(&self, own: Option<u64>, group: Option<&str>, agent_id: &AgentId) -> u64 {
+        if let Some(ms) = own {
+            return ms;
+        }
+        let dir = self.directory.read();
+        group
+            .and_then(|g| dir.ring_timeout_ms(g))
+            .or_else(|| {
+                dir.groups_of(agent_id)
+                    .into_iter()
+                    .find_map(|g| dir.ring_timeout_ms(g))
+            })
+            .unwrap_or(u64::try_from(self.ring_timeout.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// A directory entry was created or changed: the actor (started if needed) takes the
+    /// new profile.
+    pub(crate) async fn profile_changed(&self, id: &AgentId, profile: Profile) {
+        if let Ok(Some(h)) = self.find(id, Reach::Known).await {
+            Route::Local(h).set_profile(profile).await;
+        }
+    }
+
+    /// A directory entry was deleted: its name and teams are cleared, and its actor stops
+    /// (at once when idle, else once it is).
+    pub(crate) async fn profile_removed(&self, id: &AgentId) {
+        if let Some(h) = self.agents.get(id).map(|h| h.clone()) {
+            h.leave_directory().await;
+        }
+    }
+
+    /// True when the agent has a live actor or a directory entry.
+    pub(crate) fn is_known(&self, id: &AgentId) -> bool {
+        self.agents.contains_key(id) || self.directory.read().agents.contains_key(id)
+    }
+
+    /// True when the agent is known (see [`Router::is_known`]) or has a stored state: an
+    /// agent whose actor stopped while idle still has its history and reports.
+    pub(crate) async fn has_record(&self, id: &AgentId) -> bool {
+        if self.is_known(id) {
+            return true;
+        }
+        let store = self.store.clone();
+        let key = id.clone();
+        matches!(
+            tokio::task::spawn_blocking(move || store.agent_state(&key)).await,
+            Ok(Ok(Some(_)))
+        )
+    }
+
+    /// Telephony event ids remembered for deduplication.
+    pub(crate) fn remembered_event_ids(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Live actors (and stopped ones not yet forgotten).
+    pub(crate) fn actor_count(&self) -> usize {
+        self.agents.len()
+    }
+
+    /// Drops every actor handle so the actors end, and starts none any more (shutdown).
+    pub(crate) fn stop_all(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.agents.clear();
+    }
+
+    /// Forgets stopped actors once their last change is committed: their entry here, and,
+    /// for an agent not in the directory, its state in the fan-out (snapshots list the
+    /// directory and the live agents). Runs until `stop`.
+    pub(super) fn reaper(
+        &self,
+        mut retired: mpsc::Receiver<Arc<Published>>,
+        fanout: Arc<Fanout>,
+        stop: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let agents = self.agents.clone();
+        let directory = self.directory.clone();
+        let store = self.store.clone();
+        async move {
+            let mut batch = Vec::new();
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    n = retired.recv_many(&mut batch, 4096) => if n == 0 { break },
+                }
+                // One commit covers the whole batch.
+                if persist::wait(store.flush()).await.is_err() {
+                    batch.clear();
+                    continue;
+                }
+                for last in batch.drain(..) {
+                    let id = &last.agent_id;
+                    agents.remove_if(id, |_, h| h.is_closed());
+                    if !agents.contains_key(id) && !directory.read().agents.contains_key(id) {
+                        fanout.forget(&last);
+                    }
+                }
+            }
+        }
+    }
+}
