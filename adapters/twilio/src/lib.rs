@@ -87,6 +87,7 @@ pub fn spawn(listener: TcpListener, settings: Settings) -> Adapter {
             hub,
             calls: calls::Calls::new(CALL_CAPACITY),
             rest,
+            moved: tokio::sync::Notify::new(),
         },
         auth_token: settings.auth_token.clone(),
     });
