@@ -103,12 +103,14 @@ pub fn hub_on(listener: TcpListener) -> HubHandle {
 }
 
 /// How the REST stand-in answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum RestMode {
     /// 200 and the call's JSON, like Twilio.
     Works,
     /// 503 to every request (Twilio unreachable or failing), still recording it.
     Fails,
+    /// Records the request, then holds it until a permit is added, then answers 503.
+    HeldThenFails(std::sync::Arc<tokio::sync::Semaphore>),
 }
 
 /// The REST stand-in: records every call update and answers as `mode` says.
@@ -130,8 +132,17 @@ pub async fn start_rest(mode: RestMode) -> (SocketAddr, mpsc::Receiver<Recorded>
             form,
         };
         let _ = tx.send(rec).await;
-        if mode == RestMode::Fails {
-            return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+        match mode {
+            RestMode::Works => {}
+            RestMode::Fails => {
+                return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
+            RestMode::HeldThenFails(gate) => {
+                if let Ok(permit) = gate.acquire().await {
+                    permit.forget();
+                }
+                return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
         }
         let sid = call.trim_end_matches(".json").to_string();
         axum::Json(json!({"sid": sid, "status": "in-progress"})).into_response()
