@@ -6,6 +6,7 @@
 pub mod app;
 pub mod calls;
 pub mod hub;
+pub mod record_rest;
 pub mod rest;
 pub mod routing;
 pub mod secret;
