@@ -83,7 +83,6 @@ impl App {
         let Some(group) = self.behaviour.routing.group_of(to).map(str::to_string) else {
             tracing::warn!(
                 call_sid,
-                called = to,
                 "called number {to:?} is not mapped to a ring group ([numbers] of the \
                  routing file): answering the unmapped-number fallback"
             );

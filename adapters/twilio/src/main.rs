@@ -169,7 +169,8 @@ fn sign(s: Sign) -> anyhow::Result<()> {
     for (k, v) in &params {
         curl.push_str(&format!(" --data-urlencode '{k}={v}'"));
     }
-    curl.push_str(&format!(" '{}'", s.url));
+    // The status on its own line: status callbacks answer an empty 204 (success).
+    curl.push_str(&format!(" -w '\\nHTTP %{{http_code}}\\n' '{}'", s.url));
     eprintln!("{curl}");
     Ok(())
 }

@@ -50,6 +50,10 @@ fn sign_prints_the_official_signature() {
     assert_eq!(stdout.trim(), v["signature"].as_str().expect("signature"));
     let curl = String::from_utf8(out.stderr).expect("utf8");
     assert!(curl.contains("X-Twilio-Signature: "), "{curl}");
+    assert!(
+        curl.contains(r"-w '\nHTTP %{http_code}\n'"),
+        "the status is printed: {curl}"
+    );
 }
 
 #[test]
