@@ -11,7 +11,7 @@
 use serde_json::{json, Value};
 use std::time::Duration;
 
-use crate::calls::{Attempt, Call, Calls, Mover};
+use crate::calls::{Attempt, Call, Calls, Move, Mover};
 use crate::hub::{HubClient, HubError, Notice};
 use crate::rest::Rest;
 use crate::routing::{GroupPolicy, Routing};
@@ -59,6 +59,9 @@ pub struct App {
     pub calls: Calls,
     /// Twilio's REST API.
     pub rest: Rest,
+    /// Woken whenever a REST move ends, so a late `<Dial>` action waiting on one answers
+    /// with its outcome.
+    pub moved: tokio::sync::Notify,
 }
 
 impl App {
@@ -78,8 +81,12 @@ impl App {
         }
         let to = p.text("To");
         let Some(group) = self.behaviour.routing.group_of(to).map(str::to_string) else {
-            tracing::warn!(call_sid, "called number is not mapped to a ring group");
-            return twiml::fallback(&self.behaviour.routing.defaults().fallback);
+            tracing::warn!(
+                call_sid,
+                "called number {to:?} is not mapped to a ring group ([numbers] of the \
+                 routing file): answering the unmapped-number fallback"
+            );
+            return twiml::fallback(&self.behaviour.routing.unmapped);
         };
         if let Some(answer) = self.calls.answer_for(call_sid, "voice") {
             return answer; // a retried webhook
@@ -128,7 +135,7 @@ impl App {
                 "from": call.from, "to": call.to, "ring_group": call.group,
                 "ring_timeout_ms": ring_ms,
             });
-            match self.hub.event(offer).await {
+            match self.hub_event(offer).await {
                 Ok(reply) if reply["accepted"] == true => {
                     self.calls.ringing(call_sid, agent);
                     return twiml::dial_agent(&twiml::DialAgent {
@@ -204,14 +211,12 @@ impl App {
                         }
                     }
                     Some(Attempt::Closed(Mover::Action)) => {}
-                    // The hub ended this ring and a REST update moved the call on (or
-                    // tried to: then its TwiML waits here).
+                    // The hub ended this ring and a REST update moved the call on, or
+                    // tried to: answer where the hunt stands now.
                     Some(Attempt::Closed(Mover::Rest)) | None => {
-                        let after = format!("after:{agent}");
-                        return self
-                            .calls
-                            .answer_for(call_sid, &after)
-                            .unwrap_or_else(twiml::empty);
+                        let answer = self.after_rest_move(call_sid, &policy).await;
+                        self.calls.remember_answer(call_sid, &key, &answer);
+                        return answer;
                     }
                 }
                 let answer = self.hunt_within_deadline(call_sid, &policy).await;
@@ -221,6 +226,37 @@ impl App {
             other => {
                 tracing::warn!(call_sid, "unexpected DialCallStatus {other:?}");
                 twiml::fallback(&policy.fallback)
+            }
+        }
+    }
+
+    /// The answer to a `<Dial>` action for a ring the hub ended (console Decline, hub timer).
+    /// When the REST update worked, Twilio runs its TwiML and the old `<Dial>` is gone:
+    /// nothing to do. When it failed, Twilio is still on the old `<Dial>`, and this request
+    /// is the one chance to move the caller: it gets the latest move's TwiML, which reflects
+    /// every ring ended since (never an offer that has ended too). While a move is still in
+    /// flight, the request waits for it, up to the webhook deadline.
+    async fn after_rest_move(&self, call_sid: &str, policy: &GroupPolicy) -> String {
+        let until = tokio::time::Instant::now() + self.behaviour.deadline;
+        loop {
+            let woken = self.moved.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            match self.calls.take_move(call_sid) {
+                None => return twiml::empty(),
+                Some(Move::Undelivered(answer)) => {
+                    tracing::info!(call_sid, "late <Dial> action answered with the move the REST update could not deliver");
+                    return answer;
+                }
+                Some(Move::InFlight) => {
+                    if tokio::time::timeout_at(until, woken).await.is_err() {
+                        tracing::warn!(
+                            call_sid,
+                            "REST move still in flight at the deadline: answering the fallback"
+                        );
+                        return twiml::fallback(&policy.fallback);
+                    }
+                }
             }
         }
     }
@@ -299,7 +335,7 @@ impl App {
             "type": "outbound_started", "event_id": format!("twilio:{call_sid}:outbound"),
             "call_id": call_sid, "agent_id": agent, "to": to,
         });
-        match tokio::time::timeout(self.behaviour.deadline, self.hub.event(frame)).await {
+        match tokio::time::timeout(self.behaviour.deadline, self.hub_event(frame)).await {
             Ok(Ok(reply)) if reply["type"] == "error" && reply["code"] == "invalid_state" => {
                 twiml::say_and_hang_up("You cannot place a call now: another call is active.")
             }
@@ -323,14 +359,26 @@ impl App {
         let Some(call) = self.calls.get(&n.call_id) else {
             return;
         };
+        let Some(generation) = self.calls.start_move(&n.call_id) else {
+            return;
+        };
+        tracing::info!(call_id = %n.call_id, agent_id = %n.agent_id, "hub sent {}: moving the caller on", n.kind);
         let policy = self.behaviour.routing.policy(&call.group).clone();
         let answer = self.hunt_within_deadline(&n.call_id, &policy).await;
-        if let Err(e) = self.rest.update_call(&n.call_id, &answer).await {
-            tracing::warn!(call_id = %n.call_id, "cannot move the call on: {e}");
-            // Twilio's `<Dial>` action for this ring will then get this answer.
-            let after = format!("after:{}", n.agent_id);
-            self.calls.remember_answer(&n.call_id, &after, &answer);
-        }
+        let undelivered = match self.rest.update_call(&n.call_id, &answer).await {
+            Ok(()) => {
+                tracing::info!(call_id = %n.call_id, "call updated through Twilio's REST API");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(call_id = %n.call_id, "cannot move the call on: {e}");
+                // Twilio's `<Dial>` action for the old ring will then get this answer,
+                // unless a later move replaces it.
+                Some(answer)
+            }
+        };
+        self.calls.end_move(&n.call_id, generation, undelivered);
+        self.moved.notify_waiters();
     }
 
     async fn ring_outcome(&self, id: &str, status: &str, call_id: &str, agent: &str) {
@@ -353,11 +401,42 @@ impl App {
     }
 
     async fn send(&self, frame: Value) -> Result<(), HubError> {
-        let reply = self.hub.event(frame).await?;
+        let reply = self.hub_event(frame).await?;
         if reply["type"] == "error" {
             tracing::warn!("hub refused an event: {}", reply["message"]);
         }
         Ok(())
+    }
+
+    /// Sends one telephony event and logs it with the hub's verdict, one info line per
+    /// event (ids and statuses only: nothing secret travels in these frames).
+    async fn hub_event(&self, frame: Value) -> Result<Value, HubError> {
+        let kind = frame["type"].as_str().unwrap_or("?").to_string();
+        let call_id = frame["call_id"].as_str().unwrap_or("").to_string();
+        let agent_id = frame["agent_id"].as_str().unwrap_or("").to_string();
+        let event_id = frame["event_id"].as_str().unwrap_or("").to_string();
+        let result = self.hub.event(frame).await;
+        let verdict = match &result {
+            Ok(reply) => verdict(reply),
+            Err(e) => format!("not sent: {e}"),
+        };
+        tracing::info!(call_id, agent_id, event_id, "hub event {kind}: {verdict}");
+        result
+    }
+}
+
+/// The hub's reply to an event, in a few words for the log.
+fn verdict(reply: &Value) -> String {
+    match reply["type"].as_str() {
+        Some("error") => format!("refused ({})", reply["code"].as_str().unwrap_or("error")),
+        _ if reply["duplicate"] == true => "duplicate (no change)".to_string(),
+        _ if reply["stale"] == true => "stale (no change)".to_string(),
+        _ if reply["accepted"] == true => "accepted (agent ringing)".to_string(),
+        _ if reply["accepted"] == false => format!(
+            "not accepted ({})",
+            reply["reason"].as_str().unwrap_or("agent not available")
+        ),
+        _ => "applied".to_string(),
     }
 }
 

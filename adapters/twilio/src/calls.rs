@@ -26,6 +26,21 @@ pub struct Call {
     /// Answers already given, by the request that asked (`voice`, `action:<DialCallSid>`), so
     /// a retried webhook gets the same TwiML.
     answers: Vec<(String, String)>,
+    /// The hub ended a ring and the adapter is moving the caller on through REST (or
+    /// could not): what a late `<Dial>` action for an ended ring must answer.
+    moving: Option<Move>,
+    /// Counts REST moves, so the outcome of an older, slower one never overwrites a newer.
+    move_gen: u64,
+}
+
+/// Where a REST move of the caller stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Move {
+    /// Hunting the next agent or waiting for Twilio's answer to the call update.
+    InFlight,
+    /// The update failed: Twilio still runs the old `<Dial>`, so its action request must be
+    /// answered with this TwiML (the call's current hunting state) instead.
+    Undelivered(String),
 }
 
 /// The state of one agent's ring.
@@ -57,6 +72,8 @@ impl Call {
             tried: Vec::new(),
             ringing: None,
             answers: Vec::new(),
+            moving: None,
+            move_gen: 0,
         }
     }
 
@@ -167,6 +184,41 @@ impl Calls {
         }
     }
 
+    /// Starts a REST move (the hub ended the ring): returns its generation, or `None` for a
+    /// forgotten call. A move started later supersedes this one.
+    pub fn start_move(&self, call_sid: &str) -> Option<u64> {
+        let mut inner = self.lock();
+        let c = inner.calls.get_mut(call_sid)?;
+        c.move_gen += 1;
+        c.moving = Some(Move::InFlight);
+        Some(c.move_gen)
+    }
+
+    /// Records how move `generation` ended: delivered through REST (`None`: Twilio runs the
+    /// new TwiML), or not (`Some(twiml)`: the old `<Dial>`'s action must answer it). The
+    /// outcome of a superseded move is ignored.
+    pub fn end_move(&self, call_sid: &str, generation: u64, undelivered: Option<String>) {
+        if let Some(c) = self.lock().calls.get_mut(call_sid) {
+            if c.move_gen == generation {
+                c.moving = undelivered.map(Move::Undelivered);
+            }
+        }
+    }
+
+    /// Where the latest REST move stands. An undelivered answer is handed out once (taken):
+    /// after that Twilio runs it, as if the update had worked.
+    pub fn take_move(&self, call_sid: &str) -> Option<Move> {
+        let mut inner = self.lock();
+        let c = inner.calls.get_mut(call_sid)?;
+        match c.moving.take() {
+            Some(Move::InFlight) => {
+                c.moving = Some(Move::InFlight);
+                Some(Move::InFlight)
+            }
+            other => other,
+        }
+    }
+
     /// Forgets a call that is over.
     pub fn remove(&self, call_sid: &str) {
         let mut inner = self.lock();
@@ -200,6 +252,27 @@ mod tests {
             calls.get("CA1").map(|c| c.tried),
             Some(vec!["a1".into(), "a2".into()])
         );
+    }
+
+    #[test]
+    fn only_the_latest_move_counts_and_is_handed_out_once() {
+        let calls = Calls::new(10);
+        calls.ensure("CA1", Call::new("g", "+1", "+2"));
+        let first = calls.start_move("CA1").expect("known call");
+        assert_eq!(calls.take_move("CA1"), Some(Move::InFlight));
+        let second = calls.start_move("CA1").expect("known call");
+        calls.end_move("CA1", second, Some("<fallback/>".into()));
+        calls.end_move("CA1", first, Some("<dial a2/>".into()));
+        assert_eq!(
+            calls.take_move("CA1"),
+            Some(Move::Undelivered("<fallback/>".into())),
+            "the older move's outcome is ignored"
+        );
+        assert_eq!(calls.take_move("CA1"), None, "handed out once");
+        let third = calls.start_move("CA1").expect("known call");
+        calls.end_move("CA1", third, None);
+        assert_eq!(calls.take_move("CA1"), None, "delivered through REST");
+        assert_eq!(calls.start_move("CA9"), None);
     }
 
     #[test]

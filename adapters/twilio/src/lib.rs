@@ -6,6 +6,7 @@
 pub mod app;
 pub mod calls;
 pub mod hub;
+pub mod record_rest;
 pub mod rest;
 pub mod routing;
 pub mod secret;
@@ -87,6 +88,7 @@ pub fn spawn(listener: TcpListener, settings: Settings) -> Adapter {
             hub,
             calls: calls::Calls::new(CALL_CAPACITY),
             rest,
+            moved: tokio::sync::Notify::new(),
         },
         auth_token: settings.auth_token.clone(),
     });

@@ -1,7 +1,9 @@
 //! `presence-twilio`: the Twilio Programmable Voice adapter for presence-hub.
 //!
 //! `presence-twilio serve ...` runs it; `presence-twilio sign ...` prints the
-//! `X-Twilio-Signature` of a webhook (and a ready curl line) for local testing.
+//! `X-Twilio-Signature` of a webhook (and a ready curl line) for local testing;
+//! `presence-twilio record-rest` stands in for Twilio's REST API locally and prints what
+//! the adapter sends it.
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -22,6 +24,16 @@ enum Command {
     Serve(Serve),
     /// Print the X-Twilio-Signature of a webhook, and a curl command that sends it.
     Sign(Sign),
+    /// Stand in for Twilio's REST API locally: answer 200 and print each request (method,
+    /// path, form fields; never the Authorization header). Point `serve --rest-base` here.
+    RecordRest(RecordRest),
+}
+
+#[derive(Args)]
+struct RecordRest {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7599")]
+    listen: String,
 }
 
 #[derive(Args)]
@@ -93,6 +105,12 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(s) => serve(s).await,
         Command::Sign(s) => sign(s),
+        Command::RecordRest(r) => {
+            let listener = tokio::net::TcpListener::bind(&r.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", r.listen))?;
+            Ok(presence_twilio::record_rest::serve(listener).await?)
+        }
     }
 }
 
@@ -151,7 +169,8 @@ fn sign(s: Sign) -> anyhow::Result<()> {
     for (k, v) in &params {
         curl.push_str(&format!(" --data-urlencode '{k}={v}'"));
     }
-    curl.push_str(&format!(" '{}'", s.url));
+    // The status on its own line: status callbacks answer an empty 204 (success).
+    curl.push_str(&format!(" -w '\\nHTTP %{{http_code}}\\n' '{}'", s.url));
     eprintln!("{curl}");
     Ok(())
 }

@@ -4,6 +4,7 @@
 //!
 //! ```toml
 //! caller_id = "+15550000"            # shown on calls agents place from the softphone
+//! unmapped = { say = "This number is not in service." }   # called numbers not listed
 //!
 //! [numbers]
 //! "+15550000" = "sales-line"
@@ -42,6 +43,12 @@ impl Default for Fallback {
     }
 }
 
+/// What a call to a number missing from `[numbers]` hears unless `unmapped` says otherwise:
+/// not the busy message, since no agent was even tried (it is a setup mistake, logged).
+pub fn default_unmapped() -> Fallback {
+    Fallback::Say("This number is not in service.".to_string())
+}
+
 /// One group's settings; fields left out come from `[defaults]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +65,7 @@ struct GroupEntry {
 #[serde(deny_unknown_fields)]
 struct File {
     caller_id: Option<String>,
+    unmapped: Option<Fallback>,
     #[serde(default)]
     numbers: HashMap<String, String>,
     #[serde(default)]
@@ -86,8 +94,11 @@ pub struct Routing {
     numbers: HashMap<String, String>,
     /// Settings of groups named in `[groups]`.
     groups: HashMap<String, GroupPolicy>,
-    /// Settings of every other group, and of calls to numbers not in `[numbers]`.
+    /// Settings of every group not named in `[groups]`.
     defaults: GroupPolicy,
+    /// What a call to a number not in `[numbers]` hears (a misconfiguration, not a busy
+    /// group: its own message).
+    pub unmapped: Fallback,
 }
 
 /// A routing file that cannot be used.
@@ -110,6 +121,7 @@ impl Default for Routing {
                 max_attempts: 3,
                 fallback: Fallback::default(),
             },
+            unmapped: default_unmapped(),
         }
     }
 }
@@ -136,6 +148,7 @@ impl Routing {
             numbers: file.numbers,
             groups,
             defaults,
+            unmapped: file.unmapped.unwrap_or_else(default_unmapped),
         })
     }
 
@@ -161,9 +174,15 @@ impl Routing {
         self.groups.get(group).unwrap_or(&self.defaults)
     }
 
-    /// The settings used for calls to numbers that are not mapped.
+    /// The settings of groups not named in `[groups]`.
     pub fn defaults(&self) -> &GroupPolicy {
         &self.defaults
+    }
+
+    /// Sets what calls to unmapped numbers hear.
+    pub fn with_unmapped(mut self, fallback: Fallback) -> Self {
+        self.unmapped = fallback;
+        self
     }
 }
 
@@ -223,6 +242,23 @@ mod tests {
             Fallback::Redirect("https://example.com/twilio/voicemail".into())
         );
         assert_eq!(r.caller_id.as_deref(), Some("+15550000000"));
+        assert_eq!(
+            r.unmapped,
+            Fallback::Say("This number is not in service.".into())
+        );
+    }
+
+    #[test]
+    fn the_unmapped_number_fallback_is_its_own_setting() {
+        let r = Routing::parse("[defaults]\nfallback = { say = \"Busy.\" }").expect("valid");
+        assert_eq!(r.unmapped, default_unmapped(), "not the group default");
+        let r =
+            Routing::parse("unmapped = { redirect = \"https://ex.com/closed\" }").expect("valid");
+        assert_eq!(
+            r.unmapped,
+            Fallback::Redirect("https://ex.com/closed".into())
+        );
+        assert!(Routing::parse("unmapped = { play = \"x\" }").is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The `presence-twilio` binary: `sign` prints Twilio's signature (checked against a vector
-//! of the official library), and `serve` never writes its secrets to its output.
+//! of the official library), `serve` never writes its secrets to its output, and
+//! `record-rest` answers a call update and prints it without the credentials.
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
@@ -49,6 +50,10 @@ fn sign_prints_the_official_signature() {
     assert_eq!(stdout.trim(), v["signature"].as_str().expect("signature"));
     let curl = String::from_utf8(out.stderr).expect("utf8");
     assert!(curl.contains("X-Twilio-Signature: "), "{curl}");
+    assert!(
+        curl.contains(r"-w '\nHTTP %{http_code}\n'"),
+        "the status is printed: {curl}"
+    );
 }
 
 #[test]
@@ -132,4 +137,50 @@ fn serve_never_logs_its_secrets() {
         !all.contains(auth) && !all.contains(hub_token),
         "a secret leaked: {all}"
     );
+}
+
+#[test]
+fn record_rest_answers_and_prints_the_update_without_credentials() {
+    let mut child = Command::new(BIN)
+        .args(["record-rest", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn record-rest");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("first line");
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in: {first}"))
+        .to_string();
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+    use std::io::Write as _;
+    let body = "Twiml=%3CResponse%3E%3CHangup%2F%3E%3C%2FResponse%3E";
+    // Basic AC1:secret-token-777
+    write!(
+        s,
+        "POST /2010-04-01/Accounts/AC1/Calls/CA9.json HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic QUMxOnNlY3JldC10b2tlbi03Nzc=\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut resp = String::new();
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let _ = s.read_to_string(&mut resp);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains(r#""sid":"CA9""#), "{resp}");
+    let mut seen = String::new();
+    for _ in 0..2 {
+        stdout.read_line(&mut seen).expect("line");
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+    assert_eq!(
+        seen,
+        "POST /2010-04-01/Accounts/AC1/Calls/CA9.json\n  Twiml=<Response><Hangup/></Response>\n"
+    );
+    assert!(!seen.contains("QUMx") && !seen.contains("secret-token"));
 }

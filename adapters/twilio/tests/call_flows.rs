@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use presence_twilio::{Fallback, GroupPolicy};
 
 const PARENT: &str = "CA11111111111111111111111111111111";
 const LEG1: &str = "CA22222222222222222222222222222222";
@@ -203,11 +204,36 @@ async fn nobody_available_plays_the_fallback() {
     assert_eq!(v[0].tag_name().name(), "Redirect");
     assert_eq!(v[0].attribute("method"), Some("POST"));
     assert_eq!(v[0].text(), Some("https://voicemail.example/box?id=7"));
-    // A number with no group gets the default fallback.
+}
+
+#[tokio::test]
+async fn an_unmapped_number_is_not_in_service_not_busy() {
+    let rig = Rig::start().await;
+    let _a1 = rig.available_agent("a1").await;
+    let (code, twiml) = rig
+        .twilio("/twilio/voice", &incoming(LEG2, "+15557777777"))
+        .await;
+    assert_eq!(code, 200);
+    assert_says_and_hangs_up(&twiml, "This number is not in service.");
+    assert_eq!(
+        rig.agent_state("a1").await["status"],
+        "available",
+        "nobody was offered the call"
+    );
+    // The routing file's `unmapped` sets it.
+    let rig = Rig::with(|s| {
+        s.behaviour.routing =
+            routing().with_unmapped(Fallback::Redirect("https://example.com/closed".into()))
+    })
+    .await;
     let (_, twiml) = rig
         .twilio("/twilio/voice", &incoming(LEG2, "+15557777777"))
         .await;
-    assert_says_and_hangs_up(&twiml, "All our agents are busy. Please call again later.");
+    let doc = parse(&twiml);
+    let v = verbs(&doc);
+    assert_eq!(v.len(), 1, "{twiml}");
+    assert_eq!(v[0].tag_name().name(), "Redirect");
+    assert_eq!(v[0].text(), Some("https://example.com/closed"));
 }
 
 #[tokio::test]
@@ -373,4 +399,76 @@ async fn dial_action_completed_first_ends_the_call_once() {
         s["version"],
         "late legs are stale"
     );
+}
+
+/// Twilio unreachable: both REST moves fail. a1 declines in the console (the adapter offers
+/// a2, cannot tell Twilio), a2 declines too (the group's 2 attempts are used up: fallback,
+/// cannot tell Twilio either). Twilio's late action for a1's `<Dial>` must get the call's
+/// state now: the fallback, not a `<Dial>` to a2, who is busy at the hub. With 3 attempts
+/// and a3 available, it dials a3, who rings at the hub.
+#[tokio::test]
+async fn late_action_after_failed_rest_moves_gets_the_current_hunt() {
+    for attempts in [2, 3] {
+        let mut rig = Rig::with_rest(RestMode::Fails, |s| {
+            s.behaviour.routing = routing().with_group(
+                "sales",
+                GroupPolicy {
+                    ring_timeout_secs: 20,
+                    max_attempts: attempts,
+                    fallback: Fallback::Say("Sorry, nobody can take your call.".into()),
+                },
+            )
+        })
+        .await;
+        let (mut a1, mut a2) = ringing_a1(&rig).await;
+        let _a3 = rig.available_agent("a3").await;
+        let ok = a1
+            .request(serde_json::json!({"type": "decline_call", "call_id": PARENT}))
+            .await;
+        assert_eq!(ok["type"], "ok", "{ok}");
+        let first = rig.rest_request().await;
+        assert_dials(&first.form[0].1, &rig, "a2", "sales", 20);
+        assert_eq!(rig.agent_state("a2").await["status"], "ringing");
+        let ok = a2
+            .request(serde_json::json!({"type": "decline_call", "call_id": PARENT}))
+            .await;
+        assert_eq!(ok["type"], "ok", "{ok}");
+        let second = rig.rest_request().await;
+        let s2 = rig.agent_state("a2").await;
+        assert_eq!(
+            (s2["status"].as_str(), s2["reason"].as_str()),
+            (Some("busy"), Some("call_declined"))
+        );
+        // a1's softphone rang out in Twilio, which still runs the first <Dial>.
+        let (code, late) = rig
+            .twilio(
+                &action_path("a1", "sales"),
+                &dial_action(PARENT, LEG1, "no-answer"),
+            )
+            .await;
+        assert_eq!(code, 200);
+        assert_eq!(late, second.form[0].1, "the latest move's TwiML");
+        if attempts == 2 {
+            assert_says_and_hangs_up(&late, "Sorry, nobody can take your call.");
+            assert_eq!(rig.agent_state("a3").await["status"], "available");
+        } else {
+            assert_dials(&late, &rig, "a3", "sales", 20);
+            let s3 = rig.agent_state("a3").await;
+            assert_eq!(
+                (s3["status"].as_str(), s3["call"]["call_id"].as_str()),
+                (Some("ringing"), Some(PARENT))
+            );
+        }
+        let s1 = rig.agent_state("a1").await;
+        assert_eq!(s1["status"], "busy", "a1's decline stands: {s1}");
+        assert_eq!(rig.agent_state("a2").await["version"], s2["version"]);
+        // Twilio retrying that action gets the same answer.
+        let (_, again) = rig
+            .twilio(
+                &action_path("a1", "sales"),
+                &dial_action(PARENT, LEG1, "no-answer"),
+            )
+            .await;
+        assert_eq!(again, late);
+    }
 }

@@ -1,6 +1,7 @@
 //! Signatures over HTTP (403, nothing changed), `--public-url` behind a TLS-terminating
 //! proxy, the webhook deadline when the hub is down or hangs, the hub's ring timer moving a
-//! call on through REST, and reconnecting to a restarted hub.
+//! call on through REST, a late `<Dial>` action waiting for a REST move still in flight,
+//! and reconnecting to a restarted hub.
 
 mod common;
 
@@ -185,6 +186,57 @@ async fn hub_ring_timer_moves_the_call_on_through_rest() {
     let doc = parse(&late);
     assert!(verbs(&doc).is_empty(), "{late}");
     assert_eq!(rig.agent_state("a1").await["version"], s1["version"]);
+}
+
+/// The console Decline's REST update hangs (Twilio slow), and Twilio's action for the old
+/// `<Dial>` comes meanwhile: the action waits for the move's outcome. Released after 300 ms
+/// (failing), the action answers the move's TwiML; never released, the action answers the
+/// fallback at its deadline.
+#[tokio::test]
+async fn late_action_waits_for_a_rest_move_in_flight() {
+    for released in [true, false] {
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+        let deadline = Duration::from_millis(if released { 3000 } else { 400 });
+        let mut rig = Rig::with_rest(RestMode::HeldThenFails(gate.clone()), |s| {
+            s.behaviour.deadline = deadline;
+        })
+        .await;
+        let mut a1 = rig.available_agent("a1").await;
+        let _a2 = rig.available_agent("a2").await;
+        let (_, twiml) = rig.twilio("/twilio/voice", &incoming(CALL, NUMBER)).await;
+        assert_dials(&twiml, &rig, "a1", "sales", 20);
+        let ok = a1
+            .request(serde_json::json!({"type": "decline_call", "call_id": CALL}))
+            .await;
+        assert_eq!(ok["type"], "ok", "{ok}");
+        let held = rig.rest_request().await; // in flight now
+        assert_dials(&held.form[0].1, &rig, "a2", "sales", 20);
+        let release_after = Duration::from_millis(300);
+        let (path, form) = (
+            action_path("a1", "sales"),
+            dial_action(CALL, LEG, "no-answer"),
+        );
+        let started = Instant::now();
+        let ((code, late), ()) = tokio::join!(rig.twilio(&path, &form), async {
+            if released {
+                tokio::time::sleep(release_after).await;
+                gate.add_permits(1);
+            }
+        });
+        let took = started.elapsed();
+        assert_eq!(code, 200);
+        if released {
+            assert_eq!(late, held.form[0].1, "the move's TwiML");
+            assert!(took >= release_after, "did not wait: {took:?}");
+            assert!(took < deadline, "{took:?}");
+        } else {
+            let doc = parse(&late);
+            let names: Vec<_> = verbs(&doc).iter().map(|n| n.tag_name().name()).collect();
+            assert_eq!(names, ["Say", "Hangup"], "the fallback: {late}");
+            assert!(took >= deadline, "answered before the deadline: {took:?}");
+            assert!(took < deadline + Duration::from_millis(1200), "{took:?}");
+        }
+    }
 }
 
 #[tokio::test]

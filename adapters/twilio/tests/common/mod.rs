@@ -102,14 +102,26 @@ pub fn hub_on(listener: TcpListener) -> HubHandle {
     }
 }
 
-/// The REST stand-in: records every call update and answers like Twilio (200 + JSON).
-pub async fn start_rest() -> (SocketAddr, mpsc::Receiver<Recorded>) {
+/// How the REST stand-in answers.
+#[derive(Debug, Clone)]
+pub enum RestMode {
+    /// 200 and the call's JSON, like Twilio.
+    Works,
+    /// 503 to every request (Twilio unreachable or failing), still recording it.
+    Fails,
+    /// Records the request, then holds it until a permit is added, then answers 503.
+    HeldThenFails(std::sync::Arc<tokio::sync::Semaphore>),
+}
+
+/// The REST stand-in: records every call update and answers as `mode` says.
+pub async fn start_rest(mode: RestMode) -> (SocketAddr, mpsc::Receiver<Recorded>) {
     async fn update(
-        State(tx): State<mpsc::Sender<Recorded>>,
+        State((tx, mode)): State<(mpsc::Sender<Recorded>, RestMode)>,
         Path((account, call)): Path<(String, String)>,
         headers: HeaderMap,
         body: axum::body::Bytes,
-    ) -> axum::Json<Value> {
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse as _;
         let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
         let rec = Recorded {
             path: format!("/2010-04-01/Accounts/{account}/Calls/{call}"),
@@ -120,8 +132,20 @@ pub async fn start_rest() -> (SocketAddr, mpsc::Receiver<Recorded>) {
             form,
         };
         let _ = tx.send(rec).await;
+        match mode {
+            RestMode::Works => {}
+            RestMode::Fails => {
+                return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
+            RestMode::HeldThenFails(gate) => {
+                if let Ok(permit) = gate.acquire().await {
+                    permit.forget();
+                }
+                return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
+        }
         let sid = call.trim_end_matches(".json").to_string();
-        axum::Json(json!({"sid": sid, "status": "in-progress"}))
+        axum::Json(json!({"sid": sid, "status": "in-progress"})).into_response()
     }
     let (tx, rx) = mpsc::channel(64);
     let app = axum::Router::new()
@@ -129,7 +153,7 @@ pub async fn start_rest() -> (SocketAddr, mpsc::Receiver<Recorded>) {
             "/2010-04-01/Accounts/{account}/Calls/{call}",
             axum::routing::post(update),
         )
-        .with_state(tx);
+        .with_state((tx, mode));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind rest");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -144,8 +168,13 @@ impl Rig {
     }
 
     pub async fn with(tune: impl FnOnce(&mut Settings)) -> Rig {
+        Rig::with_rest(RestMode::Works, tune).await
+    }
+
+    /// Like [`Rig::with`], with the REST stand-in answering as `mode` says.
+    pub async fn with_rest(mode: RestMode, tune: impl FnOnce(&mut Settings)) -> Rig {
         let hub = start_hub().await;
-        let rig = Rig::adapter_for(hub, tune).await;
+        let rig = Rig::adapter_with_rest(hub, mode, tune).await;
         for (group, members) in [
             ("sales", json!(["a1", "a2", "a3"])),
             ("support", json!(["s1"])),
@@ -165,7 +194,15 @@ impl Rig {
 
     /// The adapter (and REST stand-in) for a hub at `hub`, which may not be running.
     pub async fn adapter_for(hub: SocketAddr, tune: impl FnOnce(&mut Settings)) -> Rig {
-        let (rest_addr, rest) = start_rest().await;
+        Rig::adapter_with_rest(hub, RestMode::Works, tune).await
+    }
+
+    async fn adapter_with_rest(
+        hub: SocketAddr,
+        mode: RestMode,
+        tune: impl FnOnce(&mut Settings),
+    ) -> Rig {
+        let (rest_addr, rest) = start_rest(mode).await;
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind adapter");
