@@ -9,6 +9,7 @@ mod identity;
 mod inbound;
 mod outbound;
 mod published;
+mod text;
 
 pub use identity::{Identity, Role, TOKEN_LEEWAY_SECS};
 pub use inbound::{
@@ -21,9 +22,7 @@ pub use published::{render_agent_list, snapshot, sort_by_id, Published};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// A ready-made outbound text frame: UTF-8, cheap to clone (shared bytes), handed as is to
-/// every socket that sends it. Named here once so the frame type can change in one place.
-pub type Text = axum::extract::ws::Utf8Bytes;
+pub use text::Text;
 
 /// The first reply to a telephony event, without its `ref`: what the event-id memory and
 /// the durable store keep, so a repeat gets the same answer.

@@ -9,7 +9,7 @@
 //! (liveness and token expiry together), the shutdown waiter and a few scalars, so every
 //! idle socket's task stays small.
 
-use axum::extract::ws::Utf8Bytes;
+use crate::protocol::Text as Utf8Bytes;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
