@@ -1,6 +1,6 @@
 //! The three WebSocket surfaces (`/ws/agent`, `/ws/admin`, `/ws/telephony`): the hub's own
-//! server-side RFC 6455 layer (handshake, frame codec, socket), the shared socket loop, the
-//! per-socket queue, and one session type per role.
+//! server-side RFC 6455 layer (handshake, frame codec, socket), the shared socket loop and
+//! one session type per role. The per-socket queue they drain is the lower `outbox` module.
 //!
 //! ## Why the hub owns its WebSocket layer
 //!
