@@ -55,6 +55,8 @@ pub enum RunError {
     /// says which file and what to do. Nothing was written to it.
     #[error("durable store: {0}")]
     Store(store::StoreError),
+    #[error("configuration: {0}")]
+    Config(#[from] config::ConfigError),
 }
 
 // Not `#[from]`: that would also make it the error's source, and the message would be
@@ -91,9 +93,13 @@ pub async fn run(
     };
     // Before anything is served: a database that cannot be used ends the run here, with
     // nothing written to it.
+    let node = match settings.node_id.clone() {
+        Some(node) => node,
+        None => config::default_node_id(addr.port())?,
+    };
     let (store, recovered) = hub::persist::open(&settings).await?;
     let token = CancellationToken::new();
-    let hub = Hub::new(settings, token.clone(), store.clone(), recovered);
+    let hub = Hub::new(settings, node, token.clone(), store.clone(), recovered);
     let tasks = hub.tasks().clone();
     tasks.spawn(hub::persist::prune(
         store.clone(),
@@ -111,7 +117,7 @@ pub async fn run(
             () = trigger.cancelled() => {}
         }
     });
-    info!(%addr, epoch = %hub.epoch(), "presence-hub listening");
+    info!(%addr, node = %hub.node(), epoch = %hub.epoch(), "presence-hub listening");
     let accept = server::Accept::new(hub.settings(), hub.metrics_handle(), tasks.clone());
     let result = server::serve(listener, app, accept, token.clone()).await;
     // One deadline for the whole shutdown: HTTP connections finishing their request,

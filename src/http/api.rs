@@ -350,16 +350,31 @@ fn dev_adapter() -> crate::protocol::Identity {
     }
 }
 
-/// `GET /healthz`.
+/// `GET /healthz`: whether this node takes requests, as JSON (docs/protocol.md): `node`,
+/// `mode` (`single` or `cluster`), `ready` with the `reason` when not, the live `members`
+/// (the node itself in single mode), and the older keys `status` and `epoch`. 200 when
+/// ready, 503 when not.
 pub(crate) async fn healthz(State(hub): State<Arc<Hub>>) -> Response {
-    let status = if hub.shutdown().is_cancelled() {
-        StatusCode::SERVICE_UNAVAILABLE
+    let shutting_down = hub.shutdown().is_cancelled();
+    let health = hub.health();
+    let reason = if shutting_down {
+        Some("shutting down".to_owned())
     } else {
+        health.not_ready
+    };
+    let status = if reason.is_none() {
         StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
     let body = serde_json::json!({
-        "status": if status == StatusCode::OK { "ok" } else { "shutting_down" },
+        "status": if shutting_down { "shutting_down" } else if reason.is_none() { "ok" } else { "unavailable" },
         "epoch": &**hub.epoch(),
+        "node": hub.node().as_str(),
+        "mode": health.mode,
+        "ready": reason.is_none(),
+        "reason": reason,
+        "members": health.members.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
     });
     json(status, body.to_string())
 }

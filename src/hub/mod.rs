@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::agent::{AgentEnv, Defaults, EnvParts, Profile};
 use crate::clock::Clock;
+use crate::cluster::NodeId;
 use crate::config::Settings;
 use crate::directory::{AgentProfile, Directory};
 use crate::fanout::{Fanout, Notifier};
@@ -27,6 +28,16 @@ use crate::metrics::Metrics;
 use crate::model::{AgentState, Millis, Session};
 use crate::store::dedup::EventIdCache;
 use crate::store::{Recovered, Store};
+
+/// Whether this node takes requests, for `/healthz`.
+pub(crate) struct Health {
+    /// `single` or `cluster`.
+    pub mode: &'static str,
+    /// Why the node is not ready (`None`: ready). Shutdown is the caller's to add.
+    pub not_ready: Option<String>,
+    /// The live members as this node sees them (itself alone in single mode).
+    pub members: Vec<NodeId>,
+}
 
 /// The live directory, shared by the hub (directory API) and the router (profiles, who is
 /// known).
@@ -72,6 +83,8 @@ pub(crate) struct Hub {
     router: Router,
     /// Source of socket ids.
     next_conn_id: AtomicU64,
+    /// This node's id (`--node-id`, else host name and port).
+    node: NodeId,
 }
 
 impl Hub {
@@ -82,6 +95,7 @@ impl Hub {
     /// directory (seeded from it on the first start) is the live one.
     pub(crate) fn new(
         mut settings: Settings,
+        node: NodeId,
         shutdown: CancellationToken,
         store: Arc<Store>,
         recovered: Recovered,
@@ -124,6 +138,7 @@ impl Hub {
             },
             tasks: tasks.clone(),
             retired,
+            node: node.clone(),
         });
         let directory = Arc::new(LiveDirectory {
             entries: RwLock::new(directory),
@@ -157,6 +172,7 @@ impl Hub {
             directory,
             router,
             next_conn_id: AtomicU64::new(1),
+            node,
         })
     }
 
@@ -228,6 +244,20 @@ impl Hub {
     /// A process-unique id for a socket.
     pub(crate) fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// This node's id.
+    pub(crate) fn node(&self) -> &NodeId {
+        &self.node
+    }
+
+    /// Whether this node takes requests now.
+    pub(crate) fn health(&self) -> Health {
+        Health {
+            mode: "single",
+            not_ready: None,
+            members: vec![self.node.clone()],
+        }
     }
 
     /// The hub's epoch: changes on every start.
