@@ -57,6 +57,8 @@ pub enum RunError {
     Store(store::StoreError),
     #[error("configuration: {0}")]
     Config(#[from] config::ConfigError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 // Not `#[from]`: that would also make it the error's source, and the message would be
@@ -98,8 +100,19 @@ pub async fn run(
         None => config::default_node_id(addr.port())?,
     };
     let (store, recovered) = hub::persist::open(&settings).await?;
+    let cluster = match &settings.cluster {
+        Some(c) => Some(hub::cluster::ClusterNode::start(c, node.clone())?),
+        None => None,
+    };
     let token = CancellationToken::new();
-    let hub = Hub::new(settings, node, token.clone(), store.clone(), recovered);
+    let hub = Hub::new(
+        settings,
+        node,
+        cluster,
+        token.clone(),
+        store.clone(),
+        recovered,
+    );
     let tasks = hub.tasks().clone();
     tasks.spawn(hub::persist::prune(
         store.clone(),
@@ -124,6 +137,9 @@ pub async fn run(
     // sockets closing with 1001, actors ending, then the store's last commit.
     let deadline = tokio::time::Instant::now() + shutdown_timeout;
     info!("shutting down: closing sockets");
+    if let Some(c) = hub.cluster() {
+        c.leave().await;
+    }
     hub.router().stop_all();
     tasks.close();
     drop(hub);

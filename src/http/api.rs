@@ -333,9 +333,10 @@ pub(crate) async fn telephony_event(
             let status = StatusCode::from_u16(answer.http_status()).unwrap_or(StatusCode::OK);
             json(status, answer.frame(reply_ref.as_ref()))
         }
-        Err(_) => json(
+        Err(e) => json(
             StatusCode::SERVICE_UNAVAILABLE,
-            protocol::shutting_down(reply_ref.as_ref()),
+            e.unavailable(reply_ref.as_ref())
+                .unwrap_or_else(|| protocol::shutting_down(reply_ref.as_ref())),
         ),
     }
 }
@@ -462,6 +463,19 @@ pub(crate) async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
     ];
     for (name, help, v) in gauges {
         computed.gauge(name, help, v);
+    }
+    if let Some(cluster) = hub.cluster() {
+        let health = cluster.health();
+        computed.gauge(
+            "presence_hub_cluster_members",
+            "Live cluster members this node sees (itself included)",
+            gauge(health.members.len()),
+        );
+        computed.gauge(
+            "presence_hub_cluster_ready",
+            "1 when this node is connected to NATS and in the member list, else 0",
+            i64::from(health.not_ready.is_none()),
+        );
     }
     let body = hub.metrics().encode(computed.registry());
     (

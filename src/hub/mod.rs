@@ -5,6 +5,7 @@
 //! Every field is private: sockets and the HTTP API read what they need through the
 //! accessors below, and actors get their own narrow handle ([`crate::agent::AgentEnv`]).
 
+pub(crate) mod cluster;
 pub(crate) mod persist;
 mod router;
 
@@ -28,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::model::{AgentState, Millis, Session};
 use crate::store::dedup::EventIdCache;
 use crate::store::{Recovered, Store};
+use cluster::ClusterNode;
 
 /// Whether this node takes requests, for `/healthz`.
 pub(crate) struct Health {
@@ -85,6 +87,8 @@ pub(crate) struct Hub {
     next_conn_id: AtomicU64,
     /// This node's id (`--node-id`, else host name and port).
     node: NodeId,
+    /// Cluster mode (`--nats`): the backplane and membership; `None` on a single node.
+    cluster: Option<ClusterNode>,
 }
 
 impl Hub {
@@ -96,6 +100,7 @@ impl Hub {
     pub(crate) fn new(
         mut settings: Settings,
         node: NodeId,
+        cluster: Option<ClusterNode>,
         shutdown: CancellationToken,
         store: Arc<Store>,
         recovered: Recovered,
@@ -153,6 +158,7 @@ impl Hub {
             metrics: metrics.clone(),
             ring_timeout: settings.ring_timeout,
             grace: settings.disconnect_grace,
+            gate: cluster::Gate::new(cluster.as_ref()),
         });
         tasks.spawn(router.reaper(retired_rx, fanout.clone(), shutdown.clone()));
         let grace = settings.disconnect_grace;
@@ -173,6 +179,7 @@ impl Hub {
             router,
             next_conn_id: AtomicU64::new(1),
             node,
+            cluster,
         })
     }
 
@@ -253,11 +260,26 @@ impl Hub {
 
     /// Whether this node takes requests now.
     pub(crate) fn health(&self) -> Health {
-        Health {
-            mode: "single",
-            not_ready: None,
-            members: vec![self.node.clone()],
+        match &self.cluster {
+            None => Health {
+                mode: "single",
+                not_ready: None,
+                members: vec![self.node.clone()],
+            },
+            Some(c) => {
+                let h = c.health();
+                Health {
+                    mode: "cluster",
+                    not_ready: h.not_ready,
+                    members: h.members,
+                }
+            }
         }
+    }
+
+    /// Cluster mode's node; `None` on a single node.
+    pub(crate) fn cluster(&self) -> Option<&ClusterNode> {
+        self.cluster.as_ref()
     }
 
     /// The hub's epoch: changes on every start.

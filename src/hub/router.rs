@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::cluster::Gate;
 use super::{persist, profile_of, restored, LiveDirectory};
 use crate::agent::{AgentEnv, AgentHandle, Applied, Profile, TabId, TelephonyAnswer};
 use crate::clock::Clock;
@@ -30,7 +31,9 @@ use crate::fanout::Fanout;
 use crate::metrics::Metrics;
 use crate::model::{AgentId, AgentState, Input, Rejection};
 use crate::outbox::Outbox;
-use crate::protocol::{telephony_unknown_agent, CallEvent, Published, TelephonyMessage};
+use crate::protocol::{
+    self, telephony_unknown_agent, CallEvent, Published, Ref, TelephonyMessage, Text,
+};
 use crate::store::dedup::EventIdCache;
 use crate::store::{CommitTicket, Store};
 
@@ -55,6 +58,26 @@ pub(crate) enum RouteError {
     /// The actor is gone: the hub is shutting down.
     #[error("the hub is shutting down")]
     Unavailable,
+    /// Cluster mode: NATS is unreachable, so no change is taken (retryable).
+    #[error("the cluster backplane (NATS) is unavailable: retry")]
+    Backplane {
+        /// When to retry.
+        retry_after_ms: u64,
+    },
+}
+
+impl RouteError {
+    /// The `unavailable` reply when the error is the cluster's (retryable), else `None`.
+    pub(crate) fn unavailable(&self, reply_ref: Option<&Ref>) -> Option<Text> {
+        match self {
+            RouteError::Backplane { retry_after_ms } => Some(protocol::unavailable(
+                reply_ref,
+                &self.to_string(),
+                *retry_after_ms,
+            )),
+            RouteError::UnknownAgent | RouteError::Unavailable => None,
+        }
+    }
 }
 
 /// Where an agent's commands go. Cheap to clone; a socket keeps the route of its agent.
@@ -151,6 +174,8 @@ pub(crate) struct Router {
     ring_timeout: Duration,
     /// `--disconnect-grace-secs`, for a state read back from the store.
     grace: Duration,
+    /// Cluster mode: refuses changes while NATS is unreachable.
+    gate: Gate,
     /// Set at shutdown: nothing is started any more.
     closed: AtomicBool,
     /// Store reads in flight at once: no more than the store keeps read connections, so a
@@ -169,6 +194,7 @@ pub(super) struct RouterParts {
     pub metrics: Arc<Metrics>,
     pub ring_timeout: Duration,
     pub grace: Duration,
+    pub gate: Gate,
 }
 
 impl Router {
@@ -183,6 +209,7 @@ impl Router {
             metrics: parts.metrics,
             ring_timeout: parts.ring_timeout,
             grace: parts.grace,
+            gate: parts.gate,
             closed: AtomicBool::new(false),
             reads: tokio::sync::Semaphore::new(crate::store::READ_CONNECTIONS),
         }
@@ -273,6 +300,12 @@ impl Router {
         Ok(Some(handle))
     }
 
+    /// `Ok` when a change may be taken now (cluster mode: NATS reachable). Commands from
+    /// an agent's own socket, which holds its route, ask before applying.
+    pub(crate) fn admit(&self) -> Result<(), RouteError> {
+        self.gate.admit()
+    }
+
     /// The route of an agent that may have an actor (in the directory, or with a live
     /// actor); `None` for anyone else.
     pub(crate) async fn route(&self, id: &AgentId) -> Result<Option<Route>, RouteError> {
@@ -308,6 +341,7 @@ impl Router {
         id: &AgentId,
         input: Input,
     ) -> Result<Result<Applied, Rejection>, RouteError> {
+        self.admit()?;
         for _ in 0..RETRIES {
             let route = self.route(id).await?.ok_or(RouteError::UnknownAgent)?;
             match route.apply(input.clone(), None).await {
@@ -328,6 +362,7 @@ impl Router {
         let (Some(event), Some(input)) = (message.event(), self.input_of(message)) else {
             return Err(RouteError::UnknownAgent);
         };
+        self.admit()?;
         for _ in 0..RETRIES {
             let Some(route) = self.route(&event.agent_id).await? else {
                 return Ok(Dispatched::Answered(self.unknown_agent(message, event)));
