@@ -7,9 +7,11 @@
 
 pub(crate) mod cluster;
 pub(crate) mod persist;
+mod route;
 mod router;
 
-pub(crate) use router::{Dispatched, Route, RouteError, Router};
+pub(crate) use route::{Route, RouteError};
+pub(crate) use router::{Dispatched, Router};
 
 use router::RouterParts;
 
