@@ -14,12 +14,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_presence-hub");
 
 /// Starts the binary, reads its log until the "listening" line, kills it and returns the
 /// log so far.
-async fn startup_log(extra: &[&str]) -> String {
+async fn startup_log(extra: &[&str], env: &[(&str, &str)]) -> String {
     let mut child = Command::new(BIN)
         .args(["--listen", "127.0.0.1:0", "--database", ":memory:"])
         .args(extra)
         .env("RUST_LOG", "info")
         .env_remove("PRESENCE_HUB_NATS")
+        .env_remove("PRESENCE_HUB_NODE_ID")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -50,15 +52,24 @@ fn dead_nats_url() -> String {
 
 #[tokio::test]
 async fn nats_mode_warns_at_startup_that_state_stays_local() {
-    let log = startup_log(&["--nats", &dead_nats_url(), "--node-id", "n1"]).await;
+    let log = startup_log(&["--nats", &dead_nats_url(), "--node-id", "n1"], &[]).await;
     assert!(log.contains("CLUSTER MODE IS A PREVIEW"), "{log}");
     assert!(log.contains("ONLY LOCALLY"), "{log}");
     assert!(log.contains("node=n1"), "{log}");
-    let log = startup_log(&["--node-id", "n1"]).await;
+    let log = startup_log(&["--node-id", "n1"], &[]).await;
     assert!(
         !log.contains("PREVIEW"),
         "single node: no cluster warning\n{log}"
     );
+    // The same through the environment.
+    let url = dead_nats_url();
+    let env = [
+        ("PRESENCE_HUB_NATS", url.as_str()),
+        ("PRESENCE_HUB_NODE_ID", "envnode"),
+    ];
+    let log = startup_log(&[], &env).await;
+    assert!(log.contains("CLUSTER MODE IS A PREVIEW"), "{log}");
+    assert!(log.contains("node=envnode"), "{log}");
 }
 
 #[tokio::test]

@@ -48,6 +48,11 @@ async fn healthz_answers_json_with_node_mode_and_readiness() {
     // The keys clients used before stay.
     assert_eq!(body["status"], "ok");
     assert_eq!(body["epoch"], hello["epoch"]);
+    let text = common::metrics(&hub).await;
+    assert!(
+        !text.contains("presence_hub_cluster_"),
+        "single node: no cluster gauges"
+    );
     hub.stop().await;
 }
 
@@ -72,7 +77,7 @@ async fn the_default_node_id_is_the_host_name_and_the_port() {
 }
 
 #[test]
-fn node_id_flag_and_environment() {
+fn the_node_id_flag_is_checked() {
     let cli = Cli::try_parse_from(["presence-hub", "--node-id", "hub-a"]).expect("parses");
     let s = cli.settings().expect("valid");
     assert_eq!(s.node_id.as_ref().map(NodeId::as_str), Some("hub-a"));
