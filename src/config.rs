@@ -6,8 +6,23 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cluster::{InvalidName, Names, NodeId};
 use crate::directory::{Directory, DirectoryError, MAX_RING_TIMEOUT_SECONDS, MAX_WRAP_UP_SECONDS};
 use crate::store::Durability;
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The directory file cannot be used.
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    /// `--node-id` or `--nats-prefix` is not a valid name.
+    #[error(transparent)]
+    Name(#[from] InvalidName),
+    /// A cluster flag is out of range or given without `--nats`.
+    #[error("{0}")]
+    Cluster(String),
+}
 
 /// Command line of the `presence-hub` binary. Every flag also reads an environment variable.
 #[derive(Debug, Clone, Parser)]
@@ -192,6 +207,36 @@ pub struct Cli {
         default_value_t = 90
     )]
     pub history_retention_days: u64,
+    /// This node's name (`[A-Za-z0-9._-]`, 1..=64): in `hello`, `/healthz` and, in cluster
+    /// mode, the cluster's member list. Default: the host name and the listening port.
+    #[arg(long, env = "PRESENCE_HUB_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Cluster mode (preview, see docs/cluster.md): the NATS server URLs, comma separated.
+    /// Without it the hub is the single node with its SQLite store.
+    #[arg(long, env = "PRESENCE_HUB_NATS", value_delimiter = ',')]
+    pub nats: Vec<String>,
+    /// Replicas of every JetStream stream and bucket the hub creates (1..=5; 3 in
+    /// production). Cluster mode only.
+    #[arg(long, env = "PRESENCE_HUB_NATS_REPLICAS", default_value_t = 1)]
+    pub nats_replicas: usize,
+    /// Prefix of every stream, bucket and subject the hub uses in NATS, so two clusters
+    /// can share one NATS. Cluster mode only.
+    #[arg(long, env = "PRESENCE_HUB_NATS_PREFIX", default_value = DEFAULT_NATS_PREFIX)]
+    pub nats_prefix: String,
+}
+
+/// The default `--nats-prefix`.
+pub const DEFAULT_NATS_PREFIX: &str = "presence";
+
+/// Cluster mode's settings (`--nats` and the flags that go with it).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// NATS server URLs (`--nats`).
+    pub servers: Vec<String>,
+    /// Replicas of every stream and bucket (`--nats-replicas`).
+    pub replicas: usize,
+    /// Names in NATS (`--nats-prefix`).
+    pub prefix: String,
 }
 
 /// `--durability` on the command line.
@@ -278,6 +323,11 @@ pub struct Settings {
     pub durability: Durability,
     /// How long status history is kept.
     pub history_retention: Duration,
+    /// This node's name (`--node-id`); `None`: the host name and the listening port,
+    /// chosen when the hub starts (see [`default_node_id`]).
+    pub node_id: Option<NodeId>,
+    /// Cluster mode (`--nats`); `None`: the single node.
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl Default for Settings {
@@ -319,8 +369,36 @@ impl Default for Settings {
             database: PathBuf::from(":memory:"),
             durability: Durability::Commit,
             history_retention: Duration::from_secs(90 * 24 * 3600),
+            node_id: None,
+            cluster: None,
         }
     }
+}
+
+/// The default node id: this machine's host name and the port, `host-7400`. Characters a
+/// node id does not allow become `-`; the host name is cut so the id fits in 64. The host
+/// name is read from `/proc/sys/kernel/hostname` (Linux), else `$HOSTNAME`, else
+/// `localhost`: a crate for one file read is not worth a dependency.
+pub fn default_node_id(port: u16) -> Result<NodeId, ConfigError> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(58)
+        .collect();
+    // Non-empty, sanitized and at most 58 + 1 + 5 characters: always a valid id.
+    Ok(NodeId::parse(&format!("{host}-{port}"))?)
 }
 
 impl Settings {
@@ -360,11 +438,13 @@ impl Cli {
     /// Builds the settings, loading the directory file if one is given.
     // Every field is set today; the update keeps new settings defaulted until they get a flag.
     #[allow(clippy::needless_update)]
-    pub fn settings(&self) -> Result<Settings, DirectoryError> {
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
         let directory = match &self.directory {
             Some(path) => Directory::load(path)?,
             None => Directory::default(),
         };
+        let node_id = self.node_id.as_deref().map(NodeId::parse).transpose()?;
+        let cluster = self.cluster_settings()?;
         Ok(Settings {
             jwt_secret: self.jwt_secret.clone().filter(|s| !s.is_empty()),
             metrics_listen: self.metrics_listen,
@@ -416,7 +496,34 @@ impl Cli {
             history_retention: Duration::from_secs(
                 self.history_retention_days.max(1).saturating_mul(24 * 3600),
             ),
+            node_id,
+            cluster,
             ..Settings::default()
         })
+    }
+
+    /// `--nats` and its companions, checked: `None` without `--nats`.
+    fn cluster_settings(&self) -> Result<Option<ClusterSettings>, ConfigError> {
+        let servers: Vec<String> = self
+            .nats
+            .iter()
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        if servers.is_empty() {
+            return Ok(None);
+        }
+        if !(1..=5).contains(&self.nats_replicas) {
+            return Err(ConfigError::Cluster(format!(
+                "--nats-replicas must be 1..=5 (JetStream's limit), got {}",
+                self.nats_replicas
+            )));
+        }
+        Names::new(&self.nats_prefix)?;
+        Ok(Some(ClusterSettings {
+            servers,
+            replicas: self.nats_replicas,
+            prefix: self.nats_prefix.clone(),
+        }))
     }
 }

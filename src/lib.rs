@@ -55,6 +55,10 @@ pub enum RunError {
     /// says which file and what to do. Nothing was written to it.
     #[error("durable store: {0}")]
     Store(store::StoreError),
+    #[error("configuration: {0}")]
+    Config(#[from] config::ConfigError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 // Not `#[from]`: that would also make it the error's source, and the message would be
@@ -91,9 +95,24 @@ pub async fn run(
     };
     // Before anything is served: a database that cannot be used ends the run here, with
     // nothing written to it.
+    let node = match settings.node_id.clone() {
+        Some(node) => node,
+        None => config::default_node_id(addr.port())?,
+    };
     let (store, recovered) = hub::persist::open(&settings).await?;
+    let cluster = match &settings.cluster {
+        Some(c) => Some(hub::cluster::ClusterNode::start(c, node.clone())?),
+        None => None,
+    };
     let token = CancellationToken::new();
-    let hub = Hub::new(settings, token.clone(), store.clone(), recovered);
+    let hub = Hub::new(
+        settings,
+        node,
+        cluster,
+        token.clone(),
+        store.clone(),
+        recovered,
+    );
     let tasks = hub.tasks().clone();
     tasks.spawn(hub::persist::prune(
         store.clone(),
@@ -111,13 +130,16 @@ pub async fn run(
             () = trigger.cancelled() => {}
         }
     });
-    info!(%addr, epoch = %hub.epoch(), "presence-hub listening");
+    info!(%addr, node = %hub.node(), epoch = %hub.epoch(), "presence-hub listening");
     let accept = server::Accept::new(hub.settings(), hub.metrics_handle(), tasks.clone());
     let result = server::serve(listener, app, accept, token.clone()).await;
     // One deadline for the whole shutdown: HTTP connections finishing their request,
     // sockets closing with 1001, actors ending, then the store's last commit.
     let deadline = tokio::time::Instant::now() + shutdown_timeout;
     info!("shutting down: closing sockets");
+    if let Some(c) = hub.cluster() {
+        c.leave().await;
+    }
     hub.router().stop_all();
     tasks.close();
     drop(hub);

@@ -341,6 +341,7 @@ impl AgentActor {
             env.clock().now_ms(),
             env.fanout().epoch(),
             self.published.seq,
+            env.node().as_str(),
         ));
         if self.state.status == crate::model::Status::Ringing {
             let _ = outbox.push(protocol::call_offered(&self.state));

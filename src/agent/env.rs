@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
+use crate::cluster::NodeId;
 use crate::fanout::{Fanout, Notifier};
 use crate::metrics::Metrics;
 use crate::protocol::Published;
@@ -57,6 +58,8 @@ struct Shared {
     /// Where a stopping actor leaves its last published state, for the hub to forget it
     /// once its last change is committed.
     retired: mpsc::Sender<Arc<Published>>,
+    /// This node's id, for the `hello` of agent tabs.
+    node: NodeId,
 }
 
 /// The parts an [`AgentEnv`] is made of (built by the hub once).
@@ -70,6 +73,7 @@ pub(crate) struct EnvParts {
     pub defaults: Defaults,
     pub tasks: TaskTracker,
     pub retired: mpsc::Sender<Arc<Published>>,
+    pub node: NodeId,
 }
 
 impl AgentEnv {
@@ -85,6 +89,7 @@ impl AgentEnv {
             defaults,
             tasks,
             retired,
+            node,
         } = parts;
         AgentEnv {
             shared: Arc::new(Shared {
@@ -97,6 +102,7 @@ impl AgentEnv {
                 defaults,
                 tasks,
                 retired,
+                node,
             }),
         }
     }
@@ -127,6 +133,11 @@ impl AgentEnv {
 
     pub(super) fn defaults(&self) -> &Defaults {
         &self.shared.defaults
+    }
+
+    /// This node's id.
+    pub(super) fn node(&self) -> &NodeId {
+        &self.shared.node
     }
 
     pub(super) fn tasks(&self) -> &TaskTracker {

@@ -333,9 +333,10 @@ pub(crate) async fn telephony_event(
             let status = StatusCode::from_u16(answer.http_status()).unwrap_or(StatusCode::OK);
             json(status, answer.frame(reply_ref.as_ref()))
         }
-        Err(_) => json(
+        Err(e) => json(
             StatusCode::SERVICE_UNAVAILABLE,
-            protocol::shutting_down(reply_ref.as_ref()),
+            e.unavailable(reply_ref.as_ref())
+                .unwrap_or_else(|| protocol::shutting_down(reply_ref.as_ref())),
         ),
     }
 }
@@ -350,16 +351,31 @@ fn dev_adapter() -> crate::protocol::Identity {
     }
 }
 
-/// `GET /healthz`.
+/// `GET /healthz`: whether this node takes requests, as JSON (docs/protocol.md): `node`,
+/// `mode` (`single` or `cluster`), `ready` with the `reason` when not, the live `members`
+/// (the node itself in single mode), and the older keys `status` and `epoch`. 200 when
+/// ready, 503 when not.
 pub(crate) async fn healthz(State(hub): State<Arc<Hub>>) -> Response {
-    let status = if hub.shutdown().is_cancelled() {
-        StatusCode::SERVICE_UNAVAILABLE
+    let shutting_down = hub.shutdown().is_cancelled();
+    let health = hub.health();
+    let reason = if shutting_down {
+        Some("shutting down".to_owned())
     } else {
+        health.not_ready
+    };
+    let status = if reason.is_none() {
         StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
     let body = serde_json::json!({
-        "status": if status == StatusCode::OK { "ok" } else { "shutting_down" },
+        "status": if shutting_down { "shutting_down" } else if reason.is_none() { "ok" } else { "unavailable" },
         "epoch": &**hub.epoch(),
+        "node": hub.node().as_str(),
+        "mode": health.mode,
+        "ready": reason.is_none(),
+        "reason": reason,
+        "members": health.members.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
     });
     json(status, body.to_string())
 }
@@ -447,6 +463,19 @@ pub(crate) async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
     ];
     for (name, help, v) in gauges {
         computed.gauge(name, help, v);
+    }
+    if let Some(cluster) = hub.cluster() {
+        let health = cluster.health();
+        computed.gauge(
+            "presence_hub_cluster_members",
+            "Live cluster members this node sees (itself included)",
+            gauge(health.members.len()),
+        );
+        computed.gauge(
+            "presence_hub_cluster_ready",
+            "1 when this node is connected to NATS and in the member list, else 0",
+            i64::from(health.not_ready.is_none()),
+        );
     }
     let body = hub.metrics().encode(computed.registry());
     (

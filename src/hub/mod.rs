@@ -5,10 +5,13 @@
 //! Every field is private: sockets and the HTTP API read what they need through the
 //! accessors below, and actors get their own narrow handle ([`crate::agent::AgentEnv`]).
 
+pub(crate) mod cluster;
 pub(crate) mod persist;
+mod route;
 mod router;
 
-pub(crate) use router::{Dispatched, Route, RouteError, Router};
+pub(crate) use route::{Route, RouteError};
+pub(crate) use router::{Dispatched, Router};
 
 use router::RouterParts;
 
@@ -20,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::agent::{AgentEnv, Defaults, EnvParts, Profile};
 use crate::clock::Clock;
+use crate::cluster::NodeId;
 use crate::config::Settings;
 use crate::directory::{AgentProfile, Directory};
 use crate::fanout::{Fanout, Notifier};
@@ -27,6 +31,17 @@ use crate::metrics::Metrics;
 use crate::model::{AgentState, Millis, Session};
 use crate::store::dedup::EventIdCache;
 use crate::store::{Recovered, Store};
+use cluster::ClusterNode;
+
+/// Whether this node takes requests, for `/healthz`.
+pub(crate) struct Health {
+    /// `single` or `cluster`.
+    pub mode: &'static str,
+    /// Why the node is not ready (`None`: ready). Shutdown is the caller's to add.
+    pub not_ready: Option<String>,
+    /// The live members as this node sees them (itself alone in single mode).
+    pub members: Vec<NodeId>,
+}
 
 /// The live directory, shared by the hub (directory API) and the router (profiles, who is
 /// known).
@@ -72,6 +87,10 @@ pub(crate) struct Hub {
     router: Router,
     /// Source of socket ids.
     next_conn_id: AtomicU64,
+    /// This node's id (`--node-id`, else host name and port).
+    node: NodeId,
+    /// Cluster mode (`--nats`): the backplane and membership; `None` on a single node.
+    cluster: Option<ClusterNode>,
 }
 
 impl Hub {
@@ -82,6 +101,8 @@ impl Hub {
     /// directory (seeded from it on the first start) is the live one.
     pub(crate) fn new(
         mut settings: Settings,
+        node: NodeId,
+        cluster: Option<ClusterNode>,
         shutdown: CancellationToken,
         store: Arc<Store>,
         recovered: Recovered,
@@ -124,6 +145,7 @@ impl Hub {
             },
             tasks: tasks.clone(),
             retired,
+            node: node.clone(),
         });
         let directory = Arc::new(LiveDirectory {
             entries: RwLock::new(directory),
@@ -138,6 +160,7 @@ impl Hub {
             metrics: metrics.clone(),
             ring_timeout: settings.ring_timeout,
             grace: settings.disconnect_grace,
+            gate: cluster::Gate::new(cluster.as_ref()),
         });
         tasks.spawn(router.reaper(retired_rx, fanout.clone(), shutdown.clone()));
         let grace = settings.disconnect_grace;
@@ -157,6 +180,8 @@ impl Hub {
             directory,
             router,
             next_conn_id: AtomicU64::new(1),
+            node,
+            cluster,
         })
     }
 
@@ -228,6 +253,35 @@ impl Hub {
     /// A process-unique id for a socket.
     pub(crate) fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// This node's id.
+    pub(crate) fn node(&self) -> &NodeId {
+        &self.node
+    }
+
+    /// Whether this node takes requests now.
+    pub(crate) fn health(&self) -> Health {
+        match &self.cluster {
+            None => Health {
+                mode: "single",
+                not_ready: None,
+                members: vec![self.node.clone()],
+            },
+            Some(c) => {
+                let h = c.health();
+                Health {
+                    mode: "cluster",
+                    not_ready: h.not_ready,
+                    members: h.members,
+                }
+            }
+        }
+    }
+
+    /// Cluster mode's node; `None` on a single node.
+    pub(crate) fn cluster(&self) -> Option<&ClusterNode> {
+        self.cluster.as_ref()
     }
 
     /// The hub's epoch: changes on every start.

@@ -23,6 +23,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::cluster::Gate;
+use super::route::{Route, RouteError};
 use super::{persist, profile_of, restored, LiveDirectory};
 use crate::agent::{AgentEnv, AgentHandle, Applied, Profile, TabId, TelephonyAnswer};
 use crate::clock::Clock;
@@ -44,81 +46,6 @@ enum Reach {
     Known,
     /// Anyone: a tab of this agent logs in.
     Login,
-}
-
-/// Why a command did not reach an actor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum RouteError {
-    /// Neither in the directory nor logged in.
-    #[error("unknown agent")]
-    UnknownAgent,
-    /// The actor is gone: the hub is shutting down.
-    #[error("the hub is shutting down")]
-    Unavailable,
-}
-
-/// Where an agent's commands go. Cheap to clone; a socket keeps the route of its agent.
-#[derive(Clone)]
-pub(crate) enum Route {
-    /// The actor runs in this process.
-    Local(AgentHandle),
-}
-
-impl Route {
-    /// Registers a tab with the actor (which queues `hello` into `outbox` first).
-    pub(crate) async fn attach(
-        &self,
-        outbox: Outbox,
-        hint: Option<Profile>,
-    ) -> Result<TabId, RouteError> {
-        match self {
-            Route::Local(h) => h
-                .attach(outbox, hint)
-                .await
-                .map_err(|_| RouteError::Unavailable),
-        }
-    }
-
-    /// A tab closed.
-    pub(crate) async fn detach(&self, tab: TabId) {
-        match self {
-            Route::Local(h) => h.detach(tab).await,
-        }
-    }
-
-    /// Applies an input; `origin` is the tab that asked (it answers a logout itself).
-    pub(crate) async fn apply(
-        &self,
-        input: Input,
-        origin: Option<TabId>,
-    ) -> Result<Result<Applied, Rejection>, RouteError> {
-        match self {
-            Route::Local(h) => h
-                .apply(input, origin)
-                .await
-                .map_err(|_| RouteError::Unavailable),
-        }
-    }
-
-    /// Hands a telephony event to the actor; its answer arrives on the receiver.
-    async fn telephony(
-        &self,
-        event_id: String,
-        input: Input,
-    ) -> Result<oneshot::Receiver<TelephonyAnswer>, RouteError> {
-        match self {
-            Route::Local(h) => h
-                .telephony_dispatch(event_id, input)
-                .await
-                .map_err(|_| RouteError::Unavailable),
-        }
-    }
-
-    async fn set_profile(&self, profile: Profile) {
-        match self {
-            Route::Local(h) => h.set_profile(profile).await,
-        }
-    }
 }
 
 /// A telephony event after routing: answered by the router itself (unknown agent), or on
@@ -151,6 +78,8 @@ pub(crate) struct Router {
     ring_timeout: Duration,
     /// `--disconnect-grace-secs`, for a state read back from the store.
     grace: Duration,
+    /// Cluster mode: refuses changes while NATS is unreachable.
+    gate: Gate,
     /// Set at shutdown: nothing is started any more.
     closed: AtomicBool,
     /// Store reads in flight at once: no more than the store keeps read connections, so a
@@ -169,6 +98,7 @@ pub(super) struct RouterParts {
     pub metrics: Arc<Metrics>,
     pub ring_timeout: Duration,
     pub grace: Duration,
+    pub gate: Gate,
 }
 
 impl Router {
@@ -183,6 +113,7 @@ impl Router {
             metrics: parts.metrics,
             ring_timeout: parts.ring_timeout,
             grace: parts.grace,
+            gate: parts.gate,
             closed: AtomicBool::new(false),
             reads: tokio::sync::Semaphore::new(crate::store::READ_CONNECTIONS),
         }
@@ -273,6 +204,12 @@ impl Router {
         Ok(Some(handle))
     }
 
+    /// `Ok` when a change may be taken now (cluster mode: NATS reachable). Commands from
+    /// an agent's own socket, which holds its route, ask before applying.
+    pub(crate) fn admit(&self) -> Result<(), RouteError> {
+        self.gate.admit()
+    }
+
     /// The route of an agent that may have an actor (in the directory, or with a live
     /// actor); `None` for anyone else.
     pub(crate) async fn route(&self, id: &AgentId) -> Result<Option<Route>, RouteError> {
@@ -308,6 +245,7 @@ impl Router {
         id: &AgentId,
         input: Input,
     ) -> Result<Result<Applied, Rejection>, RouteError> {
+        self.admit()?;
         for _ in 0..RETRIES {
             let route = self.route(id).await?.ok_or(RouteError::UnknownAgent)?;
             match route.apply(input.clone(), None).await {
@@ -328,6 +266,7 @@ impl Router {
         let (Some(event), Some(input)) = (message.event(), self.input_of(message)) else {
             return Err(RouteError::UnknownAgent);
         };
+        self.admit()?;
         for _ in 0..RETRIES {
             let Some(route) = self.route(&event.agent_id).await? else {
                 return Ok(Dispatched::Answered(self.unknown_agent(message, event)));

@@ -124,6 +124,9 @@ pub enum ErrorCode {
     RateLimited,
     /// HTTP only: no such API route, ring group or directory entry.
     NotFound,
+    /// Retryable: the hub cannot take the request now (cluster mode: NATS unreachable, or
+    /// the agent is moving between nodes). Carries `retry_after_ms`; HTTP 503.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -139,6 +142,7 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 
@@ -150,6 +154,7 @@ impl ErrorCode {
             ErrorCode::UnknownAgent | ErrorCode::NotFound => 404,
             ErrorCode::InvalidState | ErrorCode::UnknownCall | ErrorCode::Conflict => 409,
             ErrorCode::RateLimited => 429,
+            ErrorCode::Unavailable => 503,
         }
     }
 }
@@ -241,5 +246,15 @@ mod tests {
         .expect("json");
         assert_eq!(err["code"], "conflict");
         assert_eq!(err["version"], 3);
+        let busy: serde_json::Value =
+            serde_json::from_str(&unavailable(Some(&Ref::Int(4)), "NATS is down", 500))
+                .expect("json");
+        assert_eq!(busy["type"], "error");
+        assert_eq!(busy["ref"], 4);
+        assert_eq!(busy["code"], "unavailable");
+        assert_eq!(busy["retry_after_ms"], 500);
+        assert_eq!(busy["message"], "NATS is down");
+        assert_eq!(ErrorCode::Unavailable.http_status(), 503);
+        assert!(err.get("retry_after_ms").is_none());
     }
 }

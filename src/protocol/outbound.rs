@@ -68,6 +68,9 @@ struct ErrorFields<'a> {
     /// The agent's current version, with `conflict`.
     #[serde(skip_serializing_if = "Option::is_none")]
     version: Option<u64>,
+    /// When to retry, with `unavailable`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
 }
 
 /// `{"type":"error","ref":..,"code":..,"message":..}`.
@@ -79,6 +82,23 @@ pub fn error(reply_ref: Option<&Ref>, code: ErrorCode, message: &str) -> Text {
             code,
             message,
             version: None,
+            retry_after_ms: None,
+        },
+    )
+}
+
+/// `{"type":"error","ref":..,"code":"unavailable","message":..,"retry_after_ms":N}`: the
+/// hub cannot take the request now; the client retries it after `retry_after_ms` (on this
+/// node or another). Nothing of the request was applied.
+pub fn unavailable(reply_ref: Option<&Ref>, message: &str, retry_after_ms: u64) -> Text {
+    frame(
+        "error",
+        reply_ref,
+        ErrorFields {
+            code: ErrorCode::Unavailable,
+            message,
+            version: None,
+            retry_after_ms: Some(retry_after_ms),
         },
     )
 }
@@ -93,6 +113,7 @@ pub fn rejected(reply_ref: Option<&Ref>, rejection: Rejection) -> Text {
             code,
             message: &rejection.to_string(),
             version,
+            retry_after_ms: None,
         },
     )
 }
@@ -141,13 +162,14 @@ pub fn pong(reply_ref: Option<&Ref>, now: Millis) -> Text {
 }
 
 /// `hello` on an admin or telephony socket.
-pub fn hello(role: Role, id: &str, now: Millis, epoch: &str) -> Text {
+pub fn hello(role: Role, id: &str, now: Millis, epoch: &str, node: &str) -> Text {
     #[derive(Serialize)]
     struct F<'a> {
         role: &'a str,
         id: &'a str,
         server_time: Millis,
         epoch: &'a str,
+        node: &'a str,
     }
     frame(
         "hello",
@@ -157,13 +179,14 @@ pub fn hello(role: Role, id: &str, now: Millis, epoch: &str) -> Text {
             id,
             server_time: now,
             epoch,
+            node,
         },
     )
 }
 
 /// `hello` on an agent socket: the agent's current state (pre-serialized) and the `seq`
 /// of its latest update.
-pub fn agent_hello(agent_json: &str, now: Millis, epoch: &str, seq: u64) -> Text {
+pub fn agent_hello(agent_json: &str, now: Millis, epoch: &str, seq: u64, node: &str) -> Text {
     #[derive(Serialize)]
     struct F<'a> {
         role: &'a str,
@@ -171,6 +194,7 @@ pub fn agent_hello(agent_json: &str, now: Millis, epoch: &str, seq: u64) -> Text
         server_time: Millis,
         epoch: &'a str,
         seq: u64,
+        node: &'a str,
     }
     frame(
         "hello",
@@ -181,6 +205,7 @@ pub fn agent_hello(agent_json: &str, now: Millis, epoch: &str, seq: u64) -> Text
             server_time: now,
             epoch,
             seq,
+            node,
         },
     )
 }

@@ -47,7 +47,7 @@ fn parse_enum<T: DeserializeOwned>(s: &str) -> Option<T> {
 }
 
 /// Every protocol error code, so a stored one can be parsed back.
-const ERROR_CODES: [ErrorCode; 9] = [
+const ERROR_CODES: [ErrorCode; 10] = [
     ErrorCode::BadMessage,
     ErrorCode::InvalidStatus,
     ErrorCode::InvalidState,
@@ -57,6 +57,7 @@ const ERROR_CODES: [ErrorCode; 9] = [
     ErrorCode::Conflict,
     ErrorCode::RateLimited,
     ErrorCode::NotFound,
+    ErrorCode::Unavailable,
 ];
 
 /// Parses a stored error code.
@@ -107,7 +108,8 @@ mod tests {
             | ErrorCode::Forbidden
             | ErrorCode::Conflict
             | ErrorCode::RateLimited
-            | ErrorCode::NotFound => ERROR_CODES.len(),
+            | ErrorCode::NotFound
+            | ErrorCode::Unavailable => ERROR_CODES.len(),
         }
     }
 

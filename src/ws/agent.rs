@@ -76,6 +76,11 @@ impl AgentSession {
             }
         };
         let is_logout = matches!(input, Input::Logout { .. });
+        if let Err(e) = self.hub.router().admit() {
+            if let Some(reply) = e.unavailable(reply_ref.as_ref()) {
+                return self.send(reply);
+            }
+        }
         let Ok(mut result) = self.route.apply(input, Some(self.tab)).await else {
             return Flow::Close(super::conn::CLOSE_GOING_AWAY, "hub shutting down");
         };

@@ -180,6 +180,7 @@ fn hello(hub: &Hub, outbox: &Outbox, identity: &Identity) {
         &identity.subject,
         hub.clock().now_ms(),
         hub.epoch(),
+        hub.node().as_str(),
     );
     let _ = outbox.push(frame);
 }

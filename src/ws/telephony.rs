@@ -87,11 +87,14 @@ fn reply_when_committed(
     async move {
         let answer = match dispatched.await {
             Ok(Ok(Dispatched::Answered(answer))) => Ok(answer),
-            Ok(Ok(Dispatched::Pending(pending))) => pending.await.map_err(|_| ()),
-            Ok(Err(_)) | Err(_) => Err(()),
+            Ok(Ok(Dispatched::Pending(pending))) => pending.await.map_err(|_| None),
+            Ok(Err(e)) => Err(e.unavailable(reply_ref.as_ref())),
+            Err(_) => Err(None),
         };
-        let Ok(mut answer) = answer else {
-            return Some(protocol::shutting_down(reply_ref.as_ref()));
+        let mut answer = match answer {
+            Ok(answer) => answer,
+            Err(Some(unavailable)) => return Some(unavailable),
+            Err(None) => return Some(protocol::shutting_down(reply_ref.as_ref())),
         };
         if let Err(e) = answer.take_ticket().await {
             return Some(protocol::not_stored(reply_ref.as_ref(), &e));

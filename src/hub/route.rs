@@ -1,0 +1,104 @@
+//! What the router hands back: a [`Route`] to an agent's actor (a socket keeps the route
+//! of its agent), and [`RouteError`], why a command did not reach one.
+
+use tokio::sync::oneshot;
+
+use crate::agent::{AgentHandle, Applied, Profile, TabId, TelephonyAnswer};
+use crate::model::{Input, Rejection};
+use crate::outbox::Outbox;
+use crate::protocol::{self, Ref, Text};
+
+/// Why a command did not reach an actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RouteError {
+    /// Neither in the directory nor logged in.
+    #[error("unknown agent")]
+    UnknownAgent,
+    /// The actor is gone: the hub is shutting down.
+    #[error("the hub is shutting down")]
+    Unavailable,
+    /// Cluster mode: NATS is unreachable, so no change is taken (retryable).
+    #[error("the cluster backplane (NATS) is unavailable: retry")]
+    Backplane {
+        /// When to retry.
+        retry_after_ms: u64,
+    },
+}
+
+impl RouteError {
+    /// The `unavailable` reply when the error is the cluster's (retryable), else `None`.
+    pub(crate) fn unavailable(&self, reply_ref: Option<&Ref>) -> Option<Text> {
+        match self {
+            RouteError::Backplane { retry_after_ms } => Some(protocol::unavailable(
+                reply_ref,
+                &self.to_string(),
+                *retry_after_ms,
+            )),
+            RouteError::UnknownAgent | RouteError::Unavailable => None,
+        }
+    }
+}
+
+/// Where an agent's commands go. Cheap to clone; a socket keeps the route of its agent.
+#[derive(Clone)]
+pub(crate) enum Route {
+    /// The actor runs in this process.
+    Local(AgentHandle),
+}
+
+impl Route {
+    /// Registers a tab with the actor (which queues `hello` into `outbox` first).
+    pub(crate) async fn attach(
+        &self,
+        outbox: Outbox,
+        hint: Option<Profile>,
+    ) -> Result<TabId, RouteError> {
+        match self {
+            Route::Local(h) => h
+                .attach(outbox, hint)
+                .await
+                .map_err(|_| RouteError::Unavailable),
+        }
+    }
+
+    /// A tab closed.
+    pub(crate) async fn detach(&self, tab: TabId) {
+        match self {
+            Route::Local(h) => h.detach(tab).await,
+        }
+    }
+
+    /// Applies an input; `origin` is the tab that asked (it answers a logout itself).
+    pub(crate) async fn apply(
+        &self,
+        input: Input,
+        origin: Option<TabId>,
+    ) -> Result<Result<Applied, Rejection>, RouteError> {
+        match self {
+            Route::Local(h) => h
+                .apply(input, origin)
+                .await
+                .map_err(|_| RouteError::Unavailable),
+        }
+    }
+
+    /// Hands a telephony event to the actor; its answer arrives on the receiver.
+    pub(super) async fn telephony(
+        &self,
+        event_id: String,
+        input: Input,
+    ) -> Result<oneshot::Receiver<TelephonyAnswer>, RouteError> {
+        match self {
+            Route::Local(h) => h
+                .telephony_dispatch(event_id, input)
+                .await
+                .map_err(|_| RouteError::Unavailable),
+        }
+    }
+
+    pub(super) async fn set_profile(&self, profile: Profile) {
+        match self {
+            Route::Local(h) => h.set_profile(profile).await,
+        }
+    }
+}
