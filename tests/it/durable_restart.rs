@@ -5,12 +5,7 @@
 //! Real time is unavoidable with a child process: the waits here are short (a 2 s
 //! disconnect grace, a 500 ms ring) and every wait polls with a deadline.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::Client;
+use crate::common::Client;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -3,12 +3,7 @@
 //! wrap-up from the next call on), ring groups drive `/api/v1/available?ring_group=` and
 //! ring timeouts; bad bodies are 400 with a message, unknown ids 404; admin token only.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use jsonwebtoken::{encode, get_current_timestamp, Algorithm, EncodingKey, Header};
 use presence_hub::directory::Directory;
 use presence_hub::Settings;

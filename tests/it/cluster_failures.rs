@@ -3,13 +3,8 @@
 //! the only NATS server is killed with `kill -9` and restarted, and one server of a
 //! three-server NATS cluster (replicas 3) is killed.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
+use crate::common::nats::{NatsCluster, NatsServer};
 use bytes::Bytes;
-use common::nats::{NatsCluster, NatsServer};
 use presence_hub::cluster::{
     Availability, Backplane, ClusterConfig, ClusterError, Followed, Head, Membership, Names, NodeId,
 };

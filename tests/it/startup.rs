@@ -4,9 +4,6 @@
 //! not a terminal, and a `--directory` file that differs from the database's directory is
 //! named in a warning instead of being silently ignored.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
 use clap::Parser;
 use presence_hub::Cli;
 use std::path::{Path, PathBuf};

@@ -2,12 +2,7 @@
 //! without gaps, `resume` after missed events, the slow-consumer bound (4008), and a
 //! concurrent run whose every admin view must end up identical to the hub's.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use presence_hub::directory::Directory;
 use presence_hub::Settings;
 use rand::rngs::StdRng;

@@ -3,13 +3,8 @@
 //! unmasked frames, invalid UTF-8, bare headers declaring 1 GiB, close handshakes, and
 //! hand-made upgrade requests that must be refused.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::raw::*;
-use common::*;
+use crate::common::raw::*;
+use crate::common::*;
 use presence_hub::Settings;
 use serde_json::json;
 

@@ -2,12 +2,7 @@
 //! Origin allowlist, dev mode, malformed and oversized messages on every socket, the HTTP
 //! API, graceful shutdown (1001), and ping/pong liveness under paused time.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use jsonwebtoken::{encode, get_current_timestamp, Algorithm, EncodingKey, Header};
 use presence_hub::directory::Directory;
 use presence_hub::{RunError, Settings};

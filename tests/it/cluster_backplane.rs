@@ -4,13 +4,8 @@
 //! `Backplane`s in one process, each with its own NATS connection, exactly as separate hub
 //! processes would hold them.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
+use crate::common::nats::NatsServer;
 use bytes::Bytes;
-use common::nats::NatsServer;
 use presence_hub::cluster::{
     Backplane, Claim, ClusterConfig, ClusterError, DedupRecord, DirectoryKey, Followed, Head,
     Names, NodeId,
@@ -248,7 +243,7 @@ async fn directory_edit_on_one_node_is_seen_by_another_within_a_second() {
 
 #[test]
 fn the_nats_cluster_config_in_the_docs_is_valid() {
-    let Some(bin) = common::nats::binary() else {
+    let Some(bin) = crate::common::nats::binary() else {
         return;
     };
     let doc =

@@ -7,12 +7,7 @@
 //! The clients (tungstenite's client handshake, reqwest, hyper-util's client) run in the
 //! same process and are filtered out of the capture: they are not the hub.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use jsonwebtoken::{encode, get_current_timestamp, EncodingKey, Header};
 use presence_hub::Settings;
 use serde_json::json;

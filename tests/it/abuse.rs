@@ -8,12 +8,7 @@
 //! Timer-dependent tests run on tokio's paused clock: the runtime jumps to the next timer
 //! whenever every task waits, so "10 s" costs no real time and is measured exactly.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures::{SinkExt, StreamExt};
 use jsonwebtoken::{encode, get_current_timestamp, EncodingKey, Header};
 use presence_hub::config::RateLimit;
