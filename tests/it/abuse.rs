@@ -882,18 +882,51 @@ fn every_limit_is_a_flag_and_an_environment_variable() {
     .expect("settings");
     assert!(s.max_write_buffer_bytes > s.write_buffer_bytes);
 
-    // The same through the environment (only this test of this binary touches it).
-    for (k, v) in [
-        ("PRESENCE_HUB_MAX_FRAME_BYTES", "4096"),
-        ("PRESENCE_HUB_READ_BUFFER_BYTES", "2048"),
-        ("PRESENCE_HUB_MAX_CONNECTIONS", "77"),
-        ("PRESENCE_HUB_HANDSHAKE_TIMEOUT_SECS", "4"),
-        ("PRESENCE_HUB_AGENT_RATE", "3"),
-        ("PRESENCE_HUB_AGENT_BURST", "9"),
-        ("PRESENCE_HUB_MAX_WRITE_BUFFER_BYTES", "16777216"),
-        ("PRESENCE_HUB_JWT_SECRET_PREVIOUS", "prev"),
-    ] {
-        std::env::set_var(k, v);
+    // The same through the environment: in a child process (this test binary running only
+    // the test below), so that no other test of this process sees the variables.
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "abuse::limits_from_the_environment",
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .envs(LIMITS_FROM_THE_ENVIRONMENT)
+        .output()
+        .expect("run the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran the test: {stdout}"
+    );
+}
+
+/// The variables `limits_from_the_environment` reads.
+const LIMITS_FROM_THE_ENVIRONMENT: [(&str, &str); 8] = [
+    ("PRESENCE_HUB_MAX_FRAME_BYTES", "4096"),
+    ("PRESENCE_HUB_READ_BUFFER_BYTES", "2048"),
+    ("PRESENCE_HUB_MAX_CONNECTIONS", "77"),
+    ("PRESENCE_HUB_HANDSHAKE_TIMEOUT_SECS", "4"),
+    ("PRESENCE_HUB_AGENT_RATE", "3"),
+    ("PRESENCE_HUB_AGENT_BURST", "9"),
+    ("PRESENCE_HUB_MAX_WRITE_BUFFER_BYTES", "16777216"),
+    ("PRESENCE_HUB_JWT_SECRET_PREVIOUS", "prev"),
+];
+
+/// The limits through the environment. Run by `every_limit_is_a_flag_and_an_environment_variable`
+/// in a child process with `LIMITS_FROM_THE_ENVIRONMENT` set: this process never sets them.
+#[test]
+#[ignore = "run in a child process with its environment by every_limit_is_a_flag_and_an_environment_variable"]
+fn limits_from_the_environment() {
+    use clap::Parser;
+    use presence_hub::Cli;
+    for (k, v) in LIMITS_FROM_THE_ENVIRONMENT {
+        assert_eq!(std::env::var(k).as_deref(), Ok(v), "run with {k}={v}");
     }
     let s = Cli::parse_from(["presence-hub"])
         .settings()

@@ -1,6 +1,7 @@
-//! Security table: "tokens in logs: never". The hub runs in this process with a tracing
-//! subscriber at TRACE for everything (the hub, axum, tower, hyper, tungstenite via the
-//! `log` bridge) writing into a buffer; valid and invalid tokens travel in `?token=` and in
+//! Security table: "tokens in logs: never". The hub runs in this process, on the test's
+//! single-threaded runtime, with a tracing subscriber of that thread at TRACE for everything
+//! (the hub, axum, tower, hyper, `log` records via the bridge) writing into a buffer (the
+//! store's own threads are not captured: no token reaches them); valid and invalid tokens travel in `?token=` and in
 //! `Authorization: Bearer`, on every socket path and the HTTP API; then the captured text
 //! must contain neither a token nor `token=`.
 //!
@@ -15,6 +16,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tracing_subscriber::util::SubscriberInitExt;
 
 const SECRET: &str = "log-hygiene-secret-0123456789";
 
@@ -77,14 +79,17 @@ async fn ws_status(url: &str, bearer: Option<&str>) -> u16 {
 async fn tokens_and_token_query_strings_are_never_logged() {
     let capture = Capture::default();
     let writer = capture.clone();
-    tracing_subscriber::fmt()
+    // The subscriber is this thread's only (the test's runtime is single-threaded: the hub's
+    // tasks run here), so the other tests of this process neither log into the capture nor
+    // pay for TRACE. (`set_default` also installs the `log` bridge, which hands each record to
+    // the subscriber of the thread it is logged on.)
+    let _subscriber = tracing_subscriber::fmt()
         .with_env_filter(
             "trace,tungstenite::handshake::client=off,reqwest=off,hyper_util::client=off",
         )
         .with_ansi(false)
         .with_writer(move || writer.clone())
-        .try_init()
-        .expect("the only subscriber of this test binary");
+        .set_default();
 
     let hub = TestHub::with(Settings {
         jwt_secret: Some(SECRET.to_string()),
