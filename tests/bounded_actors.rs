@@ -2,8 +2,9 @@
 //! distinct unknown ids, and 20,000 distinct agents logging in and out, leave the actor
 //! count and the resident memory back near where they were.
 //!
-//! One test in its own binary: the hub runs in this process, so its resident memory is
-//! this process's. The clock is paused: the disconnect grace and the actor idle period
+//! One test in its own binary, outside the `tests/it` crate on purpose: the hub runs in
+//! this process, so its resident memory is this process's only while no other test runs
+//! beside it. The clock is paused: the disconnect grace and the actor idle period
 //! cost no real time. The database is a real file (an in-memory one would hold every
 //! stored event id in RAM) with a small page cache (`--store-cache-mib 1`), and the
 //! event-id memory is small (`--event-id-capacity 2000`), so what is measured is what the
@@ -36,16 +37,7 @@ const PARALLEL: usize = 20;
 const IDLE: Duration = Duration::from_secs(60);
 
 fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .expect("VmRSS")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .expect("kB")
+    status_kib("VmRSS")
 }
 
 /// Sends `n` offers and other events for distinct unknown agents, `WINDOW` in flight,

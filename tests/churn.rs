@@ -1,8 +1,9 @@
 //! Reliability table: "10k agent connects/disconnects churn: 0 leaked tasks, sockets,
 //! memory back to baseline", counted with the hub's own gauges.
 //!
-//! The hub runs in this test's own process (one test per binary): its open file
-//! descriptors and resident memory are this process's. The clock is paused, so the
+//! The hub runs in this test's own process (one test per binary, outside the `tests/it`
+//! crate on purpose): its open file descriptors and resident memory are this process's
+//! only while no other test runs beside it. The clock is paused, so the
 //! disconnect grace (15 s) of the agents costs no real time.
 //!
 //! What stays after the churn, by design: one actor per agent id of the pool (agents are
@@ -31,16 +32,7 @@ const PARALLEL: usize = 10;
 const OTHER_TASKS: usize = 4;
 
 fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .expect("VmRSS")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .expect("kB")
+    status_kib("VmRSS")
 }
 
 fn open_fds() -> usize {

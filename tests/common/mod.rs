@@ -1,9 +1,19 @@
 //! Test harness: starts the real hub on 127.0.0.1:0 and speaks its protocol over real
-//! sockets with tokio-tungstenite and reqwest.
+//! sockets with tokio-tungstenite and reqwest; tokens, child hub processes and NATS servers
+//! in its submodules. Shared by every test target (`tests/it` and the process-measuring
+//! targets beside it).
 #![allow(dead_code)]
 
 pub mod nats;
+pub mod process;
 pub mod raw;
+pub mod tokens;
+
+// Not every test target uses every helper.
+#[allow(unused_imports)]
+pub use process::{free_port, status_kib, TempDir};
+#[allow(unused_imports)]
+pub use tokens::{ids, jwt, token_with};
 
 use futures::{SinkExt, StreamExt};
 use presence_hub::config::RateLimit;

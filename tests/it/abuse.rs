@@ -10,7 +10,7 @@
 
 use crate::common::*;
 use futures::{SinkExt, StreamExt};
-use jsonwebtoken::{encode, get_current_timestamp, EncodingKey, Header};
+use jsonwebtoken::get_current_timestamp;
 use presence_hub::config::RateLimit;
 use presence_hub::directory::Directory;
 use presence_hub::Settings;
@@ -35,15 +35,6 @@ fn defaults() -> Settings {
         ping_interval: Duration::from_secs(3600),
         ..Settings::default()
     }
-}
-
-fn jwt(secret: &str, sub: &str, role: &str, exp: u64) -> String {
-    encode(
-        &Header::default(),
-        &json!({"sub": sub, "role": role, "exp": exp}),
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("encode token")
 }
 
 fn rejected(m: &str, cause: &str) -> u64 {
@@ -505,10 +496,7 @@ async fn over_max_connections_the_hub_answers_503_before_the_upgrade() {
 // ---------------------------------------------------------------------------------------
 
 fn secured() -> Settings {
-    Settings {
-        jwt_secret: Some(SECRET.to_string()),
-        ..defaults()
-    }
+    tokens::secured(SECRET, defaults())
 }
 
 /// Revocation by expiry: every socket whose token runs out is closed with 1008 at `exp`

@@ -73,14 +73,6 @@ impl View {
     }
 }
 
-fn ids(list: &Value) -> Vec<String> {
-    list.as_array()
-        .unwrap_or_else(|| panic!("a list: {list}"))
-        .iter()
-        .map(|a| a["agent_id"].as_str().expect("agent_id").to_string())
-        .collect()
-}
-
 /// The hub's own view, `GET /api/v1/agents` (optionally `?team=`).
 async fn hub_view(hub: &TestHub, query: &str) -> View {
     let (status, body) = hub.get(&format!("/api/v1/agents{query}")).await;

@@ -4,7 +4,7 @@
 //! ring timeouts; bad bodies are 400 with a message, unknown ids 404; admin token only.
 
 use crate::common::*;
-use jsonwebtoken::{encode, get_current_timestamp, Algorithm, EncodingKey, Header};
+use jsonwebtoken::get_current_timestamp;
 use presence_hub::directory::Directory;
 use presence_hub::Settings;
 use serde_json::{json, Value};
@@ -334,15 +334,7 @@ async fn the_directory_api_takes_an_admin_token_when_a_secret_is_set() {
         ..settings()
     })
     .await;
-    let token = |role: &str| {
-        let claims = json!({"sub": "x1", "role": role, "exp": get_current_timestamp() + 600});
-        encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .expect("token")
-    };
+    let token = |role: &str| jwt(SECRET, "x1", role, get_current_timestamp() + 600);
     let get = reqwest::Method::GET;
     let put_m = reqwest::Method::PUT;
     for path in [
