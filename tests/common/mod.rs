@@ -40,7 +40,7 @@ pub struct TestHub {
 
 /// Settings for tests: defaults, with pings far away unless a test wants them, and no
 /// per-socket rate limits (tests drive one socket far faster than a person would; the
-/// limits have their own tests in `tests/abuse.rs`, with the defaults).
+/// limits have their own tests in `tests/it/abuse.rs`, with the defaults).
 pub fn settings() -> Settings {
     Settings {
         ping_interval: Duration::from_secs(3600),
