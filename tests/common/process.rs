@@ -64,8 +64,54 @@ pub fn free_port() -> u16 {
         .expect("a free port on 127.0.0.1")
 }
 
+/// Set in the child process of [`run_alone`].
+const ALONE: &str = "PRESENCE_HUB_TEST_ALONE";
+
+/// Runs the test `name` (a module path inside this test binary, `#[ignore]`d so that it
+/// never runs beside the others) alone in a child process of this test binary, with `envs`
+/// set there only; fails with the child's output unless that one test passed. For tests
+/// that read the process's own memory or descriptors, or need environment variables:
+/// no other test shares the child's process.
+pub fn run_alone(name: &str, envs: &[(&str, &str)]) {
+    let out = Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(ALONE, "1")
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // What the child measured, for `--nocapture`.
+    eprint!("{stderr}");
+    assert!(
+        out.status.success(),
+        "{name} failed alone:\n{stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("test result: ok. 1 passed"),
+        "{name} did not run alone:\n{stdout}"
+    );
+}
+
+/// Fails unless this process was started by [`run_alone`] (a test run with `--ignored`
+/// beside the others would measure them too).
+pub fn assert_alone() {
+    assert_eq!(
+        std::env::var(ALONE).as_deref(),
+        Ok("1"),
+        "this test must run alone: its `_alone` twin runs it in a child process"
+    );
+}
+
 /// One field of `/proc/self/status` (`VmRSS`, `VmHWM`, `VmPeak`...), in KiB: this whole
-/// process, so only a test alone in its process can read it as the hub's.
+/// process, so only a test alone in its process (see [`run_alone`]) can read it as the hub's.
 pub fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     status

@@ -871,26 +871,10 @@ fn every_limit_is_a_flag_and_an_environment_variable() {
     assert!(s.max_write_buffer_bytes > s.write_buffer_bytes);
 
     // The same through the environment: in a child process (this test binary running only
-    // the test below), so that no other test of this process sees the variables.
-    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "abuse::limits_from_the_environment",
-            "--exact",
-            "--ignored",
-            "--test-threads=1",
-        ])
-        .envs(LIMITS_FROM_THE_ENVIRONMENT)
-        .output()
-        .expect("run the test binary");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("1 passed"),
-        "the child ran the test: {stdout}"
+    // the test below), so that no other test sees the variables.
+    run_alone(
+        "abuse::limits_from_the_environment",
+        &LIMITS_FROM_THE_ENVIRONMENT,
     );
 }
 
@@ -909,10 +893,11 @@ const LIMITS_FROM_THE_ENVIRONMENT: [(&str, &str); 8] = [
 /// The limits through the environment. Run by `every_limit_is_a_flag_and_an_environment_variable`
 /// in a child process with `LIMITS_FROM_THE_ENVIRONMENT` set: this process never sets them.
 #[test]
-#[ignore = "run in a child process with its environment by every_limit_is_a_flag_and_an_environment_variable"]
+#[ignore = "needs its environment: run alone by every_limit_is_a_flag_and_an_environment_variable"]
 fn limits_from_the_environment() {
     use clap::Parser;
     use presence_hub::Cli;
+    assert_alone();
     for (k, v) in LIMITS_FROM_THE_ENVIRONMENT {
         assert_eq!(std::env::var(k).as_deref(), Ok(v), "run with {k}={v}");
     }

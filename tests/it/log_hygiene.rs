@@ -1,9 +1,9 @@
 //! Security table: "tokens in logs: never". The hub runs in this process, on the test's
 //! single-threaded runtime, with a tracing subscriber of that thread at TRACE for everything
 //! (the hub, axum, tower, hyper, `log` records via the bridge) writing into a buffer (the
-//! store's own threads are not captured: no token reaches them); valid and invalid tokens travel in `?token=` and in
-//! `Authorization: Bearer`, on every socket path and the HTTP API; then the captured text
-//! must contain neither a token nor `token=`.
+//! store's own threads are not captured: no token reaches them); valid and invalid tokens
+//! travel in `?token=` and in `Authorization: Bearer`, on every socket path and the HTTP
+//! API; then the captured text must contain neither a token nor `token=`.
 //!
 //! The clients (tungstenite's client handshake, reqwest, hyper-util's client) run in the
 //! same process and are filtered out of the capture: they are not the hub.

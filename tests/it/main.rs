@@ -3,11 +3,12 @@
 //! processes, NATS servers), and the status-row rig.
 //!
 //! Every test here shares this process with the others, so none may depend on
-//! process-wide state: no environment variable is set in this process (a test that needs
-//! one runs a child process), the tracing subscriber of `log_hygiene` is scoped to its
-//! thread, and the tests that measure the process's own memory or descriptors run in their
-//! own targets (`tests/churn.rs`, `tests/bounded_actors.rs`, `tests/frame_limits.rs`),
-//! where nothing else runs beside them.
+//! process-wide state: no environment variable is set in this process, the tracing
+//! subscriber of `log_hygiene` is scoped to its thread, and the tests that need the
+//! environment or read the process's own memory or descriptors (`churn`, `bounded_actors`,
+//! `frame_limits`, the limits from the environment) are `#[ignore]`d and run by a twin test
+//! alone in a child process of this binary (`common::process::run_alone`): `cargo test`
+//! lists them as ignored and runs them through their twins.
 
 // Tests: a panic is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
@@ -19,11 +20,14 @@ mod rig;
 mod abuse;
 mod admin_fanout;
 mod auth_and_input;
+mod bounded_actors;
+mod churn;
 mod cluster_backplane;
 mod cluster_failures;
 mod decode_props;
 mod directory_api;
 mod durable_restart;
+mod frame_limits;
 mod hub_smoke;
 mod idle_actors;
 mod log_hygiene;

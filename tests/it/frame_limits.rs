@@ -1,17 +1,12 @@
 //! Security table: "message > 64 KiB: close 1009, memory not grown by the declared size".
 //!
-//! The hub runs in this test's own process (one test per binary, outside the `tests/it`
-//! crate on purpose, so nothing else allocates meanwhile, nor did before: the peaks
-//! below are the process's since it started) and the process's memory is read from `/proc/self/status`:
+//! The hub runs in a process of its own (the test binary running only this test, started
+//! by its `_alone` twin: nothing else allocates meanwhile, nor did before, and the peaks
+//! below are the process's since it started), whose memory is read from `/proc/self/status`:
 //! `VmHWM` (peak resident) and `VmPeak` (peak virtual, which a reservation of the declared
 //! size would raise even if its pages were never touched).
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use presence_hub::Settings;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -43,8 +38,20 @@ async fn connect(hub: &TestHub, role: usize, n: usize) -> Client {
     c
 }
 
+/// Runs the test below alone in a child process of this test binary: it reads the
+/// process's own peak memory, which other tests running beside it would change.
+#[test]
+fn oversized_messages_close_1009_without_growing_memory_by_the_declared_size_alone() {
+    run_alone(
+        "frame_limits::oversized_messages_close_1009_without_growing_memory_by_the_declared_size",
+        &[],
+    );
+}
+
 #[tokio::test]
+#[ignore = "reads the process's own peak memory: run alone by its `_alone` twin"]
 async fn oversized_messages_close_1009_without_growing_memory_by_the_declared_size() {
+    assert_alone();
     let settings = settings();
     assert_eq!(Settings::default().max_message_bytes, 64 * 1024);
     assert_eq!(Settings::default().max_frame_bytes, 64 * 1024);

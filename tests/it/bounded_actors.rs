@@ -2,8 +2,8 @@
 //! distinct unknown ids, and 20,000 distinct agents logging in and out, leave the actor
 //! count and the resident memory back near where they were.
 //!
-//! One test in its own binary, outside the `tests/it` crate on purpose: the hub runs in
-//! this process, so its resident memory is this process's only while no other test runs
+//! The hub runs in a process of its own (the test binary running only this test, started
+//! by its `_alone` twin), so its resident memory is the process's: no other test runs
 //! beside it. The clock is paused: the disconnect grace and the actor idle period
 //! cost no real time. The database is a real file (an in-memory one would hold every
 //! stored event id in RAM) with a small page cache (`--store-cache-mib 1`), and the
@@ -15,12 +15,7 @@
 //! allocator's high-water mark of 5,000 live agents (freed memory is reused, not given
 //! back to the system), and the comparison shows what stays per id ever seen: nothing.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures::future::join_all;
 use serde_json::json;
 use std::time::Duration;
@@ -105,8 +100,20 @@ async fn settle(hub: &TestHub, actors: u64) -> String {
     }
 }
 
+/// Runs the test below alone in a child process of this test binary: it reads the
+/// process's own memory, which other tests running beside it would change.
+#[test]
+fn unknown_ids_and_agent_churn_leave_actors_and_memory_at_baseline_alone() {
+    run_alone(
+        "bounded_actors::unknown_ids_and_agent_churn_leave_actors_and_memory_at_baseline",
+        &[],
+    );
+}
+
 #[tokio::test(start_paused = true)]
+#[ignore = "reads the process's own memory: run alone by its `_alone` twin"]
 async fn unknown_ids_and_agent_churn_leave_actors_and_memory_at_baseline() {
+    assert_alone();
     let dir = std::env::temp_dir().join(format!("ph-bounded-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
