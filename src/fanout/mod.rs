@@ -353,3 +353,6 @@ fn attach(inner: &mut Inner, conn_id: u64, filter: Filter, outbox: &Outbox) {
         outbox: outbox.clone(),
     });
 }
+
+#[cfg(test)]
+mod tests;

@@ -369,3 +369,7 @@ fn write_batch(
 pub(crate) fn bad_message_frame(bad: &BadMessage) -> Utf8Bytes {
     crate::protocol::bad_message(bad)
 }
+
+#[cfg(test)]
+#[path = "conn_tests.rs"]
+mod tests;

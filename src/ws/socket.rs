@@ -478,4 +478,4 @@ fn clamp_u32(n: usize) -> u32 {
 
 #[cfg(test)]
 #[path = "socket_tests.rs"]
-mod tests;
+pub(super) mod tests;

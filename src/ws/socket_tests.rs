@@ -12,7 +12,8 @@ use futures::FutureExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+/// A masked client frame (also used by the socket loop's tests).
+pub(crate) fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [9, 8, 7, 6];
     let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
     let len = payload.len();
@@ -244,7 +245,7 @@ async fn a_large_owned_frame_is_written_without_a_copy_when_blocked() {
 }
 
 /// Reads what the peer was sent until the end of the stream (which must be a FIN).
-async fn received(c: &mut TcpStream) -> Vec<u8> {
+pub(crate) async fn received(c: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got))
         .await

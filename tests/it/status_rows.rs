@@ -5,16 +5,10 @@
 //! must get its notifications. Timer rows run on tokio's paused clock, frozen so that only
 //! `tokio::time::advance` moves it (see `rig::freeze_time`).
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-mod rig;
-
-use common::*;
+use crate::common::*;
+use crate::rig::*;
 use presence_hub::directory::Directory;
 use presence_hub::Settings;
-use rig::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 

@@ -2,14 +2,8 @@
 //! an in-memory store, on tokio's paused clock frozen so that only `advance` moves it (the
 //! hub's clock follows tokio time), so every transition happens at a known millisecond.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-mod rig;
-
-use common::*;
-use rig::{advance_ms, freeze_time};
+use crate::common::*;
+use crate::rig::{advance_ms, freeze_time};
 use serde_json::{json, Value};
 
 const STATUSES: [&str; 7] = [

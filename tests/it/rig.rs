@@ -3,7 +3,6 @@
 //! every observer saw, and [`Rig::step`] checks that the next change reaches the admin and
 //! every tab as the same single update (hub-wide `seq` + 1, `version` + 1), with exactly the
 //! expected `AgentState`.
-#![allow(dead_code)]
 
 use crate::common::*;
 use presence_hub::Settings;

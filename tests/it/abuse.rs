@@ -8,14 +8,9 @@
 //! Timer-dependent tests run on tokio's paused clock: the runtime jumps to the next timer
 //! whenever every task waits, so "10 s" costs no real time and is measured exactly.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures::{SinkExt, StreamExt};
-use jsonwebtoken::{encode, get_current_timestamp, EncodingKey, Header};
+use jsonwebtoken::get_current_timestamp;
 use presence_hub::config::RateLimit;
 use presence_hub::directory::Directory;
 use presence_hub::Settings;
@@ -40,15 +35,6 @@ fn defaults() -> Settings {
         ping_interval: Duration::from_secs(3600),
         ..Settings::default()
     }
-}
-
-fn jwt(secret: &str, sub: &str, role: &str, exp: u64) -> String {
-    encode(
-        &Header::default(),
-        &json!({"sub": sub, "role": role, "exp": exp}),
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("encode token")
 }
 
 fn rejected(m: &str, cause: &str) -> u64 {
@@ -510,10 +496,7 @@ async fn over_max_connections_the_hub_answers_503_before_the_upgrade() {
 // ---------------------------------------------------------------------------------------
 
 fn secured() -> Settings {
-    Settings {
-        jwt_secret: Some(SECRET.to_string()),
-        ..defaults()
-    }
+    tokens::secured(SECRET, defaults())
 }
 
 /// Revocation by expiry: every socket whose token runs out is closed with 1008 at `exp`
@@ -887,18 +870,36 @@ fn every_limit_is_a_flag_and_an_environment_variable() {
     .expect("settings");
     assert!(s.max_write_buffer_bytes > s.write_buffer_bytes);
 
-    // The same through the environment (only this test of this binary touches it).
-    for (k, v) in [
-        ("PRESENCE_HUB_MAX_FRAME_BYTES", "4096"),
-        ("PRESENCE_HUB_READ_BUFFER_BYTES", "2048"),
-        ("PRESENCE_HUB_MAX_CONNECTIONS", "77"),
-        ("PRESENCE_HUB_HANDSHAKE_TIMEOUT_SECS", "4"),
-        ("PRESENCE_HUB_AGENT_RATE", "3"),
-        ("PRESENCE_HUB_AGENT_BURST", "9"),
-        ("PRESENCE_HUB_MAX_WRITE_BUFFER_BYTES", "16777216"),
-        ("PRESENCE_HUB_JWT_SECRET_PREVIOUS", "prev"),
-    ] {
-        std::env::set_var(k, v);
+    // The same through the environment: in a child process (this test binary running only
+    // the test below), so that no other test sees the variables.
+    run_alone(
+        "abuse::limits_from_the_environment",
+        &LIMITS_FROM_THE_ENVIRONMENT,
+    );
+}
+
+/// The variables `limits_from_the_environment` reads.
+const LIMITS_FROM_THE_ENVIRONMENT: [(&str, &str); 8] = [
+    ("PRESENCE_HUB_MAX_FRAME_BYTES", "4096"),
+    ("PRESENCE_HUB_READ_BUFFER_BYTES", "2048"),
+    ("PRESENCE_HUB_MAX_CONNECTIONS", "77"),
+    ("PRESENCE_HUB_HANDSHAKE_TIMEOUT_SECS", "4"),
+    ("PRESENCE_HUB_AGENT_RATE", "3"),
+    ("PRESENCE_HUB_AGENT_BURST", "9"),
+    ("PRESENCE_HUB_MAX_WRITE_BUFFER_BYTES", "16777216"),
+    ("PRESENCE_HUB_JWT_SECRET_PREVIOUS", "prev"),
+];
+
+/// The limits through the environment. Run by `every_limit_is_a_flag_and_an_environment_variable`
+/// in a child process with `LIMITS_FROM_THE_ENVIRONMENT` set: this process never sets them.
+#[test]
+#[ignore = "needs its environment: run alone by every_limit_is_a_flag_and_an_environment_variable"]
+fn limits_from_the_environment() {
+    use clap::Parser;
+    use presence_hub::Cli;
+    assert_alone();
+    for (k, v) in LIMITS_FROM_THE_ENVIRONMENT {
+        assert_eq!(std::env::var(k).as_deref(), Ok(v), "run with {k}={v}");
     }
     let s = Cli::parse_from(["presence-hub"])
         .settings()

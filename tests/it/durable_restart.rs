@@ -5,22 +5,17 @@
 //! Real time is unavoidable with a child process: the waits here are short (a 2 s
 //! disconnect grace, a 500 ms ring) and every wait polls with a deadline.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::Client;
+use crate::common::process::hub_command;
+use crate::common::{free_port, Client, TempDir};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::{sleep, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_presence-hub");
 /// How long a hub may take to start, stop or reach a state (a safety net, not a timing).
 const DEADLINE: Duration = Duration::from_secs(30);
 /// The disconnect grace of the restart tests: long, so that restored agents stay logged in
@@ -31,46 +26,9 @@ const SHORT_GRACE: &str = "2";
 
 // ---------------------------------------------------------------- harness
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "presence-hub-{tag}-{}-{n}-{nanos}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 /// The command line of a hub on `db`, with test-friendly settings.
 fn command(db: &Path, port: u16, extra: &[&str], log: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = hub_command();
     cmd.arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--database")
@@ -79,19 +37,11 @@ fn command(db: &Path, port: u16, extra: &[&str], log: &Path) -> Command {
         cmd.arg("--disconnect-grace-secs")
             .arg(GRACE_SECS.to_string());
     }
-    cmd.args(extra)
-        .env("RUST_LOG", "info")
-        .env("RUST_BACKTRACE", "0")
-        .stdin(Stdio::null());
+    cmd.args(extra).env("RUST_BACKTRACE", "0");
     // Logs go to stdout, the exit error to stderr: both into one file (one shared offset).
     let file = File::create(log).expect("log file");
     let copy = file.try_clone().expect("log file");
     cmd.stdout(copy).stderr(file);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("PRESENCE_HUB_") {
-            cmd.env_remove(key);
-        }
-    }
     cmd
 }
 

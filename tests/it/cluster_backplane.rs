@@ -4,16 +4,11 @@
 //! `Backplane`s in one process, each with its own NATS connection, exactly as separate hub
 //! processes would hold them.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
+use crate::common::nats::{self, stored, NatsServer};
 use bytes::Bytes;
-use common::nats::NatsServer;
 use presence_hub::cluster::{
     Backplane, Claim, ClusterConfig, ClusterError, DedupRecord, DirectoryKey, Followed, Head,
-    Names, NodeId,
+    NodeId,
 };
 use presence_hub::model::AgentId;
 use std::time::{Duration, Instant};
@@ -27,41 +22,11 @@ fn config(servers: Vec<String>, node: &str, replicas: usize) -> ClusterConfig {
 }
 
 async fn node(cfg: ClusterConfig) -> (Backplane, CancellationToken) {
-    let stop = CancellationToken::new();
-    let bp = Backplane::start(cfg, stop.clone());
-    bp.ready(PATIENCE).await.expect("backplane ready");
-    (bp, stop)
+    nats::node(cfg, PATIENCE).await
 }
 
 fn agent(id: &str) -> AgentId {
     AgentId::parse(id).unwrap()
-}
-
-/// Every change stored for `agent`, read back with a plain client: (seq, version, body).
-async fn stored(url: &str, agent: &AgentId) -> Vec<(u64, u64, String)> {
-    let client = async_nats::connect(url).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let stream = js.get_stream("pht_agents").await.unwrap();
-    let last = stream.get_info().await.unwrap().state.last_sequence;
-    let subject = Names::new("pht").unwrap().agent_subject(agent.as_str());
-    let mut out = Vec::new();
-    for seq in 1..=last {
-        let Ok(m) = stream.get_raw_message(seq).await else {
-            continue;
-        };
-        if m.subject.as_str() != subject {
-            continue;
-        }
-        let version = m
-            .headers
-            .get("Presence-Version")
-            .unwrap()
-            .as_str()
-            .parse()
-            .unwrap();
-        out.push((seq, version, String::from_utf8(m.payload.to_vec()).unwrap()));
-    }
-    out
 }
 
 /// Load-modify-append until it sticks: what an owner does after losing a race.
@@ -248,7 +213,7 @@ async fn directory_edit_on_one_node_is_seen_by_another_within_a_second() {
 
 #[test]
 fn the_nats_cluster_config_in_the_docs_is_valid() {
-    let Some(bin) = common::nats::binary() else {
+    let Some(bin) = crate::common::nats::binary() else {
         return;
     };
     let doc =

@@ -1,35 +1,17 @@
 //! Security table: "message > 64 KiB: close 1009, memory not grown by the declared size".
 //!
-//! The hub runs in this test's own process (one test per binary, so nothing else
-//! allocates meanwhile) and the process's memory is read from `/proc/self/status`:
+//! The hub runs in a process of its own (the test binary running only this test, started
+//! by its `_alone` twin: nothing else allocates meanwhile, nor did before, and the peaks
+//! below are the process's since it started), whose memory is read from `/proc/self/status`:
 //! `VmHWM` (peak resident) and `VmPeak` (peak virtual, which a reservation of the declared
 //! size would raise even if its pages were never touched).
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use presence_hub::Settings;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::MaybeTlsStream;
-
-/// One `/proc/self/status` field, in KiB.
-fn status_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .unwrap_or_else(|| panic!("{field} in /proc/self/status"))
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .expect("a number of kB")
-}
 
 /// Writes raw bytes on a client's TCP stream, under the WebSocket layer.
 async fn raw(c: &mut Client, bytes: &[u8]) {
@@ -39,20 +21,10 @@ async fn raw(c: &mut Client, bytes: &[u8]) {
     tcp.write_all(bytes).await.expect("raw write");
 }
 
-/// A masked client frame header: `opcode` (with FIN when `fin`), declared `len`.
+/// A masked client frame header: `opcode` (with FIN when `fin`), declared `len`, with a
+/// mask of zeros: the payload is sent as is.
 fn header(opcode: u8, fin: bool, len: u64) -> Vec<u8> {
-    let mut h = vec![if fin { 0x80 | opcode } else { opcode }];
-    if len < 126 {
-        h.push(0x80 | len as u8);
-    } else if len <= u64::from(u16::MAX) {
-        h.push(0x80 | 126);
-        h.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        h.push(0x80 | 127);
-        h.extend_from_slice(&len.to_be_bytes());
-    }
-    h.extend_from_slice(&[0, 0, 0, 0]); // mask of zeros: the payload is sent as is
-    h
+    raw::client_header(fin, opcode, len, Some([0; 4]))
 }
 
 async fn connect(hub: &TestHub, role: usize, n: usize) -> Client {
@@ -66,8 +38,20 @@ async fn connect(hub: &TestHub, role: usize, n: usize) -> Client {
     c
 }
 
+/// Runs the test below alone in a child process of this test binary: it reads the
+/// process's own peak memory, which other tests running beside it would change.
+#[test]
+fn oversized_messages_close_1009_without_growing_memory_by_the_declared_size_alone() {
+    run_alone(
+        "frame_limits::oversized_messages_close_1009_without_growing_memory_by_the_declared_size",
+        &[],
+    );
+}
+
 #[tokio::test]
+#[ignore = "reads the process's own peak memory: run alone by its `_alone` twin"]
 async fn oversized_messages_close_1009_without_growing_memory_by_the_declared_size() {
+    assert_alone();
     let settings = settings();
     assert_eq!(Settings::default().max_message_bytes, 64 * 1024);
     assert_eq!(Settings::default().max_frame_bytes, 64 * 1024);

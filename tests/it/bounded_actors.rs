@@ -2,8 +2,9 @@
 //! distinct unknown ids, and 20,000 distinct agents logging in and out, leave the actor
 //! count and the resident memory back near where they were.
 //!
-//! One test in its own binary: the hub runs in this process, so its resident memory is
-//! this process's. The clock is paused: the disconnect grace and the actor idle period
+//! The hub runs in a process of its own (the test binary running only this test, started
+//! by its `_alone` twin), so its resident memory is the process's: no other test runs
+//! beside it. The clock is paused: the disconnect grace and the actor idle period
 //! cost no real time. The database is a real file (an in-memory one would hold every
 //! stored event id in RAM) with a small page cache (`--store-cache-mib 1`), and the
 //! event-id memory is small (`--event-id-capacity 2000`), so what is measured is what the
@@ -14,12 +15,7 @@
 //! allocator's high-water mark of 5,000 live agents (freed memory is reused, not given
 //! back to the system), and the comparison shows what stays per id ever seen: nothing.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures::future::join_all;
 use serde_json::json;
 use std::time::Duration;
@@ -36,16 +32,7 @@ const PARALLEL: usize = 20;
 const IDLE: Duration = Duration::from_secs(60);
 
 fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .expect("VmRSS")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .expect("kB")
+    status_kib("VmRSS")
 }
 
 /// Sends `n` offers and other events for distinct unknown agents, `WINDOW` in flight,
@@ -113,8 +100,20 @@ async fn settle(hub: &TestHub, actors: u64) -> String {
     }
 }
 
+/// Runs the test below alone in a child process of this test binary: it reads the
+/// process's own memory, which other tests running beside it would change.
+#[test]
+fn unknown_ids_and_agent_churn_leave_actors_and_memory_at_baseline_alone() {
+    run_alone(
+        "bounded_actors::unknown_ids_and_agent_churn_leave_actors_and_memory_at_baseline",
+        &[],
+    );
+}
+
 #[tokio::test(start_paused = true)]
+#[ignore = "reads the process's own memory: run alone by its `_alone` twin"]
 async fn unknown_ids_and_agent_churn_leave_actors_and_memory_at_baseline() {
+    assert_alone();
     let dir = std::env::temp_dir().join(format!("ph-bounded-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");

@@ -1,11 +1,6 @@
 //! Smoke tests: the three sockets say hello, a status change reaches an admin.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

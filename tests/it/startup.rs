@@ -4,60 +4,22 @@
 //! not a terminal, and a `--directory` file that differs from the database's directory is
 //! named in a warning instead of being silently ignored.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
+use crate::common::process::hub_command;
+use crate::common::{free_port, TempDir};
 use clap::Parser;
 use presence_hub::Cli;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_presence-hub");
 /// How long a hub may take to start or exit (a safety net, not a timing).
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "presence-hub-startup-{tag}-{}-{n}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The hub's command line, with a clean environment and `RUST_BACKTRACE=1` (as many Rust
 /// developers have it set).
 fn hub(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("PRESENCE_HUB_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.args(args)
-        .env("RUST_BACKTRACE", "1")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null());
+    let mut cmd = hub_command();
+    cmd.args(args).env("RUST_BACKTRACE", "1");
     cmd
 }
 
@@ -90,13 +52,6 @@ fn assert_one_clean_line(args: &[&str], needle: &str) {
         !stdout.contains('\u{1b}'),
         "no ANSI codes in a piped log:\n{stdout}"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// Item 5: `--ring-timeout-secs` takes the API's range 1..=3600 (0 used to become 1 s);

@@ -1,8 +1,9 @@
 //! Reliability table: "10k agent connects/disconnects churn: 0 leaked tasks, sockets,
 //! memory back to baseline", counted with the hub's own gauges.
 //!
-//! The hub runs in this test's own process (one test per binary): its open file
-//! descriptors and resident memory are this process's. The clock is paused, so the
+//! The hub runs in a process of its own (the test binary running only this test, started
+//! by its `_alone` twin): its open file descriptors and resident memory are the
+//! process's, as no other test runs beside it. The clock is paused, so the
 //! disconnect grace (15 s) of the agents costs no real time.
 //!
 //! What stays after the churn, by design: one actor per agent id of the pool (agents are
@@ -11,12 +12,7 @@
 //! the last `--history-size` updates (every login and logout is an update): the test runs
 //! with a history of 1,000, filled during the warm-up, as the loadgen `churn` scenario does.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures::future::join_all;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -31,16 +27,7 @@ const PARALLEL: usize = 10;
 const OTHER_TASKS: usize = 4;
 
 fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .expect("VmRSS")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .expect("kB")
+    status_kib("VmRSS")
 }
 
 fn open_fds() -> usize {
@@ -83,8 +70,20 @@ async fn settle(hub: &TestHub) -> String {
     metrics(hub).await
 }
 
+/// Runs the test below alone in a child process of this test binary: it reads the
+/// process's own descriptors and memory, which other tests running beside it would change.
+#[test]
+fn agent_churn_leaves_no_tasks_sockets_or_memory_behind_alone() {
+    run_alone(
+        "churn::agent_churn_leaves_no_tasks_sockets_or_memory_behind",
+        &[],
+    );
+}
+
 #[tokio::test(start_paused = true)]
+#[ignore = "reads the process's own descriptors and memory: run alone by its `_alone` twin"]
 async fn agent_churn_leaves_no_tasks_sockets_or_memory_behind() {
+    assert_alone();
     let hub = TestHub::with(presence_hub::Settings {
         history_size: 1000,
         ..settings()

@@ -2,9 +2,6 @@
 //! mode is a preview which keeps agent state locally; without `--nats` it says nothing of
 //! the kind; a bad cluster flag stops the start with a one-line error.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};

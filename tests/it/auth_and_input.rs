@@ -2,13 +2,8 @@
 //! Origin allowlist, dev mode, malformed and oversized messages on every socket, the HTTP
 //! API, graceful shutdown (1001), and ping/pong liveness under paused time.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::*;
-use jsonwebtoken::{encode, get_current_timestamp, Algorithm, EncodingKey, Header};
+use crate::common::*;
+use jsonwebtoken::{get_current_timestamp, Algorithm};
 use presence_hub::directory::Directory;
 use presence_hub::{RunError, Settings};
 use serde_json::{json, Value};
@@ -24,37 +19,12 @@ const SECRET: &str = "test-secret-0123456789";
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-/// A JWT with `sub`, `role`, `exp` = now + `exp_in` seconds, plus `extra` claims.
-fn token_with(
-    secret: &str,
-    alg: Algorithm,
-    sub: &str,
-    role: &str,
-    exp_in: i64,
-    extra: Value,
-) -> String {
-    let exp = get_current_timestamp() as i64 + exp_in;
-    let mut claims = json!({"sub": sub, "role": role, "exp": exp});
-    for (k, v) in extra.as_object().expect("extra claims object") {
-        claims[k] = v.clone();
-    }
-    encode(
-        &Header::new(alg),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("encode token")
-}
-
 fn token(sub: &str, role: &str) -> String {
     token_with(SECRET, Algorithm::HS256, sub, role, 3600, json!({}))
 }
 
 fn secured() -> Settings {
-    Settings {
-        jwt_secret: Some(SECRET.to_string()),
-        ..settings()
-    }
+    tokens::secured(SECRET, settings())
 }
 
 /// Opens a socket with extra headers: the client and its `hello`, or the HTTP status of
@@ -94,14 +64,6 @@ async fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, Value) {
     let resp = req.send().await.expect("http get");
     let status = resp.status().as_u16();
     (status, resp.json::<Value>().await.unwrap_or(Value::Null))
-}
-
-fn ids(list: &Value) -> Vec<&str> {
-    list.as_array()
-        .unwrap_or_else(|| panic!("a list: {list}"))
-        .iter()
-        .map(|a| a["agent_id"].as_str().expect("agent_id"))
-        .collect()
 }
 
 /// The next JSON text frame within `limit` of tokio time (which may be paused: the harness'

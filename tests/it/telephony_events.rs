@@ -2,14 +2,8 @@
 //! events, refusals, notifications to every adapter, and the HTTP endpoint), over real
 //! sockets with an admin subscribed to all.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-mod rig;
-
-use common::*;
-use rig::*;
+use crate::common::*;
+use crate::rig::*;
 use serde_json::{json, Value};
 
 fn ringing_gone(e: &mut Value, status: &str, reason: &str) {

@@ -2,12 +2,7 @@
 //! the store when needed, with nothing lost; deleting a directory entry stops its actor.
 //! Paused time: the grace and idle periods cost no real time.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 

@@ -2,12 +2,7 @@
 //! without gaps, `resume` after missed events, the slow-consumer bound (4008), and a
 //! concurrent run whose every admin view must end up identical to the hub's.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use presence_hub::directory::Directory;
 use presence_hub::Settings;
 use rand::rngs::StdRng;
@@ -76,14 +71,6 @@ impl View {
             }
         }
     }
-}
-
-fn ids(list: &Value) -> Vec<String> {
-    list.as_array()
-        .unwrap_or_else(|| panic!("a list: {list}"))
-        .iter()
-        .map(|a| a["agent_id"].as_str().expect("agent_id").to_string())
-        .collect()
 }
 
 /// The hub's own view, `GET /api/v1/agents` (optionally `?team=`).

@@ -3,13 +3,8 @@
 //! wrap-up from the next call on), ring groups drive `/api/v1/available?ring_group=` and
 //! ring timeouts; bad bodies are 400 with a message, unknown ids 404; admin token only.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::*;
-use jsonwebtoken::{encode, get_current_timestamp, Algorithm, EncodingKey, Header};
+use crate::common::*;
+use jsonwebtoken::get_current_timestamp;
 use presence_hub::directory::Directory;
 use presence_hub::Settings;
 use serde_json::{json, Value};
@@ -339,15 +334,7 @@ async fn the_directory_api_takes_an_admin_token_when_a_secret_is_set() {
         ..settings()
     })
     .await;
-    let token = |role: &str| {
-        let claims = json!({"sub": "x1", "role": role, "exp": get_current_timestamp() + 600});
-        encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .expect("token")
-    };
+    let token = |role: &str| jwt(SECRET, "x1", role, get_current_timestamp() + 600);
     let get = reqwest::Method::GET;
     let put_m = reqwest::Method::PUT;
     for path in [

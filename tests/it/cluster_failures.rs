@@ -3,15 +3,10 @@
 //! the only NATS server is killed with `kill -9` and restarted, and one server of a
 //! three-server NATS cluster (replicas 3) is killed.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
+use crate::common::nats::{self, stored, NatsCluster, NatsServer};
 use bytes::Bytes;
-use common::nats::{NatsCluster, NatsServer};
 use presence_hub::cluster::{
-    Availability, Backplane, ClusterConfig, ClusterError, Followed, Head, Membership, Names, NodeId,
+    Availability, Backplane, ClusterConfig, ClusterError, Followed, Head, Membership, NodeId,
 };
 use presence_hub::model::AgentId;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,10 +26,7 @@ fn config(servers: Vec<String>, node: &str, replicas: usize) -> ClusterConfig {
 }
 
 async fn node(cfg: ClusterConfig) -> (Backplane, CancellationToken) {
-    let stop = CancellationToken::new();
-    let bp = Backplane::start(cfg, stop.clone());
-    bp.ready(PATIENCE).await.expect("backplane ready");
-    (bp, stop)
+    nats::node(cfg, PATIENCE).await
 }
 
 /// Waits until `m` sees exactly `want`; returns how long that took.
@@ -183,31 +175,6 @@ async fn writer(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     attempts
-}
-
-/// Every change stored for `x`: (seq, version, body), via a plain client.
-async fn stored(url: &str, x: &AgentId) -> Vec<(u64, u64, String)> {
-    let client = async_nats::connect(url).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let stream = js.get_stream("pht_agents").await.unwrap();
-    let last = stream.get_info().await.unwrap().state.last_sequence;
-    let subject = Names::new("pht").unwrap().agent_subject(x.as_str());
-    let mut out = Vec::new();
-    for seq in 1..=last {
-        if let Ok(m) = stream.get_raw_message(seq).await {
-            if m.subject.as_str() == subject {
-                let v = m
-                    .headers
-                    .get("Presence-Version")
-                    .unwrap()
-                    .as_str()
-                    .parse()
-                    .unwrap();
-                out.push((seq, v, String::from_utf8(m.payload.to_vec()).unwrap()));
-            }
-        }
-    }
-    out
 }
 
 /// What the outage tests check: one chain, every acknowledged append stored as

@@ -3,13 +3,8 @@
 //! unmasked frames, invalid UTF-8, bare headers declaring 1 GiB, close handshakes, and
 //! hand-made upgrade requests that must be refused.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::raw::*;
-use common::*;
+use crate::common::raw::*;
+use crate::common::*;
 use presence_hub::Settings;
 use serde_json::json;
 
@@ -154,7 +149,7 @@ async fn a_header_declaring_1_gib_closes_with_1009_at_once() {
         )
         .await;
     }
-    // (Memory: tests/frame_limits.rs checks peak RSS and virtual memory under such headers.)
+    // (Memory: tests/it/frame_limits.rs checks peak RSS and virtual memory under such headers.)
     let (mut tab, _) = RawWs::connect(&hub, "/ws/agent?agent_id=a1").await;
     tab.send_frame(true, OP_TEXT, &text(json!({"type": "ping", "ref": 1})))
         .await;

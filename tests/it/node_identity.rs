@@ -1,13 +1,8 @@
 //! The node's identity in single-node mode: `--node-id` (and its default), `hello.node` on
 //! every socket, and `/healthz` as JSON (docs/protocol.md, "Nodes and health").
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
+use crate::common::{settings, TestHub};
 use clap::Parser;
-use common::{settings, TestHub};
 use presence_hub::cluster::NodeId;
 use presence_hub::Cli;
 

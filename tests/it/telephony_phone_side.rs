@@ -2,12 +2,7 @@
 //! the hub's ring timeout and `call_rejected` as a decline, each notified to every adapter,
 //! and both are stale unless that call is ringing (extensions for adapters such as Twilio's).
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

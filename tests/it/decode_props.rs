@@ -4,9 +4,6 @@
 //! panic; every refusal renders as a valid `bad_message` reply carrying the `ref` when it
 //! was readable, and its text never names a Rust type.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
 use presence_hub::protocol::{
     bad_message, decode, peek_ref, AdminMessage, AgentMessage, BadMessage, Envelope, Ref,
     TelephonyMessage,

@@ -3,13 +3,8 @@
 //! is unreachable and then answers changes `unavailable` (sockets stay open), catches up
 //! by itself when NATS is back, and leaves the members when it stops cleanly.
 
-// Tests: a panic is the failure report.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
-
-mod common;
-
-use common::nats::NatsServer;
-use common::{settings, with_directory_agents, TestHub};
+use crate::common::nats::NatsServer;
+use crate::common::{settings, with_directory_agents, TestHub};
 use presence_hub::cluster::NodeId;
 use presence_hub::config::ClusterSettings;
 use presence_hub::Settings;
