@@ -30,7 +30,8 @@ struct Rig {
 async fn rig(settings: Settings) -> Rig {
     let (store, recovered) = crate::hub::persist::open(&settings).await.expect("store");
     let stop = CancellationToken::new();
-    let hub = Hub::new(settings, stop.clone(), store, recovered);
+    let node = crate::cluster::NodeId::parse("conn-tests").expect("node id");
+    let hub = Hub::new(settings, node, None, stop.clone(), store, recovered);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let client = TcpStream::connect(listener.local_addr().expect("addr"))
         .await

@@ -66,9 +66,15 @@ async fn nodes_join_report_members_and_leave_cleanly() {
     assert!(body["reason"].is_null(), "{body}");
     let (_, body) = health_until(&b, |_, b| members(b) == ["node-a", "node-b"]).await;
     assert_eq!(body["ready"], true, "{body}");
-    let text = common::metrics(&a).await;
-    assert_eq!(common::metric(&text, "presence_hub_cluster_members"), 2);
-    assert_eq!(common::metric(&text, "presence_hub_cluster_ready"), 1);
+    let text = crate::common::metrics(&a).await;
+    assert_eq!(
+        crate::common::metric(&text, "presence_hub_cluster_members"),
+        2
+    );
+    assert_eq!(
+        crate::common::metric(&text, "presence_hub_cluster_ready"),
+        1
+    );
     // A ready node takes changes (kept locally in this preview).
     let (mut tab, hello) = a.agent("a1").await;
     assert_eq!(hello["node"], "node-a");
@@ -117,7 +123,7 @@ async fn without_nats_the_node_is_not_ready_and_answers_changes_unavailable() {
     let pong = tab.request(json!({"type": "ping"})).await;
     assert_eq!(pong["type"], "pong", "the socket stays open: {pong}");
     // An admin action: the same.
-    let mut admin = common::Client::connect(&hub.ws_url("/ws/admin?admin_id=boss")).await;
+    let mut admin = crate::common::Client::connect(&hub.ws_url("/ws/admin?admin_id=boss")).await;
     assert_eq!(admin.recv().await["type"], "hello");
     let r = admin
         .request(json!({"type": "set_agent_status", "agent_id": "a1", "status": "busy"}))

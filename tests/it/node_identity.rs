@@ -19,11 +19,11 @@ async fn every_hello_names_the_node() {
     let (_agent, hello) = hub.agent("a1").await;
     assert_eq!(hello["node"], "n-7.test", "{hello}");
     assert_eq!(hello["role"], "agent");
-    let mut admin = common::Client::connect(&hub.ws_url("/ws/admin?admin_id=boss")).await;
+    let mut admin = crate::common::Client::connect(&hub.ws_url("/ws/admin?admin_id=boss")).await;
     let hello = admin.recv().await;
     assert_eq!(hello["type"], "hello");
     assert_eq!(hello["node"], "n-7.test", "{hello}");
-    let mut phone = common::Client::connect(&hub.ws_url("/ws/telephony?adapter=pbx")).await;
+    let mut phone = crate::common::Client::connect(&hub.ws_url("/ws/telephony?adapter=pbx")).await;
     let hello = phone.recv().await;
     assert_eq!(hello["node"], "n-7.test", "{hello}");
     hub.stop().await;
@@ -43,7 +43,7 @@ async fn healthz_answers_json_with_node_mode_and_readiness() {
     // The keys clients used before stay.
     assert_eq!(body["status"], "ok");
     assert_eq!(body["epoch"], hello["epoch"]);
-    let text = common::metrics(&hub).await;
+    let text = crate::common::metrics(&hub).await;
     assert!(
         !text.contains("presence_hub_cluster_"),
         "single node: no cluster gauges"
