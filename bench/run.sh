@@ -237,6 +237,10 @@ scenario fanout-$FO_ADMINS_A "" \
   fanout --agents "$FO_AGENTS" --admins "$FO_ADMINS_A" --rate 0 --duration "$FO_SECS" --telephony-agents "$FO_TEL"
 scenario fanout-$FO_ADMINS_B "" \
   fanout --agents "$FO_AGENTS" --admins "$FO_ADMINS_B" --rate 0 --duration "$FO_SECS" --telephony-agents "$FO_TEL"
+# Driven from the agent sockets: each changes again once its previous change is acknowledged
+# (the protocol subset `--compare` runs against the benchmark peers).
+scenario ack-fanout "--agent-rate 0" \
+  ack-fanout --agents "$FO_AGENTS" --admins "$FO_ADMINS_B" --duration "$FO_SECS" --label hub
 for rate in $SWEEP_RATES; do
   scenario "sweep-$rate" "" \
     fanout --agents "$FO_AGENTS" --admins "$SWEEP_ADMINS" --rate "$rate" --duration "$SWEEP_SECS" --telephony-agents "$FO_TEL"

@@ -10,9 +10,11 @@
 //                                          every `agent` event (topic "all"), `seq` +1 each.
 // GET /healthz -> 200 ok.
 //
-// Fan-out is uWS's own pub/sub: app.publish() on one topic. uWS buffers what is published
-// during an event-loop iteration per subscriber and drains it corked (one write per socket per
-// loop turn with every frame of that turn), which is the batching the benchmark compares with.
+// Fan-out is uWS's own pub/sub: app.publish() on one topic, batched per event-loop turn: the
+// changes handled in one turn (every agent message uWS read in it) are queued and published
+// together from a setImmediate callback, where uWS writes each subscriber everything of the
+// batch corked, in one write per socket. Publishing straight from each message handler
+// instead measured one write per socket per event here (bench/competitors/README.md).
 'use strict';
 
 const uWS = require('uwebsockets');
@@ -46,11 +48,27 @@ function newAgent(id) {
   };
 }
 
-/** Bumps version and seq, publishes the `agent` event; returns the new seq. */
+/** Events of this event-loop turn, published together by `flush` (see the header). */
+let pending = [];
+let flushScheduled = false;
+
+/** Publishes every pending event, in `seq` order, in one go. */
+function flush() {
+  flushScheduled = false;
+  const batch = pending;
+  pending = [];
+  for (const frame of batch) app.publish('all', frame, false, false);
+}
+
+/** Bumps version and seq, queues the `agent` event for this turn's batch; returns the seq. */
 function publishChange(a) {
   a.version += 1;
   seq += 1;
-  app.publish('all', `{"type":"agent","seq":${seq},"agent":${JSON.stringify(a)}}`, false, false);
+  pending.push(`{"type":"agent","seq":${seq},"agent":${JSON.stringify(a)}}`);
+  if (!flushScheduled) {
+    flushScheduled = true;
+    setImmediate(flush);
+  }
   return seq;
 }
 
@@ -168,7 +186,9 @@ app.ws('/ws/admin', {
     switch (m.type) {
       case 'subscribe': {
         // Single-threaded: the snapshot and the subscription are taken in one go, so every
-        // event with a greater seq comes after it and none before.
+        // event with a greater seq comes after it and none before (what is pending is
+        // published first: it is in the snapshot already).
+        flush();
         const list = JSON.stringify([...agents.values()]);
         ws.send(`{"type":"ok"${refPart},"snapshot":{"epoch":"${epoch}","seq":${seq},"agents":${list}}}`, false);
         ws.subscribe('all');
