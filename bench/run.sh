@@ -9,7 +9,8 @@
 #                           idle memory per agent socket and logins/s (10,000 sockets), each on
 #                           a fresh server process; writes bench/versus.json and bench/versus.md
 #
-# --compare options: --servers hub,uws,tungstenite,raw (default: all four; uws needs node+npm,
+# --compare options: --servers hub,hub-async,uws,tungstenite,raw (default: all five; hub-async is
+#          the hub with --durability async, the A/B for its per-change store cost; uws needs node+npm,
 #          `npm ci` runs in bench/competitors/uws when node_modules is missing); sizes from the
 #          environment: CMP_AGENTS (1000), CMP_ADMINS ("500 50"), CMP_COST_ADMINS ("1": extra
 #          one-round runs for the cost per change), CMP_SECS (5), CMP_ROUNDS (3),
@@ -36,7 +37,7 @@ PROFILE=release
 ONLY=""
 OUT=""
 CHART=1
-SERVERS="hub,uws,tungstenite,raw"
+SERVERS="hub,hub-async,uws,tungstenite,raw"
 usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -104,7 +105,8 @@ stop_hub() {
 }
 trap stop_hub EXIT INT TERM
 
-# Which server `scenario` starts: hub (presence-hub), or a benchmark peer of
+# Which server `scenario` starts: hub (presence-hub; hub-async: the same, flags add
+# --durability async), or a benchmark peer of
 # bench/competitors/: uws (uWebSockets.js), tungstenite (tokio-tungstenite hub), raw (its
 # raw-write ceiling mode).
 SERVER=hub
@@ -121,7 +123,7 @@ start_hub() {
   (
     ulimit -n "$NOFILE" 2>/dev/null || true
     case "$SERVER" in
-      hub) RUST_LOG="${HUB_LOG:-warn}" exec "$HUB" --listen "127.0.0.1:$PORT" --database "$db" "$@" ;;
+      hub|hub-async) RUST_LOG="${HUB_LOG:-warn}" exec "$HUB" --listen "127.0.0.1:$PORT" --database "$db" "$@" ;;
       uws) exec node "$UWS_DIR/server.js" --listen "127.0.0.1:$PORT" ;;
       tungstenite) exec "$PEER" --listen "127.0.0.1:$PORT" --mode tuned ;;
       raw) exec "$PEER" --listen "127.0.0.1:$PORT" --mode raw ;;
@@ -213,6 +215,7 @@ if [[ "$SIZE" == compare ]]; then
   for SERVER in "${SERVER_LIST[@]}"; do
     flags=""
     [[ "$SERVER" == hub ]] && flags="$CMP_HUB_FLAGS"
+    [[ "$SERVER" == hub-async ]] && flags="$CMP_HUB_FLAGS --durability async"
     for admins in $CMP_ADMINS; do
       for round in $(seq 1 "$CMP_ROUNDS"); do
         scenario "vs-$SERVER-ack$admins-r$round" "$flags" \
@@ -224,7 +227,7 @@ if [[ "$SIZE" == compare ]]; then
         ack-fanout --agents "$CMP_AGENTS" --admins "$admins" --duration "$CMP_SECS" --label "$SERVER"
     done
     # Idle memory per agent socket and logins/s (the raw mode's agents are the tuned mode's).
-    if [[ "$SERVER" != raw ]]; then
+    if [[ "$SERVER" != raw && "$SERVER" != hub-async ]]; then
       scenario "vs-$SERVER-idle" "$flags" connections --agents "$CONN" --settle 2
     fi
   done

@@ -14,6 +14,7 @@ import sys
 
 NAMES = {
     "hub": "presence-hub",
+    "hub-async": "presence-hub, `--durability async`",
     "uws": "uWebSockets.js pub/sub (npm `uwebsockets`)",
     "tungstenite": "tokio-tungstenite hub (broadcast)",
     "raw": "raw ceiling (pre-built frames, one write per socket per batch)",
@@ -76,8 +77,8 @@ def main():
     m = doc["machine"]
     print(f"# presence-hub versus its benchmark peers ({doc['started_at']})\n")
     print(
-        f"`{doc['command']}`, {doc['duration_secs']} s, commit {doc['git_commit']}"
-        f"{' (dirty)' if doc['git_dirty'] else ''} (git_dirty={str(doc['git_dirty']).lower()}); "
+        f"`{doc['command']}`, {doc['duration_secs']} s, commit {doc['git_commit']} "
+        f"(git_dirty={str(doc['git_dirty']).lower()}); "
         f"{m['nproc']} cores ({m['cpu_model']}), {m['mem_total_gib']} GiB, kernel {m['kernel']}; "
         f"load average at the start {m.get('loadavg_start') or '?'}, at the end "
         f"{m.get('loadavg_end') or '?'}. Every server and the load generator share the cores; "
