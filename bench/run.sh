@@ -195,6 +195,12 @@ fi
 
 START_TIME="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 LOAD_START="$(cat /proc/loadavg 2>/dev/null || true)"
+# What is measured: the commit, and whether tracked files differed from it when the run
+# started (the run's own outputs, rewritten by every run, do not count).
+GIT_CHANGES="$(git status --porcelain --untracked-files=no -- . ':!bench/results*.json' \
+  ':!bench/summary.md' ':!bench/results-full.md' ':!bench/*.svg' ':!bench/versus.*' 2>/dev/null || true)"
+GIT_DIRTY_START=false
+if [[ -n "$GIT_CHANGES" ]]; then GIT_DIRTY_START=true; fi
 SECONDS=0
 
 if [[ "$SIZE" == compare ]]; then
@@ -268,6 +274,7 @@ fi
 LOAD_END="$(cat /proc/loadavg 2>/dev/null || true)"
 
 FAILED_LIST="$(printf '%s\n' "${FAILED[@]+"${FAILED[@]}"}")"
+GIT_DIRTY_START="$GIT_DIRTY_START" \
 python3 - "$JSONL" "$OUT" "$SIZE" "$START_TIME" "$SECONDS" "$PROFILE" "$NOFILE" "$FAILED_LIST" \
   "$LOAD_START" "$LOAD_END" <<'PY'
 import json, os, platform, subprocess, sys
@@ -285,8 +292,7 @@ mem_kib = next((int(l.split()[1]) for l in read("/proc/meminfo").splitlines()
 try:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, check=False).stdout.strip() or None
-    dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True,
-                                text=True, check=False).stdout.strip())
+    dirty = os.environ.get("GIT_DIRTY_START") == "true"
 except OSError:
     commit, dirty = None, None
 doc = {
