@@ -14,7 +14,8 @@
 #          `npm ci` runs in bench/competitors/uws when node_modules is missing); sizes from the
 #          environment: CMP_AGENTS (1000), CMP_ADMINS ("500 50"), CMP_COST_ADMINS ("1": extra
 #          one-round runs for the cost per change), CMP_SECS (5), CMP_ROUNDS (3),
-#          CMP_IDLE_AGENTS (10000).
+#          CMP_IDLE_AGENTS (10000), CMP_RATES ("200000": one paced run per rate, deliveries/s to
+#          the first of CMP_ADMINS, for latency at a fixed load).
 #
 # Options: --no-build (use the binaries already built), --debug (debug binaries),
 #          --only NAME[,NAME..] (run only these scenarios, e.g. --only fanout-50,snapshot),
@@ -185,6 +186,7 @@ case "$SIZE" in
     CMP_AGENTS="${CMP_AGENTS:-1000}"; CMP_ADMINS="${CMP_ADMINS:-500 50}"
     CMP_COST_ADMINS="${CMP_COST_ADMINS-1}"; CMP_SECS="${CMP_SECS:-5}"
     CMP_ROUNDS="${CMP_ROUNDS:-3}"; CMP_IDLE_AGENTS="${CMP_IDLE_AGENTS:-10000}"
+    CMP_RATES="${CMP_RATES-200000}"
     CONN=$CMP_IDLE_AGENTS
     ;;
 esac
@@ -227,6 +229,12 @@ if [[ "$SIZE" == compare ]]; then
         scenario "vs-$SERVER-ack$admins-r$round" "$flags" \
           ack-fanout --agents "$CMP_AGENTS" --admins "$admins" --duration "$CMP_SECS" --label "$SERVER"
       done
+    done
+    rate_admins="${CMP_ADMINS%% *}"
+    for rate in $CMP_RATES; do
+      scenario "vs-$SERVER-rate$rate" "$flags" \
+        ack-fanout --agents "$CMP_AGENTS" --admins "$rate_admins" --duration "$CMP_SECS" \
+        --rate "$rate" --label "$SERVER"
     done
     for admins in $CMP_COST_ADMINS; do
       scenario "vs-$SERVER-ack$admins-r1" "$flags" \

@@ -56,12 +56,18 @@ def main():
         res = r.get("result") or {}
         runs.setdefault(server, []).append((r, res))
 
-    def fan(server, admins):
+    def fan(server, admins, rate=0):
         out = []
         for r, res in runs.get(server, []):
-            if res.get("scenario") == "ack-fanout" and res["params"]["admins"] == admins:
+            if (res.get("scenario") == "ack-fanout" and res["params"]["admins"] == admins
+                    and res["params"].get("rate", 0) == rate):
                 out.append((r, res))
         return out
+
+    paced = sorted(
+        {(res["params"]["rate"], res["params"]["admins"]) for rs in runs.values() for _, res in rs
+         if res.get("scenario") == "ack-fanout" and res["params"].get("rate", 0) > 0}
+    )
 
     def idle(server):
         for r, res in runs.get(server, []):
@@ -88,6 +94,8 @@ def main():
     header = ["server"]
     for a in big:
         header += [f"deliveries/s, {a} admins", f"p50 / p99 ms, {a} admins"]
+    for rate, a in paced:
+        header.append(f"p50 / p99 ms at {rate / 1000:,.0f}k deliveries/s, {a} admins")
     header += ["idle bytes per agent socket", "logins/s"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -101,6 +109,16 @@ def main():
             p99 = median([res["figures"]["latency"].get("p99_ms") for _, res in rs
                           if res["figures"]["latency"].get("count")])
             row.append(f"{fmt(p50)} / {fmt(p99)}")
+        for rate, a in paced:
+            rs = fan(s, a, rate)
+            lat = [res["figures"]["latency"] for _, res in rs if res["figures"]["latency"].get("count")]
+            got = [res["figures"]["deliveries_per_sec"] for _, res in rs]
+            short = any(g < rate * 0.95 for g in got)
+            row.append(
+                f"{fmt(median([x['p50_ms'] for x in lat]))} / {fmt(median([x['p99_ms'] for x in lat]))}"
+                + (" (rate not reached)" if short else "")
+                if lat else "—"
+            )
         i = idle(s)
         if i:
             f = i["figures"]

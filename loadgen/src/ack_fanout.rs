@@ -41,6 +41,11 @@ pub struct AckFanoutArgs {
     /// Seconds of driving.
     #[arg(long, default_value_t = 5.0)]
     pub duration: f64,
+    /// Target deliveries per second (changes/s x admins), spread evenly over the agents,
+    /// each still waiting for its previous ack; 0 = every agent changes again at once.
+    /// Paced, a change's latency counts from when it was due (not when it could be sent).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
     /// Seconds at the start of the drive whose latencies are not recorded.
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
@@ -131,10 +136,29 @@ pub async fn run(target: Arc<Target>, hub_pid: Option<u32>, args: AckFanoutArgs)
     let record_from = drive_start_ns + (args.warmup * 1e9) as u64;
     shared.record_from_ns.store(record_from, Ordering::Relaxed);
     let deadline = drive_start + Duration::from_secs_f64(args.duration);
+    // Paced: agent i's k-th change is due at i * interval / agents + k * interval.
+    let interval = (args.rate > 0).then(|| {
+        Duration::from_secs_f64(args.agents as f64 * args.admins as f64 / args.rate as f64)
+    });
+    let pace = interval.map(|iv| Pace {
+        start: drive_start,
+        start_ns: drive_start_ns,
+        interval: iv,
+        agents: args.agents as u32,
+    });
     let drivers: Vec<_> = agents
         .into_iter()
         .enumerate()
-        .map(|(i, ws)| tokio::spawn(drive(ws, i, deadline, record_from, ack_latency.clone())))
+        .map(|(i, ws)| {
+            tokio::spawn(drive(
+                ws,
+                i,
+                deadline,
+                pace,
+                record_from,
+                ack_latency.clone(),
+            ))
+        })
         .collect();
     let mut results = Vec::with_capacity(drivers.len());
     for d in drivers {
@@ -205,6 +229,13 @@ pub async fn run(target: Arc<Target>, hub_pid: Option<u32>, args: AckFanoutArgs)
         .map(|s| s * 1e6 / issued as f64);
     let order_ok = gaps == 0 && disorder == 0 && version_jumps == 0 && unexpected == 0;
     cpu_use.check(&mut warnings);
+    if args.rate > 0 && deliveries_per_sec < args.rate as f64 * 0.95 {
+        warnings.push(format!(
+            "asked for {} deliveries/s, got {deliveries_per_sec:.0}/s: the agents' changes \
+             waited for acks, so latency here includes that wait",
+            args.rate
+        ));
+    }
     if let Some(e) = &first_admin_error {
         warnings.push(format!("admin error: {e}"));
     }
@@ -220,14 +251,19 @@ pub async fn run(target: Arc<Target>, hub_pid: Option<u32>, args: AckFanoutArgs)
         && issued > 0;
 
     let mut t = Table::new(format!(
-        "ack-fanout{}: {} agents (one change in flight each), {} admins",
+        "ack-fanout{}: {} agents (one change in flight each), {} admins, rate {}",
         if args.label.is_empty() {
             String::new()
         } else {
             format!(" [{}]", args.label)
         },
         args.agents,
-        args.admins
+        args.admins,
+        if args.rate == 0 {
+            "max".to_string()
+        } else {
+            format!("{}/s", args.rate)
+        }
     ));
     t.row(
         "changes acknowledged",
@@ -276,6 +312,7 @@ pub async fn run(target: Arc<Target>, hub_pid: Option<u32>, args: AckFanoutArgs)
             "admins": args.admins,
             "duration_secs": args.duration,
             "warmup_secs": args.warmup,
+            "rate": args.rate,
             "source_ips": target.source_count(),
         },
         "figures": {
@@ -305,11 +342,33 @@ pub async fn run(target: Arc<Target>, hub_pid: Option<u32>, args: AckFanoutArgs)
     Ok(ok)
 }
 
-/// One agent: `set_status` (send time in `note`), wait for its `ok`, again, until `deadline`.
+/// The schedule of a paced drive.
+#[derive(Clone, Copy)]
+struct Pace {
+    start: Instant,
+    start_ns: u64,
+    interval: Duration,
+    agents: u32,
+}
+
+impl Pace {
+    /// When change `k` of agent `i` is due (as an instant and in `now_ns` time).
+    fn due(&self, i: usize, k: u32) -> (Instant, u64) {
+        let offset = self.interval * i as u32 / self.agents.max(1) + self.interval * k;
+        (
+            self.start + offset,
+            self.start_ns + offset.as_nanos() as u64,
+        )
+    }
+}
+
+/// One agent: `set_status` (send time in `note`), wait for its `ok`, again, until `deadline`;
+/// paced, each change waits until it is due.
 async fn drive(
     mut ws: Ws,
     i: usize,
     deadline: Instant,
+    pace: Option<Pace>,
     record_from: u64,
     ack_latency: Arc<Mutex<Histogram<u64>>>,
 ) -> Driver {
@@ -317,10 +376,22 @@ async fn drive(
     let mut next_ref = 10u64;
     // Spread the agents over the cycle so that not all of them send the same status.
     let mut cycle = i;
+    let mut k = 0u32;
     while Instant::now() < deadline {
+        let sent = match pace {
+            Some(p) => {
+                let (at, at_ns) = p.due(i, k);
+                if at >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until(at.into()).await;
+                at_ns
+            }
+            None => now_ns(),
+        };
+        k += 1;
         let status = CYCLE[cycle % CYCLE.len()];
         cycle += 1;
-        let sent = now_ns();
         let text = format!(
             r#"{{"type":"set_status","ref":{next_ref},"status":"{status}","note":"{sent}"}}"#
         );
