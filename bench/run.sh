@@ -4,6 +4,18 @@
 #   bench/run.sh            small size: fits a 2-core machine in a few minutes (default)
 #   bench/run.sh --full     the target sizes (100k agents, 500 admins, longer runs)
 #   bench/run.sh --smoke    tiny size for CI (see bench/smoke.sh): completion, order, no loss
+#   bench/run.sh --compare  the hub against its benchmark peers (bench/competitors/): the same
+#                           ack-driven fan-out (1000 agents; 500, 50 and 1 admins; 5 s; 3 rounds),
+#                           idle memory per agent socket and logins/s (10,000 sockets), each on
+#                           a fresh server process; writes bench/versus.json and bench/versus.md
+#
+# --compare options: --servers hub,hub-async,uws,tungstenite,raw (default: all five; hub-async is
+#          the hub with --durability async, the A/B for its per-change store cost; uws needs node+npm,
+#          `npm ci` runs in bench/competitors/uws when node_modules is missing); sizes from the
+#          environment: CMP_AGENTS (1000), CMP_ADMINS ("500 50"), CMP_COST_ADMINS ("1": extra
+#          one-round runs for the cost per change), CMP_SECS (5), CMP_ROUNDS (3),
+#          CMP_IDLE_AGENTS (10000), CMP_RATES ("200000": one paced run per rate, deliveries/s to
+#          the first of CMP_ADMINS, for latency at a fixed load).
 #
 # Options: --no-build (use the binaries already built), --debug (debug binaries),
 #          --only NAME[,NAME..] (run only these scenarios, e.g. --only fanout-50,snapshot),
@@ -26,12 +38,15 @@ PROFILE=release
 ONLY=""
 OUT=""
 CHART=1
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+SERVERS="hub,hub-async,uws,tungstenite,raw"
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --full) SIZE=full ;;
     --small) SIZE=small ;;
     --smoke) SIZE=smoke ;;
+    --compare) SIZE=compare ;;
+    --servers) SERVERS="$2"; shift ;;
     --no-build) BUILD=0 ;;
     --debug) PROFILE=debug ;;
     --only) ONLY="$2"; shift ;;
@@ -44,7 +59,11 @@ while [[ $# -gt 0 ]]; do
 done
 
 if [[ -z "$OUT" ]]; then
-  if [[ "$SIZE" == smoke ]]; then OUT="$ROOT/target/bench-smoke/results.json"; else OUT="$ROOT/bench/results.json"; fi
+  case "$SIZE" in
+    smoke) OUT="$ROOT/target/bench-smoke/results.json" ;;
+    compare) OUT="$ROOT/bench/versus.json" ;;
+    *) OUT="$ROOT/bench/results.json" ;;
+  esac
 fi
 LOGDIR="$ROOT/target/bench-logs/$SIZE"
 mkdir -p "$LOGDIR" "$(dirname "$OUT")"
@@ -59,7 +78,7 @@ NOFILE="$(ulimit -n)"
 # last change to the code (hub, load generator, scenarios), HEAD, and whether any of that
 # code differs from HEAD (the paths, so a reader sees what). Benchmark outputs (results,
 # summaries, charts) and docs are not code: rewriting them does not make a run dirty.
-CODE_PATHS=(src loadgen web-demo Cargo.toml Cargo.lock bench/run.sh)
+CODE_PATHS=(src loadgen web-demo Cargo.toml Cargo.lock bench/run.sh bench/competitors)
 if git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1; then
   export BENCH_GIT=1
   BENCH_GIT_COMMIT="$(git -C "$ROOT" rev-parse --short HEAD)"
@@ -70,11 +89,13 @@ else
   export BENCH_GIT=0
 fi
 
+PACKAGES=(-p presence-hub -p presence-loadgen)
+if [[ "$SIZE" == compare ]]; then PACKAGES+=(-p tungstenite-hub); fi
 if [[ "$BUILD" == 1 ]]; then
   if [[ "$PROFILE" == release ]]; then
-    cargo build --release -p presence-hub -p presence-loadgen
+    cargo build --release "${PACKAGES[@]}"
   else
-    cargo build -p presence-hub -p presence-loadgen
+    cargo build "${PACKAGES[@]}"
   fi
 fi
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -100,8 +121,16 @@ stop_hub() {
 }
 trap stop_hub EXIT INT TERM
 
-# start_hub NAME [hub flags...]: a fresh hub on a free loopback port, on a fresh database
-# file (the default durability, commit, unless the flags say otherwise).
+# Which server `scenario` starts: hub (presence-hub; hub-async: the same, flags add
+# --durability async), or a benchmark peer of
+# bench/competitors/: uws (uWebSockets.js), tungstenite (tokio-tungstenite hub), raw (its
+# raw-write ceiling mode).
+SERVER=hub
+PEER="$TARGET_DIR/$PROFILE/tungstenite-hub"
+UWS_DIR="$ROOT/bench/competitors/uws"
+
+# start_hub NAME [hub flags...]: a fresh server ($SERVER) on a free loopback port; the hub on
+# a fresh database file (the default durability, commit, unless the flags say otherwise).
 start_hub() {
   local name="$1"; shift
   PORT="$("$LOADGEN" free-port)"
@@ -109,7 +138,12 @@ start_hub() {
   rm -f "$db" "$db-wal" "$db-shm"
   (
     ulimit -n "$NOFILE" 2>/dev/null || true
-    RUST_LOG="${HUB_LOG:-warn}" exec "$HUB" --listen "127.0.0.1:$PORT" --database "$db" "$@"
+    case "$SERVER" in
+      hub|hub-async) RUST_LOG="${HUB_LOG:-warn}" exec "$HUB" --listen "127.0.0.1:$PORT" --database "$db" "$@" ;;
+      uws) exec node "$UWS_DIR/server.js" --listen "127.0.0.1:$PORT" ;;
+      tungstenite) exec "$PEER" --listen "127.0.0.1:$PORT" --mode tuned ;;
+      raw) exec "$PEER" --listen "127.0.0.1:$PORT" --mode raw ;;
+    esac
   ) >"$LOGDIR/hub-$name.log" 2>&1 &
   HUB_PID=$!
   "$LOADGEN" --addr "127.0.0.1:$PORT" wait-ready --timeout 30 >/dev/null
@@ -136,8 +170,8 @@ scenario() {
     line='null'
     echo "$name: no RESULT line (exit $rc); see $LOGDIR/$name.log and $LOGDIR/hub-$name.log" >&2
   fi
-  printf '{"name":"%s","exit":%s,"args":"%s","hub_flags":"%s","result":%s}\n' \
-    "$name" "$rc" "$*" "$hub_flags" "$line" >>"$JSONL"
+  printf '{"name":"%s","server":"%s","exit":%s,"args":"%s","hub_flags":"%s","result":%s}\n' \
+    "$name" "$SERVER" "$rc" "$*" "$hub_flags" "$line" >>"$JSONL"
   if [[ "$rc" != 0 ]]; then FAILED+=("$name (exit $rc)"); fi
 }
 
@@ -163,6 +197,13 @@ case "$SIZE" in
     CHURN_AGENTS=10000; CHURN_CYCLES=10; SNAP_AGENTS=10000; SNAP_REPEAT=20; SETTLE=3
     DUR_AGENTS=5000; DUR_SECS=20
     ;;
+  compare)
+    CMP_AGENTS="${CMP_AGENTS:-1000}"; CMP_ADMINS="${CMP_ADMINS:-500 50}"
+    CMP_COST_ADMINS="${CMP_COST_ADMINS-1}"; CMP_SECS="${CMP_SECS:-5}"
+    CMP_ROUNDS="${CMP_ROUNDS:-3}"; CMP_IDLE_AGENTS="${CMP_IDLE_AGENTS:-10000}"
+    CMP_RATES="${CMP_RATES-200000}"
+    CONN=$CMP_IDLE_AGENTS
+    ;;
 esac
 
 if (( CONN + 200 > NOFILE )); then
@@ -170,7 +211,51 @@ if (( CONN + 200 > NOFILE )); then
 fi
 
 START_TIME="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+LOAD_START="$(cat /proc/loadavg 2>/dev/null || true)"
 SECONDS=0
+
+if [[ "$SIZE" == compare ]]; then
+  if [[ ",$SERVERS," == *",uws,"* ]]; then
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+      echo "note: node/npm not found: the uws peer is skipped" >&2
+      SERVERS="$(echo ",$SERVERS," | sed 's/,uws,/,/; s/^,//; s/,$//')"
+    elif [[ ! -d "$UWS_DIR/node_modules/uwebsockets" ]]; then
+      (cd "$UWS_DIR" && npm ci --no-audit --no-fund)
+    fi
+  fi
+  [[ ",$SERVERS," != *",tungstenite,"* && ",$SERVERS," != *",raw,"* ]] || [[ -x "$PEER" ]] || {
+    echo "missing binary $PEER (build it or drop --no-build)" >&2; exit 2; }
+  # The hub takes the agents' changes as fast as they come (no per-socket rate limit: the
+  # peers have none); everything else is its default (durable store, commit).
+  CMP_HUB_FLAGS="--agent-rate 0"
+  IFS=',' read -r -a SERVER_LIST <<<"$SERVERS"
+  for SERVER in "${SERVER_LIST[@]}"; do
+    flags=""
+    [[ "$SERVER" == hub ]] && flags="$CMP_HUB_FLAGS"
+    [[ "$SERVER" == hub-async ]] && flags="$CMP_HUB_FLAGS --durability async"
+    for admins in $CMP_ADMINS; do
+      for round in $(seq 1 "$CMP_ROUNDS"); do
+        scenario "vs-$SERVER-ack$admins-r$round" "$flags" \
+          ack-fanout --agents "$CMP_AGENTS" --admins "$admins" --duration "$CMP_SECS" --label "$SERVER"
+      done
+    done
+    rate_admins="${CMP_ADMINS%% *}"
+    for rate in $CMP_RATES; do
+      scenario "vs-$SERVER-rate$rate" "$flags" \
+        ack-fanout --agents "$CMP_AGENTS" --admins "$rate_admins" --duration "$CMP_SECS" \
+        --rate "$rate" --label "$SERVER"
+    done
+    for admins in $CMP_COST_ADMINS; do
+      scenario "vs-$SERVER-ack$admins-r1" "$flags" \
+        ack-fanout --agents "$CMP_AGENTS" --admins "$admins" --duration "$CMP_SECS" --label "$SERVER"
+    done
+    # Idle memory per agent socket and logins/s (the raw mode's agents are the tuned mode's).
+    if [[ "$SERVER" != raw && "$SERVER" != hub-async ]]; then
+      scenario "vs-$SERVER-idle" "$flags" connections --agents "$CONN" --settle 2
+    fi
+  done
+  SERVER=hub
+else
 
 scenario connections "" \
   connections --agents "$CONN" --settle "$SETTLE"
@@ -178,6 +263,10 @@ scenario fanout-$FO_ADMINS_A "" \
   fanout --agents "$FO_AGENTS" --admins "$FO_ADMINS_A" --rate 0 --duration "$FO_SECS" --telephony-agents "$FO_TEL"
 scenario fanout-$FO_ADMINS_B "" \
   fanout --agents "$FO_AGENTS" --admins "$FO_ADMINS_B" --rate 0 --duration "$FO_SECS" --telephony-agents "$FO_TEL"
+# Driven from the agent sockets: each changes again once its previous change is acknowledged
+# (the protocol subset `--compare` runs against the benchmark peers).
+scenario ack-fanout "--agent-rate 0" \
+  ack-fanout --agents "$FO_AGENTS" --admins "$FO_ADMINS_B" --duration "$FO_SECS" --label hub
 for rate in $SWEEP_RATES; do
   scenario "sweep-$rate" "" \
     fanout --agents "$FO_AGENTS" --admins "$SWEEP_ADMINS" --rate "$rate" --duration "$SWEEP_SECS" --telephony-agents "$FO_TEL"
@@ -198,11 +287,14 @@ for mode in commit async; do
   scenario "durability-$mode" "--durability $mode --agent-rate 0" \
     durability --agents "$DUR_AGENTS" --duration "$DUR_SECS" --label "$mode"
 done
+fi
+LOAD_END="$(cat /proc/loadavg 2>/dev/null || true)"
 
 FAILED_LIST="$(printf '%s\n' "${FAILED[@]+"${FAILED[@]}"}")"
-python3 - "$JSONL" "$OUT" "$SIZE" "$START_TIME" "$SECONDS" "$PROFILE" "$NOFILE" "$FAILED_LIST" <<'PY'
-import json, os, platform, sys
-jsonl, out, size, started, secs, profile, nofile, failed = sys.argv[1:9]
+python3 - "$JSONL" "$OUT" "$SIZE" "$START_TIME" "$SECONDS" "$PROFILE" "$NOFILE" "$FAILED_LIST" \
+  "$LOAD_START" "$LOAD_END" <<'PY'
+import json, os, platform, subprocess, sys
+jsonl, out, size, started, secs, profile, nofile, failed, load0, load1 = sys.argv[1:11]
 runs = [json.loads(l) for l in open(jsonl) if l.strip()]
 def read(path):
     try:
@@ -237,6 +329,9 @@ doc = {
         "cpu_model": cpu_model,
         "kernel": platform.release(),
         "rlimit_nofile": int(nofile),
+        # /proc/loadavg before and after the run: other work on a shared box shows here.
+        "loadavg_start": load0 or None,
+        "loadavg_end": load1 or None,
     },
     "failed": [f for f in failed.splitlines() if f],
     "runs": runs,
@@ -247,7 +342,9 @@ with open(out, "w") as f:
 print(f"\nresults: {out}")
 PY
 
-if [[ "$SIZE" != smoke ]]; then
+if [[ "$SIZE" == compare ]]; then
+  python3 "$ROOT/bench/versus.py" "$OUT" | tee "${OUT%.json}.md"
+elif [[ "$SIZE" != smoke ]]; then
   # The summary and chart sit beside the results: bench/summary.md and bench/latency.svg
   # for the default bench/results.json, FILE.md and FILE.svg for --out FILE.json.
   if [[ "$OUT" == "$ROOT/bench/results.json" ]]; then

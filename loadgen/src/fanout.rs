@@ -30,7 +30,7 @@ use crate::common::{
 };
 
 /// Agent ids are `<PREFIX><index>`.
-const PREFIX: &str = "fo-";
+pub(crate) const PREFIX: &str = "fo-";
 /// Send-time slots per telephony agent (indexed by version): far more than an admin can lag
 /// behind one agent's own changes, since each waits for the previous one's ack.
 const SLOTS: usize = 16;
@@ -81,11 +81,11 @@ pub(crate) struct FanoutArgs {
 }
 
 /// What the drivers and admins share.
-struct Shared {
+pub(crate) struct Shared {
     /// Agent events received per admin; `u64::MAX` once the admin's socket ended.
-    admin_received: Vec<AtomicU64>,
+    pub(crate) admin_received: Vec<AtomicU64>,
     /// Last `seq` per admin; `u64::MAX` once the admin's socket ended.
-    admin_last_seq: Vec<AtomicU64>,
+    pub(crate) admin_last_seq: Vec<AtomicU64>,
     /// Telephony agent j (agent number `j * tel_stride`): send time of the change that
     /// produces version v, at `j*SLOTS + v%SLOTS`.
     tel_sent_ns: Vec<AtomicU64>,
@@ -97,13 +97,28 @@ struct Shared {
     /// ~170 KiB).
     status_acks: Mutex<Histogram<u64>>,
     /// Latencies of changes sent before this instant (ns) are not recorded.
-    record_from_ns: AtomicU64,
+    pub(crate) record_from_ns: AtomicU64,
     telephony_agents: usize,
     /// Every `tel_stride`-th agent (from 0) is driven by telephony, up to `telephony_agents`.
     tel_stride: usize,
 }
 
 impl Shared {
+    /// Shared state for `admins` admins and no telephony agents (the agents drive themselves).
+    pub(crate) fn admins_only(admins: usize) -> Shared {
+        Shared {
+            admin_received: (0..admins).map(|_| AtomicU64::new(0)).collect(),
+            admin_last_seq: (0..admins).map(|_| AtomicU64::new(0)).collect(),
+            tel_sent_ns: Vec::new(),
+            tel_ready: Vec::new(),
+            acked: AtomicU64::new(0),
+            status_acks: Mutex::new(histogram()),
+            record_from_ns: AtomicU64::new(u64::MAX),
+            telephony_agents: 0,
+            tel_stride: 1,
+        }
+    }
+
     /// The telephony slot of agent `idx`, if telephony drives it.
     fn tel_slot(&self, idx: usize) -> Option<usize> {
         if self.telephony_agents == 0 || !idx.is_multiple_of(self.tel_stride) {
@@ -114,18 +129,18 @@ impl Shared {
 }
 
 /// What one admin saw.
-struct AdminResult {
-    snapshot_seq: u64,
-    received: u64,
-    gaps: u64,
-    disorder: u64,
-    version_errors: u64,
-    unexpected: u64,
-    close_code: Option<u16>,
-    error: Option<String>,
-    last_recv_ns: u64,
-    status_latency: Histogram<u64>,
-    telephony_latency: Histogram<u64>,
+pub(crate) struct AdminResult {
+    pub(crate) snapshot_seq: u64,
+    pub(crate) received: u64,
+    pub(crate) gaps: u64,
+    pub(crate) disorder: u64,
+    pub(crate) version_errors: u64,
+    pub(crate) unexpected: u64,
+    pub(crate) close_code: Option<u16>,
+    pub(crate) error: Option<String>,
+    pub(crate) last_recv_ns: u64,
+    pub(crate) status_latency: Histogram<u64>,
+    pub(crate) telephony_latency: Histogram<u64>,
 }
 
 /// What one set-status agent saw.
@@ -556,7 +571,11 @@ pub(crate) async fn run(
 
 /// Connects admin `i`, subscribes to all, parses the snapshot: its `seq` and each known
 /// agent's version (indexed by agent number; `u64::MAX` = not in the snapshot).
-async fn subscribe_admin(target: &Target, i: usize, agents: usize) -> Result<(Ws, u64, Vec<u64>)> {
+pub(crate) async fn subscribe_admin(
+    target: &Target,
+    i: usize,
+    agents: usize,
+) -> Result<(Ws, u64, Vec<u64>)> {
     let mut ws = connect_with_hello(
         target,
         &format!("/ws/admin?admin_id=loadgen-{i}"),
@@ -589,7 +608,7 @@ async fn subscribe_admin(target: &Target, i: usize, agents: usize) -> Result<(Ws
 /// frames are unmasked and never fragmented by the hub, and parsing them here costs the load
 /// generator far less per frame than a WebSocket library would (the admins read every
 /// delivery: they must stay cheaper than the hub that writes them). Pings get masked pongs.
-async fn admin_loop(
+pub(crate) async fn admin_loop(
     ws: Ws,
     i: usize,
     snapshot_seq: u64,

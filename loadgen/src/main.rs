@@ -4,6 +4,7 @@
 //! The exit code is 0 when the scenario's checks passed (no loss, no disorder, no leak, no
 //! failed login), 1 when a check failed, 2 on an error that stopped the run.
 
+mod ack_fanout;
 mod churn;
 mod clients;
 mod common;
@@ -59,6 +60,10 @@ enum Command {
     /// Agents change status one at a time each, waiting for every `ok`: acknowledged
     /// changes/s and ack latency (run against `--durability commit` and `async`).
     Durability(durability::DurabilityArgs),
+    /// Agents change status each as soon as its previous change is acknowledged, admins
+    /// subscribed to all check every event: deliveries/s, latency, server CPU per delivery
+    /// (protocol subset only: runs against the benchmark peers in bench/competitors too).
+    AckFanout(ack_fanout::AckFanoutArgs),
     /// Waits until the hub answers GET /healthz (for scripts).
     WaitReady {
         /// Seconds to wait.
@@ -115,5 +120,6 @@ async fn run(cli: Cli) -> Result<bool> {
         Command::Churn(args) => churn::run(target, cli.hub_pid, args).await,
         Command::Snapshot(args) => snapshot::run(target, cli.hub_pid, args).await,
         Command::Durability(args) => durability::run(target, cli.hub_pid, args).await,
+        Command::AckFanout(args) => ack_fanout::run(target, cli.hub_pid, args).await,
     }
 }
