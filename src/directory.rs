@@ -91,6 +91,28 @@ pub enum DirectoryError {
     Parse { path: String, error: TomlError },
 }
 
+/// toml's message on one line, in the file's terms rather than Rust's ("expected u64"
+/// reads "expected a non-negative integer").
+fn plain_toml_message(message: &str) -> String {
+    let mut out = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    for (rust, plain) in [
+        ("expected u64", "expected a non-negative integer"),
+        ("expected u32", "expected a non-negative integer"),
+        ("expected u16", "expected a non-negative integer"),
+        ("expected usize", "expected a non-negative integer"),
+        ("expected i64", "expected an integer"),
+        ("expected a sequence", "expected an array"),
+    ] {
+        out = out.replace(rust, plain);
+    }
+    out
+}
+
 impl Directory {
     /// Parses the TOML text of a directory file. Every entry passes the checks of the
     /// directory API ([`AgentProfile::validated`], [`RingGroup::validated`]); an id listed
@@ -109,7 +131,7 @@ impl Directory {
                 .span()
                 .map(|span| format!("line {}: ", line_of(span)))
                 .unwrap_or_default(),
-            message: e.message().trim().to_string(),
+            message: plain_toml_message(e.message()),
         })?;
         let entry = |span, what: &str, e: InvalidEntry| TomlError::Entry {
             line: line_of(span),
@@ -255,6 +277,20 @@ mod tests {
     }
 
     /// The limits of the directory API hold for the file too, with the entry's line.
+    #[test]
+    fn file_type_errors_name_no_rust_type_and_fit_one_line() {
+        for text in [
+            "[[agents]]\nid = \"a1\"\nwrap_up_seconds = -5\n",
+            "[[agents]]\nid = \"a1\"\nwrap_up_seconds = \"30\"\n",
+            "[[agents]\nid = \"a1\"\n",
+        ] {
+            let e = Directory::from_toml(text).unwrap_err().to_string();
+            assert!(e.starts_with("line "), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+            assert!(!e.contains("u64") && !e.contains("i64"), "{e}");
+        }
+    }
+
     #[test]
     fn file_entries_get_the_api_limits_and_name_their_line() {
         let teams: Vec<String> = (0..150).map(|i| format!("\"t{i}\"")).collect();
