@@ -31,7 +31,7 @@ use crate::fanout::{admin_loop, subscribe_admin, AdminResult, Shared, PREFIX};
 const CYCLE: [&str; 3] = ["busy", "on_break", "available"];
 
 #[derive(Args, Debug, Clone)]
-pub struct AckFanoutArgs {
+pub(crate) struct AckFanoutArgs {
     /// Agent sockets, each with one change in flight.
     #[arg(long, default_value_t = 1000)]
     pub agents: usize,
@@ -69,7 +69,11 @@ struct Driver {
     first_error: Option<String>,
 }
 
-pub async fn run(target: Arc<Target>, hub_pid: Option<u32>, args: AckFanoutArgs) -> Result<bool> {
+pub(crate) async fn run(
+    target: Arc<Target>,
+    hub_pid: Option<u32>,
+    args: AckFanoutArgs,
+) -> Result<bool> {
     let mut warnings = Vec::new();
     if args.agents == 0 || args.admins == 0 {
         bail!("--agents and --admins must be at least 1");
