@@ -21,6 +21,7 @@
 #          --only NAME[,NAME..] (run only these scenarios, e.g. --only fanout-50,snapshot),
 #          --out FILE (results JSON; default bench/results.json, smoke: target/bench-smoke/results.json),
 #          --no-chart (skip bench/latency.svg).
+#          HUB_BIN=PATH (env): run the scenarios against another hub binary, e.g. an older build.
 #
 # Builds the hub and the load generator, then for each scenario starts a fresh hub (release
 # binary, loopback, dev mode, `ulimit -n` raised) on a free port, runs `loadgen` against it,
@@ -99,7 +100,8 @@ if [[ "$BUILD" == 1 ]]; then
   fi
 fi
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-HUB="$TARGET_DIR/$PROFILE/presence-hub"
+# HUB_BIN: another hub binary (an A/B of two builds with the same load generator).
+HUB="${HUB_BIN:-$TARGET_DIR/$PROFILE/presence-hub}"
 LOADGEN="$TARGET_DIR/$PROFILE/loadgen"
 for bin in "$HUB" "$LOADGEN"; do
   [[ -x "$bin" ]] || { echo "missing binary $bin (build it or drop --no-build)" >&2; exit 2; }
