@@ -25,7 +25,7 @@ use crate::common::{
     clip, histogram, latency_json, latency_row, now_ns, parse_frame, record, round3, run_bounded,
     CpuMeter, Table, Target, Ws,
 };
-use crate::fanout::{admin_loop, subscribe_admin, AdminResult, Shared, PREFIX};
+use crate::fanout::{start_admins, AdminResult, Shared, PREFIX};
 
 /// The manual statuses the agents cycle through (they start `available`): each one changes.
 const CYCLE: [&str; 3] = ["busy", "on_break", "available"];
@@ -105,29 +105,16 @@ pub(crate) async fn run(
     }
 
     println!("ack-fanout: subscribing {} admins", args.admins);
-    let subs = run_bounded(args.admins, args.concurrency, {
-        let target = target.clone();
-        let n = args.agents;
-        move |i| {
-            let target = target.clone();
-            async move { subscribe_admin(&target, i, n).await }
-        }
-    })
-    .await;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut admin_tasks = Vec::with_capacity(args.admins);
-    for (i, r) in subs.into_iter().enumerate() {
-        let (ws, snapshot_seq, versions) = r.with_context(|| format!("admin {i}"))?;
-        shared.admin_last_seq[i].store(snapshot_seq, Ordering::Relaxed);
-        admin_tasks.push(tokio::spawn(admin_loop(
-            ws,
-            i,
-            snapshot_seq,
-            versions,
-            shared.clone(),
-            stop_rx.clone(),
-        )));
-    }
+    let admin_tasks = start_admins(
+        &target,
+        args.admins,
+        args.agents,
+        args.concurrency,
+        &shared,
+        &stop_rx,
+    )
+    .await?;
 
     println!(
         "ack-fanout: {} agents each change on the previous ok, for {}s",

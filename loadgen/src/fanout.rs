@@ -227,29 +227,16 @@ pub(crate) async fn run(
 
     // 2. Admins subscribe to everything.
     println!("fanout: subscribing {} admins", args.admins);
-    let subs = run_bounded(args.admins, args.concurrency, {
-        let target = target.clone();
-        let agents = args.agents;
-        move |i| {
-            let target = target.clone();
-            async move { subscribe_admin(&target, i, agents).await }
-        }
-    })
-    .await;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut admin_tasks = Vec::with_capacity(args.admins);
-    for (i, r) in subs.into_iter().enumerate() {
-        let (ws, snapshot_seq, versions) = r.with_context(|| format!("admin {i}"))?;
-        shared.admin_last_seq[i].store(snapshot_seq, Ordering::Relaxed);
-        admin_tasks.push(tokio::spawn(admin_loop(
-            ws,
-            i,
-            snapshot_seq,
-            versions,
-            shared.clone(),
-            stop_rx.clone(),
-        )));
-    }
+    let admin_tasks = start_admins(
+        &target,
+        args.admins,
+        args.agents,
+        args.concurrency,
+        &shared,
+        &stop_rx,
+    )
+    .await?;
 
     // 3. Drivers: one task per set-status agent, one adapter socket for telephony agents.
     let mut status_txs: Vec<Option<mpsc::UnboundedSender<u32>>> = Vec::with_capacity(args.agents);
@@ -571,6 +558,40 @@ pub(crate) async fn run(
 
 /// Connects admin `i`, subscribes to all, parses the snapshot: its `seq` and each known
 /// agent's version (indexed by agent number; `u64::MAX` = not in the snapshot).
+/// Subscribes `admins` admin sockets to all `agents` and starts each one's reading loop
+/// (stopped through `stop`).
+pub(crate) async fn start_admins(
+    target: &Arc<Target>,
+    admins: usize,
+    agents: usize,
+    concurrency: usize,
+    shared: &Arc<Shared>,
+    stop: &watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<AdminResult>>> {
+    let subs = run_bounded(admins, concurrency, {
+        let target = target.clone();
+        move |i| {
+            let target = target.clone();
+            async move { subscribe_admin(&target, i, agents).await }
+        }
+    })
+    .await;
+    let mut tasks = Vec::with_capacity(admins);
+    for (i, r) in subs.into_iter().enumerate() {
+        let (ws, snapshot_seq, versions) = r.with_context(|| format!("admin {i}"))?;
+        shared.admin_last_seq[i].store(snapshot_seq, Ordering::Relaxed);
+        tasks.push(tokio::spawn(admin_loop(
+            ws,
+            i,
+            snapshot_seq,
+            versions,
+            shared.clone(),
+            stop.clone(),
+        )));
+    }
+    Ok(tasks)
+}
+
 pub(crate) async fn subscribe_admin(
     target: &Target,
     i: usize,
