@@ -1,8 +1,8 @@
 //! What an agent actor uses of the rest of the hub, as one small handle with private
 //! fields: the fan-out it publishes to, the adapter notifier, the event-id memory, the
 //! durable store, the clock, the metrics, the policy defaults and the task tracker it is
-//! spawned on, and where it reports that it stopped. The hub builds one [`AgentEnv`] and every actor holds a clone (one pointer
-//! in every agent's task).
+//! spawned on, and where it reports that it stopped. The hub builds one [`AgentEnv`] and
+//! every actor holds a clone (one pointer in every agent's task).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,75 +35,39 @@ pub(crate) struct Defaults {
 #[derive(Clone)]
 pub(crate) struct AgentEnv {
     /// Shared by every actor: one allocation for the hub.
-    shared: Arc<Shared>,
+    shared: Arc<EnvParts>,
 }
 
-struct Shared {
+/// The parts an [`AgentEnv`] is made of (built by the hub once, shared by every actor).
+pub(crate) struct EnvParts {
     /// Numbers and keeps every change, hands it to subscribed admins.
-    fanout: Arc<Fanout>,
+    pub fanout: Arc<Fanout>,
     /// Pushes call notifications to adapter sockets.
-    notifier: Arc<Notifier>,
+    pub notifier: Arc<Notifier>,
     /// First replies to telephony events, for idempotency.
-    events: Arc<EventIdCache>,
+    pub events: Arc<EventIdCache>,
     /// Every change is queued to it (never waited on by an actor).
-    store: Arc<Store>,
+    pub store: Arc<Store>,
     /// Unix milliseconds on tokio's clock.
-    clock: Clock,
+    pub clock: Clock,
     /// Counters the actor bumps (notifications, telephony outcomes).
-    metrics: Arc<Metrics>,
+    pub metrics: Arc<Metrics>,
     /// Hub-wide policy defaults.
-    defaults: Defaults,
+    pub defaults: Defaults,
     /// Every actor task, so shutdown can wait for them.
-    tasks: TaskTracker,
+    pub tasks: TaskTracker,
     /// Where a stopping actor leaves its last published state, for the hub to forget it
     /// once its last change is committed.
-    retired: mpsc::Sender<Arc<Published>>,
-    /// This node's id, for the `hello` of agent tabs.
-    node: NodeId,
-}
-
-/// The parts an [`AgentEnv`] is made of (built by the hub once).
-pub(crate) struct EnvParts {
-    pub fanout: Arc<Fanout>,
-    pub notifier: Arc<Notifier>,
-    pub events: Arc<EventIdCache>,
-    pub store: Arc<Store>,
-    pub clock: Clock,
-    pub metrics: Arc<Metrics>,
-    pub defaults: Defaults,
-    pub tasks: TaskTracker,
     pub retired: mpsc::Sender<Arc<Published>>,
+    /// This node's id, for the `hello` of agent tabs.
     pub node: NodeId,
 }
 
 impl AgentEnv {
     /// The handle over `parts`.
     pub(crate) fn new(parts: EnvParts) -> AgentEnv {
-        let EnvParts {
-            fanout,
-            notifier,
-            events,
-            store,
-            clock,
-            metrics,
-            defaults,
-            tasks,
-            retired,
-            node,
-        } = parts;
         AgentEnv {
-            shared: Arc::new(Shared {
-                fanout,
-                notifier,
-                events,
-                store,
-                clock,
-                metrics,
-                defaults,
-                tasks,
-                retired,
-                node,
-            }),
+            shared: Arc::new(parts),
         }
     }
 
