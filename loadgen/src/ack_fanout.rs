@@ -9,7 +9,7 @@
 //! `agent` events with `seq`; no `/metrics`. With `--hub-pid` it reports the server's CPU
 //! per delivery and per change.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::clients::{agent_login, set_status};
+use crate::clients::login_available;
 use crate::common::{
-    clip, histogram, latency_json, latency_row, now_ns, parse_frame, record, round3, run_bounded,
-    CpuMeter, Table, Target, Ws,
+    clip, histogram, latency_json, latency_row, now_ns, parse_frame, record, round3, CpuMeter,
+    Table, Target, Ws,
 };
 use crate::fanout::{start_admins, AdminResult, Shared, PREFIX};
 
@@ -86,23 +86,9 @@ pub(crate) async fn run(
 
     println!("ack-fanout: logging in {} agents", args.agents);
     let login_start = Instant::now();
-    let logins = run_bounded(args.agents, args.concurrency, {
-        let target = target.clone();
-        move |i| {
-            let target = target.clone();
-            async move {
-                let (mut ws, _) = agent_login(&target, &format!("{PREFIX}{i}")).await?;
-                set_status(&mut ws, "available", 1).await?;
-                anyhow::Ok(ws)
-            }
-        }
-    })
-    .await;
+    let logged_in = login_available(&target, PREFIX, args.agents, args.concurrency).await?;
     let login_secs = login_start.elapsed().as_secs_f64();
-    let mut agents = Vec::with_capacity(args.agents);
-    for (i, r) in logins.into_iter().enumerate() {
-        agents.push(r.with_context(|| format!("agent {PREFIX}{i}"))?);
-    }
+    let agents: Vec<Ws> = logged_in.into_iter().map(|(ws, _)| ws).collect();
 
     println!("ack-fanout: subscribing {} admins", args.admins);
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -2,10 +2,11 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures::{SinkExt, StreamExt};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::{clip, parse_frame, Target, Ws};
+use crate::common::{clip, parse_frame, run_bounded, Target, Ws};
 
 /// Read buffer of agent and adapter sockets (small: thousands of them are idle).
 pub(crate) const SMALL_READ_BUFFER: usize = 4096;
@@ -118,4 +119,31 @@ pub(crate) async fn drain(mut ws: Ws) -> Option<u16> {
         }
     }
     None
+}
+
+/// Logs in `n` agents `{prefix}0..n` (at most `concurrency` at once) and sets each one
+/// available: their sockets and versions in order, or the first failure, naming the agent.
+pub(crate) async fn login_available(
+    target: &Arc<Target>,
+    prefix: &'static str,
+    n: usize,
+    concurrency: usize,
+) -> Result<Vec<(Ws, u64)>> {
+    let logins = run_bounded(n, concurrency, {
+        let target = target.clone();
+        move |i| {
+            let target = target.clone();
+            async move {
+                let (mut ws, _) = agent_login(&target, &format!("{prefix}{i}")).await?;
+                let version = set_status(&mut ws, "available", 1).await?;
+                anyhow::Ok((ws, version))
+            }
+        }
+    })
+    .await;
+    logins
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.with_context(|| format!("agent {prefix}{i}")))
+        .collect()
 }

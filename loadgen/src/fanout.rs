@@ -21,8 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::clients::{
-    agent_login, connect_with_hello, drain, recv_text_timeout, send_text, set_status,
-    ADMIN_READ_BUFFER,
+    connect_with_hello, drain, login_available, recv_text_timeout, send_text, ADMIN_READ_BUFFER,
 };
 use crate::common::{
     agent_index, clip, frame_header, histogram, latency_json, latency_row, masked_frame, now_ns,
@@ -208,22 +207,7 @@ pub(crate) async fn run(
 
     // 1. Agents log in and become available.
     println!("fanout: logging in {} agents", args.agents);
-    let logins = run_bounded(args.agents, args.concurrency, {
-        let target = target.clone();
-        move |i| {
-            let target = target.clone();
-            async move {
-                let (mut ws, _) = agent_login(&target, &format!("{PREFIX}{i}")).await?;
-                let version = set_status(&mut ws, "available", 1).await?;
-                anyhow::Ok((ws, version))
-            }
-        }
-    })
-    .await;
-    let mut agent_sockets = Vec::with_capacity(args.agents);
-    for (i, r) in logins.into_iter().enumerate() {
-        agent_sockets.push(r.with_context(|| format!("agent {PREFIX}{i}"))?);
-    }
+    let agent_sockets = login_available(&target, PREFIX, args.agents, args.concurrency).await?;
 
     // 2. Admins subscribe to everything.
     println!("fanout: subscribing {} admins", args.admins);

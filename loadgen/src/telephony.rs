@@ -2,7 +2,7 @@
 //! pipelined (many events in flight, replies matched by `ref`), at full speed or at a fixed
 //! rate. Reports events/s and ack latency.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::clients::{agent_login, connect_with_hello, drain, set_status};
+use crate::clients::{connect_with_hello, drain, login_available};
 use crate::common::{
-    clip, histogram, latency_json, latency_row, now_ns, parse_frame, record, round3, run_bounded,
-    CpuMeter, Table, Target, Ws,
+    clip, histogram, latency_json, latency_row, now_ns, parse_frame, record, round3, CpuMeter,
+    Table, Target, Ws,
 };
 
 const PREFIX: &str = "tp-";
@@ -79,23 +79,11 @@ pub(crate) async fn run(
         bail!("{}", warnings.join("; "));
     }
     println!("telephony: logging in {} available agents", args.agents);
-    let logins = run_bounded(args.agents, args.concurrency, {
-        let target = target.clone();
-        move |i| {
-            let target = target.clone();
-            async move {
-                let (mut ws, _) = agent_login(&target, &format!("{PREFIX}{i}")).await?;
-                set_status(&mut ws, "available", 1).await?;
-                anyhow::Ok(ws)
-            }
-        }
-    })
-    .await;
-    let mut drains = Vec::new();
-    for (i, r) in logins.into_iter().enumerate() {
-        let ws = r.with_context(|| format!("agent {PREFIX}{i}"))?;
-        drains.push(tokio::spawn(drain(ws)));
-    }
+    let logged_in = login_available(&target, PREFIX, args.agents, args.concurrency).await?;
+    let drains: Vec<_> = logged_in
+        .into_iter()
+        .map(|(ws, _)| tokio::spawn(drain(ws)))
+        .collect();
     let mut adapters = Vec::new();
     for k in 0..args.adapters {
         adapters.push(
