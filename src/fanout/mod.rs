@@ -1,22 +1,32 @@
 //! The one place where agent updates get their hub-wide `seq`, are kept for `resume`, and
 //! are handed to admin subscribers.
 //!
-//! Each update is serialized once into a shared frame; every matching subscriber gets a
-//! clone of the same bytes via its bounded [`Outbox`]. The lock guarding this state is only
-//! ever held for non-blocking work (`try_send`, `Arc` clones), never across an `.await`.
-//! A subscriber over its queue bound is closed with 4008 and dropped, never waited on.
+//! Each update is serialized once into a shared frame and appended once to the [`Feed`]
+//! (see `feed.rs` for why, with the profile figures); every subscribed admin socket reads
+//! the feed from its own cursor and filters for itself, so a publish costs the same with 1
+//! or 500 admins. What a socket queues itself (replies, snapshots, replays) goes through its
+//! [`Outbox`], which it writes before the feed; updates still waiting in the feed are moved
+//! into the outbox before anything else is queued there, so everything goes out in the
+//! order it happened. The lock guarding this state is only ever held for non-blocking work,
+//! never across an `.await`. A subscriber more than its `--queue-bytes` of updates behind
+//! is closed with 4008 and dropped, never waited on.
 
 use crate::protocol::Text;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+mod feed;
 mod notifier;
 
+pub(crate) use feed::FeedReader;
 pub(crate) use notifier::Notifier;
 
+use feed::{Feed, Sub, Tail};
+
 use crate::model::{AgentId, AgentState, Status, TeamId};
-use crate::outbox::{Outbound, Outbox, SnapshotReply};
+use crate::outbox::{Outbound, Outbox, SnapshotReply, CLOSE_SLOW_CONSUMER};
 use crate::protocol::{self, Published, Ref};
+use std::sync::atomic::Ordering;
 
 /// Which agents a subscriber wants. Both lists narrow: an agent must match each one given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,12 +60,6 @@ impl Filter {
     }
 }
 
-struct Subscriber {
-    conn_id: u64,
-    filter: Filter,
-    outbox: Outbox,
-}
-
 struct Inner {
     seq: u64,
     /// Agents in `latest` by status (in `Status::ALL` order), kept as they change: a
@@ -65,9 +69,13 @@ struct Inner {
     /// Recent updates, oldest first, for `resume` (each knows its `seq`). Bounded by
     /// `history_size`. A pointer each: at the default size it holds an update per agent.
     history: VecDeque<Arc<Published>>,
-    subscribers: Vec<Subscriber>,
-    /// Frames handed to admin sockets since start (for `/metrics`).
-    deliveries: u64,
+    /// The feed's newest chunk and byte count (appends happen under this lock).
+    tail: Tail,
+    /// Subscribed sockets (each reads the feed itself; kept here to cut off the slow ones
+    /// and for the metrics).
+    subscribers: Vec<Arc<Sub>>,
+    /// Frames delivered to subscribers that are gone (the live ones count their own).
+    retired_deliveries: u64,
     /// Admin sockets dropped for falling behind.
     dropped_slow: u64,
 }
@@ -96,22 +104,31 @@ pub(crate) struct FanoutStats {
 pub(crate) struct Fanout {
     epoch: Arc<str>,
     history_size: usize,
+    /// The update stream the admin sockets read.
+    feed: Arc<Feed>,
     inner: Mutex<Inner>,
 }
+
+/// A socket's place in the update stream: `None` until it subscribes. Owned by the
+/// socket (boxed: only a subscribed admin socket holds one).
+pub(crate) type Subscription = Option<Box<FeedReader>>;
 
 impl Fanout {
     /// An empty fan-out for `epoch`, keeping `history_size` recent updates for `resume`.
     pub(crate) fn new(epoch: Arc<str>, history_size: usize) -> Self {
+        let (feed, tail) = Feed::new();
         Fanout {
             epoch,
             history_size,
+            feed,
             inner: Mutex::new(Inner {
                 seq: 0,
                 by_status: [0; Status::ALL.len()],
                 latest: HashMap::new(),
                 history: VecDeque::new(),
+                tail,
                 subscribers: Vec::new(),
-                deliveries: 0,
+                retired_deliveries: 0,
                 dropped_slow: 0,
             }),
         }
@@ -144,15 +161,20 @@ impl Fanout {
         }
     }
 
-    /// Publishes a changed state: assigns the next `seq`, keeps it for `resume`, queues it
-    /// to every matching admin. Returns the shared entry (its frame goes to the agent's tabs).
+    /// Publishes a changed state: assigns the next `seq`, keeps it for `resume`, appends it
+    /// to the feed every admin reads. Returns the shared entry (its frame goes to the
+    /// agent's tabs).
     pub(crate) fn publish(&self, state: &AgentState) -> Arc<Published> {
+        self.publish_numbered(state, None)
+    }
+
+    /// [`Fanout::publish`] with the `seq` given (`None`: the next one).
+    fn publish_numbered(&self, state: &AgentState, seq: Option<u64>) -> Arc<Published> {
         let json = Published::serialize(state);
         let mut guard = self.lock();
         let inner = &mut *guard;
-        inner.seq += 1;
-        let seq = inner.seq;
-        let published = Arc::new(Published::build(state, seq, &json));
+        inner.seq = seq.unwrap_or(inner.seq + 1);
+        let published = Arc::new(Published::build(state, inner.seq, &json));
         if let Some(old) = inner
             .latest
             .insert(state.agent_id.clone(), published.clone())
@@ -164,49 +186,41 @@ impl Fanout {
         while inner.history.len() > self.history_size {
             inner.history.pop_front();
         }
-        let mut delivered = 0u64;
-        let mut dropped = 0u64;
-        inner.subscribers.retain(|sub| {
-            if !sub.filter.matches(&published.agent_id, &published.teams) {
-                return true;
-            }
-            match sub.outbox.push(published.frame.clone()) {
-                Ok(()) => {
-                    delivered += 1;
-                    true
-                }
-                Err(_) => {
-                    dropped += 1;
-                    false
-                }
-            }
-        });
-        inner.deliveries += delivered;
-        inner.dropped_slow += dropped;
+        let appended = self.feed.append(&mut inner.tail, published.clone());
+        if appended.scan_due {
+            cut_slow(inner);
+        }
+        drop(guard);
+        appended.wake();
         published
     }
 
     /// Subscribes (or re-subscribes with a new filter) the socket `conn_id`: queues the
     /// `ok` reply with a snapshot, then every later matching update, with nothing between.
+    /// Updates of an earlier subscription still waiting in `sub` are queued first.
     pub(crate) fn subscribe(
         &self,
         conn_id: u64,
         filter: Filter,
         outbox: &Outbox,
         reply_ref: Option<&Ref>,
+        sub: &mut Subscription,
     ) {
         let mut inner = self.lock();
+        flush(sub, outbox);
         let reply = self.snapshot_reply(&inner, &filter, reply_ref, None);
         if outbox
             .push_unbounded(Outbound::Snapshot(Box::new(reply)))
             .is_ok()
         {
-            attach(&mut inner, conn_id, filter, outbox);
+            self.attach(&mut inner, conn_id, filter, outbox, sub);
         }
     }
 
     /// `resume`: replays what `conn_id` missed after (`epoch`, `seq`) if history still holds
-    /// all of it, else answers with a fresh snapshot; then subscribes it.
+    /// all of it, else answers with a fresh snapshot; then subscribes it (updates of an
+    /// earlier subscription still waiting in `sub` are queued first).
+    #[allow(clippy::too_many_arguments)] // the request's fields, the socket's two handles
     pub(crate) fn resume(
         &self,
         conn_id: u64,
@@ -215,8 +229,10 @@ impl Fanout {
         filter: Filter,
         outbox: &Outbox,
         reply_ref: Option<&Ref>,
+        sub: &mut Subscription,
     ) -> ResumeResult {
         let mut inner = self.lock();
+        flush(sub, outbox);
         let oldest_kept = inner.history.front().map_or(inner.seq + 1, |p| p.seq);
         let covered = epoch == &*self.epoch && seq <= inner.seq && seq + 1 >= oldest_kept;
         if !covered {
@@ -225,7 +241,7 @@ impl Fanout {
                 .push_unbounded(Outbound::Snapshot(Box::new(reply)))
                 .is_ok()
             {
-                attach(&mut inner, conn_id, filter, outbox);
+                self.attach(&mut inner, conn_id, filter, outbox, sub);
             }
             return ResumeResult::Snapshot;
         }
@@ -242,7 +258,7 @@ impl Fanout {
         let queued = (replayed == 0 || outbox.push_unbounded(Outbound::Frames(frames)).is_ok())
             && outbox.push_unbounded(Outbound::Frame(ok)).is_ok();
         if queued {
-            attach(&mut inner, conn_id, filter, outbox);
+            self.attach(&mut inner, conn_id, filter, outbox, sub);
         }
         ResumeResult::Recovered { replayed }
     }
@@ -261,9 +277,18 @@ impl Fanout {
         }
     }
 
-    /// Stops updates to `conn_id`.
-    pub(crate) fn unsubscribe(&self, conn_id: u64) {
-        self.lock().subscribers.retain(|s| s.conn_id != conn_id);
+    /// Stops updates to `conn_id`: what `sub` had not read yet (published before this
+    /// call) is queued to `outbox` first.
+    pub(crate) fn unsubscribe(&self, conn_id: u64, outbox: &Outbox, sub: &mut Subscription) {
+        let mut inner = self.lock();
+        flush(sub, outbox);
+        *sub = None;
+        detach(&mut inner, conn_id);
+    }
+
+    /// Forgets the socket `conn_id` (it is gone: nothing more is queued to it).
+    pub(crate) fn leave(&self, conn_id: u64) {
+        detach(&mut self.lock(), conn_id);
     }
 
     /// A consistent view: current `seq` and the matching agents' latest states.
@@ -290,16 +315,22 @@ impl Fanout {
     /// Counters for `/metrics`.
     pub(crate) fn stats(&self) -> FanoutStats {
         let inner = self.lock();
+        let total = inner.tail.bytes;
         FanoutStats {
             seq: inner.seq,
-            deliveries: inner.deliveries,
+            deliveries: inner.retired_deliveries
+                + inner
+                    .subscribers
+                    .iter()
+                    .map(|s| s.delivered.load(Ordering::Relaxed))
+                    .sum::<u64>(),
             dropped_slow: inner.dropped_slow,
             subscribers: inner.subscribers.len(),
             history_len: inner.history.len(),
             max_queued_bytes: inner
                 .subscribers
                 .iter()
-                .map(|s| s.outbox.queued_bytes())
+                .map(|s| (s.lag(total) as usize).max(s.outbox.queued_bytes()))
                 .max()
                 .unwrap_or(0),
         }
@@ -345,13 +376,62 @@ fn matching(inner: &Inner, filter: &Filter) -> Vec<Arc<Published>> {
     agents
 }
 
-fn attach(inner: &mut Inner, conn_id: u64, filter: Filter, outbox: &Outbox) {
-    inner.subscribers.retain(|s| s.conn_id != conn_id);
-    inner.subscribers.push(Subscriber {
-        conn_id,
-        filter,
-        outbox: outbox.clone(),
+impl Fanout {
+    /// Subscribes `conn_id` from the current end of the feed (replacing its subscription).
+    fn attach(
+        &self,
+        inner: &mut Inner,
+        conn_id: u64,
+        filter: Filter,
+        outbox: &Outbox,
+        sub: &mut Subscription,
+    ) {
+        detach(inner, conn_id);
+        let reader = self.feed.reader(&inner.tail, conn_id, outbox, filter);
+        inner.subscribers.push(reader.sub.clone());
+        *sub = Some(Box::new(reader));
+    }
+}
+
+/// Queues what `sub` has not read yet to `outbox` (ahead of what comes next).
+fn flush(sub: &mut Subscription, outbox: &Outbox) {
+    if let Some(reader) = sub {
+        reader.drain_into(outbox);
+    }
+}
+
+fn detach(inner: &mut Inner, conn_id: u64) {
+    let mut retired = 0;
+    inner.subscribers.retain(|s| {
+        if s.conn_id != conn_id {
+            return true;
+        }
+        retired += s.delivered.load(Ordering::Relaxed);
+        false
     });
+    inner.retired_deliveries += retired;
+}
+
+/// Closes (4008) and drops every subscriber more than its queue bound behind the feed
+/// (and forgets those closing for another reason).
+fn cut_slow(inner: &mut Inner) {
+    let total = inner.tail.bytes;
+    let mut retired = 0;
+    let mut dropped = 0;
+    inner.subscribers.retain(|s| {
+        let slow = s.lag(total) > s.outbox.bound() as u64;
+        if !slow && !s.outbox.is_closing() {
+            return true;
+        }
+        if slow {
+            s.outbox.close(CLOSE_SLOW_CONSUMER);
+            dropped += 1;
+        }
+        retired += s.delivered.load(Ordering::Relaxed);
+        false
+    });
+    inner.retired_deliveries += retired;
+    inner.dropped_slow += dropped;
 }
 
 #[cfg(test)]

@@ -5,6 +5,18 @@
 
 use super::*;
 use crate::outbox::{outbox, OutboxReceiver};
+
+/// One admin socket as the fan-out sees it: its outbox and its place in the feed.
+struct Tap {
+    tx: Outbox,
+    rx: OutboxReceiver,
+    sub: Subscription,
+}
+
+fn tap() -> Tap {
+    let (tx, rx) = outbox(1 << 20);
+    Tap { tx, rx, sub: None }
+}
 use crate::protocol::Ref;
 use serde_json::Value;
 
@@ -41,16 +53,24 @@ fn publish_n(f: &Fanout, n: usize) {
     }
 }
 
-/// Every frame queued so far, as JSON (a snapshot reply rendered as the socket would).
-fn drain(rx: &OutboxReceiver) -> Vec<Value> {
+/// Every frame waiting for the socket, as JSON (a snapshot reply rendered as the socket
+/// would), in the order the socket writes them: its outbox, then the feed.
+fn drain(tap: &mut Tap) -> Vec<Value> {
     let mut out = Vec::new();
-    while let Some(item) = rx.try_recv() {
+    while let Some(item) = tap.rx.try_recv() {
         match item {
             Outbound::Frame(f) => out.push(json(f.as_str())),
             Outbound::Frames(fs) => out.extend(fs.iter().map(|f| json(f.as_str()))),
             Outbound::Snapshot(reply) => out.push(json(&reply.render())),
             Outbound::Close(code, _) => panic!("unexpected close {code}"),
         }
+    }
+    if let Some(reader) = &mut tap.sub {
+        while reader.read(usize::MAX, |f| {
+            out.push(json(f.as_str()));
+            true
+        }) > 0
+        {}
     }
     out
 }
@@ -70,16 +90,11 @@ fn update_seqs(frames: &[Value]) -> Vec<u64> {
 
 /// Resumes connection 1 from (`epoch`, `seq`) with `filter` and `ref` 7; returns the
 /// result and what was queued.
-fn resume(
-    f: &Fanout,
-    epoch: &str,
-    seq: u64,
-    filter: Filter,
-) -> (ResumeResult, Vec<Value>, Outbox, OutboxReceiver) {
-    let (tx, rx) = outbox(1 << 20);
-    let result = f.resume(1, epoch, seq, filter, &tx, Some(&Ref::Int(7)));
-    let frames = drain(&rx);
-    (result, frames, tx, rx)
+fn resume(f: &Fanout, epoch: &str, seq: u64, filter: Filter) -> (ResumeResult, Vec<Value>, Tap) {
+    let mut t = tap();
+    let result = f.resume(1, epoch, seq, filter, &t.tx, Some(&Ref::Int(7)), &mut t.sub);
+    let frames = drain(&mut t);
+    (result, frames, t)
 }
 
 /// Checks the final `ok` of a recovered resume.
@@ -114,27 +129,27 @@ fn assert_snapshot(frames: &[Value], seq: u64, agents: &[&str]) {
 fn resuming_from_the_last_seq_replays_nothing_and_subscribes() {
     let f = fanout(10);
     publish_n(&f, 4);
-    let (result, frames, _tx, rx) = resume(&f, EPOCH, 4, Filter::default());
+    let (result, frames, mut t) = resume(&f, EPOCH, 4, Filter::default());
     assert_eq!(result, ResumeResult::Recovered { replayed: 0 });
     assert_eq!(frames.len(), 1, "{frames:?}");
     assert_recovered_ok(&frames[0], 0, 4);
     // Subscribed: the next update follows.
     publish(&f, "a3", &[]);
-    assert_eq!(update_seqs(&drain(&rx)), [5]);
+    assert_eq!(update_seqs(&drain(&mut t)), [5]);
 }
 
 #[test]
 fn resuming_mid_history_replays_exactly_the_later_updates_in_order_then_the_ok() {
     let f = fanout(10);
     publish_n(&f, 6);
-    let (result, frames, _tx, rx) = resume(&f, EPOCH, 2, Filter::default());
+    let (result, frames, mut t) = resume(&f, EPOCH, 2, Filter::default());
     assert_eq!(result, ResumeResult::Recovered { replayed: 4 });
     assert_eq!(update_seqs(&frames), [3, 4, 5, 6]);
     assert_eq!(frames.len(), 5, "the updates, then the ok: {frames:?}");
     assert_recovered_ok(&frames[4], 4, 6);
     publish(&f, "a1", &["sales"]);
     assert_eq!(
-        update_seqs(&drain(&rx)),
+        update_seqs(&drain(&mut t)),
         [7],
         "live after the replay, nothing twice"
     );
@@ -143,12 +158,12 @@ fn resuming_mid_history_replays_exactly_the_later_updates_in_order_then_the_ok()
 #[test]
 fn a_fresh_hub_resumes_seq_zero_with_nothing_to_replay() {
     let f = fanout(10);
-    let (result, frames, _tx, _rx) = resume(&f, EPOCH, 0, Filter::default());
+    let (result, frames, _t) = resume(&f, EPOCH, 0, Filter::default());
     assert_eq!(result, ResumeResult::Recovered { replayed: 0 });
     assert_recovered_ok(&frames[0], 0, 0);
     // With every update still in history, seq 0 replays all of them.
     publish_n(&f, 3);
-    let (result, frames, _tx, _rx) = resume(&f, EPOCH, 0, Filter::default());
+    let (result, frames, _t) = resume(&f, EPOCH, 0, Filter::default());
     assert_eq!(result, ResumeResult::Recovered { replayed: 3 });
     assert_eq!(update_seqs(&frames), [1, 2, 3]);
 }
@@ -160,22 +175,22 @@ fn the_oldest_kept_update_bounds_what_can_be_recovered() {
     publish_n(&f, 8);
     assert_eq!(f.stats().history_len, 3);
     // Missed 6..=8: all kept, recovered.
-    let (result, frames, _tx, _rx) = resume(&f, EPOCH, 5, Filter::default());
+    let (result, frames, _t) = resume(&f, EPOCH, 5, Filter::default());
     assert_eq!(result, ResumeResult::Recovered { replayed: 3 });
     assert_eq!(update_seqs(&frames), [6, 7, 8]);
     // Missed 5..=8: 5 is gone, a snapshot instead (never a replay with a hole).
-    let (result, frames, _tx, rx) = resume(&f, EPOCH, 4, Filter::default());
+    let (result, frames, mut t) = resume(&f, EPOCH, 4, Filter::default());
     assert_eq!(result, ResumeResult::Snapshot);
     assert_snapshot(&frames, 8, &["a1", "a2"]);
     publish(&f, "a2", &["support"]);
     assert_eq!(
-        update_seqs(&drain(&rx)),
+        update_seqs(&drain(&mut t)),
         [9],
         "subscribed after the snapshot"
     );
     // Far older than the history, and seq 0 once history has moved on: a snapshot too.
     for seq in [0, 1] {
-        let (result, _, _tx, _rx) = resume(&f, EPOCH, seq, Filter::default());
+        let (result, _, _t) = resume(&f, EPOCH, seq, Filter::default());
         assert_eq!(result, ResumeResult::Snapshot, "seq {seq}");
     }
 }
@@ -184,10 +199,10 @@ fn the_oldest_kept_update_bounds_what_can_be_recovered() {
 fn without_history_only_an_up_to_date_subscriber_recovers() {
     let f = fanout(0);
     publish_n(&f, 3);
-    let (result, frames, _tx, _rx) = resume(&f, EPOCH, 3, Filter::default());
+    let (result, frames, _t) = resume(&f, EPOCH, 3, Filter::default());
     assert_eq!(result, ResumeResult::Recovered { replayed: 0 });
     assert_recovered_ok(&frames[0], 0, 3);
-    let (result, _, _tx, _rx) = resume(&f, EPOCH, 2, Filter::default());
+    let (result, _, _t) = resume(&f, EPOCH, 2, Filter::default());
     assert_eq!(result, ResumeResult::Snapshot);
 }
 
@@ -196,7 +211,7 @@ fn a_seq_ahead_of_the_hub_gets_a_snapshot() {
     let f = fanout(10);
     publish_n(&f, 4);
     for seq in [5, 1_000, u64::MAX - 1] {
-        let (result, frames, _tx, _rx) = resume(&f, EPOCH, seq, Filter::default());
+        let (result, frames, _t) = resume(&f, EPOCH, seq, Filter::default());
         assert_eq!(result, ResumeResult::Snapshot, "seq {seq}");
         assert_snapshot(&frames, 4, &["a1", "a2"]);
     }
@@ -207,7 +222,7 @@ fn another_epoch_gets_a_snapshot_even_with_a_seq_in_history() {
     let f = fanout(10);
     publish_n(&f, 4);
     for seq in [0, 2, 4] {
-        let (result, frames, _tx, _rx) = resume(&f, "e0", seq, Filter::default());
+        let (result, frames, _t) = resume(&f, "e0", seq, Filter::default());
         assert_eq!(result, ResumeResult::Snapshot, "seq {seq}");
         assert_snapshot(&frames, 4, &["a1", "a2"]);
     }
@@ -218,30 +233,30 @@ fn the_filter_applies_to_the_replay_its_count_and_the_snapshot() {
     let f = fanout(10);
     publish_n(&f, 6); // a1/sales at 1, 3, 5; a2/support at 2, 4, 6
     let sales = || Filter::new(Some(vec![team("sales")]), None);
-    let (result, frames, _tx, rx) = resume(&f, EPOCH, 1, sales());
+    let (result, frames, mut t) = resume(&f, EPOCH, 1, sales());
     assert_eq!(result, ResumeResult::Recovered { replayed: 2 });
     assert_eq!(update_seqs(&frames), [3, 5]);
     assert_recovered_ok(frames.last().expect("ok"), 2, 6);
     // Live updates through the same filter.
     publish(&f, "a2", &["support"]);
     publish(&f, "a1", &["sales"]);
-    assert_eq!(update_seqs(&drain(&rx)), [8]);
+    assert_eq!(update_seqs(&drain(&mut t)), [8]);
 
     // An id list narrows the same way; nothing matching after the seq replays nothing.
     let only_a2 = Filter::new(None, Some(vec![agent_id("a2")]));
-    let (result, frames, _tx, _rx) = resume(&f, EPOCH, 7, only_a2.clone());
+    let (result, frames, _t) = resume(&f, EPOCH, 7, only_a2.clone());
     assert_eq!(result, ResumeResult::Recovered { replayed: 0 });
     assert_recovered_ok(&frames[0], 0, 8);
     // Both lists must match: team sales and id a2 select nothing.
     let none = Filter::new(Some(vec![team("sales")]), Some(vec![agent_id("a2")]));
-    let (result, frames, _tx, _rx) = resume(&f, EPOCH, 0, none.clone());
+    let (result, frames, _t) = resume(&f, EPOCH, 0, none.clone());
     assert_eq!(result, ResumeResult::Recovered { replayed: 0 });
     assert_eq!(update_seqs(&frames), Vec::<u64>::new());
     // A snapshot answer is filtered too.
-    let (result, frames, _tx, _rx) = resume(&f, "e0", 0, only_a2);
+    let (result, frames, _t) = resume(&f, "e0", 0, only_a2);
     assert_eq!(result, ResumeResult::Snapshot);
     assert_snapshot(&frames, 8, &["a2"]);
-    let (_, frames, _tx, _rx) = resume(&f, "e0", 0, none);
+    let (_, frames, _t) = resume(&f, "e0", 0, none);
     assert_snapshot(&frames, 8, &[]);
 }
 
@@ -249,22 +264,23 @@ fn the_filter_applies_to_the_replay_its_count_and_the_snapshot() {
 fn resuming_again_on_one_socket_replaces_its_subscription() {
     let f = fanout(10);
     publish_n(&f, 2);
-    let (tx, rx) = outbox(1 << 20);
-    f.resume(1, EPOCH, 2, Filter::default(), &tx, None);
+    let mut t = tap();
+    f.resume(1, EPOCH, 2, Filter::default(), &t.tx, None, &mut t.sub);
     f.resume(
         1,
         EPOCH,
         2,
         Filter::new(Some(vec![team("support")]), None),
-        &tx,
+        &t.tx,
         None,
+        &mut t.sub,
     );
-    assert_eq!(drain(&rx).len(), 2, "two ok replies");
+    assert_eq!(drain(&mut t).len(), 2, "two ok replies");
     assert_eq!(f.stats().subscribers, 1);
     publish(&f, "a1", &["sales"]);
     publish(&f, "a2", &["support"]);
     assert_eq!(
-        update_seqs(&drain(&rx)),
+        update_seqs(&drain(&mut t)),
         [4],
         "once, through the newer filter"
     );

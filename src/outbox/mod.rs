@@ -253,6 +253,12 @@ impl Outbox {
         self.shared.close_code.load(Ordering::Acquire) != 0
     }
 
+    /// The queue's bound in bytes (`--queue-bytes`): also how far an admin socket may fall
+    /// behind the fan-out's update feed.
+    pub(crate) fn bound(&self) -> usize {
+        self.shared.bound
+    }
+
     /// Bytes waiting in the queue (for the fan-out lag gauge).
     pub(crate) fn queued_bytes(&self) -> usize {
         self.shared.queued.load(Ordering::Relaxed)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::reply::{answer_applied, status_input};
 use super::session::Flow;
-use crate::fanout::Filter;
+use crate::fanout::{Filter, Subscription};
 use crate::hub::{Hub, RouteError};
 use crate::model::{Actor, AgentId, Input};
 use crate::outbox::Outbox;
@@ -19,7 +19,13 @@ pub(crate) struct AdminSession {
     /// The filter of this socket's last `subscribe` (or `resume` naming one): a `resume`
     /// without `teams`/`agents` keeps it instead of widening to every agent.
     filter: Filter,
+    /// This socket's cursor in the fan-out's update feed, once subscribed. The socket's
+    /// loop writes what it holds after the outbox (see [`AdminSession::write_feed`]).
+    feed: Subscription,
 }
+
+/// Feed entries looked at per write turn before the loop sees to its other sources.
+const FEED_BATCH: usize = 512;
 
 /// Work an admin message needs from an agent actor (done outside the sync handler).
 struct Action {
@@ -37,7 +43,28 @@ impl AdminSession {
             outbox,
             conn_id,
             filter: Filter::default(),
+            feed: None,
         }
+    }
+
+    /// Ready when the feed holds an update for this socket (never, until it subscribes).
+    pub(super) fn poll_feed(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        match &self.feed {
+            Some(reader) => reader.poll_ready(cx),
+            None => std::task::Poll::Pending,
+        }
+    }
+
+    /// Hands the waiting updates to `emit` (see [`crate::fanout::FeedReader::read`]).
+    pub(super) fn write_feed(&mut self, emit: impl FnMut(&Text) -> bool) {
+        if let Some(reader) = &mut self.feed {
+            reader.read(FEED_BATCH, emit);
+        }
+    }
+
+    /// Lets go of the feed (the socket is closing: what it did not read is not kept for it).
+    pub(super) fn stop_feed(&mut self) {
+        self.feed = None;
     }
 
     pub(super) fn on_text(
@@ -97,6 +124,7 @@ impl AdminSession {
                     self.filter.clone(),
                     &self.outbox,
                     reply_ref.as_ref(),
+                    &mut self.feed,
                 );
             }
             AdminMessage::Resume {
@@ -115,10 +143,11 @@ impl AdminSession {
                     self.filter.clone(),
                     &self.outbox,
                     reply_ref.as_ref(),
+                    &mut self.feed,
                 );
             }
             AdminMessage::Unsubscribe {} => {
-                fanout.unsubscribe(self.conn_id);
+                fanout.unsubscribe(self.conn_id, &self.outbox, &mut self.feed);
                 if let Some(r) = &reply_ref {
                     self.send(protocol::ok(Some(r)));
                 }
@@ -155,17 +184,22 @@ impl AdminSession {
         None
     }
 
-    fn send(&self, reply: Text) {
+    /// Queues a frame after every update published before it (those still in the feed are
+    /// moved to the outbox first: the socket writes its outbox before the feed).
+    pub(super) fn send(&mut self, reply: Text) {
+        if let Some(reader) = &mut self.feed {
+            reader.drain_into(&self.outbox);
+        }
         let _ = self.outbox.push(reply);
     }
 
-    fn bad(&self, bad: &BadMessage) {
+    fn bad(&mut self, bad: &BadMessage) {
         self.hub.metrics().bad_message(Role::Admin);
         self.send(protocol::bad_message(bad));
     }
 
     pub(super) fn closed(self) {
-        self.hub.fanout().unsubscribe(self.conn_id);
+        self.hub.fanout().leave(self.conn_id);
     }
 }
 

@@ -57,6 +57,8 @@ enum Event {
     CloseRequested(u16),
     Expired,
     Outbound(Outbound),
+    /// An admin socket's update feed holds updates for it (and its outbox is empty).
+    Feed,
     /// Every producer of the outbox is gone.
     QueueEnded,
     /// Unsent bytes went out (or could not).
@@ -115,6 +117,7 @@ pub(crate) fn drive<'a>(
                         expires,
                         &mut *socket,
                         rx,
+                        &*session,
                     )
                 })
                 .await;
@@ -133,7 +136,14 @@ pub(crate) fn drive<'a>(
                     }
                     Event::QueueEnded | Event::Flushed(Err(_)) => break Exit::Gone,
                     Event::Flushed(Ok(())) => continue,
-                    Event::Outbound(item) => match write_batch(socket, item, rx, core) {
+                    Event::Outbound(item) => {
+                        match write_batch(socket, Some(item), rx, session, core) {
+                            Ok(None) => continue,
+                            Ok(Some(exit)) => break exit,
+                            Err(_) => break Exit::Gone,
+                        }
+                    }
+                    Event::Feed => match write_batch(socket, None, rx, session, core) {
                         Ok(None) => continue,
                         Ok(Some(exit)) => break exit,
                         Err(_) => break Exit::Gone,
@@ -195,6 +205,9 @@ pub(crate) fn drive<'a>(
                 Verdict::Close => break rate_limit_exit(core),
             }
         };
+        // What a closing admin socket did not read of the update feed is let go now, not
+        // after its close frame went out.
+        session.stop_feed();
         // Boxed: the close timer lives only while a socket closes, not in every idle task.
         Box::pin(send_close(socket, exit)).await;
         exit
@@ -207,8 +220,9 @@ fn first(liveness: Instant, expires: Option<Instant>) -> Instant {
 }
 
 /// Polls the loop's sources in priority order: shutdown, a close request, the token
-/// expiry, the outbox (or the unsent bytes of the last batch), the peer, then liveness
-/// (after reading, so a pong that came in time is seen before the deadline is judged).
+/// expiry, the outbox (or the unsent bytes of the last batch), an admin's update feed, the
+/// peer, then liveness (after reading, so a pong that came in time is seen before the
+/// deadline is judged).
 fn next_event(
     cx: &mut Context<'_>,
     shutdown: Pin<&mut WaitForCancellationFuture<'_>>,
@@ -216,6 +230,7 @@ fn next_event(
     expires: Option<Instant>,
     socket: &mut WsSocket,
     rx: &OutboxReceiver,
+    session: &Session,
 ) -> Poll<Event> {
     if shutdown.poll(cx).is_ready() {
         return Poll::Ready(Event::Shutdown);
@@ -236,6 +251,8 @@ fn next_event(
             Some(item) => Event::Outbound(item),
             None => Event::QueueEnded,
         });
+    } else if session.poll_feed(cx).is_ready() {
+        return Poll::Ready(Event::Feed);
     }
     if let Poll::Ready(read) = socket.poll_read(cx) {
         return Poll::Ready(Event::Read(read));
@@ -322,18 +339,20 @@ fn rate_limit_exit(core: &Hub) -> Exit {
     Exit::Close(CLOSE_POLICY, "rate limit exceeded")
 }
 
-/// Writes `first` and whatever else is ready (up to [`MAX_BATCH`] items, and only while
-/// the kernel takes the bytes), in writes of `--write-buffer-bytes`. Returns the exit when
-/// a queued `Close` was reached.
+/// Writes `first` and whatever else is ready (up to [`MAX_BATCH`] outbox items, and only
+/// while the kernel takes the bytes), then, once the outbox is empty, an admin's waiting
+/// updates from the feed, all in writes of `--write-buffer-bytes` (one `write` per turn
+/// when it fits). Returns the exit when a queued `Close` was reached.
 fn write_batch(
     socket: &mut WsSocket,
-    first: Outbound,
+    first: Option<Outbound>,
     rx: &OutboxReceiver,
+    session: &mut Session,
     core: &Hub,
 ) -> io::Result<Option<Exit>> {
     let max_frame_out = core.settings().max_write_buffer_bytes;
     socket.write_batch(|b| {
-        let mut item = Some(first);
+        let mut item = first.or_else(|| rx.try_recv());
         let mut written = 0;
         while let Some(current) = item.take() {
             match current {
@@ -357,9 +376,17 @@ fn write_batch(
                 Outbound::Close(code, reason) => return Some(Exit::Close(code, reason)),
             }
             written += 1;
-            if written < MAX_BATCH && !b.blocked() {
-                item = rx.try_recv();
+            if written == MAX_BATCH || b.blocked() {
+                // The outbox may hold more: the feed waits for it (it comes after).
+                return None;
             }
+            item = rx.try_recv();
+        }
+        if !b.blocked() {
+            session.write_feed(|frame| {
+                b.text(frame.as_bytes());
+                !b.blocked()
+            });
         }
         None
     })

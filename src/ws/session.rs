@@ -52,23 +52,55 @@ impl Session {
     }
 
     /// Answers an undecodable frame with `bad_message`.
-    pub(crate) fn reject(&self, bad: &BadMessage) {
-        let (outbox, hub) = self.parts();
+    pub(crate) fn reject(&mut self, bad: &BadMessage) {
+        let (_, hub) = self.parts();
         hub.metrics().bad_message(self.role());
-        let _ = outbox.push(bad_message_frame(bad));
+        self.send(bad_message_frame(bad));
     }
 
     /// Answers a message refused by the rate limit with `rate_limited` (with its `ref` when
     /// one was found).
-    pub(crate) fn rate_limited(&self, reply_ref: Option<Ref>) {
-        let (outbox, hub) = self.parts();
+    pub(crate) fn rate_limited(&mut self, reply_ref: Option<Ref>) {
+        let (_, hub) = self.parts();
         hub.metrics().rejected(Rejected::RateLimited);
         let reply = protocol::error(
             reply_ref.as_ref(),
             ErrorCode::RateLimited,
             "too many messages: slow down",
         );
-        let _ = outbox.push(reply);
+        self.send(reply);
+    }
+
+    /// Queues a reply (an admin's after the updates published before it).
+    fn send(&mut self, frame: crate::protocol::Text) {
+        match self {
+            Session::Admin(s) => s.send(frame),
+            _ => {
+                let _ = self.parts().0.push(frame);
+            }
+        }
+    }
+
+    /// Ready when an admin socket's update feed holds something for it.
+    pub(crate) fn poll_feed(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        match self {
+            Session::Admin(s) => s.poll_feed(cx),
+            _ => std::task::Poll::Pending,
+        }
+    }
+
+    /// Hands an admin socket's waiting updates to `emit` (false: stop, the socket is full).
+    pub(crate) fn write_feed(&mut self, emit: impl FnMut(&crate::protocol::Text) -> bool) {
+        if let Session::Admin(s) = self {
+            s.write_feed(emit);
+        }
+    }
+
+    /// The socket is closing: an admin's feed cursor is let go at once.
+    pub(crate) fn stop_feed(&mut self) {
+        if let Session::Admin(s) = self {
+            s.stop_feed();
+        }
     }
 
     fn parts(&self) -> (&Outbox, &Hub) {
