@@ -24,6 +24,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use futures::task::AtomicWaker;
 
@@ -45,6 +46,8 @@ struct Entry {
     /// Bytes of the stream (sum of frame lengths) up to and including this update: a
     /// reader's lag is the stream's total minus this of the last update it read.
     end: u64,
+    /// When it was published (how long it waited for each socket, for the metrics).
+    at: Instant,
 }
 
 /// [`CHUNK`] consecutive updates, from stream position `first`.
@@ -175,6 +178,7 @@ impl Feed {
         let entry = Entry {
             published,
             end: tail.bytes,
+            at: Instant::now(),
         };
         let _ = tail.chunk.slots[idx].set(entry);
         // SeqCst with `any_parked` (a reader stores that, then reads `head`): either the
@@ -222,6 +226,15 @@ impl Feed {
     }
 }
 
+/// What one [`FeedReader::read`] went through.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Read {
+    /// Updates gone past, matching or not.
+    pub entries: usize,
+    /// When the first of them was published.
+    pub oldest: Option<Instant>,
+}
+
 /// One socket's cursor in the feed, owned by the socket's task.
 pub(crate) struct FeedReader {
     feed: Arc<Feed>,
@@ -257,10 +270,12 @@ impl FeedReader {
 
     /// Hands up to `max` waiting updates that match the filter to `emit`, oldest first;
     /// `emit` returns false to stop after the frame it was given (the socket is full).
-    /// Returns how many updates were gone past (matching or not).
-    pub(crate) fn read(&mut self, max: usize, mut emit: impl FnMut(&Text) -> bool) -> usize {
+    /// Returns how many updates were gone past (matching or not) and when the first of
+    /// them was published.
+    pub(crate) fn read(&mut self, max: usize, mut emit: impl FnMut(&Text) -> bool) -> Read {
         let head = self.feed.head.load(Ordering::Acquire);
         let mut read = 0;
+        let mut oldest = None;
         let mut delivered = 0u64;
         let mut consumed = None;
         while self.next < head && read < max {
@@ -280,6 +295,7 @@ impl FeedReader {
             self.next += 1;
             read += 1;
             consumed = Some(entry.end);
+            oldest.get_or_insert(entry.at);
             let p = &entry.published;
             if self.filter.matches(&p.agent_id, &p.teams) {
                 delivered += 1;
@@ -294,7 +310,10 @@ impl FeedReader {
         if delivered > 0 {
             self.sub.delivered.fetch_add(delivered, Ordering::Relaxed);
         }
-        read
+        Read {
+            entries: read,
+            oldest,
+        }
     }
 
     /// Moves every waiting update that matches into `outbox`, ahead of what the socket
@@ -302,10 +321,13 @@ impl FeedReader {
     /// before the feed, so this keeps the order in which things happened.
     pub(crate) fn drain_into(&mut self, outbox: &Outbox) {
         let mut frames = Vec::new();
-        while self.read(usize::MAX, |f| {
-            frames.push(f.clone());
-            true
-        }) > 0
+        while self
+            .read(usize::MAX, |f| {
+                frames.push(f.clone());
+                true
+            })
+            .entries
+            > 0
         {}
         if !frames.is_empty() {
             let _ = outbox.push_unbounded(Outbound::Frames(frames));

@@ -23,11 +23,14 @@ fn publish(f: &Fanout, id: &str, team: &str) -> u64 {
 fn read_all(sub: &mut Subscription, max: usize) -> Vec<u64> {
     let reader = sub.as_mut().expect("subscribed");
     let mut seqs = Vec::new();
-    while reader.read(max, |f| {
-        let v: serde_json::Value = serde_json::from_str(f.as_str()).expect("json");
-        seqs.push(v["seq"].as_u64().expect("seq"));
-        true
-    }) > 0
+    while reader
+        .read(max, |f| {
+            let v: serde_json::Value = serde_json::from_str(f.as_str()).expect("json");
+            seqs.push(v["seq"].as_u64().expect("seq"));
+            true
+        })
+        .entries
+        > 0
     {}
     seqs
 }

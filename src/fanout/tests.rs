@@ -66,10 +66,13 @@ fn drain(tap: &mut Tap) -> Vec<Value> {
         }
     }
     if let Some(reader) = &mut tap.sub {
-        while reader.read(usize::MAX, |f| {
-            out.push(json(f.as_str()));
-            true
-        }) > 0
+        while reader
+            .read(usize::MAX, |f| {
+                out.push(json(f.as_str()));
+                true
+            })
+            .entries
+            > 0
         {}
     }
     out

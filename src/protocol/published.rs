@@ -3,6 +3,7 @@
 //! read without asking the actor. Built by the fan-out, stored by the store, written by
 //! every socket: so it lives here, below all of them.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::Text;
@@ -46,9 +47,14 @@ impl Published {
     /// The one place the hot `agent` frame is assembled by hand (measured: it is built once
     /// and cloned to every subscriber, and the prefix must be known to slice the state out).
     pub fn build(state: &AgentState, seq: u64, json: &str) -> Published {
-        let prefix = format!(r#"{{"type":"agent","seq":{seq},"agent":"#);
-        let mut frame = String::with_capacity(prefix.len() + json.len() + 1);
-        frame.push_str(&prefix);
+        // Written straight into the frame (one allocation per update, not two); the
+        // prefix is `{"type":"agent","seq":N,"agent":`, at most 51 bytes.
+        let mut frame = String::with_capacity(52 + json.len() + 1);
+        frame.push_str(r#"{"type":"agent","seq":"#);
+        // Writing to a `String` cannot fail.
+        let _ = write!(frame, "{seq}");
+        frame.push_str(r#","agent":"#);
+        let prefix_len = frame.len();
         frame.push_str(json);
         frame.push('}');
         Published {
@@ -61,7 +67,7 @@ impl Published {
             seq,
             frame: Text::from(frame),
             // The prefix is `{"type":"agent","seq":N,"agent":`: a few dozen bytes.
-            agent_start: u32::try_from(prefix.len()).unwrap_or(0),
+            agent_start: u32::try_from(prefix_len).unwrap_or(0),
         }
     }
 }

@@ -55,10 +55,13 @@ impl AdminSession {
         }
     }
 
-    /// Hands the waiting updates to `emit` (see [`crate::fanout::FeedReader::read`]).
+    /// Hands the waiting updates to `emit` (see [`crate::fanout::FeedReader::read`]); how
+    /// long the oldest of them waited goes to the metrics.
     pub(super) fn write_feed(&mut self, emit: impl FnMut(&Text) -> bool) {
         if let Some(reader) = &mut self.feed {
-            reader.read(FEED_BATCH, emit);
+            if let Some(at) = reader.read(FEED_BATCH, emit).oldest {
+                self.hub.metrics().queue_waited(at.elapsed());
+            }
         }
     }
 

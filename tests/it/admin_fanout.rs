@@ -995,3 +995,61 @@ async fn resume_keeps_the_sockets_filter_unless_it_names_one() {
     a.expect_quiet().await;
     hub.stop().await;
 }
+
+/// Issue 13 (the shared update feed): an admin socket writes its own replies in the order
+/// things happened against the updates it reads from the feed. Its own change's update
+/// comes before the `ok` of its `set_agent_status`; every update published before its
+/// `unsubscribe` (more than two of the feed's 64-update chunks) comes, in order and
+/// complete, before that `ok` (whether the socket read them as they came or they were
+/// handed over with the `unsubscribe`: `fanout::feed` tests the latter), and nothing after.
+#[tokio::test]
+async fn an_admins_replies_keep_their_place_among_the_updates() {
+    let hub = TestHub::start().await;
+    let (mut tab, _) = hub.agent("n1").await;
+    let mut a = admin_unsubscribed(&hub, "boss").await;
+    let seq = subscribe(&mut a, json!({})).await["snapshot"]["seq"]
+        .as_u64()
+        .expect("seq");
+    a.send(json!({"type": "set_agent_status", "ref": "s1", "agent_id": "n1", "status": "busy"}))
+        .await;
+    let u = a.recv().await;
+    assert_eq!(
+        (u["type"].as_str(), u["seq"].as_u64()),
+        (Some("agent"), Some(seq + 1)),
+        "{u}"
+    );
+    let ok = a.recv().await;
+    assert_eq!(
+        (ok["type"].as_str(), ok["ref"].as_str()),
+        (Some("ok"), Some("s1")),
+        "{ok}"
+    );
+    assert_eq!(tab.update().await["agent"]["status"], "busy");
+
+    const CHANGES: u64 = 150;
+    for i in 0..CHANGES {
+        let status = if i % 2 == 0 { "available" } else { "busy" };
+        let ok = tab
+            .request(json!({"type": "set_status", "status": status}))
+            .await;
+        assert_eq!(ok["type"], "ok", "{ok}");
+    }
+    a.send(json!({"type": "unsubscribe", "ref": "u1"})).await;
+    for k in 0..CHANGES {
+        let u = a.recv().await;
+        assert_eq!(u["type"], "agent", "update {k} before the ok: {u}");
+        assert_eq!(u["seq"].as_u64(), Some(seq + 2 + k), "{u}");
+    }
+    let ok = a.recv().await;
+    assert_eq!(
+        (ok["type"].as_str(), ok["ref"].as_str()),
+        (Some("ok"), Some("u1")),
+        "{ok}"
+    );
+    let ok = tab
+        .request(json!({"type": "set_status", "status": "on_break"}))
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    a.expect_quiet().await;
+    hub.stop().await;
+}
