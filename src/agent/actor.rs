@@ -8,6 +8,7 @@ use super::alarm::Alarm;
 use super::env::AgentEnv;
 use super::handle::{Applied, Command, Profile, TabId, TelephonyAnswer};
 use super::mailbox;
+use crate::cluster::NodeId;
 use crate::model::machine::{apply, next_deadline};
 use crate::model::{AgentState, Effect, Input, Millis, Outcome, Policy, Reason, Rejection};
 use crate::outbox::{Outbound, Outbox};
@@ -59,7 +60,14 @@ pub(super) struct AgentActor {
     tabs: Box<[Tab]>,
     /// The latest published state (what replies carry).
     published: Arc<Published>,
+    /// Cluster mode: open tabs per node (tabs there have no outbox here; their node makes
+    /// their frames from the followed stream). `state.connections` is the sum. Boxed and
+    /// `None` while empty: one word in every agent's task.
+    node_tabs: Option<Box<NodeTabs>>,
 }
+
+/// Open tabs of one agent per node (cluster mode); nodes with none are not kept.
+pub(crate) type NodeTabs = std::collections::BTreeMap<NodeId, u32>;
 
 impl AgentActor {
     pub(super) fn new(
@@ -79,6 +87,7 @@ impl AgentActor {
             alarm: Alarm::new(),
             tabs: Box::default(),
             published,
+            node_tabs: None,
         }
     }
 
@@ -143,7 +152,10 @@ impl AgentActor {
 
     /// No tab, no call, no timer: nothing this actor must keep in memory.
     fn is_idle(&self) -> bool {
-        self.tabs.is_empty() && self.state.call.is_none() && next_deadline(&self.state).is_none()
+        self.tabs.is_empty()
+            && self.node_tabs.is_none()
+            && self.state.call.is_none()
+            && next_deadline(&self.state).is_none()
     }
 
     /// Stops the actor if it is idle and nothing waits in its mailbox (a request that got
@@ -241,8 +253,59 @@ impl AgentActor {
                     return After::StopIfIdle;
                 }
             }
+            Command::AttachNode { node, hint, reply } => {
+                if let Some(hint) = hint {
+                    self.merge_hint(*hint);
+                }
+                let _ = self.apply(Input::SocketOpened, None);
+                *self
+                    .node_tabs
+                    .get_or_insert_with(Box::default)
+                    .entry(node)
+                    .or_default() += 1;
+                let _ = reply.send((self.published.seq, self.state.clone()));
+            }
+            Command::DetachNode { node } => {
+                if self.remove_node_tabs(&node, 1) > 0 {
+                    let _ = self.apply(Input::SocketClosed, None);
+                }
+            }
+            Command::NodesAlive { alive } => {
+                let lost: Vec<NodeId> = self
+                    .node_tabs
+                    .iter()
+                    .flat_map(|t| t.keys())
+                    .filter(|n| !alive.contains(n))
+                    .cloned()
+                    .collect();
+                for node in lost {
+                    let closed = self.remove_node_tabs(&node, u32::MAX);
+                    for _ in 0..closed {
+                        let _ = self.apply(Input::SocketClosed, None);
+                    }
+                }
+            }
         }
         After::Continue
+    }
+
+    /// Takes up to `n` tabs of `node` off the count; returns how many were there to take.
+    fn remove_node_tabs(&mut self, node: &NodeId, n: u32) -> u32 {
+        let Some(tabs) = self.node_tabs.as_deref_mut() else {
+            return 0;
+        };
+        let Some(count) = tabs.get_mut(node) else {
+            return 0;
+        };
+        let taken = (*count).min(n);
+        *count -= taken;
+        if *count == 0 {
+            tabs.remove(node);
+        }
+        if tabs.is_empty() {
+            self.node_tabs = None;
+        }
+        taken
     }
 
     /// Token claims fill in what the directory does not know (the router passes a hint
@@ -300,6 +363,9 @@ impl AgentActor {
 
     fn publish(&mut self, effects: &[Effect], origin: Option<TabId>) {
         self.published = self.env.fanout().publish(&self.state);
+        if let Some(tabs) = self.env.node_tabs() {
+            tabs.changed(self.published.seq, &self.state);
+        }
         for tab in self.tabs.iter() {
             let _ = tab.outbox.push(self.published.frame.clone());
         }
@@ -322,6 +388,9 @@ impl AgentActor {
 
     /// Sends `logged_out` and closes every tab but the one that asked (it answers itself).
     fn close_tabs(&mut self, reason: Reason, origin: Option<TabId>) {
+        // Tabs on nodes (cluster mode) are closed by their nodes, which see the logout in
+        // the followed stream.
+        self.node_tabs = None;
         let frame = protocol::logged_out(reason);
         for tab in std::mem::take(&mut self.tabs).into_vec() {
             if Some(tab.id) == origin {

@@ -7,6 +7,7 @@ use tokio::sync::oneshot;
 use super::actor::AgentActor;
 use super::env::AgentEnv;
 use super::mailbox;
+use crate::cluster::NodeId;
 use crate::model::{AgentState, Input, Rejection, TeamId};
 use crate::outbox::Outbox;
 use crate::protocol::StoredReply;
@@ -21,15 +22,23 @@ const MAILBOX: usize = 64;
 pub(crate) struct TabId(u64);
 
 impl TabId {
+    /// The number (cluster mode's node tabs key tabs by it).
+    pub(crate) fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl TabId {
     /// A process-unique tab id (so unique among one agent's tabs).
-    pub(super) fn next() -> TabId {
+    pub(crate) fn next() -> TabId {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         TabId(NEXT.fetch_add(1, Ordering::Relaxed))
     }
 }
 
-/// Name, teams and wrap-up of an agent, from the directory or its token.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Name, teams and wrap-up of an agent, from the directory or its token. Serde: cluster
+/// nodes forward it to the agent's owner.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Profile {
     pub name: Option<String>,
     pub teams: Vec<TeamId>,
@@ -112,6 +121,23 @@ pub(super) enum Command {
         profile: Box<Profile>,
         /// The agent left the directory: stop at once if idle.
         stop: bool,
+    },
+    /// Cluster mode: a tab of this agent opened on `node` (any node, this one included).
+    /// The tab's frames are made on its own node from the followed stream; the actor only
+    /// counts it. Answers the state after the tab was counted, with its `seq`.
+    AttachNode {
+        node: NodeId,
+        hint: Option<Box<Profile>>,
+        reply: oneshot::Sender<(u64, AgentState)>,
+    },
+    /// Cluster mode: a tab of this agent on `node` closed.
+    DetachNode {
+        node: NodeId,
+    },
+    /// Cluster mode: only these nodes are alive; tabs counted on any other node are closed
+    /// (the disconnect grace starts now if none is left).
+    NodesAlive {
+        alive: Arc<[NodeId]>,
     },
 }
 
@@ -214,6 +240,40 @@ impl AgentHandle {
                 stop: true,
             })
             .await;
+    }
+
+    /// Cluster mode: counts a tab that opened on `node`; answers the agent's state then.
+    pub(crate) async fn attach_node(
+        &self,
+        node: NodeId,
+        hint: Option<Profile>,
+    ) -> Result<(u64, AgentState), AttachError> {
+        let (reply, rx) = oneshot::channel();
+        self.sender
+            .send(Command::AttachNode {
+                node,
+                hint: hint.map(Box::new),
+                reply,
+            })
+            .await
+            .map_err(|_| AttachError)?;
+        rx.await.map_err(|_| AttachError)
+    }
+
+    /// Cluster mode: a tab on `node` closed.
+    pub(crate) async fn detach_node(&self, node: NodeId) -> Result<(), AttachError> {
+        self.sender
+            .send(Command::DetachNode { node })
+            .await
+            .map_err(|_| AttachError)
+    }
+
+    /// Cluster mode: tabs counted on nodes not in `alive` are closed.
+    pub(crate) async fn nodes_alive(&self, alive: Arc<[NodeId]>) -> Result<(), AttachError> {
+        self.sender
+            .send(Command::NodesAlive { alive })
+            .await
+            .map_err(|_| AttachError)
     }
 
     /// True once the actor stopped (idle, or at shutdown): commands to it fail.

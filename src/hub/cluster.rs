@@ -33,6 +33,8 @@ pub(crate) struct ClusterNode {
     last_members: Mutex<Vec<NodeId>>,
     /// Ends the backplane's connection task, after the clean leave.
     stop: CancellationToken,
+    /// The member view (kept after `leave`: the last view).
+    members_view: tokio::sync::watch::Receiver<crate::cluster::Members>,
 }
 
 /// The cluster's state as `/healthz` shows it.
@@ -56,6 +58,7 @@ impl ClusterNode {
         let stop = CancellationToken::new();
         let backplane = Backplane::start(config, stop.clone());
         let membership = backplane.join();
+        let members_view = membership.watch();
         warn!(
             node = %backplane.config().node_id,
             nats = ?settings.servers,
@@ -70,7 +73,18 @@ impl ClusterNode {
             membership: Mutex::new(Some(membership)),
             last_members: Mutex::new(Vec::new()),
             stop,
+            members_view,
         })
+    }
+
+    /// The backplane (forwarding, the stream).
+    pub(crate) fn backplane(&self) -> &Backplane {
+        &self.backplane
+    }
+
+    /// The live members as this node sees them, with every change.
+    pub(crate) fn members_watch(&self) -> tokio::sync::watch::Receiver<crate::cluster::Members> {
+        self.members_view.clone()
     }
 
     /// The connection, for the router's check before a change.
@@ -106,22 +120,48 @@ impl ClusterNode {
         last.clone()
     }
 
+    /// True once the node left (or the backplane stopped).
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
     /// A clean stop: deletes this node's member key (so the others see it leave at their
-    /// next heartbeat), then closes the connection.
-    pub(crate) async fn leave(&self) {
+    /// next heartbeat), keeps answering forwarded commands until they have (one heartbeat
+    /// and a margin, at most until `deadline`), then closes the connection.
+    pub(crate) async fn leave(&self, deadline: tokio::time::Instant) {
+        let left = self.delete_member_key().await;
+        if left {
+            let linger = self.backplane.config().heartbeat + Duration::from_millis(250);
+            let until = (tokio::time::Instant::now() + linger).min(deadline);
+            tokio::time::sleep_until(until).await;
+        }
+        self.stop.cancel();
+    }
+
+    /// Deletes this node's member key; true if it was deleted.
+    async fn delete_member_key(&self) -> bool {
         let membership = self
             .membership
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(m) = membership {
-            match tokio::time::timeout(LEAVE_TIMEOUT, m.leave()).await {
-                Ok(Ok(())) => info!("left the cluster"),
-                Ok(Err(e)) => warn!(error = %e, "could not leave the cluster cleanly"),
-                Err(_) => warn!("leaving the cluster timed out"),
+        let Some(m) = membership else {
+            return false;
+        };
+        match tokio::time::timeout(LEAVE_TIMEOUT, m.leave()).await {
+            Ok(Ok(())) => {
+                info!("left the cluster");
+                true
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not leave the cluster cleanly");
+                false
+            }
+            Err(_) => {
+                warn!("leaving the cluster timed out");
+                false
             }
         }
-        self.stop.cancel();
     }
 }
 

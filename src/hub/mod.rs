@@ -6,7 +6,9 @@
 //! accessors below, and actors get their own narrow handle ([`crate::agent::AgentEnv`]).
 
 pub(crate) mod cluster;
+pub(crate) mod failover;
 pub(crate) mod persist;
+pub(crate) mod remote;
 mod route;
 mod router;
 
@@ -130,6 +132,12 @@ impl Hub {
         }
         // Stopped actors, to forget once their last change is committed (see the router).
         let (retired, retired_rx) = tokio::sync::mpsc::channel(1 << 16);
+        let ownership = cluster.as_ref().map(|c| router::Ownership {
+            peer: remote::Peer::new(c.backplane().clone()),
+            members: c.members_watch(),
+            tabs: crate::fanout::NodeTabs::new(),
+            fanout: fanout.clone(),
+        });
         let env = AgentEnv::new(EnvParts {
             fanout: fanout.clone(),
             notifier: notifier.clone(),
@@ -146,6 +154,7 @@ impl Hub {
             tasks: tasks.clone(),
             retired,
             node: node.clone(),
+            node_tabs: ownership.as_ref().map(|o| o.tabs.clone()),
         });
         let directory = Arc::new(LiveDirectory {
             entries: RwLock::new(directory),
@@ -161,6 +170,7 @@ impl Hub {
             ring_timeout: settings.ring_timeout,
             grace: settings.disconnect_grace,
             gate: cluster::Gate::new(cluster.as_ref()),
+            ownership,
         });
         tasks.spawn(router.reaper(retired_rx, fanout.clone(), shutdown.clone()));
         let grace = settings.disconnect_grace;

@@ -35,11 +35,21 @@ impl AgentSession {
             teams: identity.teams.clone(),
             wrap_up_ms: None,
         };
-        let (route, tab) = hub
-            .router()
-            .login(&agent_id, outbox.clone(), hint)
-            .await
-            .ok()?;
+        let (route, tab) = if hub.cluster().is_some() {
+            // Cluster mode: the tab is served by this node, counted at the agent's owner.
+            let tab = TabId::next();
+            let route = hub
+                .router()
+                .login_node(&agent_id, tab.get(), outbox.clone(), hint)
+                .await
+                .ok()?;
+            (route, tab)
+        } else {
+            hub.router()
+                .login(&agent_id, outbox.clone(), hint)
+                .await
+                .ok()?
+        };
         Some(AgentSession {
             hub,
             outbox,
@@ -81,8 +91,24 @@ impl AgentSession {
                 return self.send(reply);
             }
         }
-        let Ok(mut result) = self.route.apply(input, Some(self.tab)).await else {
-            return Flow::Close(super::conn::CLOSE_GOING_AWAY, "hub shutting down");
+        let routed = match &self.route {
+            Route::Local(_) => self.route.apply(input, Some(self.tab)).await,
+            // Cluster mode: to the agent's owner of the moment.
+            Route::Remote(_) => {
+                self.hub
+                    .router()
+                    .apply_tab(&self.route, self.tab.get(), input)
+                    .await
+            }
+        };
+        let mut result = match routed {
+            Ok(result) => result,
+            Err(e) => {
+                if let Some(reply) = e.unavailable(reply_ref.as_ref()) {
+                    return self.send(reply);
+                }
+                return Flow::Close(super::conn::CLOSE_GOING_AWAY, "hub shutting down");
+            }
         };
         // `ok` only once the change is committed (--durability commit); the update itself
         // went to the tabs and admins already (see docs/durability.md).
@@ -113,8 +139,17 @@ impl AgentSession {
     }
 
     pub(super) async fn closed(self) {
-        if !self.logged_out {
-            self.route.detach(self.tab).await;
+        if self.logged_out {
+            return;
+        }
+        match &self.route {
+            Route::Local(_) => self.route.detach(self.tab).await,
+            Route::Remote(_) => {
+                self.hub
+                    .router()
+                    .detach_tab(&self.route, self.tab.get())
+                    .await
+            }
         }
     }
 }
