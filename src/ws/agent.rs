@@ -23,13 +23,15 @@ pub(crate) struct AgentSession {
 }
 
 impl AgentSession {
-    /// Logs the tab in through the router (its actor queues `hello`).
+    /// Logs the tab in through the router (its actor queues `hello`). `Err` carries the
+    /// frame to send before closing when the login is refused for a retryable reason
+    /// (cluster mode: the tab could not be counted at its agent's owner now).
     pub(crate) async fn start(
         hub: Arc<Hub>,
         identity: &Identity,
         outbox: Outbox,
-    ) -> Option<AgentSession> {
-        let agent_id = AgentId::parse(&identity.subject).ok()?;
+    ) -> Result<AgentSession, Option<protocol::Text>> {
+        let agent_id = AgentId::parse(&identity.subject).map_err(|_| None)?;
         let hint = Profile {
             name: identity.name.clone(),
             teams: identity.teams.clone(),
@@ -42,15 +44,15 @@ impl AgentSession {
                 .router()
                 .login_node(&agent_id, tab.get(), outbox.clone(), hint)
                 .await
-                .ok()?;
+                .map_err(|e| e.unavailable(None))?;
             (route, tab)
         } else {
             hub.router()
                 .login(&agent_id, outbox.clone(), hint)
                 .await
-                .ok()?
+                .map_err(|_| None)?
         };
-        Some(AgentSession {
+        Ok(AgentSession {
             hub,
             outbox,
             route,

@@ -111,17 +111,15 @@ async fn without_nats_the_node_is_not_ready_and_answers_changes_unavailable() {
         body["reason"].as_str().is_some_and(|r| !r.is_empty()),
         "{body}"
     );
-    // The tab logs in and stays; its change is refused, retryable, and not applied.
-    let (mut tab, hello) = hub.agent("a1").await;
-    assert_eq!(hello["node"], "lonely");
-    let r = tab
-        .request(json!({"type": "set_status", "status": "available"}))
-        .await;
-    assert_eq!(r["type"], "error", "{r}");
-    assert_eq!(r["code"], "unavailable", "{r}");
-    assert_eq!(r["retry_after_ms"], 500, "{r}");
-    let pong = tab.request(json!({"type": "ping"})).await;
-    assert_eq!(pong["type"], "pong", "the socket stays open: {pong}");
+    // A tab cannot log in (its opening cannot be counted at the agent's owner): it is told
+    // `unavailable` (retryable) and closed with 1013, "try again later".
+    let mut tab = crate::common::Client::connect(&hub.ws_url("/ws/agent?agent_id=a1")).await;
+    let (frames, closed) = tab.drain_until_closed().await;
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0]["type"], "error", "{frames:?}");
+    assert_eq!(frames[0]["code"], "unavailable", "{frames:?}");
+    assert_eq!(frames[0]["retry_after_ms"], 500, "{frames:?}");
+    assert_eq!(closed, crate::common::Closed::Code(1013));
     // An admin action: the same.
     let mut admin = crate::common::Client::connect(&hub.ws_url("/ws/admin?admin_id=boss")).await;
     assert_eq!(admin.recv().await["type"], "hello");

@@ -338,8 +338,10 @@ async fn kill9_of_the_owner_moves_its_agents_timers_fire_and_tabs_keep_their_sta
     assert_eq!(ok["type"], "ok", "{ok}");
     let mut phone = b.telephony().await;
     let reply = phone
-        .request(json!({"type": "call_offered", "event_id": "k-1", "call_id": "kc-1",
-                        "agent_id": ringing, "ring_timeout_ms": 6000}))
+        .request(
+            json!({"type": "call_offered", "event_id": "k-1", "call_id": "kc-1",
+                        "agent_id": ringing, "ring_timeout_ms": 6000}),
+        )
         .await;
     assert_eq!(reply["agent"]["status"], "ringing", "{reply}");
     tab.recv_type("call_offered").await;
@@ -430,6 +432,9 @@ async fn a_clean_stop_closes_tabs_with_1001_and_they_reconnect_elsewhere_keeping
     }
     stopping.await.unwrap();
     settled(b.addr, &["stop-b"]).await;
-    agent_until(b.addr, owned, |s| s["connections"] == 1 && s["status"] == "on_break").await;
+    agent_until(b.addr, owned, |s| {
+        s["connections"] == 1 && s["status"] == "on_break"
+    })
+    .await;
     b.stop().await;
 }
