@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-use super::actor::AgentActor;
+use super::actor::{AgentActor, NodeTabs};
 use super::env::AgentEnv;
 use super::mailbox;
 use crate::cluster::NodeId;
@@ -90,10 +90,27 @@ impl TelephonyAnswer {
     }
 }
 
-/// The actor is gone (hub shutting down).
+/// Why an actor did not take a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the agent actor has stopped")]
-pub(crate) struct AttachError;
+pub(crate) enum ActorError {
+    /// The actor is gone (stopped while idle, or the hub is shutting down).
+    #[error("the agent actor has stopped")]
+    Stopped,
+    /// Cluster mode: the change could not be stored (NATS unreachable or too slow to
+    /// acknowledge); nothing was applied. Retryable.
+    #[error("the change could not be stored: retry")]
+    Unavailable {
+        /// When to retry.
+        retry_after_ms: u64,
+    },
+    /// Cluster mode: another node stored a change of this agent first (it owns the agent
+    /// now). The actor stopped; nothing was applied.
+    #[error("the agent moved to another node")]
+    Moved,
+}
+
+/// What the actor answers a command with.
+pub(super) type Reply<T> = oneshot::Sender<Result<T, ActorError>>;
 
 /// What the actor is asked to do. Every variant is kept to a few words (large payloads
 /// boxed): the mailbox queue holds these by value while messages wait.
@@ -101,7 +118,7 @@ pub(super) enum Command {
     Attach {
         outbox: Outbox,
         hint: Option<Box<Profile>>,
-        reply: oneshot::Sender<TabId>,
+        reply: Reply<TabId>,
     },
     Detach {
         tab: TabId,
@@ -110,12 +127,12 @@ pub(super) enum Command {
         input: Box<Input>,
         /// The tab that asked for a logout answers itself; the others are closed by the actor.
         origin: Option<TabId>,
-        reply: oneshot::Sender<Result<Applied, Rejection>>,
+        reply: Reply<Result<Applied, Rejection>>,
     },
     Telephony {
         event_id: Box<str>,
         input: Box<Input>,
-        reply: oneshot::Sender<TelephonyAnswer>,
+        reply: Reply<TelephonyAnswer>,
     },
     SetProfile {
         profile: Box<Profile>,
@@ -128,7 +145,7 @@ pub(super) enum Command {
     AttachNode {
         node: NodeId,
         hint: Option<Box<Profile>>,
-        reply: oneshot::Sender<(u64, AgentState)>,
+        reply: Reply<(u64, AgentState)>,
     },
     /// Cluster mode: a tab of this agent on `node` closed.
     DetachNode {
@@ -151,8 +168,23 @@ pub(crate) struct AgentHandle {
 impl AgentHandle {
     /// Starts the actor for `state` with `profile` and returns its handle.
     pub(crate) fn spawn(env: &AgentEnv, state: AgentState, profile: Profile) -> AgentHandle {
+        Self::spawn_at(env, state, profile, 0, NodeTabs::new())
+    }
+
+    /// [`AgentHandle::spawn`] in cluster mode: `seq` is the stream sequence of the agent's
+    /// last stored change (0: none), whose version is `state.version`; the actor's next
+    /// append expects it; `tabs` are its open tabs per node (their sum is
+    /// `state.connections`).
+    pub(crate) fn spawn_at(
+        env: &AgentEnv,
+        state: AgentState,
+        profile: Profile,
+        seq: u64,
+        tabs: NodeTabs,
+    ) -> AgentHandle {
         let (sender, receiver) = mailbox::channel(MAILBOX);
-        let actor = AgentActor::new(receiver, env.clone(), state, profile);
+        let actor =
+            AgentActor::new(receiver, env.clone(), state, profile, seq).with_node_tabs(tabs);
         env.tasks().spawn(actor.run());
         AgentHandle { sender }
     }
@@ -163,7 +195,7 @@ impl AgentHandle {
         &self,
         outbox: Outbox,
         hint: Option<Profile>,
-    ) -> Result<TabId, AttachError> {
+    ) -> Result<TabId, ActorError> {
         let (reply, rx) = oneshot::channel();
         self.sender
             .send(Command::Attach {
@@ -172,8 +204,8 @@ impl AgentHandle {
                 reply,
             })
             .await
-            .map_err(|_| AttachError)?;
-        rx.await.map_err(|_| AttachError)
+            .map_err(|_| ActorError::Stopped)?;
+        rx.await.map_err(|_| ActorError::Stopped)?
     }
 
     /// Tells the actor a socket closed (row 21 applies to the last one).
@@ -186,7 +218,7 @@ impl AgentHandle {
         &self,
         input: Input,
         origin: Option<TabId>,
-    ) -> Result<Result<Applied, Rejection>, AttachError> {
+    ) -> Result<Result<Applied, Rejection>, ActorError> {
         let (reply, rx) = oneshot::channel();
         self.sender
             .send(Command::Apply {
@@ -195,8 +227,8 @@ impl AgentHandle {
                 reply,
             })
             .await
-            .map_err(|_| AttachError)?;
-        rx.await.map_err(|_| AttachError)
+            .map_err(|_| ActorError::Stopped)?;
+        rx.await.map_err(|_| ActorError::Stopped)?
     }
 
     /// Hands a telephony event (deduplicated by `event_id`) to the actor and returns where
@@ -205,7 +237,7 @@ impl AgentHandle {
         &self,
         event_id: String,
         input: Input,
-    ) -> Result<oneshot::Receiver<TelephonyAnswer>, AttachError> {
+    ) -> Result<oneshot::Receiver<Result<TelephonyAnswer, ActorError>>, ActorError> {
         let (reply, rx) = oneshot::channel();
         self.sender
             .send(Command::Telephony {
@@ -214,7 +246,7 @@ impl AgentHandle {
                 reply,
             })
             .await
-            .map_err(|_| AttachError)?;
+            .map_err(|_| ActorError::Stopped)?;
         Ok(rx)
     }
 
@@ -247,7 +279,7 @@ impl AgentHandle {
         &self,
         node: NodeId,
         hint: Option<Profile>,
-    ) -> Result<(u64, AgentState), AttachError> {
+    ) -> Result<(u64, AgentState), ActorError> {
         let (reply, rx) = oneshot::channel();
         self.sender
             .send(Command::AttachNode {
@@ -256,24 +288,24 @@ impl AgentHandle {
                 reply,
             })
             .await
-            .map_err(|_| AttachError)?;
-        rx.await.map_err(|_| AttachError)
+            .map_err(|_| ActorError::Stopped)?;
+        rx.await.map_err(|_| ActorError::Stopped)?
     }
 
     /// Cluster mode: a tab on `node` closed.
-    pub(crate) async fn detach_node(&self, node: NodeId) -> Result<(), AttachError> {
+    pub(crate) async fn detach_node(&self, node: NodeId) -> Result<(), ActorError> {
         self.sender
             .send(Command::DetachNode { node })
             .await
-            .map_err(|_| AttachError)
+            .map_err(|_| ActorError::Stopped)
     }
 
     /// Cluster mode: tabs counted on nodes not in `alive` are closed.
-    pub(crate) async fn nodes_alive(&self, alive: Arc<[NodeId]>) -> Result<(), AttachError> {
+    pub(crate) async fn nodes_alive(&self, alive: Arc<[NodeId]>) -> Result<(), ActorError> {
         self.sender
             .send(Command::NodesAlive { alive })
             .await
-            .map_err(|_| AttachError)
+            .map_err(|_| ActorError::Stopped)
     }
 
     /// True once the actor stopped (idle, or at shutdown): commands to it fail.

@@ -103,7 +103,7 @@ impl Membership {
         self.view.borrow().clone()
     }
 
-    /// A receiver of the view: its current value and every change.
+    /// A receiver of the view: the current members, and a wake-up when they change.
     pub fn watch(&self) -> watch::Receiver<Members> {
         self.view.clone()
     }

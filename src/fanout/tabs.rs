@@ -141,6 +141,14 @@ impl NodeTabs {
         entry.tabs.push(NodeTab { id, outbox, after });
     }
 
+    /// How many tabs of `agent` on this node were counted at its owner (attached).
+    pub(crate) fn attached_count(&self, agent: &AgentId) -> u32 {
+        self.agents.get(agent).map_or(0, |e| {
+            let n = e.tabs.iter().filter(|t| t.after.is_some()).count();
+            u32::try_from(n).unwrap_or(u32::MAX)
+        })
+    }
+
     /// True when no tab is connected to this node.
     pub(crate) fn is_empty(&self) -> bool {
         self.agents.is_empty()

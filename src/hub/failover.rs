@@ -5,21 +5,18 @@
 //! - drops the local actors of agents it no longer owns (a node joined, or this node's view
 //!   caught up): their next append would be fenced anyway, and the new owner loads the
 //!   agent's last stored change;
-//! - takes over at once the agents it now owns that need an actor now: those with tabs, a
-//!   call or a timer, found in this node's view (the fan-out's latest states, fed by the
-//!   followed stream). Others are taken over on their next command;
+//! - (the takeover of the agents it now owns that need an actor now, those with tabs, a
+//!   call or a timer, is `adopt` in `hub/mod.rs`: from the followed view's live agents);
 //! - tells every local actor which nodes are alive: tabs counted on a node that left are
 //!   closed (the disconnect grace starts from this detection), so a tab that reconnects to
 //!   any node within the grace keeps the agent's status.
 
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::Hub;
 use crate::cluster::{Members, NodeId};
-use crate::fanout::Filter;
-use crate::model::Status;
 
 /// Starts the forward listener and the member watch of a cluster node (no-op on a single
 /// node). Both end with the backplane or at shutdown.
@@ -78,35 +75,12 @@ pub(crate) async fn members_changed(hub: &Hub, me: &NodeId, members: &Members) {
     }
     let router = hub.router();
     let dropped = router.drop_unowned();
-    // Agents this node owns now that need an actor now.
-    let (_, view) = hub.fanout().snapshot(&Filter::default());
-    let mut taken = 0usize;
-    for published in view {
-        let id = &published.agent_id;
-        if members.owner(id.as_str()) != Some(me) || router.has_actor(id) {
-            continue;
-        }
-        let busy = published.connections > 0
-            || matches!(
-                published.status,
-                Status::Ringing | Status::OnCall | Status::WrapUp
-            );
-        if busy {
-            match router.take_over(id).await {
-                Ok(()) => taken += 1,
-                Err(e) => {
-                    warn!(agent = %id, error = %e, "takeover failed; retried on its next command")
-                }
-            }
-        }
-    }
     let alive: Arc<[NodeId]> = members.nodes().into();
     router.nodes_alive(alive).await;
     info!(
         members = ?members.nodes(),
         dropped,
-        taken,
-        "member view changed: actors dropped and taken over"
+        "member view changed: actors of agents owned elsewhere dropped, tabs of gone nodes closed"
     );
 }
 

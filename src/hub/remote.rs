@@ -103,7 +103,7 @@ impl Answer {
     fn of_error(e: RouteError) -> Answer {
         match e {
             RouteError::UnknownAgent => Answer::UnknownAgent,
-            RouteError::Moved => Answer::Moved,
+            RouteError::Moved | RouteError::NotOwner => Answer::Moved,
             RouteError::Backplane { retry_after_ms } => Answer::Unavailable { retry_after_ms },
             RouteError::Unavailable => Answer::Unavailable {
                 retry_after_ms: super::cluster::RETRY_AFTER_MS,

@@ -6,7 +6,7 @@
 use tokio::sync::oneshot;
 
 use super::remote::{self, Answer, Command, Peer};
-use crate::agent::{AgentHandle, Applied, Profile, TabId, TelephonyAnswer};
+use crate::agent::{ActorError, AgentHandle, Applied, Profile, TabId, TelephonyAnswer};
 use crate::cluster::NodeId;
 use crate::model::{AgentId, AgentState, Input, Rejection};
 use crate::outbox::Outbox;
@@ -28,27 +28,38 @@ pub(crate) enum RouteError {
         retry_after_ms: u64,
     },
     /// Cluster mode: the node asked does not own the agent (any more), or its actor was
-    /// fenced: the router looks the owner up again (bounded), then answers `unavailable`.
+    /// fenced (another node stored a change of it first): the router looks the owner up
+    /// again (bounded), then answers `unavailable`.
     #[error("the agent is moving to another node: retry")]
     Moved,
+    /// Cluster mode: another node owns the agent; the router routes there.
+    #[error("another node owns this agent: retry")]
+    NotOwner,
+}
+
+impl From<ActorError> for RouteError {
+    fn from(e: ActorError) -> Self {
+        match e {
+            ActorError::Stopped => RouteError::Unavailable,
+            ActorError::Unavailable { retry_after_ms } => RouteError::Backplane { retry_after_ms },
+            ActorError::Moved => RouteError::Moved,
+        }
+    }
 }
 
 impl RouteError {
     /// The `unavailable` reply when the error is the cluster's (retryable), else `None`.
     pub(crate) fn unavailable(&self, reply_ref: Option<&Ref>) -> Option<Text> {
-        match self {
-            RouteError::Backplane { retry_after_ms } => Some(protocol::unavailable(
-                reply_ref,
-                &self.to_string(),
-                *retry_after_ms,
-            )),
-            RouteError::Moved => Some(protocol::unavailable(
-                reply_ref,
-                &self.to_string(),
-                super::cluster::RETRY_AFTER_MS,
-            )),
-            RouteError::UnknownAgent | RouteError::Unavailable => None,
-        }
+        let retry_after_ms = match self {
+            RouteError::Backplane { retry_after_ms } => *retry_after_ms,
+            RouteError::Moved | RouteError::NotOwner => super::cluster::RETRY_AFTER_MS,
+            RouteError::UnknownAgent | RouteError::Unavailable => return None,
+        };
+        Some(protocol::unavailable(
+            reply_ref,
+            &self.to_string(),
+            retry_after_ms,
+        ))
     }
 }
 
@@ -87,10 +98,7 @@ impl Route {
         hint: Option<Profile>,
     ) -> Result<TabId, RouteError> {
         match self {
-            Route::Local(h) => h
-                .attach(outbox, hint)
-                .await
-                .map_err(|_| RouteError::Unavailable),
+            Route::Local(h) => h.attach(outbox, hint).await.map_err(RouteError::from),
             Route::Remote(_) => Err(RouteError::Moved),
         }
     }
@@ -110,10 +118,7 @@ impl Route {
         hint: Option<Profile>,
     ) -> Result<(u64, AgentState), RouteError> {
         match self {
-            Route::Local(h) => h
-                .attach_node(node, hint)
-                .await
-                .map_err(|_| RouteError::Moved),
+            Route::Local(h) => h.attach_node(node, hint).await.map_err(RouteError::from),
             Route::Remote(r) => {
                 let command = Command::Attach {
                     agent: r.agent.clone(),
@@ -131,7 +136,7 @@ impl Route {
     /// Cluster mode: a tab of the agent on `node` closed.
     pub(crate) async fn detach_node(&self, node: NodeId) -> Result<(), RouteError> {
         match self {
-            Route::Local(h) => h.detach_node(node).await.map_err(|_| RouteError::Moved),
+            Route::Local(h) => h.detach_node(node).await.map_err(RouteError::from),
             Route::Remote(r) => {
                 let command = Command::Detach {
                     agent: r.agent.clone(),
@@ -149,10 +154,7 @@ impl Route {
         origin: Option<TabId>,
     ) -> Result<Result<Applied, Rejection>, RouteError> {
         match self {
-            Route::Local(h) => h
-                .apply(input, origin)
-                .await
-                .map_err(|_| RouteError::Unavailable),
+            Route::Local(h) => h.apply(input, origin).await.map_err(RouteError::from),
             Route::Remote(r) => {
                 let command = Command::Apply {
                     agent: r.agent.clone(),
@@ -173,12 +175,12 @@ impl Route {
         &self,
         event_id: String,
         input: Input,
-    ) -> Result<oneshot::Receiver<TelephonyAnswer>, RouteError> {
+    ) -> Result<oneshot::Receiver<Result<TelephonyAnswer, ActorError>>, RouteError> {
         match self {
             Route::Local(h) => h
                 .telephony_dispatch(event_id, input)
                 .await
-                .map_err(|_| RouteError::Unavailable),
+                .map_err(RouteError::from),
             Route::Remote(r) => {
                 let command = Command::Telephony {
                     agent: r.agent.clone(),
@@ -192,7 +194,7 @@ impl Route {
                         duplicate,
                     } => {
                         let (tx, rx) = oneshot::channel();
-                        let _ = tx.send(remote::telephony_answer(error, &fields, duplicate));
+                        let _ = tx.send(Ok(remote::telephony_answer(error, &fields, duplicate)));
                         Ok(rx)
                     }
                     _ => Err(RouteError::Moved),

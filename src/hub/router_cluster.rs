@@ -79,7 +79,7 @@ impl Router {
     /// changed, after a short pause if not).
     pub(super) async fn retry(&self, route: &Route, e: RouteError) -> bool {
         match (e, route) {
-            (RouteError::Moved, _) => true,
+            (RouteError::Moved | RouteError::NotOwner, _) => true,
             (RouteError::Unavailable, Route::Local(_)) => true,
             (RouteError::Backplane { .. }, Route::Remote(r)) => {
                 if self.gate.admit().is_err() {
@@ -98,9 +98,11 @@ impl Router {
     /// The error a command gives up with after its retries.
     pub(super) fn gave_up(&self, last: RouteError) -> RouteError {
         match last {
-            RouteError::Moved | RouteError::Backplane { .. } => RouteError::Backplane {
-                retry_after_ms: super::super::cluster::RETRY_AFTER_MS,
-            },
+            RouteError::Moved | RouteError::NotOwner | RouteError::Backplane { .. } => {
+                RouteError::Backplane {
+                    retry_after_ms: super::super::cluster::RETRY_AFTER_MS,
+                }
+            }
             other => other,
         }
     }
@@ -261,16 +263,6 @@ impl Router {
         before - self.agents.len()
     }
 
-    /// Whether `id` has a live local actor.
-    pub(crate) fn has_actor(&self, id: &AgentId) -> bool {
-        self.agents.get(id).is_some_and(|h| !h.is_closed())
-    }
-
-    /// Starts the actor of an agent this node now owns (from its last stored change).
-    pub(crate) async fn take_over(&self, id: &AgentId) -> Result<(), RouteError> {
-        self.find(id, Reach::Login).await.map(|_| ())
-    }
-
     /// Tells every local actor which nodes are alive (tabs counted elsewhere are closed).
     pub(crate) async fn nodes_alive(&self, alive: Arc<[NodeId]>) {
         let handles: Vec<_> = self.agents.iter().map(|h| h.value().clone()).collect();
@@ -307,7 +299,9 @@ impl Router {
             .telephony_dispatch(event_id, input)
             .await
             .map_err(|_| RouteError::Moved)?;
-        rx.await.map_err(|_| RouteError::Moved)
+        rx.await
+            .map_err(|_| RouteError::Moved)?
+            .map_err(RouteError::from)
     }
 
     /// The owner's side of a forwarded attach.
