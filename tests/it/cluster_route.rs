@@ -415,12 +415,14 @@ async fn a_clean_stop_closes_tabs_with_1001_and_they_reconnect_elsewhere_keeping
     assert_eq!(t1.closed().await, Closed::Code(1001));
     assert_eq!(t2.closed().await, Closed::Code(1001));
     // They reconnect to B: the status is kept (within the grace), the tab counted once.
+    let mut back = Vec::new();
     for (id, status) in [(owned, "on_break"), (visiting, "busy")] {
         let start = Instant::now();
         let hello = loop {
             let mut c = Client::connect(&b.ws_url(&format!("/ws/agent?agent_id={id}"))).await;
             if let Some(first) = first_frame(&mut c).await {
                 if first["type"] == "hello" {
+                    back.push(c);
                     break first;
                 }
             }

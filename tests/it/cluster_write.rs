@@ -195,12 +195,12 @@ async fn a_change_on_the_owner_reaches_every_node_with_its_stream_seq() {
         assert!(start.elapsed() < PATIENCE, "history on B: {tos:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // A command for x on the node that does not own it: refused, retryable (no remote
-    // route yet).
+    // A command for x on the node that does not own it: forwarded to the owner, acked.
     let r = admin_b
         .request(json!({"type": "set_agent_status", "agent_id": x, "status": "busy"}))
         .await;
-    assert_eq!(r["code"], "unavailable", "{r}");
+    assert_eq!(r["type"], "ok", "{r}");
+    assert_eq!(a.agent_state(x).await["status"], "busy");
     a.stop().await;
     b.stop().await;
 }
