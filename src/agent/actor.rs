@@ -63,7 +63,7 @@ pub(super) struct AgentActor {
     /// The agent's state; name and teams are those of its profile (directory or token).
     state: AgentState,
     /// The profile's wrap-up override (its name and teams live in `state` only).
-    wrap_up_ms: Option<u64>,
+    wrap_up_ms: Option<u32>,
     /// The earliest of the ring, wrap-up and disconnect-grace deadlines.
     alarm: Alarm,
     /// Open sockets of this agent; every one gets every update, in order. A boxed slice:
@@ -102,7 +102,7 @@ impl AgentActor {
             receiver,
             env,
             state,
-            wrap_up_ms: profile.wrap_up_ms,
+            wrap_up_ms: wrap_up_of(profile.wrap_up_ms),
             alarm: Alarm::new(),
             tabs: Box::default(),
             published,
@@ -206,7 +206,9 @@ impl AgentActor {
     fn policy(&self) -> Policy {
         let d = self.env.defaults();
         Policy {
-            wrap_up_ms: self.wrap_up_ms.unwrap_or(d.wrap_up.as_millis() as u64),
+            wrap_up_ms: self
+                .wrap_up_ms
+                .map_or(d.wrap_up.as_millis() as u64, u64::from),
             disconnect_grace_ms: d.disconnect_grace.as_millis() as u64,
             max_missed_in_row: d.max_missed_in_row,
         }
@@ -271,7 +273,7 @@ impl AgentActor {
                     teams,
                     wrap_up_ms,
                 } = *profile;
-                self.wrap_up_ms = wrap_up_ms;
+                self.wrap_up_ms = wrap_up_of(wrap_up_ms);
                 if (&self.state.name, &self.state.teams) != (&name, &teams) {
                     let status_before = StatusBefore::from(&self.state);
                     self.state.name = name;
@@ -500,6 +502,12 @@ impl AgentActor {
             ticket,
         }
     }
+}
+
+/// A profile's wrap-up as the actor keeps it: `u32` milliseconds (49 days; longer ones
+/// saturate), 8 bytes less in every agent's task than an `Option<u64>`.
+fn wrap_up_of(ms: Option<u64>) -> Option<u32> {
+    ms.map(|ms| u32::try_from(ms).unwrap_or(u32::MAX))
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! the rest of the hub asks of them: whether changes may be taken (NATS reachable), who
 //! owns an agent ([`Owners`]), and the live members for `/healthz` and `/metrics`.
 //!
-//! Preview: actors append every change to the agents stream and every node's view follows
-//! it, but commands for an agent another node owns are not forwarded yet (they are
-//! answered `unavailable`); `docs/cluster.md` ("Status") lists what is and is not built.
+//! Preview: actors append every change to the agents stream, every node's view follows it,
+//! and commands for an agent another node owns are forwarded there (`remote.rs`); the
+//! telephony dedup and the directory are still per node. `docs/cluster.md` ("Status")
+//! lists what is and is not built.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,10 +68,10 @@ impl ClusterNode {
         warn!(
             node = %backplane.config().node_id,
             nats = ?settings.servers,
-            "CLUSTER MODE IS A PREVIEW: changes are stored in NATS JetStream and every node \
-             follows them, but commands for an agent owned by another node are NOT FORWARDED \
-             yet (answered `unavailable`), so a tab must reach its agent's owning node. Do not \
-             run several nodes behind one load balancer yet (see docs/cluster.md, Status)."
+            "CLUSTER MODE IS A PREVIEW: changes are stored in NATS JetStream, every node \
+             follows them and commands are forwarded to the agent's owning node, but \
+             telephony dedup and the directory are still PER NODE (see docs/cluster.md, \
+             Status)."
         );
         Ok(ClusterNode {
             backplane,

@@ -12,9 +12,8 @@
 //! answered `unknown_agent`.
 //!
 //! Cluster mode (`takeover.rs`): an actor is started only on the agent's owning node (see
-//! [`Router::owner_of`]), from the agent's last change in the agents stream; for an agent
-//! another node owns, the router answers [`RouteError::NotOwner`] (the remote route will
-//! forward it).
+//! [`Router::owner_of`]), from the agent's last change in the agents stream; a command for
+//! an agent another node owns is forwarded there (`router_cluster.rs`).
 //!
 //! Actors are bounded by what is live: one with no tab, call or timer stops after
 //! `--actor-idle-secs` (see `agent::actor`). The reaper forgets it once its last change is

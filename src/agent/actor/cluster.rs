@@ -172,7 +172,7 @@ impl AgentActor {
             }
             Command::NodesAlive { alive } => self.close_lost_nodes(&alive),
             Command::SetProfile { profile, stop } => {
-                self.wrap_up_ms = profile.wrap_up_ms;
+                self.wrap_up_ms = super::wrap_up_of(profile.wrap_up_ms);
                 if (&self.state.name, &self.state.teams) == (&profile.name, &profile.teams) {
                     return if stop {
                         After::StopIfIdle
