@@ -440,3 +440,65 @@ async fn a_clean_stop_closes_tabs_with_1001_and_they_reconnect_elsewhere_keeping
     .await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_joining_node_takes_its_agents_over_and_tabs_elsewhere_keep_working() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let two = ["join-a", "join-b"];
+    let three = ["join-a", "join-b", "join-c"];
+    // An agent owned by B while two nodes are up, by C once C joins; its tab is on A.
+    let (n2, n3) = (ids(&two), ids(&three));
+    let agent = AGENTS
+        .iter()
+        .copied()
+        .find(|x| {
+            owner_of(x, &n2).map(NodeId::as_str) == Some("join-b")
+                && owner_of(x, &n3).map(NodeId::as_str) == Some("join-c")
+        })
+        .expect("an agent that moves from B to C");
+    let a = TestHub::with(node("join-a", &nats, "phtroute5")).await;
+    let b = TestHub::with(node("join-b", &nats, "phtroute5")).await;
+    for hub in [&a, &b] {
+        settled(hub.addr, &two).await;
+    }
+    let (mut tab, _) = agent_tab(a.addr, agent).await;
+    let ok = tab
+        .request(json!({"type": "set_status", "status": "available"}))
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    let c = TestHub::with(node("join-c", &nats, "phtroute5")).await;
+    for hub in [&a, &b, &c] {
+        settled(hub.addr, &three).await;
+    }
+    // The tab's next change goes to the new owner: acked (a retry may be asked for while
+    // the views settle), seen on every node, the tab still counted once.
+    let start = Instant::now();
+    loop {
+        let r = tab
+            .request(json!({"type": "set_status", "status": "busy"}))
+            .await;
+        if r["type"] == "ok" {
+            break;
+        }
+        assert_eq!(r["code"], "unavailable", "{r}");
+        assert!(start.elapsed() < PATIENCE, "never acked: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    update_with(&mut tab, "busy").await;
+    for hub in [&a, &b, &c] {
+        agent_until(hub.addr, agent, |s| {
+            s["status"] == "busy" && s["connections"] == 1
+        })
+        .await;
+    }
+    // B no longer runs the agent's actor; C does.
+    let actors = |text: &str| crate::common::metric(text, "presence_hub_agent_actors");
+    let on_b = actors(&crate::common::metrics(&b).await);
+    let on_c = actors(&crate::common::metrics(&c).await);
+    assert_eq!((on_b, on_c), (0, 1), "actors on B and C");
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}
