@@ -419,7 +419,11 @@ impl AgentActor {
                     }
                 }
                 Effect::Telephony(notice) => {
-                    self.env.notifier().notify(&self.state.agent_id, notice);
+                    // Cluster mode: stored with the change; every node's follower tells its
+                    // own adapters (`hub::view`).
+                    if self.env.cluster().is_none() {
+                        self.env.notifier().notify(&self.state.agent_id, notice);
+                    }
                     self.env.metrics().telephony_notice();
                 }
                 Effect::LoggedOut(reason) => self.close_tabs(*reason, origin),

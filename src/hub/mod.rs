@@ -195,6 +195,7 @@ impl Hub {
                     events: router.events().clone(),
                     stored_versions,
                     tabs: router.node_tabs().cloned(),
+                    notifier: notifier.clone(),
                 },
                 shutdown.clone(),
             ));

@@ -30,7 +30,7 @@ use tracing::{info, warn};
 use super::RouteError;
 use crate::agent::record::ClusterRecord;
 use crate::cluster::{Backplane, ClusterError, Followed, FollowedChange};
-use crate::fanout::{Fanout, NodeTabs};
+use crate::fanout::{Fanout, NodeTabs, Notifier};
 use crate::model::machine::next_deadline;
 use crate::model::{AgentId, AgentState, Session};
 use crate::store::dedup::EventIdCache;
@@ -102,6 +102,9 @@ pub(crate) struct FollowerParts {
     pub stored_versions: HashMap<AgentId, u64>,
     /// The agent tabs served by this node: each followed change makes their frames.
     pub tabs: Option<Arc<NodeTabs>>,
+    /// The telephony adapters connected to this node: told the notices stored with each
+    /// change followed live (not those of the replay at start).
+    pub notifier: Arc<Notifier>,
 }
 
 /// The follower: runs until `stop` (module doc).
@@ -114,6 +117,7 @@ pub(crate) async fn follow(parts: FollowerParts, stop: CancellationToken) {
         events,
         mut stored_versions,
         tabs,
+        notifier,
     } = parts;
     // The stream's epoch, once NATS is reached.
     let epoch = loop {
@@ -123,6 +127,16 @@ pub(crate) async fn follow(parts: FollowerParts, stop: CancellationToken) {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = backplane.ready(Duration::from_secs(1)) => {}
+        }
+    };
+    // Changes up to here are history: their adapter notices were given when they happened.
+    let replayed_until = loop {
+        if let Ok(seq) = backplane.last_seq().await {
+            break seq;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     };
     fanout.reset(Some(Arc::from(epoch.as_str())), 0);
@@ -150,9 +164,16 @@ pub(crate) async fn follow(parts: FollowerParts, stop: CancellationToken) {
                     &mut before,
                     &mut stored_versions,
                 );
-                // This node's tabs of the agent get the change (`fanout::tabs`).
-                if let (Some(tabs), Some(record)) = (&tabs, &record) {
-                    tabs.changed(seq, &record.state);
+                if let Some(record) = &record {
+                    // This node's tabs of the agent get the change (`fanout::tabs`).
+                    if let Some(tabs) = &tabs {
+                        tabs.changed(seq, &record.state);
+                    }
+                    if seq > replayed_until {
+                        for notice in &record.notices {
+                            notifier.notify(&record.state.agent_id, notice);
+                        }
+                    }
                 }
                 seq
             }

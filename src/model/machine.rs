@@ -106,8 +106,9 @@ pub enum Rejection {
     NotAvailable,
 }
 
-/// What a telephony adapter is told about a call it offered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a telephony adapter is told about a call it offered. Serde: in cluster mode it is
+/// stored with the change that caused it, and every node tells its own adapters.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TelephonyNotice {
     CallAccepted { call_id: CallId },
     CallDeclined { call_id: CallId, by_logout: bool },

@@ -243,14 +243,19 @@ async fn telephony_on_a_non_owner_rings_a_tab_on_another_node() {
     let again = phone.request(offer).await;
     assert_eq!(again["duplicate"], true, "{again}");
     assert_eq!(again["agent"], reply["agent"], "{again}");
-    // The tab accepts: the call is on, seen on every node.
+    // The tab accepts: the call is on, seen on every node, and the adapter on B (neither
+    // the tab's node nor the owner) is told `call_accepted`, once.
     let ok = tab
         .request(json!({"type": "accept_call", "call_id": "call-1"}))
         .await;
     assert_eq!(ok["type"], "ok", "{ok}");
+    let accepted = phone.recv_type("call_accepted").await;
+    assert_eq!(accepted["call_id"], "call-1", "{accepted}");
+    assert_eq!(accepted["agent_id"], agent, "{accepted}");
     for hub in [&a, &b, &c] {
         agent_until(hub.addr, agent, |s| s["status"] == "on_call").await;
     }
+    phone.expect_quiet().await;
     a.stop().await;
     b.stop().await;
     c.stop().await;

@@ -361,6 +361,13 @@ impl AgentActor {
         let mut record =
             ClusterRecord::of(&next, self.env.node().as_str(), self.env.clock().now_ms());
         record.event = event;
+        record.notices = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Telephony(notice) => Some(notice.clone()),
+                _ => None,
+            })
+            .collect();
         let tabs = self.tabs_after(&then, next.connections);
         if self.env.node_tabs().is_some() {
             // Tabs are counted per node (`fanout::tabs`): the record carries the counts.
