@@ -316,3 +316,50 @@ async fn a_ringing_agent_whose_owner_left_times_out_on_its_new_owner() {
     assert_eq!(r["duplicate"], true, "{r}");
     b.stop().await;
 }
+
+/// A measurement, run by hand (`cargo test --release --test it cluster_write::ack_latency
+/// -- --ignored --nocapture`): the latency of a tab's status change until its `ok`, one at
+/// a time, on a single node with `--durability commit` (a SQLite file) and on a cluster
+/// node (the test NATS server: file storage, `sync_interval: always`), both on the same
+/// disk. Prints p50/p99; asserts only that every change was acknowledged.
+#[tokio::test]
+#[ignore = "a measurement; run by hand with --ignored --nocapture"]
+async fn ack_latency_single_commit_vs_cluster() {
+    const CHANGES: usize = 400;
+    async fn measure(hub: &TestHub) -> (Duration, Duration) {
+        let (mut tab, _) = hub.agent("w1").await;
+        let mut took = Vec::with_capacity(CHANGES);
+        for i in 0..CHANGES {
+            let status = if i % 2 == 0 { "available" } else { "busy" };
+            let t = Instant::now();
+            let r = tab
+                .request(json!({"type": "set_status", "status": status}))
+                .await;
+            took.push(t.elapsed());
+            assert_eq!(r["type"], "ok", "{r}");
+        }
+        took.sort();
+        (took[CHANGES / 2], took[CHANGES * 99 / 100])
+    }
+    let dir = std::env::temp_dir().join(format!("ph-ack-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let single = TestHub::with(Settings {
+        database: dir.join("hub.db"),
+        durability: presence_hub::store::Durability::Commit,
+        ..with_directory_agents(settings(), &AGENTS)
+    })
+    .await;
+    let (p50, p99) = measure(&single).await;
+    println!("single node, --durability commit: ack p50 {p50:?} p99 {p99:?}");
+    single.stop().await;
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let node = TestHub::with(node("solo", &nats.url())).await;
+    settled(&node, &["solo"]).await;
+    let (p50, p99) = measure(&node).await;
+    println!("cluster node (NATS file storage, sync always): ack p50 {p50:?} p99 {p99:?}");
+    node.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
