@@ -363,3 +363,68 @@ async fn ack_latency_single_commit_vs_cluster() {
     node.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Guarantee 2 at hub level: a change of the agent stored by someone else (here a second
+/// writer on the backplane, as a node that believed it owned the agent would) fences the
+/// owner's actor. Its next change is refused (`unavailable`, nothing applied), its tab is
+/// closed with 1012, and a reconnecting tab gets an actor started from what is stored.
+/// The stored versions stay one chain with no fork.
+#[tokio::test]
+async fn a_fenced_actor_stops_and_the_agent_restarts_from_the_stored_change() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let hub = TestHub::with(node("solo", &nats.url())).await;
+    settled(&hub, &["solo"]).await;
+    let (mut tab, _) = hub.agent("w2").await;
+    let r = tab
+        .request(json!({"type": "set_status", "status": "available"}))
+        .await;
+    assert_eq!(r["type"], "ok", "{r}");
+    // Another writer appends the agent's next version after its last stored change.
+    let id = AgentId::parse("w2").unwrap();
+    let cfg = presence_hub::cluster::ClusterConfig::new(
+        vec![nats.url()],
+        NodeId::parse("intruder").unwrap(),
+        "pht",
+        1,
+    )
+    .unwrap();
+    let (bp, stop) = crate::common::nats::node(cfg, PATIENCE).await;
+    let last = bp.last(&id).await.unwrap().expect("stored");
+    let mut record: Value = serde_json::from_slice(&last.body).unwrap();
+    record["state"]["status"] = json!("on_break");
+    record["state"]["manual_status"] = json!("on_break");
+    record["state"]["version"] = json!(last.head.version + 1);
+    record["tabs"] = json!({});
+    let body = serde_json::to_vec(&record).unwrap();
+    bp.append(&id, last.head, body.into()).await.unwrap();
+    stop.cancel();
+    // The owner's actor is fenced on its next append: nothing applied, the tab is closed.
+    let r = tab
+        .request(json!({"type": "set_status", "status": "busy"}))
+        .await;
+    assert_eq!(r["code"], "unavailable", "{r}");
+    assert_eq!(tab.closed().await, crate::common::Closed::Code(1012));
+    // A new tab: the actor starts from the stored change (the other writer's).
+    let (mut tab, hello) = hub.agent("w2").await;
+    assert_eq!(hello["agent"]["status"], "on_break", "{hello}");
+    let r = tab
+        .request(json!({"type": "set_status", "status": "busy"}))
+        .await;
+    assert_eq!(r["type"], "ok", "{r}");
+    let chain = stored(&nats.url(), &id).await;
+    let versions: Vec<u64> = chain.iter().map(|(_, v, _)| *v).collect();
+    assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>());
+    let busy = chain
+        .iter()
+        .filter(|(_, _, b)| b.contains("\"busy\""))
+        .count();
+    assert_eq!(
+        busy, 1,
+        "the fenced change was not stored, the later one was"
+    );
+    let (_, agent) = hub.get("/api/v1/agents/w2").await;
+    assert_eq!(agent["status"], "busy", "{agent}");
+    hub.stop().await;
+}
