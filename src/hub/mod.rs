@@ -149,6 +149,7 @@ impl Hub {
             retired,
             node: node.clone(),
             cluster: cluster.as_ref().map(|c| c.backplane().clone()),
+            shutdown: shutdown.clone(),
         });
         let directory = Arc::new(LiveDirectory {
             entries: RwLock::new(directory),
