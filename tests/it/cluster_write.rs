@@ -483,3 +483,111 @@ async fn resume_from_before_the_in_memory_history_replays_from_the_stream() {
     assert_eq!(ok["recovered"], false, "{ok}");
     hub.stop().await;
 }
+
+/// CPU ticks (user + system, 10 ms each) a process has used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// A measurement, run by hand (`PRESENCE_HUB_BIN=target/release/presence-hub cargo test
+/// --test it cluster_write::follower_cpu -- --ignored --nocapture`): the CPU a node spends
+/// per change it only follows (another node owns the agents): receiving it from NATS,
+/// its fan-out publish and the history write into its SQLite cache. The follower is a
+/// child process (the binary of `PRESENCE_HUB_BIN`, else this build's); the owner runs in
+/// this process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run by hand with --ignored --nocapture"]
+async fn follower_cpu_per_change() {
+    const TABS: usize = 50;
+    const EACH: usize = 100;
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let bin = std::env::var("PRESENCE_HUB_BIN")
+        .unwrap_or_else(|_| crate::common::process::BIN.to_owned());
+    let dir = crate::common::TempDir::new("follower-cpu");
+    let port = crate::common::free_port();
+    let mut child = tokio::process::Command::new(&bin)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--nats",
+            &nats.url(),
+        ])
+        .args(["--node-id", "nb", "--nats-prefix", "pht", "--database"])
+        .arg(dir.path("follower.db"))
+        .env("RUST_LOG", "warn")
+        .env_remove("PRESENCE_HUB_NATS")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let owner = TestHub::with(node("na", &nats.url())).await;
+    settled(&owner, &["na", "nb"]).await;
+    let http = reqwest::Client::new();
+    let follower_seq = || {
+        let http = http.clone();
+        async move {
+            let r = http
+                .get(format!("http://127.0.0.1:{port}/api/v1/agents"))
+                .send()
+                .await
+                .ok()?;
+            let v: Value = r.json().await.ok()?;
+            v["seq"].as_u64()
+        }
+    };
+    let nodes = [NodeId::parse("na").unwrap(), NodeId::parse("nb").unwrap()];
+    let ids: Vec<String> = (0..)
+        .map(|i| format!("f{i}"))
+        .filter(|a| owner_of(a, &nodes).map(NodeId::as_str) == Some("na"))
+        .take(TABS)
+        .collect();
+    let mut tabs = Vec::new();
+    for id in &ids {
+        tabs.push(owner.agent(id).await.0);
+    }
+    let start = Instant::now();
+    while follower_seq().await.is_none() {
+        assert!(start.elapsed() < PATIENCE, "follower never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = cpu_ticks(pid);
+    let began = Instant::now();
+    let mut tasks = Vec::new();
+    for mut tab in tabs {
+        tasks.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                let status = ["available", "busy"][i % 2];
+                let r = tab
+                    .request(json!({"type": "set_status", "status": status}))
+                    .await;
+                assert_eq!(r["type"], "ok", "{r}");
+            }
+            tab
+        }));
+    }
+    let mut tabs = Vec::new();
+    for t in tasks {
+        tabs.push(t.await.unwrap());
+    }
+    let elapsed = began.elapsed();
+    // The follower's read waits until its view applied every stored change.
+    let last = follower_seq().await.expect("follower answers");
+    let after = cpu_ticks(pid);
+    let changes = (TABS * EACH) as f64;
+    println!(
+        "follower ({bin}): {changes} changes in {elapsed:?} ({:.0}/s), up to seq {last}; \
+         follower CPU {} ticks = {:.1} µs per change",
+        changes / elapsed.as_secs_f64(),
+        after - before,
+        (after - before) as f64 * 10_000.0 / changes
+    );
+    drop(tabs);
+    owner.stop().await;
+    let _ = child.kill().await;
+}
