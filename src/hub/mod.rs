@@ -4,6 +4,11 @@
 //!
 //! Every field is private: sockets and the HTTP API read what they need through the
 //! accessors below, and actors get their own narrow handle ([`crate::agent::AgentEnv`]).
+//!
+//! Cluster mode (`--nats`, [`cluster`]): the actors append to the agents stream instead of
+//! the store, the fan-out and the store are fed by the node's stream follower
+//! ([`view`]), the router starts actors only for the agents this node owns, and reads
+//! wait for the view to catch up ([`Hub::caught_up`]). Without `--nats` none of it runs.
 
 pub(crate) mod cluster;
 pub(crate) mod persist;
