@@ -4,6 +4,11 @@
 //!
 //! Every field is private: sockets and the HTTP API read what they need through the
 //! accessors below, and actors get their own narrow handle ([`crate::agent::AgentEnv`]).
+//!
+//! Cluster mode (`--nats`, [`cluster`]): the actors append to the agents stream instead of
+//! the store, the fan-out and the store are fed by the node's stream follower
+//! ([`view`]), the router starts actors only for the agents this node owns, and reads
+//! wait for the view to catch up ([`Hub::caught_up`]). Without `--nats` none of it runs.
 
 pub(crate) mod cluster;
 pub(crate) mod failover;
@@ -158,6 +163,7 @@ impl Hub {
             node: node.clone(),
             node_tabs: ownership.as_ref().map(|o| o.tabs.clone()),
             cluster: cluster.as_ref().map(|c| c.backplane().clone()),
+            shutdown: shutdown.clone(),
         });
         let directory = Arc::new(LiveDirectory {
             entries: RwLock::new(directory),
@@ -351,7 +357,8 @@ async fn adopt(hub: Arc<Hub>) {
     let mut members = c.members_watch();
     let stop = hub.shutdown.clone();
     loop {
-        if hub.caught_up().await.is_ok() {
+        let caught_up = hub.caught_up().await.is_ok();
+        if caught_up {
             for id in c.view().live_agents() {
                 if hub.router.owner_of(&id) == cluster::Owner::Local {
                     if let Err(e) = hub.router.adopt(&id).await {
@@ -363,8 +370,8 @@ async fn adopt(hub: Arc<Hub>) {
         tokio::select! {
             () = stop.cancelled() => return,
             r = members.changed() => if r.is_err() { return },
-            // Also after a while: the view may not have been caught up the last time.
-            () = tokio::time::sleep(Duration::from_secs(1)), if !c.view().started() => {}
+            // Again after a while when the view had not caught up.
+            () = tokio::time::sleep(Duration::from_secs(1)), if !caught_up => {}
         }
     }
 }

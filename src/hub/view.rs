@@ -47,6 +47,9 @@ pub(crate) struct View {
     applied: watch::Sender<u64>,
     /// Set once the fan-out carries the stream's epoch.
     started: AtomicBool,
+    /// Set once the view first caught up with the stream (at start it reads the whole
+    /// stream; the node is not ready before).
+    caught_up_once: AtomicBool,
     /// Agents whose last stored state has a tab, a call or a timer.
     live: Mutex<HashSet<AgentId>>,
 }
@@ -55,6 +58,11 @@ impl View {
     /// True once the fan-out carries the stream's epoch (NATS was reached).
     pub(crate) fn started(&self) -> bool {
         self.started.load(Ordering::Acquire)
+    }
+
+    /// True once the view first caught up with the stream.
+    pub(crate) fn ready(&self) -> bool {
+        self.caught_up_once.load(Ordering::Acquire)
     }
 
     /// Agents whose last stored state has a tab, a call or a timer.
@@ -83,11 +91,54 @@ impl View {
             .await
             .is_ok_and(|r| r.is_ok());
         if reached {
+            self.caught_up_once.store(true, Ordering::Release);
             Ok(())
         } else {
             Err(unavailable)
         }
     }
+}
+
+/// Most changes a `resume` reads back from the stream (older than the node's in-memory
+/// history); beyond it the admin gets a snapshot (`recovered: false`).
+const REPLAY_MAX: u64 = 100_000;
+
+/// Cluster mode `resume` from a `seq` older than the fan-out's history: the frames of the
+/// changes `after+1 ..= upto` that match `filter`, read from the stream (within
+/// [`CATCH_UP`]); `None` when the stream no longer holds all of them, or on a timeout.
+pub(crate) async fn replay(
+    backplane: &Backplane,
+    after: u64,
+    upto: u64,
+    filter: &crate::fanout::Filter,
+) -> Option<Vec<crate::protocol::Text>> {
+    if upto <= after || upto - after > REPLAY_MAX {
+        return None;
+    }
+    let read = async {
+        let mut changes = backplane.follow(after);
+        let mut frames = Vec::new();
+        let mut next = after + 1;
+        while next <= upto {
+            match changes.recv().await? {
+                Followed::Change(c) if c.seq == next => {
+                    next += 1;
+                    let Ok(record) = ClusterRecord::from_bytes(&c.body) else {
+                        continue;
+                    };
+                    let s = &record.state;
+                    if filter.matches(&s.agent_id, &s.teams) {
+                        let json = crate::protocol::Published::serialize(s);
+                        frames.push(crate::protocol::Published::build(s, c.seq, &json).frame);
+                    }
+                }
+                // A gap or a new epoch: not all of it is there.
+                _ => return None,
+            }
+        }
+        Some(frames)
+    };
+    tokio::time::timeout(CATCH_UP, read).await.ok().flatten()
 }
 
 /// What the follower writes to.
