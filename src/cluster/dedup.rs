@@ -20,8 +20,9 @@ const PENDING: u8 = b'P';
 /// Marks an id answered; followed by the reply.
 const DONE: u8 = b'D';
 
-/// Longest event id accepted as a key (the protocol caps free text at this length too).
-const MAX_EVENT_ID: usize = 256;
+/// Longest event id accepted as a key, in bytes: the protocol's 256 characters of UTF-8
+/// (escaped, at most 3 KiB of key: within NATS's 4 KiB control line).
+const MAX_EVENT_ID: usize = 1024;
 
 /// The outcome of claiming an event id.
 #[derive(Debug, Clone, PartialEq, Eq)]

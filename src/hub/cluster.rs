@@ -73,6 +73,11 @@ impl ClusterNode {
         })
     }
 
+    /// The backplane (dedup, directory, stats).
+    pub(crate) fn backplane(&self) -> &Backplane {
+        &self.backplane
+    }
+
     /// The connection, for the router's check before a change.
     pub(crate) fn link(&self) -> &Link {
         self.backplane.link()

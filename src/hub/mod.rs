@@ -6,6 +6,7 @@
 //! accessors below, and actors get their own narrow handle ([`crate::agent::AgentEnv`]).
 
 pub(crate) mod cluster;
+mod dedup;
 pub(crate) mod persist;
 mod route;
 mod router;
@@ -161,6 +162,9 @@ impl Hub {
             ring_timeout: settings.ring_timeout,
             grace: settings.disconnect_grace,
             gate: cluster::Gate::new(cluster.as_ref()),
+            dedup: cluster
+                .as_ref()
+                .map(|c| dedup::ClusterDedup::new(c.backplane().clone())),
         });
         tasks.spawn(router.reaper(retired_rx, fanout.clone(), shutdown.clone()));
         let grace = settings.disconnect_grace;

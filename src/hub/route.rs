@@ -23,13 +23,21 @@ pub(crate) enum RouteError {
         /// When to retry.
         retry_after_ms: u64,
     },
+    /// Cluster mode: another copy of this telephony event is being applied (by this node
+    /// or another one) and its reply is not stored yet (retryable).
+    #[error("this event is being applied (another copy of it arrived first): retry")]
+    EventInFlight {
+        /// When to retry.
+        retry_after_ms: u64,
+    },
 }
 
 impl RouteError {
     /// The `unavailable` reply when the error is the cluster's (retryable), else `None`.
     pub(crate) fn unavailable(&self, reply_ref: Option<&Ref>) -> Option<Text> {
         match self {
-            RouteError::Backplane { retry_after_ms } => Some(protocol::unavailable(
+            RouteError::Backplane { retry_after_ms }
+            | RouteError::EventInFlight { retry_after_ms } => Some(protocol::unavailable(
                 reply_ref,
                 &self.to_string(),
                 *retry_after_ms,

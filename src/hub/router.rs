@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::cluster::Gate;
+use super::dedup::ClusterDedup;
 use super::route::{Route, RouteError};
 use super::{persist, profile_of, restored, LiveDirectory};
 use crate::agent::{AgentEnv, AgentHandle, Applied, Profile, TabId, TelephonyAnswer};
@@ -80,6 +81,8 @@ pub(crate) struct Router {
     grace: Duration,
     /// Cluster mode: refuses changes while NATS is unreachable.
     gate: Gate,
+    /// Cluster mode: telephony event ids claimed cluster-wide before routing.
+    dedup: Option<ClusterDedup>,
     /// Set at shutdown: nothing is started any more.
     closed: AtomicBool,
     /// Store reads in flight at once: no more than the store keeps read connections, so a
@@ -105,6 +108,7 @@ pub(super) struct RouterParts {
     pub ring_timeout: Duration,
     pub grace: Duration,
     pub gate: Gate,
+    pub dedup: Option<ClusterDedup>,
 }
 
 impl Router {
@@ -120,6 +124,7 @@ impl Router {
             ring_timeout: parts.ring_timeout,
             grace: parts.grace,
             gate: parts.gate,
+            dedup: parts.dedup,
             closed: AtomicBool::new(false),
             reads: tokio::sync::Semaphore::new(crate::store::READ_CONNECTIONS),
             had_actor: DashSet::new(),
@@ -279,7 +284,8 @@ impl Router {
 
     /// Routes one checked telephony event. The event-id memory is consulted once: by the
     /// actor (which serializes an agent's events, so two copies of one event in flight
-    /// cannot both apply), or here when no actor may exist (unknown agent).
+    /// cannot both apply), or here when no actor may exist (unknown agent). In cluster
+    /// mode the id is first claimed cluster-wide (see `hub::dedup`).
     pub(crate) async fn telephony(
         &self,
         message: &TelephonyMessage,
@@ -288,6 +294,21 @@ impl Router {
             return Err(RouteError::UnknownAgent);
         };
         self.admit()?;
+        match &self.dedup {
+            None => self.dispatch(message, event, input).await,
+            Some(dedup) => {
+                let dispatch = self.dispatch(message, event, input);
+                dedup.telephony(self, &event.event_id, dispatch).await
+            }
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        message: &TelephonyMessage,
+        event: &CallEvent,
+        input: Input,
+    ) -> Result<Dispatched, RouteError> {
         for _ in 0..RETRIES {
             let Some(route) = self.route(&event.agent_id).await? else {
                 return Ok(Dispatched::Answered(self.unknown_agent(message, event)));
@@ -299,17 +320,33 @@ impl Router {
         }
         Err(RouteError::Unavailable)
     }
+
+    /// The reply remembered by this node for `event_id`, if any.
+    pub(super) fn remembered(&self, event_id: &str) -> Option<crate::protocol::StoredReply> {
+        self.events.get(event_id)
+    }
+
+    /// Remembers a reply learnt from the cluster (a later copy here is answered at once).
+    pub(super) fn remember(&self, event_id: &str, reply: crate::protocol::StoredReply) {
+        self.events.insert(event_id, reply);
+    }
+
+    /// The answer to a copy of an event answered before.
+    pub(super) fn duplicate(&self, reply: crate::protocol::StoredReply) -> TelephonyAnswer {
+        self.metrics.telephony_event(true, false);
+        TelephonyAnswer {
+            reply,
+            duplicate: true,
+            // The first answer may still be on its way to the disk.
+            ticket: self.store.ack_barrier(),
+        }
+    }
+
     /// The answer to an event for an agent that may not have an actor: remembered (and
     /// stored) like any first answer, so a repeat is a `duplicate`.
     fn unknown_agent(&self, message: &TelephonyMessage, event: &CallEvent) -> TelephonyAnswer {
         if let Some(reply) = self.events.get(&event.event_id) {
-            self.metrics.telephony_event(true, false);
-            return TelephonyAnswer {
-                reply,
-                duplicate: true,
-                // The first answer may still be on its way to the disk.
-                ticket: self.store.ack_barrier(),
-            };
+            return self.duplicate(reply);
         }
         let is_offer = matches!(message, TelephonyMessage::CallOffered(_));
         let reply = telephony_unknown_agent(is_offer, &event.agent_id);

@@ -65,7 +65,9 @@ impl AdminSession {
                     Err(RouteError::Unavailable) => {
                         Some(protocol::shutting_down(reply_ref.as_ref()))
                     }
-                    Err(e @ RouteError::Backplane { .. }) => e.unavailable(reply_ref.as_ref()),
+                    Err(e @ (RouteError::Backplane { .. } | RouteError::EventInFlight { .. })) => {
+                        e.unavailable(reply_ref.as_ref())
+                    }
                 };
                 if let Some(reply) = reply {
                     self.send(reply);
