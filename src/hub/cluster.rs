@@ -6,7 +6,7 @@
 //! Nothing is appended to the agents stream yet and no command is forwarded to another
 //! node; `docs/cluster.md` ("Status") lists what is and is not built.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -33,6 +33,8 @@ pub(crate) struct ClusterNode {
     last_members: Mutex<Vec<NodeId>>,
     /// Ends the backplane's connection task, after the clean leave.
     stop: CancellationToken,
+    /// How far this node's copy of the cluster's directory is (see `cluster_directory`).
+    directory: Arc<super::cluster_directory::DirectorySync>,
 }
 
 /// The cluster's state as `/healthz` shows it.
@@ -70,6 +72,7 @@ impl ClusterNode {
             membership: Mutex::new(Some(membership)),
             last_members: Mutex::new(Vec::new()),
             stop,
+            directory: Arc::default(),
         })
     }
 
@@ -96,9 +99,26 @@ impl ClusterNode {
             Availability::Available if !members.contains(self.node_id()) => {
                 Some("joining the cluster: this node is not in the member list yet".to_owned())
             }
+            Availability::Available if !self.directory.loaded() => {
+                Some("loading the cluster's directory".to_owned())
+            }
             Availability::Available => None,
         };
         ClusterHealth { not_ready, members }
+    }
+
+    /// How far this node's copy of the cluster's directory is.
+    pub(crate) fn directory_sync(&self) -> Arc<super::cluster_directory::DirectorySync> {
+        self.directory.clone()
+    }
+
+    /// True when this node owns `agent` in its current member view (false before it sees
+    /// any member, and after it left).
+    pub(crate) fn owns(&self, agent: &crate::model::AgentId) -> bool {
+        let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
+        membership
+            .as_ref()
+            .is_some_and(|m| m.current().owner(agent.as_str()) == Some(self.node_id()))
     }
 
     /// The live members as this node sees them (the last view once it left).

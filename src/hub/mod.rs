@@ -6,6 +6,7 @@
 //! accessors below, and actors get their own narrow handle ([`crate::agent::AgentEnv`]).
 
 pub(crate) mod cluster;
+pub(crate) mod cluster_directory;
 mod dedup;
 pub(crate) mod persist;
 mod route;
@@ -109,12 +110,21 @@ impl Hub {
         recovered: Recovered,
     ) -> Arc<Hub> {
         let epoch: Arc<str> = Arc::from(new_epoch());
-        settings.directory = Directory::default();
+        // The file's directory: it seeded the store on its first start; in cluster mode it
+        // seeds the cluster's directory if that was never written.
+        let seed = std::mem::take(&mut settings.directory);
         let Recovered {
             agents: stored,
             directory,
             event_ids,
         } = recovered;
+        // Cluster mode: the directory is the cluster's, filled by the watch (see
+        // `cluster_directory`); the local store's copy is not used.
+        let directory = if cluster.is_some() {
+            Directory::default()
+        } else {
+            directory
+        };
         let clock = Clock::new();
         let fanout = Arc::new(Fanout::new(epoch, settings.history_size));
         let notifier = Arc::new(Notifier::default());
@@ -172,7 +182,7 @@ impl Hub {
             router.restore(restored(agent.state, now, grace));
         }
         router.start_directory_agents();
-        Arc::new(Hub {
+        let hub = Arc::new(Hub {
             settings,
             fanout,
             notifier,
@@ -186,7 +196,16 @@ impl Hub {
             next_conn_id: AtomicU64::new(1),
             node,
             cluster,
-        })
+        });
+        if let Some(c) = &hub.cluster {
+            hub.tasks.spawn(cluster_directory::run(
+                Arc::downgrade(&hub),
+                c.backplane().clone(),
+                seed,
+                hub.shutdown.clone(),
+            ));
+        }
+        hub
     }
 
     /// The effective configuration.
@@ -252,6 +271,18 @@ impl Hub {
     /// Held for the whole of a directory edit (store commit, live directory, actors).
     pub(crate) async fn directory_edit(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.directory.edits.lock().await
+    }
+
+    /// Cluster mode: stores a directory edit in the cluster's directory and waits (bounded)
+    /// until this node applied it, so a read here right after sees it. `None` on a single
+    /// node, where the caller commits the edit to the store itself.
+    pub(crate) async fn cluster_directory_edit(
+        &self,
+        edit: cluster_directory::Edit,
+    ) -> Option<Result<(), crate::cluster::ClusterError>> {
+        let c = self.cluster.as_ref()?;
+        let sync = c.directory_sync();
+        Some(cluster_directory::edit(c.backplane(), &sync, edit).await)
     }
 
     /// A process-unique id for a socket.

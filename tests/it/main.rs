@@ -23,6 +23,7 @@ mod auth_and_input;
 mod bounded_actors;
 mod churn;
 mod cluster_backplane;
+mod cluster_dir;
 mod cluster_failures;
 mod cluster_flags;
 mod cluster_node;
