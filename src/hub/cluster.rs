@@ -115,10 +115,14 @@ impl ClusterNode {
     /// True when this node owns `agent` in its current member view (false before it sees
     /// any member, and after it left).
     pub(crate) fn owns(&self, agent: &crate::model::AgentId) -> bool {
+        self.view()
+            .is_some_and(|m| m.owner(agent.as_str()) == Some(self.node_id()))
+    }
+
+    /// The current member view (`None` after a clean leave).
+    pub(crate) fn view(&self) -> Option<crate::cluster::Members> {
         let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
-        membership
-            .as_ref()
-            .is_some_and(|m| m.current().owner(agent.as_str()) == Some(self.node_id()))
+        membership.as_ref().map(Membership::current)
     }
 
     /// The live members as this node sees them (the last view once it left).

@@ -8,6 +8,7 @@
 pub(crate) mod cluster;
 pub(crate) mod cluster_directory;
 mod dedup;
+mod ownership;
 pub(crate) mod persist;
 mod route;
 mod router;
@@ -30,7 +31,7 @@ use crate::config::Settings;
 use crate::directory::{AgentProfile, Directory};
 use crate::fanout::{Fanout, Notifier};
 use crate::metrics::Metrics;
-use crate::model::{AgentState, Millis, Session};
+use crate::model::{AgentId, AgentState, Millis, Session};
 use crate::store::dedup::EventIdCache;
 use crate::store::{Recovered, Store};
 use cluster::ClusterNode;
@@ -132,7 +133,11 @@ impl Hub {
             settings.event_id_capacity,
             settings.event_id_ttl,
         ));
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(if cluster.is_some() {
+            Metrics::for_cluster()
+        } else {
+            Metrics::default()
+        });
         let tasks = TaskTracker::new();
         let now = clock.now_ms();
         for (event_id, reply, at) in event_ids {
@@ -202,6 +207,10 @@ impl Hub {
                 Arc::downgrade(&hub),
                 c.backplane().clone(),
                 seed,
+                hub.shutdown.clone(),
+            ));
+            hub.tasks.spawn(ownership::count_moves(
+                Arc::downgrade(&hub),
                 hub.shutdown.clone(),
             ));
         }
@@ -285,6 +294,30 @@ impl Hub {
         Some(cluster_directory::edit(c.backplane(), &sync, edit).await)
     }
 
+    /// Cluster mode: the agents this node owns in its member view, among those it knows
+    /// (see [`Hub::known_agents`]); `None` on a single node.
+    pub(crate) fn agents_owned(&self) -> Option<usize> {
+        let c = self.cluster.as_ref()?;
+        let view = c.view()?;
+        let me = c.node_id();
+        let owned = self
+            .known_agents()
+            .iter()
+            .filter(|id| view.owner(id.as_str()) == Some(me))
+            .count();
+        Some(owned)
+    }
+
+    /// The agents this node knows by id: the directory's, and any with an actor here.
+    pub(crate) fn known_agents(&self) -> Vec<AgentId> {
+        // The directory's lock is not held while the actors' map is read (the router takes
+        // them the other way round).
+        let mut ids: std::collections::HashSet<AgentId> =
+            self.directory.read().agents.keys().cloned().collect();
+        ids.extend(self.router.live_ids());
+        ids.into_iter().collect()
+    }
+
     /// A process-unique id for a socket.
     pub(crate) fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
@@ -364,7 +397,6 @@ fn new_epoch() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::AgentId;
 
     fn agent(session: Session, connections: u32) -> AgentState {
         let mut s = AgentState::new(AgentId::parse("a1").expect("id"), 1_000);

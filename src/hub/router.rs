@@ -455,6 +455,11 @@ impl Router {
         self.events.len()
     }
 
+    /// The agents with an actor here (live, or stopped and not yet forgotten).
+    pub(crate) fn live_ids(&self) -> Vec<AgentId> {
+        self.agents.iter().map(|e| e.key().clone()).collect()
+    }
+
     /// Live actors (and stopped ones not yet forgotten).
     pub(crate) fn actor_count(&self) -> usize {
         self.agents.len()

@@ -347,3 +347,63 @@ async fn cluster_directory_the_file_seeds_an_empty_cluster_only() {
     assert_eq!(list, json!({"agents": []}));
     stop_all(again).await;
 }
+
+#[tokio::test]
+async fn cluster_metrics_show_agents_owned_backplane_counters_lag_and_ownership_moves() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let ids: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut hubs = cluster(&nats, &["mx-a", "mx-b"], &ids).await;
+    // Every directory agent is owned by exactly one node, and both own some.
+    let owned = |text: &str| metric(text, "presence_hub_cluster_agents_owned");
+    let start = Instant::now();
+    let (a_text, b_text) = loop {
+        let a_text = metrics(&hubs[0]).await;
+        let b_text = metrics(&hubs[1]).await;
+        if owned(&a_text) + owned(&b_text) == 20 {
+            break (a_text, b_text);
+        }
+        assert!(start.elapsed() < PATIENCE, "{a_text}\n{b_text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let b_owned = owned(&b_text);
+    assert!(owned(&a_text) > 0 && b_owned > 0, "{a_text}");
+    for sample in [
+        "presence_hub_cluster_appends_total{outcome=\"acked\"}",
+        "presence_hub_cluster_appends_total{outcome=\"fenced\"}",
+        "presence_hub_cluster_appends_total{outcome=\"unavailable\"}",
+        "presence_hub_cluster_append_conflicts_total",
+        "presence_hub_cluster_forwarded_commands_total{outcome=\"answered\"}",
+        "presence_hub_cluster_forwarded_commands_total{outcome=\"unavailable\"}",
+        "presence_hub_cluster_ownership_moves_total{direction=\"gained\"}",
+        "presence_hub_cluster_ownership_moves_total{direction=\"lost\"}",
+        "presence_hub_cluster_stream_lag",
+    ] {
+        metric(&a_text, sample);
+    }
+    // B stops: A takes its agents over, and counts each as gained.
+    let gained = |text: &str| {
+        metric(
+            text,
+            "presence_hub_cluster_ownership_moves_total{direction=\"gained\"}",
+        )
+    };
+    let gained_before = gained(&a_text);
+    hubs.pop().unwrap().stop().await;
+    let start = Instant::now();
+    loop {
+        let text = metrics(&hubs[0]).await;
+        if owned(&text) == 20 && gained(&text) == gained_before + b_owned {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A single node shows no cluster series.
+    let single = TestHub::with(settings()).await;
+    assert!(!metrics(&single).await.contains("presence_hub_cluster_"));
+    single.stop().await;
+    stop_all(hubs).await;
+}
