@@ -6,9 +6,10 @@
 //!   applied it, so a read on the same node right after sees it.
 //! - Every node follows the bucket ([`run`]): current entries first, then every edit in
 //!   revision order, applied to the node's [`LiveDirectory`](super::LiveDirectory) and to
-//!   its actors (a profile change reaches the agent's actor on its owning node; a removal
-//!   reaches any live actor). Applying an edit twice changes nothing, so the order of
-//!   revisions is the only order there is, on every node.
+//!   the agent's actor if it runs on this node (the owner starts one for a new agent).
+//!   Nothing is forwarded: every node applies every edit itself. Applying an edit twice
+//!   changes nothing, so the order of revisions is the only order there is, on every
+//!   node.
 //! - The `--directory` file seeds the bucket only when nothing was ever written to it (the
 //!   first node of a new cluster); each entry is created only if absent, so nodes starting
 //!   together cannot overwrite each other or a later edit. A node that finds the bucket in
@@ -223,18 +224,19 @@ async fn apply(hub: &Hub, change: DirectoryChange) {
             hub.directory_mut()
                 .agents
                 .insert(id.clone(), profile.clone());
-            // The owner's actor takes the profile (started if needed); an actor elsewhere
-            // reads it from the directory when it starts.
-            if hub.cluster().is_some_and(|c| c.owns(&id)) {
-                hub.router()
-                    .profile_changed(&id, profile_of(&profile))
-                    .await;
+            // A live actor here takes the profile; the owner starts one if it has none (an
+            // actor started later reads the profile from the directory). Nothing is
+            // forwarded: every node applies every edit.
+            let router = hub.router();
+            let live = router.local_profile(&id, Some(profile_of(&profile))).await;
+            if !live && hub.cluster().is_some_and(|c| c.owns(&id)) {
+                router.profile_changed(&id, profile_of(&profile)).await;
             }
         }
         (DirectoryKey::Agent(id), None) => {
             let removed = hub.directory_mut().agents.remove(&id).is_some();
             if removed {
-                hub.router().profile_removed(&id).await;
+                hub.router().local_profile(&id, None).await;
             }
         }
         (DirectoryKey::Group(id), Some(value)) => {

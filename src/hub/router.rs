@@ -431,6 +431,23 @@ impl Router {
         }
     }
 
+    /// Cluster mode: a directory edit applied from the cluster's directory reaches the
+    /// actor of `id` if it runs here (nothing is forwarded: every node applies every edit).
+    /// `profile` `None`: the entry was deleted. False when no live actor runs here.
+    pub(crate) async fn local_profile(&self, id: &AgentId, profile: Option<Profile>) -> bool {
+        let Some(h) = self.agents.get(id).map(|h| h.clone()) else {
+            return false;
+        };
+        if h.is_closed() {
+            return false;
+        }
+        match profile {
+            Some(p) => h.set_profile(p).await,
+            None => h.leave_directory().await,
+        }
+        true
+    }
+
     /// True when the agent has a live actor or a directory entry.
     pub(crate) fn is_known(&self, id: &AgentId) -> bool {
         self.agents.contains_key(id) || self.directory.read().agents.contains_key(id)
