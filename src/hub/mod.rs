@@ -318,6 +318,13 @@ impl Hub {
         ids.into_iter().collect()
     }
 
+    /// True when reports and history may be asked for the agent: it is in this node's view
+    /// (in cluster mode the view of every agent, whichever node owns it), or the router
+    /// knows it (see [`Router::has_record`]).
+    pub(crate) async fn has_record(&self, id: &AgentId) -> bool {
+        self.fanout.get(id).is_some() || self.router.has_record(id).await
+    }
+
     /// A process-unique id for a socket.
     pub(crate) fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
