@@ -19,16 +19,19 @@
 //! the reply leaves the id pending until the key expires (5 h); its retries are answered
 //! `unavailable`. Storing a reply that failed is retried in the background for a while.
 
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::warn;
 
 use super::cluster::RETRY_AFTER_MS;
+use super::cluster_directory::DirectorySync;
 use super::route::RouteError;
 use super::router::{Dispatched, Router};
 use crate::agent::TelephonyAnswer;
 use crate::cluster::{Backplane, Claim, ClaimToken, ClusterError, DedupRecord};
 use crate::protocol::{ErrorCode, StoredReply};
+use crate::store::dedup::EventIdCache;
 
 /// How often, and how many times, storing a reply on its claim is retried when it failed
 /// (NATS lost right after the event was applied): about a minute in all.
@@ -40,11 +43,25 @@ const COMPLETE_RETRIES: u32 = 30;
 pub(crate) struct ClusterDedup {
     /// The dedup bucket.
     backplane: Backplane,
+    /// This node's own memory (the router's and its actors'): the fast path, and where a
+    /// reply learnt from the bucket or from a forwarded event is kept.
+    events: Arc<EventIdCache>,
+    /// Until the node has the cluster's directory, an event for a directory agent would be
+    /// answered `unknown_agent`, and that answer stored for every node: events wait.
+    directory: Arc<DirectorySync>,
 }
 
 impl ClusterDedup {
-    pub(crate) fn new(backplane: Backplane) -> Self {
-        ClusterDedup { backplane }
+    pub(crate) fn new(
+        backplane: Backplane,
+        events: Arc<EventIdCache>,
+        directory: Arc<DirectorySync>,
+    ) -> Self {
+        ClusterDedup {
+            backplane,
+            events,
+            directory,
+        }
     }
 
     /// Routes one checked telephony event with cluster-wide deduplication (module doc).
@@ -58,8 +75,13 @@ impl ClusterDedup {
     where
         F: std::future::Future<Output = Result<Dispatched, RouteError>>,
     {
-        if let Some(reply) = router.remembered(event_id) {
+        if let Some(reply) = self.events.get(event_id) {
             return Ok(Dispatched::Answered(router.duplicate(reply)));
+        }
+        if !self.directory.loaded() {
+            return Err(RouteError::Backplane {
+                retry_after_ms: RETRY_AFTER_MS,
+            });
         }
         let token = match self.backplane.dedup_claim(event_id).await {
             Ok(Claim::New(token)) => token,
@@ -73,7 +95,7 @@ impl ClusterDedup {
                         retry_after_ms: RETRY_AFTER_MS,
                     }
                 })?;
-                router.remember(event_id, reply.clone());
+                self.events.insert(event_id, reply.clone());
                 return Ok(Dispatched::Answered(router.duplicate(reply)));
             }
             Ok(Claim::Duplicate(DedupRecord::Pending { .. })) => {
@@ -118,6 +140,8 @@ impl ClusterDedup {
             self.release(event_id, token).await;
             return;
         }
+        // Kept here too: the actor that answered may run on another node.
+        self.events.insert(event_id, answer.reply.clone());
         let body = encode(&answer.reply);
         if let Err(e) = self.backplane.dedup_complete(token.clone(), &body).await {
             warn!(event_id, error = %e, "could not store the reply of a telephony event; retrying in the background");

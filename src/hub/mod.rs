@@ -170,16 +170,16 @@ impl Hub {
         let router = Router::new(RouterParts {
             env,
             directory: directory.clone(),
-            events,
+            events: events.clone(),
             store: store.clone(),
             clock,
             metrics: metrics.clone(),
             ring_timeout: settings.ring_timeout,
             grace: settings.disconnect_grace,
             gate: cluster::Gate::new(cluster.as_ref()),
-            dedup: cluster
-                .as_ref()
-                .map(|c| dedup::ClusterDedup::new(c.backplane().clone())),
+            dedup: cluster.as_ref().map(|c| {
+                dedup::ClusterDedup::new(c.backplane().clone(), events.clone(), c.directory_sync())
+            }),
         });
         tasks.spawn(router.reaper(retired_rx, fanout.clone(), shutdown.clone()));
         let grace = settings.disconnect_grace;

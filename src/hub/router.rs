@@ -321,16 +321,6 @@ impl Router {
         Err(RouteError::Unavailable)
     }
 
-    /// The reply remembered by this node for `event_id`, if any.
-    pub(super) fn remembered(&self, event_id: &str) -> Option<crate::protocol::StoredReply> {
-        self.events.get(event_id)
-    }
-
-    /// Remembers a reply learnt from the cluster (a later copy here is answered at once).
-    pub(super) fn remember(&self, event_id: &str, reply: crate::protocol::StoredReply) {
-        self.events.insert(event_id, reply);
-    }
-
     /// The answer to a copy of an event answered before.
     pub(super) fn duplicate(&self, reply: crate::protocol::StoredReply) -> TelephonyAnswer {
         self.metrics.telephony_event(true, false);
