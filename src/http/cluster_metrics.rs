@@ -14,8 +14,8 @@ const LAST_SEQ_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(5
 
 /// The cluster figures of `/metrics` (besides members and readiness): agents owned, appends
 /// by outcome and append conflicts, forwarded commands by outcome, and the stream lag of
-/// this node's view (the stream's last sequence minus the last `seq` this node's fan-out
-/// published, which in cluster mode is the stream sequence it applied).
+/// this node's view (the stream's last sequence minus the last stream sequence this node's
+/// view applied).
 pub(super) async fn cluster_figures(hub: &Hub, backplane: &Backplane, computed: &mut Computed) {
     let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     if let Some(owned) = hub.agents_owned() {
@@ -41,7 +41,7 @@ pub(super) async fn cluster_figures(hub: &Hub, backplane: &Backplane, computed: 
         (ForwardOutcome::Unavailable, stats.forward_failed),
     ]);
     if let Ok(Ok(last)) = tokio::time::timeout(LAST_SEQ_TIMEOUT, backplane.last_seq()).await {
-        let applied = hub.fanout().stats().seq;
+        let applied = hub.cluster().map_or(0, |c| c.view().applied_seq());
         computed.gauge(
             "presence_hub_cluster_stream_lag",
             "Changes in the agents stream this node's view has not applied yet (stream's last sequence minus the last seq published here)",

@@ -28,6 +28,7 @@ use tracing::{info, warn};
 use super::{profile_of, Hub};
 use crate::cluster::{Backplane, ClusterError, DirectoryChange, DirectoryKey};
 use crate::directory::{AgentProfile, Directory, RingGroup};
+use crate::model::AgentState;
 
 /// How long an API edit waits for this node's watch to apply it before it is answered
 /// anyway (it is stored; the watch applies it when it catches up).
@@ -224,6 +225,12 @@ async fn apply(hub: &Hub, change: DirectoryChange) {
             hub.directory_mut()
                 .agents
                 .insert(id.clone(), profile.clone());
+            // Listed (offline) in this node's view until the stream says otherwise; an
+            // agent the view holds already keeps its state.
+            let mut state = AgentState::new(id.clone(), hub.clock().now_ms());
+            state.name = profile.name.clone();
+            state.teams = profile.teams.clone();
+            hub.fanout().register(&state);
             // A live actor here takes the profile; the owner starts one if it has none (an
             // actor started later reads the profile from the directory). Nothing is
             // forwarded: every node applies every edit.
@@ -237,6 +244,11 @@ async fn apply(hub: &Hub, change: DirectoryChange) {
             let removed = hub.directory_mut().agents.remove(&id).is_some();
             if removed {
                 hub.router().local_profile(&id, None).await;
+                // An agent only listed from the directory (nothing ever stored for it)
+                // leaves the view with its entry.
+                if let Some(p) = hub.fanout().get(&id).filter(|p| p.version == 0) {
+                    hub.fanout().forget(&p);
+                }
             }
         }
         (DirectoryKey::Group(id), Some(value)) => {

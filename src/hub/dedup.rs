@@ -116,9 +116,14 @@ impl ClusterDedup {
                 let event_id = event_id.to_owned();
                 tokio::spawn(async move {
                     match pending.await {
-                        Ok(answer) => {
+                        Ok(Ok(answer)) => {
                             this.settle(&event_id, token, &answer).await;
-                            let _ = tx.send(answer);
+                            let _ = tx.send(Ok(answer));
+                        }
+                        // Not applied (not stored, or the agent moved): a retry must be.
+                        Ok(Err(e)) => {
+                            this.release(&event_id, token).await;
+                            let _ = tx.send(Err(e));
                         }
                         // The actor is gone without answering: nothing was applied.
                         Err(_) => this.release(&event_id, token).await,

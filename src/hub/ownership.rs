@@ -28,7 +28,9 @@ pub(crate) async fn count_moves(hub: Weak<Hub>, stop: CancellationToken) {
         }
         let Some(hub) = hub.upgrade() else { return };
         let Some(cluster) = hub.cluster() else { return };
-        let Some(view) = cluster.view() else { return };
+        let Some(view) = cluster.members_now() else {
+            return;
+        };
         if view.nodes().is_empty() || last.as_ref() == Some(&view) {
             continue;
         }

@@ -6,7 +6,7 @@
 
 use crate::common::nats::NatsServer;
 use crate::common::{event, metric, metrics, settings, with_directory_agents, TestHub};
-use presence_hub::cluster::NodeId;
+use presence_hub::cluster::{owner_of, NodeId};
 use presence_hub::config::ClusterSettings;
 use presence_hub::Settings;
 use serde_json::{json, Value};
@@ -54,6 +54,15 @@ async fn stop_all(hubs: Vec<TestHub>) {
     for hub in hubs {
         hub.stop().await;
     }
+}
+
+/// The index in `names` of the node that owns `agent` when all of `names` are members
+/// (the cluster's rendezvous owner): first copies go to the owner, so these tests do not
+/// depend on forwarding.
+fn owner(agent: &str, names: &[&str]) -> usize {
+    let nodes: Vec<NodeId> = names.iter().map(|n| NodeId::parse(n).unwrap()).collect();
+    let o = owner_of(agent, &nodes).unwrap();
+    nodes.iter().position(|n| n == o).unwrap()
 }
 
 /// Events a node applied: processed minus answered as duplicates.
@@ -111,8 +120,11 @@ async fn cluster_dedup_the_same_event_on_two_nodes_is_applied_once() {
     let Some(nats) = NatsServer::start().await else {
         return;
     };
-    let hubs = cluster(&nats, &["dd-a", "dd-b"], &["a1"]).await;
-    let (a, b) = (&hubs[0], &hubs[1]);
+    let names = ["dd-a", "dd-b"];
+    let hubs = cluster(&nats, &names, &["a1"]).await;
+    // A is a1's owner, B the other node.
+    let i = owner("a1", &names);
+    let (a, b) = (&hubs[i], &hubs[1 - i]);
     let offer = event("call_offered", "c1", "a1");
     // First over node A's telephony socket.
     let mut tel = a.telephony().await;
@@ -133,11 +145,14 @@ async fn cluster_dedup_the_same_event_on_two_nodes_is_applied_once() {
         1,
         "applied once in all"
     );
-    // An event for an agent nobody knows is deduplicated too: the answer is stored.
+    // An event for an agent nobody knows is deduplicated too: the answer is stored. First
+    // on the node that owns that id, then on the other one.
     let unknown = event("call_offered", "c2", "nobody");
-    let (status, first) = b.post("/api/v1/telephony/events", &unknown).await;
+    let j = owner("nobody", &names);
+    let (status, first) = hubs[j].post("/api/v1/telephony/events", &unknown).await;
     assert_eq!(status, 200, "{first}");
     assert_eq!(first["reason"], "unknown_agent", "{first}");
+    let mut tel = hubs[1 - j].telephony().await;
     let again = tel.request(unknown).await;
     assert_eq!(again["duplicate"], true, "{again}");
     assert_eq!(reply_of(&again), reply_of(&first));
@@ -167,9 +182,13 @@ async fn cluster_dedup_twenty_concurrent_copies_over_three_nodes_apply_once() {
             // Another copy was being applied: retryable. Retry until it is answered.
             assert_eq!(body["code"], "unavailable", "{body}");
             assert!(body["retry_after_ms"].as_u64().is_some(), "{body}");
-            let hub = &hubs[i % hubs.len()];
+            // As an adapter would: on this node or another (a copy that reaches a node
+            // which neither owns the agent nor can forward is `unavailable` too).
             let start = Instant::now();
+            let mut k = i;
             loop {
+                k += 1;
+                let hub = &hubs[k % hubs.len()];
                 let (s, b) = hub.post("/api/v1/telephony/events", &offer).await;
                 if s != 503 {
                     break (s, b);
@@ -201,7 +220,8 @@ async fn cluster_directory_an_edit_on_one_node_is_seen_on_every_node_within_a_se
     let Some(nats) = NatsServer::start().await else {
         return;
     };
-    let hubs = cluster(&nats, &["di-a", "di-b", "di-c"], &["a1"]).await;
+    let names = ["di-a", "di-b", "di-c"];
+    let hubs = cluster(&nats, &names, &["a1"]).await;
     let put = reqwest::Method::PUT;
     let delete = reqwest::Method::DELETE;
     // Create on A: every node serves it within a second.
@@ -221,14 +241,16 @@ async fn cluster_directory_an_edit_on_one_node_is_seen_on_every_node_within_a_se
         .await;
         assert!(took < DIRECTORY_BOUND, "seen after {took:?}");
     }
-    // The agent is known to every node's router: an event for it on C is not unknown.
-    let (status, reply) = hubs[2]
+    // The agent is known to its owner's router, which did not create it: an offer there is
+    // answered for the agent (offline: not accepted), not as for an unknown agent.
+    let (status, reply) = hubs[owner("a9", &names)]
         .post(
             "/api/v1/telephony/events",
             &event("call_offered", "c1", "a9"),
         )
         .await;
-    assert_ne!(reply["code"], "unknown_agent", "{status} {reply}");
+    assert_eq!(status, 200, "{reply}");
+    assert_ne!(reply["reason"], "unknown_agent", "{reply}");
     // Replace it on B (200): the new name everywhere.
     let (status, _) = send(
         &hubs[1],
@@ -383,6 +405,25 @@ async fn cluster_metrics_show_agents_owned_backplane_counters_lag_and_ownership_
     ] {
         metric(&a_text, sample);
     }
+    // A change on its owner is an acknowledged append there, and both views catch up.
+    let names = ["mx-a", "mx-b"];
+    let o = owner("m0", &names);
+    let acked = "presence_hub_cluster_appends_total{outcome=\"acked\"}";
+    let acked_before = metric(&metrics(&hubs[o]).await, acked);
+    let (mut tab, _) = hubs[o].agent("m0").await;
+    let r = tab
+        .request(json!({"type": "set_status", "status": "available"}))
+        .await;
+    assert_eq!(r["type"], "ok", "{r}");
+    assert!(metric(&metrics(&hubs[o]).await, acked) > acked_before);
+    for hub in &hubs {
+        let start = Instant::now();
+        while metric(&metrics(hub).await, "presence_hub_cluster_stream_lag") != 0 {
+            assert!(start.elapsed() < PATIENCE, "the view never caught up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tab.close().await;
     // B stops: A takes its agents over, and counts each as gained.
     let gained = |text: &str| {
         metric(
@@ -405,5 +446,69 @@ async fn cluster_metrics_show_agents_owned_backplane_counters_lag_and_ownership_
     let single = TestHub::with(settings()).await;
     assert!(!metrics(&single).await.contains("presence_hub_cluster_"));
     single.stop().await;
+    stop_all(hubs).await;
+}
+
+#[tokio::test]
+async fn cluster_reports_history_and_status_time_answer_for_agents_owned_by_another_node() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let names = ["rp-a", "rp-b"];
+    let hubs = cluster(&nats, &names, &["a1"]).await;
+    // a1 is in the directory; t7 is known only from its token. Each tab on its agent's
+    // owner (these tests do not depend on forwarding).
+    let mut tabs = Vec::new();
+    for (id, statuses) in [
+        ("a1", &["available", "busy"][..]),
+        ("t7", &["available"][..]),
+    ] {
+        let (mut tab, _) = hubs[owner(id, &names)].agent(id).await;
+        for status in statuses {
+            let r = tab
+                .request(json!({"type": "set_status", "status": status}))
+                .await;
+            assert_eq!(r["type"], "ok", "{r}");
+        }
+        tabs.push(tab);
+    }
+    let expected = [
+        (
+            "a1",
+            json!([["offline", "available"], ["available", "busy"]]),
+        ),
+        ("t7", json!([["offline", "available"]])),
+    ];
+    for (id, transitions) in expected {
+        // Asked of the node that does not own the agent (no actor of it runs there).
+        let other = &hubs[1 - owner(id, &names)];
+        let (status, history) = other.get(&format!("/api/v1/agents/{id}/history")).await;
+        assert_eq!(status, 200, "{history}");
+        let brief: Vec<Value> = history["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| json!([t["from"], t["to"]]))
+            .collect();
+        assert_eq!(json!(brief), transitions, "{history}");
+        let (status, report) = other
+            .get(&format!("/api/v1/reports/status-time?agent={id}"))
+            .await;
+        assert_eq!(status, 200, "{report}");
+        assert_eq!(report["agents"][0]["agent_id"], id, "{report}");
+        // The whole report on that node lists both agents.
+        let (_, all) = other.get("/api/v1/reports/status-time").await;
+        let ids: Vec<&str> = all["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["agent_id"].as_str().unwrap())
+            .collect();
+        assert!(ids.contains(&"a1") && ids.contains(&"t7"), "{all}");
+    }
+    // An agent no node knows is still a 404.
+    let (status, _) = hubs[0].get("/api/v1/agents/zz/history").await;
+    assert_eq!(status, 404);
+    drop(tabs);
     stop_all(hubs).await;
 }
