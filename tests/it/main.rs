@@ -27,6 +27,7 @@ mod cluster_dir;
 mod cluster_failures;
 mod cluster_flags;
 mod cluster_node;
+mod cluster_reports;
 mod cluster_write;
 mod decode_props;
 mod directory_api;
