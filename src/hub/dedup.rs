@@ -15,21 +15,26 @@
 //! - when the winner cannot apply the event (`unavailable`, the actor gone, the hub
 //!   stopping) it deletes its claim, so a retry is applied.
 //!
-//! The one gap: a winner that dies (or loses NATS for long) between its claim and storing
-//! the reply leaves the id pending until the key expires (5 h); its retries are answered
-//! `unavailable`. Storing a reply that failed is retried in the background for a while.
+//! A winner that dies (or leaves) between its claim and storing the reply leaves the id
+//! pending: a node that finds it pending on a node no longer among the live members waits
+//! until its own view has caught up with the stream, then answers from its event-id memory
+//! if the event's change was stored (the stream carries the event's reply with the change,
+//! and the follower remembers it), and otherwise takes the claim over and applies the
+//! event. Storing a reply that failed is retried in the background for a while; meanwhile
+//! copies are answered `unavailable`.
 
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tracing::warn;
 
-use super::cluster::RETRY_AFTER_MS;
+use super::cluster::{ClusterNode, RETRY_AFTER_MS};
 use super::cluster_directory::DirectorySync;
 use super::route::RouteError;
 use super::router::{Dispatched, Router};
+use super::view::View;
 use crate::agent::TelephonyAnswer;
-use crate::cluster::{Backplane, Claim, ClaimToken, ClusterError, DedupRecord};
+use crate::cluster::{Backplane, Claim, ClaimToken, ClusterError, DedupRecord, Members};
 use crate::protocol::{ErrorCode, StoredReply};
 use crate::store::dedup::EventIdCache;
 
@@ -49,18 +54,22 @@ pub(crate) struct ClusterDedup {
     /// Until the node has the cluster's directory, an event for a directory agent would be
     /// answered `unknown_agent`, and that answer stored for every node: events wait.
     directory: Arc<DirectorySync>,
+    /// The live members: a claim pending on a node that left can be taken over.
+    members: watch::Receiver<Members>,
+    /// This node's view of the agents stream: caught up, its event-id memory holds every
+    /// event whose change was stored (the follower fills it), which tells an abandoned
+    /// claim that was applied from one that was not.
+    view: Arc<View>,
 }
 
 impl ClusterDedup {
-    pub(crate) fn new(
-        backplane: Backplane,
-        events: Arc<EventIdCache>,
-        directory: Arc<DirectorySync>,
-    ) -> Self {
+    pub(crate) fn new(node: &ClusterNode, events: Arc<EventIdCache>) -> Self {
         ClusterDedup {
-            backplane,
+            backplane: node.backplane().clone(),
             events,
-            directory,
+            directory: node.directory_sync(),
+            members: node.members_watch(),
+            view: node.view().clone(),
         }
     }
 
@@ -83,7 +92,18 @@ impl ClusterDedup {
                 retry_after_ms: RETRY_AFTER_MS,
             });
         }
-        let token = match self.backplane.dedup_claim(event_id).await {
+        let mut claim = self.backplane.dedup_claim(event_id).await;
+        if let Ok(Claim::Duplicate(DedupRecord::Pending { node })) = &claim {
+            if self.abandoned(node) {
+                match self.orphan(event_id, node).await? {
+                    Orphan::Applied(reply) => {
+                        return Ok(Dispatched::Answered(router.duplicate(reply)))
+                    }
+                    Orphan::Claimed(c) => claim = c,
+                }
+            }
+        }
+        let token = match claim {
             Ok(Claim::New(token)) => token,
             Ok(Claim::Duplicate(DedupRecord::Done { reply })) => {
                 let reply = decode(&reply).ok_or_else(|| {
@@ -138,6 +158,35 @@ impl ClusterDedup {
         }
     }
 
+    /// True when `node`, which holds a pending claim, is neither this node nor a live member:
+    /// it will never store the reply (it died, or left, between its claim and its reply).
+    fn abandoned(&self, node: &str) -> bool {
+        node != self.backplane.config().node_id.as_str()
+            && !self
+                .members
+                .borrow()
+                .nodes()
+                .iter()
+                .any(|n| n.as_str() == node)
+    }
+
+    /// A claim abandoned by `node`: once this node's view has caught up with the stream, an
+    /// event whose change was stored is in the event-id memory (answered as a duplicate);
+    /// otherwise it was not applied, and the claim is taken over.
+    async fn orphan(&self, event_id: &str, node: &str) -> Result<Orphan, RouteError> {
+        self.view.caught_up(&self.backplane).await?;
+        if let Some(reply) = self.events.get(event_id) {
+            return Ok(Orphan::Applied(reply));
+        }
+        warn!(
+            event_id,
+            node, "taking over the claim of a telephony event left pending by a node that is gone"
+        );
+        Ok(Orphan::Claimed(
+            self.backplane.dedup_take_over(event_id, node).await,
+        ))
+    }
+
     /// The event was answered: its reply is stored on the claim, or the claim released
     /// when the answer is `unavailable` (nothing applied; a retry must be applied).
     async fn settle(&self, event_id: &str, token: ClaimToken, answer: &TelephonyAnswer) {
@@ -170,6 +219,14 @@ impl ClusterDedup {
             warn!(event_id, error = %e, "could not release the claim of an event that was not applied");
         }
     }
+}
+
+/// What became of a claim abandoned by a node that is gone.
+enum Orphan {
+    /// Its change was stored: this is the reply.
+    Applied(StoredReply),
+    /// Not applied: the outcome of claiming it again.
+    Claimed(Result<Claim, ClusterError>),
 }
 
 fn unavailable(event_id: &str, e: &ClusterError) -> RouteError {

@@ -184,9 +184,9 @@ impl Hub {
                 backplane: c.backplane().clone(),
                 owners: c.owners(),
             }),
-            dedup: cluster.as_ref().map(|c| {
-                dedup::ClusterDedup::new(c.backplane().clone(), events.clone(), c.directory_sync())
-            }),
+            dedup: cluster
+                .as_ref()
+                .map(|c| dedup::ClusterDedup::new(c, events.clone())),
         });
         tasks.spawn(router.reaper(retired_rx, fanout.clone(), shutdown.clone()));
         if let Some(c) = &cluster {

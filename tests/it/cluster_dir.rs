@@ -6,7 +6,7 @@
 
 use crate::common::nats::NatsServer;
 use crate::common::{event, metric, metrics, settings, with_directory_agents, TestHub};
-use presence_hub::cluster::{owner_of, NodeId};
+use presence_hub::cluster::{owner_of, Claim, ClusterConfig, NodeId};
 use presence_hub::config::ClusterSettings;
 use presence_hub::Settings;
 use serde_json::{json, Value};
@@ -372,4 +372,50 @@ async fn cluster_directory_the_file_seeds_an_empty_cluster_only() {
     let (_, list) = again[0].get("/api/v1/directory/agents").await;
     assert_eq!(list, json!({"agents": []}));
     stop_all(again).await;
+}
+
+#[tokio::test]
+async fn cluster_dedup_a_claim_left_pending_by_a_node_that_is_gone_is_taken_over() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let names = ["po-a", "po-b"];
+    let hubs = cluster(&nats, &names, &["a1"]).await;
+    let a = &hubs[owner("a1", &names)];
+    // Claims made straight on the backplane, as a node would before applying an event:
+    // one by a node that never joined (it died right after its claim), one by a live
+    // member (it is still applying the event).
+    let claimer = |node: &str| {
+        let cfg = ClusterConfig::new(vec![nats.url()], NodeId::parse(node).unwrap(), "phtdir", 1)
+            .unwrap();
+        crate::common::nats::node(cfg, PATIENCE)
+    };
+    let (ghost, _g) = claimer("po-ghost").await;
+    let (live, _l) = claimer(names[0]).await;
+    let orphan = event("call_offered", "c1", "a1");
+    let busy = event("call_offered", "c2", "a1");
+    for (bp, e) in [(&ghost, &orphan), (&live, &busy)] {
+        let id = e["event_id"].as_str().unwrap();
+        assert!(matches!(bp.dedup_claim(id).await.unwrap(), Claim::New(_)));
+    }
+    // The live member's claim is in flight: retryable, not applied.
+    let (status, body) = a.post("/api/v1/telephony/events", &busy).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (503, &json!("unavailable")),
+        "{body}"
+    );
+    // The ghost's claim is taken over: the event is applied once, then a duplicate.
+    let (status, first) = a.post("/api/v1/telephony/events", &orphan).await;
+    assert_eq!(status, 200, "{first}");
+    // Answered by a1's actor (offline: not accepted), not as in flight.
+    assert_eq!(first["reason"], "not_available", "{first}");
+    assert!(first.get("duplicate").is_none(), "{first}");
+    let (_, again) = hubs[1 - owner("a1", &names)]
+        .post("/api/v1/telephony/events", &orphan)
+        .await;
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(reply_of(&again), reply_of(&first));
+    assert_eq!(applied(&hubs[0]).await + applied(&hubs[1]).await, 1);
+    stop_all(hubs).await;
 }
