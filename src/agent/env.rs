@@ -66,6 +66,10 @@ pub(crate) struct EnvParts {
     /// is appended to (acknowledged after JetStream's ack; `store` is then the follower's
     /// history cache and actors do not write it).
     pub cluster: Option<Backplane>,
+    /// Cancelled when the hub shuts down: in cluster mode a timer or a closed tab whose
+    /// change cannot be stored then stops retrying (the stored state is what a restart or
+    /// a new owner takes over).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AgentEnv {
@@ -107,6 +111,11 @@ impl AgentEnv {
     /// Cluster mode's backplane (`None` on a single node).
     pub(super) fn cluster(&self) -> Option<&Backplane> {
         self.shared.cluster.as_ref()
+    }
+
+    /// Cancelled when the hub shuts down.
+    pub(super) fn shutdown(&self) -> &tokio_util::sync::CancellationToken {
+        &self.shared.shutdown
     }
 
     /// This node's id.

@@ -23,7 +23,9 @@ use std::time::Duration;
 use tracing::warn;
 
 use super::{After, AgentActor, Tab};
-use crate::agent::handle::{ActorError, Applied, Command, Reply, TabId, TelephonyAnswer};
+use crate::agent::handle::{
+    ActorError, Applied, Command, Reply, TabId, TelephonyAnswer, CLOSE_MOVED,
+};
 use crate::agent::record::{ClusterRecord, RecordedEvent};
 use crate::cluster::{Backplane, ClusterError, Head};
 use crate::model::machine::apply;
@@ -32,10 +34,6 @@ use crate::outbox::{Outbound, Outbox};
 use crate::protocol::{self, EventResult, Published, StoredReply};
 use crate::store::CommitTicket;
 use std::sync::Arc;
-
-/// Close code for the tabs of an agent that moved to another node (WebSocket "service
-/// restart": reconnect).
-const CLOSE_MOVED: u16 = 1012;
 
 /// The append of one change, resolved by the stream's acknowledgement.
 type AppendFuture = Pin<Box<dyn Future<Output = Result<Head, ClusterError>> + Send>>;
@@ -284,7 +282,8 @@ impl AgentActor {
             seq: self.published.seq,
             version: self.state.version,
         };
-        let retries = matches!(then, Then::Detach | Then::Timer);
+        let retries =
+            matches!(then, Then::Detach | Then::Timer).then(|| self.env.shutdown().clone());
         let append = append_future(backplane, next.agent_id.clone(), after, record, retries);
         After::Append(Box::new(Pending {
             next,
@@ -322,12 +321,22 @@ impl AgentActor {
                     "another node stored a change of this agent first (it owns the agent now): this node's actor stops"
                 );
                 self.refuse(then, ActorError::Moved);
+                // The tab that asked answers `unavailable` first and closes itself.
                 for tab in std::mem::take(&mut self.tabs).into_vec() {
-                    let _ = tab.outbox.push_unbounded(Outbound::Close(
-                        CLOSE_MOVED,
-                        "agent moved to another node",
-                    ));
+                    if Some(tab.id) != origin {
+                        let _ = tab.outbox.push_unbounded(Outbound::Close(
+                            CLOSE_MOVED,
+                            "agent moved to another node",
+                        ));
+                    }
                 }
+                After::Stop
+            }
+            Err(_)
+                if self.env.shutdown().is_cancelled()
+                    && matches!(then, Then::Detach | Then::Timer) =>
+            {
+                // Shutting down: what is stored is what a restart or a new owner takes over.
                 After::Stop
             }
             Err(e) => {
@@ -400,21 +409,23 @@ impl AgentActor {
 /// Used when the backplane gives no retry delay (it always does for `unavailable`).
 const RETRY_AFTER_MS: u64 = 500;
 
-/// The append of `record`; for a change nobody waits for (a closed tab, a timer), a refusal
-/// for unavailability resolves only after the retry delay, so the retry is not immediate.
+/// The append of `record`. For a change nobody waits for (a closed tab, a timer: `retries`
+/// holds the hub's shutdown token), a refusal for unavailability resolves only after the
+/// retry delay, so the retry is not immediate (at once when the hub shuts down).
 fn append_future(
     backplane: Backplane,
     agent: crate::model::AgentId,
     after: Head,
     record: ClusterRecord,
-    retries: bool,
+    retries: Option<tokio_util::sync::CancellationToken>,
 ) -> AppendFuture {
     Box::pin(async move {
         let stored = backplane.append(&agent, after, record.to_bytes()).await;
-        if retries {
-            if let Err(e @ ClusterError::Unavailable { .. }) = &stored {
-                let ms = e.retry_after_ms().unwrap_or(RETRY_AFTER_MS);
-                tokio::time::sleep(Duration::from_millis(ms)).await;
+        if let (Some(shutdown), Err(e @ ClusterError::Unavailable { .. })) = (retries, &stored) {
+            let ms = e.retry_after_ms().unwrap_or(RETRY_AFTER_MS);
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                () = shutdown.cancelled() => {}
             }
         }
         stored
