@@ -419,3 +419,70 @@ async fn cluster_dedup_a_claim_left_pending_by_a_node_that_is_gone_is_taken_over
     assert_eq!(applied(&hubs[0]).await + applied(&hubs[1]).await, 1);
     stop_all(hubs).await;
 }
+
+#[tokio::test]
+async fn cluster_directory_edits_reach_the_agent_on_its_owner_and_every_view() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let names = ["pf-a", "pf-b"];
+    let hubs = cluster(&nats, &names, &["a1"]).await;
+    let o = owner("a1", &names);
+    let (mut tab, _) = hubs[o].agent("a1").await;
+    let r = tab
+        .request(json!({"type": "set_status", "status": "available"}))
+        .await;
+    assert_eq!(r["type"], "ok", "{r}");
+    // Edited on the node that does not own a1: its actor on the owner takes the new name
+    // and teams, and every node's view shows them with the status kept.
+    let body = r#"{"name":"Ada","teams":["sales"]}"#;
+    let (status, _) = send(
+        &hubs[1 - o],
+        reqwest::Method::PUT,
+        "/api/v1/directory/agents/a1",
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for hub in &hubs {
+        until(hub, "/api/v1/agents/a1", |s, b| {
+            s == 200 && b["name"] == "Ada" && b["teams"] == json!(["sales"])
+        })
+        .await;
+        assert_eq!(hub.agent_state("a1").await["status"], "available");
+    }
+    // A new directory agent is listed (offline) on every node; deleted, it leaves the
+    // directory everywhere and its name is cleared (as on a single node: its state and
+    // history stay; an agent nothing was ever stored for is not listed any more).
+    let (status, _) = send(
+        &hubs[0],
+        reqwest::Method::PUT,
+        "/api/v1/directory/agents/n5",
+        Some(r#"{"name":"New"}"#),
+    )
+    .await;
+    assert_eq!(status, 201);
+    for hub in &hubs {
+        until(hub, "/api/v1/agents/n5", |s, b| {
+            s == 200 && b["status"] == "offline"
+        })
+        .await;
+    }
+    let (status, _) = send(
+        &hubs[1],
+        reqwest::Method::DELETE,
+        "/api/v1/directory/agents/n5",
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    for hub in &hubs {
+        until(hub, "/api/v1/directory/agents/n5", |s, _| s == 404).await;
+        until(hub, "/api/v1/agents/n5", |s, b| {
+            s == 404 || (s == 200 && b["name"].is_null())
+        })
+        .await;
+    }
+    tab.close().await;
+    stop_all(hubs).await;
+}
