@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake};
 
-use crate::fanout::{Fanout, Filter, Subscription};
+use crate::fanout::{Fanout, FeedCursor, Filter};
 use crate::model::{AgentId, AgentState, TeamId};
 use crate::outbox::{outbox, Outbound, Outbox, OutboxReceiver, CLOSE_SLOW_CONSUMER};
 
@@ -20,7 +20,7 @@ fn publish(f: &Fanout, id: &str, team: &str) -> u64 {
 }
 
 /// The `seq`s of the updates the reader of `sub` has waiting, read `max` at a time.
-fn read_all(sub: &mut Subscription, max: usize) -> Vec<u64> {
+fn read_all(sub: &mut FeedCursor, max: usize) -> Vec<u64> {
     let reader = sub.as_mut().expect("subscribed");
     let mut seqs = Vec::new();
     while reader
@@ -40,7 +40,7 @@ fn subscribed(
     conn_id: u64,
     filter: Filter,
     bound: usize,
-) -> (Outbox, OutboxReceiver, Subscription) {
+) -> (Outbox, OutboxReceiver, FeedCursor) {
     let (tx, rx) = outbox(bound);
     let mut sub = None;
     f.subscribe(conn_id, filter, &tx, None, &mut sub);

@@ -13,13 +13,15 @@
 
 use crate::protocol::Text;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 mod feed;
 mod notifier;
+mod tabs;
 
 pub(crate) use feed::FeedReader;
 pub(crate) use notifier::Notifier;
+pub(crate) use tabs::{HelloParts, NodeTabs};
 
 use feed::{Feed, Sub, Tail};
 
@@ -102,7 +104,9 @@ pub(crate) struct FanoutStats {
 
 /// The hub-wide update sequence, history and admin subscriber list.
 pub(crate) struct Fanout {
-    epoch: Arc<str>,
+    /// Random per start on a single node; in cluster mode the agents stream's epoch, set
+    /// once NATS is reached (see [`Fanout::reset`]).
+    epoch: RwLock<Arc<str>>,
     history_size: usize,
     /// The update stream the admin sockets read.
     feed: Arc<Feed>,
@@ -111,14 +115,14 @@ pub(crate) struct Fanout {
 
 /// A socket's place in the update stream: `None` until it subscribes. Owned by the
 /// socket (boxed: only a subscribed admin socket holds one).
-pub(crate) type Subscription = Option<Box<FeedReader>>;
+pub(crate) type FeedCursor = Option<Box<FeedReader>>;
 
 impl Fanout {
     /// An empty fan-out for `epoch`, keeping `history_size` recent updates for `resume`.
     pub(crate) fn new(epoch: Arc<str>, history_size: usize) -> Self {
         let (feed, tail) = Feed::new();
         Fanout {
-            epoch,
+            epoch: RwLock::new(epoch),
             history_size,
             feed,
             inner: Mutex::new(Inner {
@@ -135,8 +139,8 @@ impl Fanout {
     }
 
     /// The epoch this fan-out numbers its updates in.
-    pub(crate) fn epoch(&self) -> &Arc<str> {
-        &self.epoch
+    pub(crate) fn epoch(&self) -> Arc<str> {
+        self.epoch.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -165,16 +169,55 @@ impl Fanout {
     /// to the feed every admin reads. Returns the shared entry (its frame goes to the
     /// agent's tabs).
     pub(crate) fn publish(&self, state: &AgentState) -> Arc<Published> {
-        self.publish_numbered(state, None)
-    }
-
-    /// [`Fanout::publish`] with the `seq` given (`None`: the next one).
-    fn publish_numbered(&self, state: &AgentState, seq: Option<u64>) -> Arc<Published> {
         let json = Published::serialize(state);
         let mut guard = self.lock();
-        let inner = &mut *guard;
-        inner.seq = seq.unwrap_or(inner.seq + 1);
-        let published = Arc::new(Published::build(state, inner.seq, &json));
+        let seq = guard.seq + 1;
+        let (published, appended) = self.publish_locked(&mut guard, state, seq, &json);
+        drop(guard);
+        appended.wake();
+        published
+    }
+
+    /// Cluster mode: publishes a change with the `seq` the agents stream gave it (its
+    /// stream sequence). Sequences only go up: one at or below the current `seq` is
+    /// ignored (`None`).
+    pub(crate) fn publish_at(&self, seq: u64, state: &AgentState) -> Option<Arc<Published>> {
+        let json = Published::serialize(state);
+        let mut guard = self.lock();
+        if seq <= guard.seq {
+            return None;
+        }
+        let (published, appended) = self.publish_locked(&mut guard, state, seq, &json);
+        drop(guard);
+        appended.wake();
+        Some(published)
+    }
+
+    /// Cluster mode: the stream starts under `epoch` (first contact, or the stream was
+    /// recreated), or lost changes up to `seq` (`Followed::Gap`): history is dropped, so a
+    /// `resume` from before is answered with a snapshot (`recovered: false`). The agents'
+    /// latest states stay (directory agents that never changed are listed by them); the
+    /// stream's changes overwrite them.
+    pub(crate) fn reset(&self, epoch: Option<Arc<str>>, seq: u64) {
+        let mut inner = self.lock();
+        inner.history.clear();
+        inner.seq = seq;
+        if let Some(epoch) = epoch {
+            *self.epoch.write().unwrap_or_else(|p| p.into_inner()) = epoch;
+        }
+    }
+
+    /// Numbers, records and appends a change (under the lock); the parked readers are
+    /// woken by the caller once the lock is released.
+    fn publish_locked(
+        &self,
+        inner: &mut Inner,
+        state: &AgentState,
+        seq: u64,
+        json: &str,
+    ) -> (Arc<Published>, feed::Appended) {
+        inner.seq = seq;
+        let published = Arc::new(Published::build(state, seq, json));
         if let Some(old) = inner
             .latest
             .insert(state.agent_id.clone(), published.clone())
@@ -190,36 +233,33 @@ impl Fanout {
         if appended.scan_due {
             cut_slow(inner);
         }
-        drop(guard);
-        appended.wake();
-        published
+        (published, appended)
     }
 
     /// Subscribes (or re-subscribes with a new filter) the socket `conn_id`: queues the
     /// `ok` reply with a snapshot, then every later matching update, with nothing between.
-    /// Updates of an earlier subscription still waiting in `sub` are queued first.
     pub(crate) fn subscribe(
         &self,
         conn_id: u64,
         filter: Filter,
         outbox: &Outbox,
         reply_ref: Option<&Ref>,
-        sub: &mut Subscription,
+        cursor: &mut FeedCursor,
     ) {
         let mut inner = self.lock();
-        flush(sub, outbox);
+        flush(cursor, outbox);
         let reply = self.snapshot_reply(&inner, &filter, reply_ref, None);
         if outbox
             .push_unbounded(Outbound::Snapshot(Box::new(reply)))
             .is_ok()
         {
-            self.attach(&mut inner, conn_id, filter, outbox, sub);
+            self.attach(&mut inner, conn_id, filter, outbox, cursor);
         }
     }
 
     /// `resume`: replays what `conn_id` missed after (`epoch`, `seq`) if history still holds
     /// all of it, else answers with a fresh snapshot; then subscribes it (updates of an
-    /// earlier subscription still waiting in `sub` are queued first).
+    /// earlier subscription still waiting in `cursor` are queued first).
     #[allow(clippy::too_many_arguments)] // the request's fields, the socket's two handles
     pub(crate) fn resume(
         &self,
@@ -229,36 +269,75 @@ impl Fanout {
         filter: Filter,
         outbox: &Outbox,
         reply_ref: Option<&Ref>,
-        sub: &mut Subscription,
+        cursor: &mut FeedCursor,
+    ) -> ResumeResult {
+        self.resume_after(
+            conn_id,
+            epoch,
+            seq,
+            Vec::new(),
+            filter,
+            outbox,
+            cursor,
+            reply_ref,
+        )
+    }
+
+    /// The sequence range history holds: (the oldest kept, the current `seq`).
+    pub(crate) fn history_range(&self) -> (u64, u64) {
+        let inner = self.lock();
+        let oldest = inner.history.front().map_or(inner.seq + 1, |p| p.seq);
+        (oldest, inner.seq)
+    }
+
+    /// [`Fanout::resume`] after `earlier`: the frames of the changes before `seq` that
+    /// were missed and are older than history (cluster mode reads them from the stream).
+    /// They are sent first when history covers the rest, and dropped with a snapshot if not.
+    /// (Updates of an earlier subscription still waiting in `cursor` are queued first.)
+    #[allow(clippy::too_many_arguments)] // resume's arguments plus the earlier frames
+    pub(crate) fn resume_after(
+        &self,
+        conn_id: u64,
+        epoch: &str,
+        seq: u64,
+        earlier: Vec<Text>,
+        filter: Filter,
+        outbox: &Outbox,
+        cursor: &mut FeedCursor,
+        reply_ref: Option<&Ref>,
     ) -> ResumeResult {
         let mut inner = self.lock();
-        flush(sub, outbox);
+        flush(cursor, outbox);
+        let current = self.epoch();
         let oldest_kept = inner.history.front().map_or(inner.seq + 1, |p| p.seq);
-        let covered = epoch == &*self.epoch && seq <= inner.seq && seq + 1 >= oldest_kept;
+        let covered = epoch == &*current && seq <= inner.seq && seq + 1 >= oldest_kept;
         if !covered {
             let reply = self.snapshot_reply(&inner, &filter, reply_ref, Some(false));
             if outbox
                 .push_unbounded(Outbound::Snapshot(Box::new(reply)))
                 .is_ok()
             {
-                self.attach(&mut inner, conn_id, filter, outbox, sub);
+                self.attach(&mut inner, conn_id, filter, outbox, cursor);
             }
             return ResumeResult::Snapshot;
         }
-        let skip = (seq + 1 - oldest_kept) as usize;
-        let frames: Vec<Text> = inner
-            .history
-            .iter()
-            .skip(skip)
-            .filter(|p| filter.matches(&p.agent_id, &p.teams))
-            .map(|p| p.frame.clone())
-            .collect();
+        // By seq, not by offset: in cluster mode the kept seqs may skip numbers.
+        let skip = inner.history.partition_point(|p| p.seq <= seq);
+        let mut frames = earlier;
+        frames.extend(
+            inner
+                .history
+                .iter()
+                .skip(skip)
+                .filter(|p| filter.matches(&p.agent_id, &p.teams))
+                .map(|p| p.frame.clone()),
+        );
         let replayed = frames.len();
-        let ok = protocol::resumed(reply_ref, replayed, &self.epoch, inner.seq);
+        let ok = protocol::resumed(reply_ref, replayed, &current, inner.seq);
         let queued = (replayed == 0 || outbox.push_unbounded(Outbound::Frames(frames)).is_ok())
             && outbox.push_unbounded(Outbound::Frame(ok)).is_ok();
         if queued {
-            self.attach(&mut inner, conn_id, filter, outbox, sub);
+            self.attach(&mut inner, conn_id, filter, outbox, cursor);
         }
         ResumeResult::Recovered { replayed }
     }
@@ -279,10 +358,10 @@ impl Fanout {
 
     /// Stops updates to `conn_id`: what `sub` had not read yet (published before this
     /// call) is queued to `outbox` first.
-    pub(crate) fn unsubscribe(&self, conn_id: u64, outbox: &Outbox, sub: &mut Subscription) {
+    pub(crate) fn unsubscribe(&self, conn_id: u64, outbox: &Outbox, cursor: &mut FeedCursor) {
         let mut inner = self.lock();
-        flush(sub, outbox);
-        *sub = None;
+        flush(cursor, outbox);
+        *cursor = None;
         detach(&mut inner, conn_id);
     }
 
@@ -346,7 +425,7 @@ impl Fanout {
         SnapshotReply {
             reply_ref: reply_ref.cloned(),
             recovered,
-            epoch: self.epoch.clone(),
+            epoch: self.epoch(),
             seq: inner.seq,
             agents: matching(inner, filter),
         }
@@ -384,18 +463,18 @@ impl Fanout {
         conn_id: u64,
         filter: Filter,
         outbox: &Outbox,
-        sub: &mut Subscription,
+        cursor: &mut FeedCursor,
     ) {
         detach(inner, conn_id);
         let reader = self.feed.reader(&inner.tail, conn_id, outbox, filter);
         inner.subscribers.push(reader.sub.clone());
-        *sub = Some(Box::new(reader));
+        *cursor = Some(Box::new(reader));
     }
 }
 
-/// Queues what `sub` has not read yet to `outbox` (ahead of what comes next).
-fn flush(sub: &mut Subscription, outbox: &Outbox) {
-    if let Some(reader) = sub {
+/// Queues what `cursor` has not read yet to `outbox` (ahead of what comes next).
+fn flush(cursor: &mut FeedCursor, outbox: &Outbox) {
+    if let Some(reader) = cursor {
         reader.drain_into(outbox);
     }
 }

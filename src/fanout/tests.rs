@@ -10,7 +10,7 @@ use crate::outbox::{outbox, OutboxReceiver};
 struct Tap {
     tx: Outbox,
     rx: OutboxReceiver,
-    sub: Subscription,
+    sub: FeedCursor,
 }
 
 fn tap() -> Tap {
