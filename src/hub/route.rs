@@ -163,16 +163,21 @@ impl Route {
     ) -> Result<Result<Applied, Rejection>, RouteError> {
         match self {
             Route::Local(h) => h.apply(input, origin).await.map_err(RouteError::from),
+            // Boxed: the remote call's state (~1 KiB) would otherwise be in every local
+            // apply too (a tab's message handler, see the test in `ws::session`).
             Route::Remote(r) => {
-                let command = Command::Apply {
-                    agent: r.agent.clone(),
-                    input,
-                };
-                match r.peer.call(&r.owner, &command).await? {
-                    Answer::Applied { seq, state } => Ok(Ok(remote::applied(seq, &state))),
-                    Answer::Rejected { rejection } => Ok(Err(rejection)),
-                    _ => Err(RouteError::Moved),
-                }
+                Box::pin(async move {
+                    let command = Command::Apply {
+                        agent: r.agent.clone(),
+                        input,
+                    };
+                    match r.peer.call(&r.owner, &command).await? {
+                        Answer::Applied { seq, state } => Ok(Ok(remote::applied(seq, &state))),
+                        Answer::Rejected { rejection } => Ok(Err(rejection)),
+                        _ => Err(RouteError::Moved),
+                    }
+                })
+                .await
             }
         }
     }

@@ -95,12 +95,16 @@ impl AgentSession {
         }
         let routed = match &self.route {
             Route::Local(_) => self.route.apply(input, Some(self.tab)).await,
-            // Cluster mode: to the agent's owner of the moment.
+            // Cluster mode: to the agent's owner of the moment. Boxed: its ~2 KiB of state
+            // would otherwise be in every message's handler, single node too (see the test
+            // in `ws::session`).
             Route::Remote(_) => {
-                self.hub
-                    .router()
-                    .apply_tab(&self.route, self.tab.get(), input)
-                    .await
+                Box::pin(
+                    self.hub
+                        .router()
+                        .apply_tab(&self.route, self.tab.get(), input),
+                )
+                .await
             }
         };
         let mut result = match routed {
