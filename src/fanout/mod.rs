@@ -11,8 +11,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 mod notifier;
+mod tabs;
 
 pub(crate) use notifier::Notifier;
+pub(crate) use tabs::{HelloParts, NodeTabs};
 
 use crate::model::{AgentId, AgentState, Status, TeamId};
 use crate::outbox::{Outbound, Outbox, SnapshotReply};
