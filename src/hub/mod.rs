@@ -4,12 +4,19 @@
 //!
 //! Every field is private: sockets and the HTTP API read what they need through the
 //! accessors below, and actors get their own narrow handle ([`crate::agent::AgentEnv`]).
+//!
+//! Cluster mode (`--nats`, [`cluster`]): the actors append to the agents stream instead of
+//! the store, the fan-out and the store are fed by the node's stream follower
+//! ([`view`]), the router starts actors only for the agents this node owns, and reads
+//! wait for the view to catch up ([`Hub::caught_up`]). Without `--nats` none of it runs.
 
 pub(crate) mod cluster;
 pub(crate) mod cluster_directory;
 mod dedup;
+pub(crate) mod failover;
 mod ownership;
 pub(crate) mod persist;
+pub(crate) mod remote;
 mod route;
 mod router;
 pub(crate) mod view;
@@ -147,6 +154,12 @@ impl Hub {
         }
         // Stopped actors, to forget once their last change is committed (see the router).
         let (retired, retired_rx) = tokio::sync::mpsc::channel(1 << 16);
+        let ownership = cluster.as_ref().map(|c| router::Ownership {
+            peer: remote::Peer::new(c.backplane().clone()),
+            members: c.members_watch(),
+            tabs: crate::fanout::NodeTabs::new(),
+            fanout: fanout.clone(),
+        });
         let cluster_mode = cluster.is_some();
         let env = AgentEnv::new(EnvParts {
             fanout: fanout.clone(),
@@ -164,6 +177,7 @@ impl Hub {
             tasks: tasks.clone(),
             retired,
             node: node.clone(),
+            node_tabs: ownership.as_ref().map(|o| o.tabs.clone()),
             cluster: cluster.as_ref().map(|c| c.backplane().clone()),
             shutdown: shutdown.clone(),
         });
@@ -181,6 +195,7 @@ impl Hub {
             ring_timeout: settings.ring_timeout,
             grace: settings.disconnect_grace,
             gate: cluster::Gate::new(cluster.as_ref()),
+            ownership,
             cluster: cluster.as_ref().map(|c| router::RouterCluster {
                 backplane: c.backplane().clone(),
                 owners: c.owners(),
@@ -204,6 +219,8 @@ impl Hub {
                     store: store.clone(),
                     events: router.events().clone(),
                     stored_versions,
+                    tabs: router.node_tabs().cloned(),
+                    notifier: notifier.clone(),
                 },
                 shutdown.clone(),
             ));

@@ -2,19 +2,18 @@
 //! telephony socket or the HTTP API) goes through the [`Router`], which finds the agent's
 //! actor, starting it when the agent may have one, and hands back a [`Route`] to it.
 //!
-//! Today a route is always [`Route::Local`]: the actor runs in this process. Cluster mode
-//! will add a variant for an agent owned by another node (`Route::Remote(node)`), forwarding
-//! the same commands over the cluster link: callers only ever see `Route` and the router's
-//! methods, so they need not change.
+//! On a single node a route is always [`Route::Local`]: the actor runs in this process. In
+//! cluster mode an agent owned by another node gets a [`Route::Remote`] to its owner, and
+//! the same commands are forwarded there (`router_cluster.rs`): callers only ever see
+//! `Route` and the router's methods.
 //!
 //! Who may have an actor: an agent in the directory, and an agent whose tab logs in. A
 //! command for anyone else (a telephony event, an admin action) creates nothing and is
 //! answered `unknown_agent`.
 //!
 //! Cluster mode (`takeover.rs`): an actor is started only on the agent's owning node (see
-//! [`Router::owner_of`]), from the agent's last change in the agents stream; for an agent
-//! another node owns, the router answers [`RouteError::NotOwner`] (the remote route will
-//! forward it).
+//! [`Router::owner_of`]), from the agent's last change in the agents stream; a command for
+//! an agent another node owns is forwarded there (`router_cluster.rs`).
 //!
 //! Actors are bounded by what is live: one with no tab, call or timer stops after
 //! `--actor-idle-secs` (see `agent::actor`). The reaper forgets it once its last change is
@@ -44,9 +43,13 @@ use crate::store::{CommitTicket, Store};
 
 mod takeover;
 
-/// How many times a command retries an actor that stopped under it (or, in cluster mode,
-/// was fenced: the agent moved).
+/// How many times a command retries an actor that stopped under it, or (cluster mode) an
+/// owner that moved.
 const RETRIES: usize = 3;
+
+#[path = "router_cluster.rs"]
+mod cluster_routes;
+pub(crate) use cluster_routes::Ownership;
 
 /// Who may get an actor started by a lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +129,9 @@ pub(crate) struct Router {
     /// read cost first logins ~15-20 % (9.5-11.0k/s against 11.7-13.0k/s); an id costs
     /// ~60 bytes here, against the ~3.5 KiB of a connected agent.
     had_actor: DashSet<AgentId>,
+    /// Cluster mode: who owns which agent, and how to reach the owners; `None` on a single
+    /// node.
+    ownership: Option<Ownership>,
 }
 
 /// What the router is built from.
@@ -139,6 +145,7 @@ pub(super) struct RouterParts {
     pub ring_timeout: Duration,
     pub grace: Duration,
     pub gate: Gate,
+    pub ownership: Option<Ownership>,
     pub cluster: Option<RouterCluster>,
     pub dedup: Option<ClusterDedup>,
 }
@@ -161,6 +168,7 @@ impl Router {
             closed: AtomicBool::new(false),
             reads: tokio::sync::Semaphore::new(crate::store::READ_CONNECTIONS),
             had_actor: DashSet::new(),
+            ownership: parts.ownership,
         }
     }
 
@@ -275,6 +283,9 @@ impl Router {
     /// The route of an agent that may have an actor (in the directory, or with a live
     /// actor); `None` for anyone else.
     pub(crate) async fn route(&self, id: &AgentId) -> Result<Option<Route>, RouteError> {
+        if let Some(owner) = self.remote_owner(id)? {
+            return Ok(Some(owner));
+        }
         Ok(self.find(id, Reach::Known).await?.map(Route::Local))
     }
 
@@ -310,14 +321,15 @@ impl Router {
         input: Input,
     ) -> Result<Result<Applied, Rejection>, RouteError> {
         self.admit()?;
+        let mut last = RouteError::Unavailable;
         for _ in 0..RETRIES {
             let route = self.route(id).await?.ok_or(RouteError::UnknownAgent)?;
             match route.apply(input.clone(), None).await {
-                Err(RouteError::Unavailable | RouteError::Moved) => continue,
+                Err(e) if self.retry(&route, e).await => last = e,
                 other => return other,
             }
         }
-        Err(RouteError::Unavailable)
+        Err(self.gave_up(last))
     }
 
     /// Routes one checked telephony event. The event-id memory is consulted once: by the
@@ -347,16 +359,21 @@ impl Router {
         event: &CallEvent,
         input: Input,
     ) -> Result<Dispatched, RouteError> {
+        let mut last = RouteError::Unavailable;
         for _ in 0..RETRIES {
             let Some(route) = self.route(&event.agent_id).await? else {
                 return Ok(Dispatched::Answered(self.unknown_agent(message, event)));
             };
             match route.telephony(event.event_id.clone(), input.clone()).await {
                 Ok(pending) => return Ok(Dispatched::Pending(pending)),
-                Err(_) => continue,
+                Err(RouteError::UnknownAgent) => {
+                    return Ok(Dispatched::Answered(self.unknown_agent(message, event)))
+                }
+                Err(e) if self.retry(&route, e).await => last = e,
+                Err(e) => return Err(e),
             }
         }
-        Err(RouteError::Unavailable)
+        Err(self.gave_up(last))
     }
 
     /// The answer to a copy of an event answered before.
@@ -446,14 +463,18 @@ impl Router {
     /// A directory entry was created or changed: the actor (started if needed) takes the
     /// new profile.
     pub(crate) async fn profile_changed(&self, id: &AgentId, profile: Profile) {
-        if let Ok(Some(h)) = self.find(id, Reach::Known).await {
-            Route::Local(h).set_profile(profile).await;
+        if let Ok(Some(route)) = self.route(id).await {
+            let _ = route.set_profile(profile).await;
         }
     }
 
     /// A directory entry was deleted: its name and teams are cleared, and its actor stops
     /// (at once when idle, else once it is).
     pub(crate) async fn profile_removed(&self, id: &AgentId) {
+        if let Ok(Some(route)) = self.remote_owner(id) {
+            let _ = route.leave_directory().await;
+            return;
+        }
         if let Some(h) = self.agents.get(id).map(|h| h.clone()) {
             h.leave_directory().await;
         }

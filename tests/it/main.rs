@@ -28,6 +28,7 @@ mod cluster_failures;
 mod cluster_flags;
 mod cluster_node;
 mod cluster_reports;
+mod cluster_route;
 mod cluster_write;
 mod decode_props;
 mod directory_api;
