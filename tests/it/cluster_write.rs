@@ -373,9 +373,9 @@ async fn ack_latency_single_commit_vs_cluster() {
 
 /// Guarantee 2 at hub level: a change of the agent stored by someone else (here a second
 /// writer on the backplane, as a node that believed it owned the agent would) fences the
-/// owner's actor. Its next change is refused (`unavailable`, nothing applied), its tab is
-/// closed with 1012, and a reconnecting tab gets an actor started from what is stored.
-/// The stored versions stay one chain with no fork.
+/// owner's actor: its append is refused and stores nothing; the router routes the command
+/// again, to an actor started from what is stored, which applies it after the other
+/// writer's change. The stored versions stay one chain with no fork.
 #[tokio::test]
 async fn a_fenced_actor_stops_and_the_agent_restarts_from_the_stored_change() {
     let Some(nats) = NatsServer::start().await else {
@@ -407,19 +407,19 @@ async fn a_fenced_actor_stops_and_the_agent_restarts_from_the_stored_change() {
     let body = serde_json::to_vec(&record).unwrap();
     bp.append(&id, last.head, body.into()).await.unwrap();
     stop.cancel();
-    // The owner's actor is fenced on its next append: nothing applied, the tab is closed.
-    let r = tab
-        .request(json!({"type": "set_status", "status": "busy"}))
-        .await;
-    assert_eq!(r["code"], "unavailable", "{r}");
-    assert_eq!(tab.closed().await, crate::common::Closed::Code(1012));
-    // A new tab: the actor starts from the stored change (the other writer's).
-    let (mut tab, hello) = hub.agent("w2").await;
-    assert_eq!(hello["agent"]["status"], "on_break", "{hello}");
+    // The owner's actor is fenced on its next append: that append stores nothing, the
+    // router routes the command again, and the actor restarted from what is stored (the
+    // other writer's change) applies it after that change: the next version, no fork.
     let r = tab
         .request(json!({"type": "set_status", "status": "busy"}))
         .await;
     assert_eq!(r["type"], "ok", "{r}");
+    // (The restarted actor may first store one change of its own: it counts this node's
+    // open tab again, which the other writer's record dropped.)
+    assert!(
+        r["version"].as_u64().unwrap() >= last.head.version + 2,
+        "{r}"
+    );
     let chain = stored(&nats.url(), &id).await;
     let versions: Vec<u64> = chain.iter().map(|(_, v, _)| *v).collect();
     assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>());
@@ -429,7 +429,7 @@ async fn a_fenced_actor_stops_and_the_agent_restarts_from_the_stored_change() {
         .count();
     assert_eq!(
         busy, 1,
-        "the fenced change was not stored, the later one was"
+        "busy stored once: the fenced append stored nothing"
     );
     let (_, agent) = hub.get("/api/v1/agents/w2").await;
     assert_eq!(agent["status"], "busy", "{agent}");
