@@ -50,8 +50,10 @@ pub(super) struct AgentActor {
     env: AgentEnv,
     /// The agent's state; name and teams are those of its profile (directory or token).
     state: AgentState,
-    /// The profile's wrap-up override (its name and teams live in `state` only).
-    wrap_up_ms: Option<u64>,
+    /// The profile's wrap-up override (its name and teams live in `state` only). A `u32`
+    /// (the directory caps wrap-up at 24 h, 86.4M ms): 8 bytes less in every agent's task,
+    /// which keeps its task cell at 384 bytes instead of 512 (see the size test below).
+    wrap_up_ms: Option<u32>,
     /// The earliest of the ring, wrap-up and disconnect-grace deadlines.
     alarm: Alarm,
     /// Open sockets of this agent; every one gets every update, in order. A boxed slice:
@@ -75,7 +77,7 @@ impl AgentActor {
             receiver,
             env,
             state,
-            wrap_up_ms: profile.wrap_up_ms,
+            wrap_up_ms: profile.wrap_up_ms.map(saturating_u32),
             alarm: Alarm::new(),
             tabs: Box::default(),
             published,
@@ -160,7 +162,9 @@ impl AgentActor {
     fn policy(&self) -> Policy {
         let d = self.env.defaults();
         Policy {
-            wrap_up_ms: self.wrap_up_ms.unwrap_or(d.wrap_up.as_millis() as u64),
+            wrap_up_ms: self
+                .wrap_up_ms
+                .map_or(d.wrap_up.as_millis() as u64, u64::from),
             disconnect_grace_ms: d.disconnect_grace.as_millis() as u64,
             max_missed_in_row: d.max_missed_in_row,
         }
@@ -222,7 +226,7 @@ impl AgentActor {
                     teams,
                     wrap_up_ms,
                 } = *profile;
-                self.wrap_up_ms = wrap_up_ms;
+                self.wrap_up_ms = wrap_up_ms.map(saturating_u32);
                 if (&self.state.name, &self.state.teams) != (&name, &teams) {
                     let status_before = StatusBefore::from(&self.state);
                     self.state.name = name;
@@ -394,6 +398,11 @@ impl AgentActor {
     }
 }
 
+/// A wrap-up in ms as kept by the actor (the directory caps it far below `u32::MAX`).
+fn saturating_u32(ms: u64) -> u32 {
+    u32::try_from(ms).unwrap_or(u32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,6 +418,7 @@ mod tests {
         let actor = std::mem::size_of::<AgentActor>();
         let run = future_size(AgentActor::run);
         assert!(run < 2 * actor, "the actor is stored twice: {run} bytes");
+        eprintln!("actor {actor} run {run}");
         assert!(run <= 296, "the actor's future grew to {run} bytes");
     }
 }

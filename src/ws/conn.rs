@@ -19,7 +19,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFuture;
 
 use super::frame::{CLOSE_INVALID_PAYLOAD, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG as FRAME_TOO_BIG};
-use super::limit::{MessageLimiter, Verdict};
+use super::limit::{MessageLimiter, SocketLimiter, Verdict};
 use super::session::{Flow, Session};
 use super::socket::{Incoming, WsError, WsSocket};
 use crate::hub::Hub;
@@ -94,12 +94,8 @@ pub(crate) fn drive<'a>(
         tokio::pin!(timer);
         let shutdown = core.shutdown().cancelled();
         tokio::pin!(shutdown);
-        let mut limiter = MessageLimiter::new(
-            core.settings().rate_limit(role),
-            core.settings().rate_limit_strikes,
-            core.settings().rate_limit_window,
-            now,
-        );
+        // Held only while it counts something (see `SocketLimiter`).
+        let mut limiter = SocketLimiter::default();
         let exit = loop {
             // A ping is answered as soon as nothing is queued ahead of the pong.
             if socket.pong_pending() && !socket.has_unsent() && socket.send_pong().is_err() {
@@ -140,7 +136,7 @@ pub(crate) fn drive<'a>(
                     },
                     Event::Read(Ok(Incoming::Binary(_))) => {
                         core.metrics().message_in(role);
-                        match limiter.check(Instant::now()) {
+                        match limiter.check(Instant::now(), || fresh_limiter(core, role)) {
                             Verdict::Allow => session.reject(&BadMessage {
                                 reply_ref: None,
                                 message: "binary frames are not supported; send JSON text frames"
@@ -158,6 +154,7 @@ pub(crate) fn drive<'a>(
                     Event::Read(Err(e)) => break read_error_exit(e, core),
                     Event::Liveness => {
                         let now = Instant::now();
+                        limiter.rest(now);
                         if awaiting_answer {
                             core.metrics().dead_peer(role);
                             break Exit::Gone;
@@ -182,7 +179,7 @@ pub(crate) fn drive<'a>(
                 }
             };
             core.metrics().message_in(role);
-            match limiter.check(Instant::now()) {
+            match limiter.check(Instant::now(), || fresh_limiter(core, role)) {
                 Verdict::Allow => {
                     // Boxed, text included: the handler's state lives only while a message
                     // is handled, not in every idle socket's task.
@@ -199,6 +196,17 @@ pub(crate) fn drive<'a>(
         Box::pin(send_close(socket, exit)).await;
         exit
     }
+}
+
+/// A rested limiter for a socket of `role` (full bucket, no strikes).
+fn fresh_limiter(core: &Hub, role: Role) -> MessageLimiter {
+    let settings = core.settings();
+    MessageLimiter::new(
+        settings.rate_limit(role),
+        settings.rate_limit_strikes,
+        settings.rate_limit_window,
+        Instant::now(),
+    )
 }
 
 /// The earlier of a liveness deadline and the token's expiry.

@@ -39,7 +39,7 @@ async fn rig(settings: Settings) -> Rig {
     let (server, _) = listener.accept().await.expect("accept");
     let socket = WsSocket::new(server, &[], hub.settings());
     let (outbox, rx) = outbox(1 << 20);
-    let session = Session::Admin(AdminSession::new(hub.clone(), 1, outbox.clone()));
+    let session = Session::Admin(Box::new(AdminSession::new(hub.clone(), 1, outbox.clone())));
     Rig {
         hub,
         stop,

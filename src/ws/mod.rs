@@ -38,4 +38,4 @@ mod agent;
 mod reply;
 mod telephony;
 
-pub(crate) use session::serve;
+pub(crate) use session::spawn;

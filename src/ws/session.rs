@@ -4,6 +4,7 @@
 use hyper::upgrade::OnUpgrade;
 use std::future::Future;
 use std::sync::Arc;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, Instrument};
 
 use super::admin::AdminSession;
@@ -29,7 +30,9 @@ pub(crate) enum Flow {
 /// The role-specific half of a socket.
 pub(crate) enum Session {
     Agent(AgentSession),
-    Admin(AdminSession),
+    /// Boxed: admins are few, and their filter would make every agent's task larger (128
+    /// bytes of session instead of 40).
+    Admin(Box<AdminSession>),
     /// Boxed: adapters are few, and their ordered acks would make every agent's task
     /// larger.
     Telephony(Box<TelephonySession>),
@@ -90,9 +93,33 @@ impl Session {
     async fn closed(self) {
         match self {
             Session::Agent(s) => s.closed().await,
-            Session::Admin(s) => s.closed(),
+            Session::Admin(s) => (*s).closed(),
             Session::Telephony(s) => s.closed(),
         }
+    }
+}
+
+/// Spawns the task of one socket (see [`serve`]) on `tasks`.
+///
+/// The connection's span (`conn_id`, role, id) is a debug span: at the default `info`
+/// level an enabled span costs ~460 bytes of subscriber registry per socket, more than a
+/// third of the socket's own memory; `RUST_LOG=presence_hub=debug` shows it. A disabled
+/// span is not attached at all: `Instrumented` would keep 40 bytes of it in every
+/// socket's task.
+pub(crate) fn spawn(
+    tasks: &TaskTracker,
+    on_upgrade: OnUpgrade,
+    hub: Arc<Hub>,
+    identity: Box<Identity>,
+    slot: Option<ConnSlot>,
+) {
+    let conn_id = hub.next_conn_id();
+    let span = tracing::debug_span!("conn", conn_id, role = identity.role.as_str(), id = %identity.subject);
+    let task = serve(on_upgrade, hub, identity, slot, conn_id);
+    if span.is_disabled() {
+        tasks.spawn(task);
+    } else {
+        tasks.spawn(task.instrument(span));
     }
 }
 
@@ -103,19 +130,14 @@ impl Session {
 /// One `async` block (not an `async fn` wrapping an instrumented block): every value it
 /// captures is stored once in the task. `identity` is boxed because it is needed only while
 /// the socket is set up; it is dropped before the socket's loop starts.
-///
-/// The connection's span (`conn_id`, role, id) is a debug span: at the default `info`
-/// level an enabled span costs ~460 bytes of subscriber registry per socket, more than a
-/// third of the socket's own memory; `RUST_LOG=presence_hub=debug` shows it.
-pub(crate) fn serve(
+fn serve(
     on_upgrade: OnUpgrade,
     hub: Arc<Hub>,
     identity: Box<Identity>,
     slot: Option<ConnSlot>,
+    conn_id: u64,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let conn_id = hub.next_conn_id();
     let role = identity.role;
-    let span = tracing::debug_span!("conn", conn_id, role = role.as_str(), id = %identity.subject);
     async move {
         let Some(mut socket) = upgraded(on_upgrade, hub.settings()).await else {
             return;
@@ -140,7 +162,7 @@ pub(crate) fn serve(
                 }
                 Role::Admin => {
                     hello(&hub, &outbox, &identity);
-                    Session::Admin(AdminSession::new(hub.clone(), conn_id, outbox))
+                    Session::Admin(Box::new(AdminSession::new(hub.clone(), conn_id, outbox)))
                 }
                 Role::Telephony => {
                     hello(&hub, &outbox, &identity);
@@ -171,7 +193,6 @@ pub(crate) fn serve(
         // The connection slot is held for the life of the socket.
         drop(slot);
     }
-    .instrument(span)
 }
 
 fn hello(hub: &Hub, outbox: &Outbox, identity: &Identity) {
@@ -183,4 +204,28 @@ fn hello(hub: &Hub, outbox: &Outbox, identity: &Identity) {
         hub.node().as_str(),
     );
     let _ = outbox.push(frame);
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    fn future_size<A, B, C, D, E, F>(_: fn(A, B, C, D, E) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn the_socket_task_stays_small() {
+        // Every socket's task holds this future. tokio's task cell is the future plus 96
+        // bytes (header, scheduler, id, trailer), aligned to 128; the task tracker adds 8.
+        // At most 536 bytes keeps the cell at 640 (heaptrack at 10,000 idle agents: 896
+        // bytes per socket with a 712-byte future and its span, before the admin session,
+        // the span and the rate limiter left the idle task).
+        let serve = future_size(serve);
+        assert!(serve <= 536, "the socket's future grew to {serve} bytes");
+        assert!(
+            std::mem::size_of::<Session>() <= 48,
+            "a role's session grew into every socket's task"
+        );
+    }
 }
