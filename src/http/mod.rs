@@ -124,7 +124,7 @@ fn upgrade(
         &tasks,
         on_upgrade,
         hub,
-        Box::new(identity),
+        identity,
         slot.map(|Extension(slot)| slot),
     );
     handshake::switching_protocols(accept)

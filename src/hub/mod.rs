@@ -9,6 +9,7 @@ pub(crate) mod cluster;
 pub(crate) mod persist;
 mod route;
 mod router;
+pub(crate) mod sockets;
 
 pub(crate) use route::{Route, RouteError};
 pub(crate) use router::{Dispatched, Router};
@@ -32,6 +33,7 @@ use crate::model::{AgentState, Millis, Session};
 use crate::store::dedup::EventIdCache;
 use crate::store::{Recovered, Store};
 use cluster::ClusterNode;
+use sockets::Sockets;
 
 /// Whether this node takes requests, for `/healthz`.
 pub(crate) struct Health {
@@ -77,6 +79,8 @@ pub(crate) struct Hub {
     metrics: Arc<Metrics>,
     /// Cancelled when the hub shuts down: every socket closes with 1001.
     shutdown: CancellationToken,
+    /// Every open socket: shutdown closes them through it.
+    sockets: Arc<Sockets>,
     /// Every actor and socket task, so shutdown can wait for them.
     tasks: TaskTracker,
     /// The durable store: every change is queued to it (never waited on by an actor).
@@ -163,6 +167,11 @@ impl Hub {
             gate: cluster::Gate::new(cluster.as_ref()),
         });
         tasks.spawn(router.reaper(retired_rx, fanout.clone(), shutdown.clone()));
+        let sockets = Arc::new(Sockets::default());
+        tasks.spawn({
+            let (sockets, shutdown) = (sockets.clone(), shutdown.clone());
+            async move { sockets.close_on(shutdown).await }
+        });
         let grace = settings.disconnect_grace;
         for agent in stored {
             router.restore(restored(agent.state, now, grace));
@@ -175,6 +184,7 @@ impl Hub {
             clock,
             metrics,
             shutdown,
+            sockets,
             tasks,
             store,
             directory,
@@ -223,6 +233,11 @@ impl Hub {
     /// Cancelled when the hub shuts down.
     pub(crate) fn shutdown(&self) -> &CancellationToken {
         &self.shutdown
+    }
+
+    /// Every open socket (shutdown closes them with 1001).
+    pub(crate) fn sockets(&self) -> &Sockets {
+        &self.sockets
     }
 
     /// Every actor and socket task.

@@ -9,7 +9,7 @@ use tracing::{debug, Instrument};
 
 use super::admin::AdminSession;
 use super::agent::AgentSession;
-use super::conn::{bad_message_frame, drive, linger, Exit};
+use super::conn::{bad_message_frame, drive, linger, Conn, Exit};
 use super::handshake::upgraded;
 use super::telephony::TelephonySession;
 use crate::hub::Hub;
@@ -82,7 +82,8 @@ impl Session {
         }
     }
 
-    fn role(&self) -> Role {
+    /// The role of the socket.
+    pub(crate) fn role(&self) -> Role {
         match self {
             Session::Agent(_) => Role::Agent,
             Session::Admin(_) => Role::Admin,
@@ -110,12 +111,18 @@ pub(crate) fn spawn(
     tasks: &TaskTracker,
     on_upgrade: OnUpgrade,
     hub: Arc<Hub>,
-    identity: Box<Identity>,
+    identity: Identity,
     slot: Option<ConnSlot>,
 ) {
     let conn_id = hub.next_conn_id();
     let span = tracing::debug_span!("conn", conn_id, role = identity.role.as_str(), id = %identity.subject);
-    let task = serve(on_upgrade, hub, identity, slot, conn_id);
+    let start = Box::new(Start {
+        on_upgrade,
+        hub,
+        identity,
+        conn_id,
+    });
+    let task = serve(start, slot);
     if span.is_disabled() {
         tasks.spawn(task);
     } else {
@@ -123,76 +130,101 @@ pub(crate) fn spawn(
     }
 }
 
-/// Serves one socket from its upgrade to its end, for an authenticated identity.
-/// `on_upgrade` resolves once the 101 response went out; `slot` (the connection's place
-/// under `--max-connections`) is held until the socket is gone.
-///
-/// One `async` block (not an `async fn` wrapping an instrumented block): every value it
-/// captures is stored once in the task. `identity` is boxed because it is needed only while
-/// the socket is set up; it is dropped before the socket's loop starts.
-fn serve(
+/// What a socket is set up from (boxed: see [`serve`]).
+struct Start {
+    /// Resolves once the 101 response went out.
     on_upgrade: OnUpgrade,
     hub: Arc<Hub>,
-    identity: Box<Identity>,
-    slot: Option<ConnSlot>,
+    /// Who the socket is; needed only while it is set up.
+    identity: Identity,
     conn_id: u64,
-) -> impl Future<Output = ()> + Send + 'static {
-    let role = identity.role;
+}
+
+/// Serves one socket from its upgrade to its end, for an authenticated identity; `slot`
+/// (the connection's place under `--max-connections`) is held until the socket is gone.
+///
+/// One `async` block (not an `async fn`): every value it captures is stored once in the
+/// task, for its whole life (even once moved out). The set-up and the closing run as
+/// boxed futures of their own: their state (the handshake, the login, the identity, the
+/// close timers) lives only while they run, and what every idle socket's task holds is
+/// the socket's parts ([`Conn`]) and its loop ([`drive`]).
+fn serve(start: Box<Start>, slot: Option<ConnSlot>) -> impl Future<Output = ()> + Send + 'static {
     async move {
-        let Some(mut socket) = upgraded(on_upgrade, hub.settings()).await else {
+        let Some(mut conn) = Box::pin(set_up(start)).await else {
             return;
         };
-        hub.metrics().socket_opened(role);
-        debug!("socket opened");
-        // In a block: the producer handle is gone before the socket's loop starts (a local
-        // that was ever borrowed keeps its place in the task until its scope ends).
-        let (mut session, rx) = {
-            let (outbox, rx) =
-                outbox_measured(hub.settings().queue_bytes, Some(hub.metrics_handle()));
-            let session = match role {
-                // Boxed: the registration's state is not kept in every socket's task.
-                Role::Agent => {
-                    match Box::pin(AgentSession::start(hub.clone(), &identity, outbox)).await {
-                        Some(session) => Session::Agent(session),
-                        None => {
-                            hub.metrics().socket_closed(role);
-                            return;
-                        }
-                    }
-                }
-                Role::Admin => {
-                    hello(&hub, &outbox, &identity);
-                    Session::Admin(Box::new(AdminSession::new(hub.clone(), conn_id, outbox)))
-                }
-                Role::Telephony => {
-                    hello(&hub, &outbox, &identity);
-                    Session::Telephony(Box::new(TelephonySession::new(
-                        hub.clone(),
-                        conn_id,
-                        outbox,
-                    )))
-                }
-            };
-            (session, rx)
-        };
-        let expires = identity.expires_at.map(|exp| {
-            let ms = exp
-                .saturating_add(crate::protocol::TOKEN_LEEWAY_SECS)
-                .saturating_mul(1000);
-            hub.clock().instant_at(ms)
-        });
-        drop(identity);
-        let exit = drive(&mut socket, &rx, &mut session, &hub, role, expires).await;
-        match exit {
-            Exit::Close(code, reason) => debug!(code, reason, "socket closed by the hub"),
-            Exit::Gone => debug!("socket closed by the peer"),
-        }
-        Box::pin(session.closed()).await;
-        hub.metrics().socket_closed(role);
-        linger(&mut socket, exit).await;
+        let exit = drive(&mut conn).await;
+        Box::pin(finish(conn, exit)).await;
         // The connection slot is held for the life of the socket.
         drop(slot);
     }
+}
+
+/// Takes the connection over from hyper, then registers the socket for its role (an
+/// agent's tab logs in through the router; admins and adapters get their `hello`).
+/// `None` when the upgrade or the login failed.
+async fn set_up(start: Box<Start>) -> Option<Conn> {
+    let Start {
+        on_upgrade,
+        hub,
+        identity,
+        conn_id,
+    } = *start;
+    let role = identity.role;
+    let socket = upgraded(on_upgrade, hub.settings()).await?;
+    hub.metrics().socket_opened(role);
+    debug!("socket opened");
+    let (outbox, rx) = outbox_measured(hub.settings().queue_bytes, Some(hub.metrics_handle()));
+    let session = match role {
+        Role::Agent => match AgentSession::start(hub.clone(), &identity, outbox).await {
+            Some(session) => Session::Agent(session),
+            None => {
+                hub.metrics().socket_closed(role);
+                return None;
+            }
+        },
+        Role::Admin => {
+            hello(&hub, &outbox, &identity);
+            Session::Admin(Box::new(AdminSession::new(hub.clone(), conn_id, outbox)))
+        }
+        Role::Telephony => {
+            hello(&hub, &outbox, &identity);
+            let adapter = TelephonySession::new(hub.clone(), conn_id, outbox);
+            Session::Telephony(Box::new(adapter))
+        }
+    };
+    let expires = identity.expires_at.map(|exp| {
+        let ms = exp
+            .saturating_add(crate::protocol::TOKEN_LEEWAY_SECS)
+            .saturating_mul(1000);
+        hub.clock().instant_at(ms)
+    });
+    Some(Conn {
+        socket,
+        rx,
+        session,
+        hub,
+        expires,
+    })
+}
+
+/// After the loop: the session leaves (an agent's tab detaches from its actor), then the
+/// closing handshake ends (see [`linger`]).
+async fn finish(conn: Conn, exit: Exit) {
+    match exit {
+        Exit::Close(code, reason) => debug!(code, reason, "socket closed by the hub"),
+        Exit::Gone => debug!("socket closed by the peer"),
+    }
+    let Conn {
+        mut socket,
+        session,
+        hub,
+        ..
+    } = conn;
+    let role = session.role();
+    session.closed().await;
+    hub.metrics().socket_closed(role);
+    linger(&mut socket, exit).await;
 }
 
 fn hello(hub: &Hub, outbox: &Outbox, identity: &Identity) {
@@ -210,7 +242,7 @@ fn hello(hub: &Hub, outbox: &Outbox, identity: &Identity) {
 mod size_tests {
     use super::*;
 
-    fn future_size<A, B, C, D, E, F>(_: fn(A, B, C, D, E) -> F) -> usize {
+    fn future_size<A, B, F>(_: fn(A, B) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 
@@ -218,11 +250,10 @@ mod size_tests {
     fn the_socket_task_stays_small() {
         // Every socket's task holds this future. tokio's task cell is the future plus 104
         // bytes (header, scheduler, id, stage, trailer), aligned to 128; the task tracker
-        // adds 8. At most 528 bytes keeps the cell at 640 (heaptrack at 10,000 agents: 896
-        // bytes per socket with a 712-byte future and its span, before the admin session,
-        // the span and the rate limiter left the idle task).
+        // adds 8. At most 400 bytes keeps the cell at 512 (heaptrack at 10,000 agents:
+        // 896 bytes per socket with a 712-byte future and its span, 640 with 520).
         let serve = future_size(serve);
-        assert!(serve <= 528, "the socket's future grew to {serve} bytes");
+        assert!(serve <= 400, "the socket's future grew to {serve} bytes");
         assert!(
             std::mem::size_of::<Session>() <= 48,
             "a role's session grew into every socket's task"
