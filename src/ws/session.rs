@@ -148,6 +148,7 @@ struct Start {
 /// boxed futures of their own: their state (the handshake, the login, the identity, the
 /// close timers) lives only while they run, and what every idle socket's task holds is
 /// the socket's parts ([`Conn`]) and its loop ([`drive`]).
+#[allow(clippy::manual_async_fn)] // on purpose: an `async fn` stores its arguments twice
 fn serve(start: Box<Start>, slot: Option<ConnSlot>) -> impl Future<Output = ()> + Send + 'static {
     async move {
         let Some(mut conn) = Box::pin(set_up(start)).await else {
