@@ -1,18 +1,27 @@
 //! The private side of an agent actor: its loop, its timers, its tabs.
+//!
+//! On a single node a change is applied, published and queued to the store at once (the
+//! caller awaits the commit ticket). In cluster mode (`cluster.rs`) a change is computed
+//! on a copy, appended to the agents stream and only applied once JetStream acknowledged
+//! it; the awaited append is the one other suspension point of the loop.
 
 use std::future::{poll_fn, Future};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 use super::alarm::Alarm;
 use super::env::AgentEnv;
 use super::handle::{Applied, Command, Profile, TabId, TelephonyAnswer};
 use super::mailbox;
+use crate::cluster::NodeId;
 use crate::model::machine::{apply, next_deadline};
 use crate::model::{AgentState, Effect, Input, Millis, Outcome, Policy, Reason, Rejection};
 use crate::outbox::{Outbound, Outbox};
 use crate::protocol::{self, EventResult, Published};
 use crate::store::{CommitTicket, StatusBefore};
+use cluster::Pending;
+
+mod cluster;
 
 /// Close code sent with `logged_out`.
 const CLOSE_NORMAL: u16 = 1000;
@@ -35,11 +44,14 @@ enum Wake {
 }
 
 /// What the actor does after a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum After {
     Continue,
     /// The agent left the directory: stop now if idle (not after the idle period).
     StopIfIdle,
+    /// Cluster mode: a change waits for the stream's acknowledgement before it counts.
+    Append(Box<Pending>),
+    /// Cluster mode: another node owns the agent now; the actor ends.
+    Stop,
 }
 
 /// Kept small: its size is paid by every agent in its task (see `run`).
@@ -50,9 +62,7 @@ pub(super) struct AgentActor {
     env: AgentEnv,
     /// The agent's state; name and teams are those of its profile (directory or token).
     state: AgentState,
-    /// The profile's wrap-up override (its name and teams live in `state` only). A `u32`
-    /// (the directory caps wrap-up at 24 h, 86.4M ms): 8 bytes less in every agent's task,
-    /// which keeps its task cell at 384 bytes instead of 512 (see the size test below).
+    /// The profile's wrap-up override (its name and teams live in `state` only).
     wrap_up_ms: Option<u32>,
     /// The earliest of the ring, wrap-up and disconnect-grace deadlines.
     alarm: Alarm,
@@ -61,7 +71,14 @@ pub(super) struct AgentActor {
     tabs: Box<[Tab]>,
     /// The latest published state (what replies carry).
     published: Arc<Published>,
+    /// Cluster mode: open tabs per node (tabs there have no outbox here; their node makes
+    /// their frames from the followed stream). `state.connections` is the sum. Boxed and
+    /// `None` while empty: one word in every agent's task.
+    node_tabs: Option<Box<NodeTabs>>,
 }
+
+/// Open tabs of one agent per node (cluster mode); nodes with none are not kept.
+pub(crate) type NodeTabs = std::collections::BTreeMap<NodeId, u32>;
 
 impl AgentActor {
     pub(super) fn new(
@@ -69,19 +86,34 @@ impl AgentActor {
         env: AgentEnv,
         mut state: AgentState,
         profile: Profile,
+        seq: u64,
     ) -> Self {
         state.name = profile.name;
         state.teams = profile.teams;
-        let published = env.fanout().register(&state);
+        let published = if env.cluster().is_some() {
+            // Listed in this node's snapshots (if the stream has nothing of it yet); the
+            // actor's own entry carries the sequence its next append must follow.
+            env.fanout().register(&state);
+            Arc::new(Published::build(&state, seq, &Published::serialize(&state)))
+        } else {
+            env.fanout().register(&state)
+        };
         AgentActor {
             receiver,
             env,
             state,
-            wrap_up_ms: profile.wrap_up_ms.map(saturating_u32),
+            wrap_up_ms: wrap_up_of(profile.wrap_up_ms),
             alarm: Alarm::new(),
             tabs: Box::default(),
             published,
+            node_tabs: None,
         }
+    }
+
+    /// Cluster mode: the actor of an agent taken over with its open tabs per node.
+    pub(super) fn with_node_tabs(mut self, tabs: NodeTabs) -> Self {
+        self.node_tabs = (!tabs.is_empty()).then(|| Box::new(tabs));
+        self
     }
 
     /// The actor's loop, until every handle is dropped.
@@ -110,46 +142,54 @@ impl AgentActor {
                 // Biased, timer first: a deadline that has passed (a ring that expired
                 // while the hub was down, or while this actor was busy) is applied before
                 // any request, even one that arrived at the same instant.
-                // One method borrowing the whole actor: a closure would capture the alarm and
-                // the mailbox as two pointers, 8 bytes more in every agent's task.
-                let wake = poll_fn(|cx| self.poll_wake(cx)).await;
-                match wake {
+                // Matched in place: the wake-up (a command) is not kept in the task's state
+                // while a cluster append is awaited below.
+                let mut after = match poll_fn(|cx| {
+                    if self.alarm.poll(cx).is_ready() {
+                        return Poll::Ready(Wake::Timer);
+                    }
+                    self.receiver
+                        .poll_recv(cx)
+                        .map(|cmd| cmd.map_or(Wake::Closed, Wake::Command))
+                })
+                .await
+                {
                     Wake::Timer => match next_deadline(&self.state) {
                         // The state has not changed since the alarm was set: same timer.
+                        Some((_, which)) if self.env.cluster().is_some() => {
+                            self.propose(which.input(), None, cluster::Then::Timer)
+                        }
                         Some((_, which)) => {
                             let _ = self.apply(which.input(), None);
+                            After::Continue
                         }
                         // The idle period passed.
-                        None => {
-                            if self.stop_if_idle() {
-                                break;
-                            }
-                        }
+                        None => After::StopIfIdle,
                     },
-                    Wake::Command(cmd) => {
-                        if self.handle(cmd) == After::StopIfIdle && self.stop_if_idle() {
-                            break;
-                        }
-                    }
+                    Wake::Command(cmd) => self.handle(cmd),
                     Wake::Closed => break,
+                };
+                // Cluster mode: the change counts once the stream acknowledged it.
+                while let After::Append(pending) = after {
+                    // One pointer in the task's state, not the append future itself.
+                    let (pending, stored) = cluster::Settle(Some(pending)).await;
+                    after = self.settle(pending, stored);
+                }
+                match after {
+                    After::StopIfIdle if self.stop_if_idle() => break,
+                    After::Stop => break,
+                    _ => {}
                 }
             }
         }
     }
 
-    /// The alarm first, then the mailbox (see `run`).
-    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
-        if self.alarm.poll(cx).is_ready() {
-            return Poll::Ready(Wake::Timer);
-        }
-        self.receiver
-            .poll_recv(cx)
-            .map(|cmd| cmd.map_or(Wake::Closed, Wake::Command))
-    }
-
     /// No tab, no call, no timer: nothing this actor must keep in memory.
     fn is_idle(&self) -> bool {
-        self.tabs.is_empty() && self.state.call.is_none() && next_deadline(&self.state).is_none()
+        self.tabs.is_empty()
+            && self.node_tabs.is_none()
+            && self.state.call.is_none()
+            && next_deadline(&self.state).is_none()
     }
 
     /// Stops the actor if it is idle and nothing waits in its mailbox (a request that got
@@ -175,6 +215,9 @@ impl AgentActor {
     }
 
     fn handle(&mut self, cmd: Command) -> After {
+        if self.env.cluster().is_some() {
+            return self.handle_cluster(cmd);
+        }
         match cmd {
             Command::Attach {
                 outbox,
@@ -192,7 +235,7 @@ impl AgentActor {
                 tabs.reserve_exact(1);
                 tabs.push(Tab { id, outbox });
                 self.tabs = tabs.into_boxed_slice();
-                let _ = reply.send(id);
+                let _ = reply.send(Ok(id));
             }
             Command::Detach { tab } => {
                 let before = self.tabs.len();
@@ -214,7 +257,7 @@ impl AgentActor {
                     // (this agent's earlier change may not be committed yet).
                     ticket: ticket.unwrap_or_else(|| self.env.ack_barrier()),
                 });
-                let _ = reply.send(result);
+                let _ = reply.send(Ok(result));
             }
             Command::Telephony {
                 event_id,
@@ -222,7 +265,7 @@ impl AgentActor {
                 reply,
             } => {
                 let answer = self.telephony(&event_id, *input);
-                let _ = reply.send(answer);
+                let _ = reply.send(Ok(answer));
             }
             Command::SetProfile { profile, stop } => {
                 let Profile {
@@ -230,7 +273,7 @@ impl AgentActor {
                     teams,
                     wrap_up_ms,
                 } = *profile;
-                self.wrap_up_ms = wrap_up_ms.map(saturating_u32);
+                self.wrap_up_ms = wrap_up_of(wrap_up_ms);
                 if (&self.state.name, &self.state.teams) != (&name, &teams) {
                     let status_before = StatusBefore::from(&self.state);
                     self.state.name = name;
@@ -249,8 +292,59 @@ impl AgentActor {
                     return After::StopIfIdle;
                 }
             }
+            Command::AttachNode { node, hint, reply } => {
+                if let Some(hint) = hint {
+                    self.merge_hint(*hint);
+                }
+                let _ = self.apply(Input::SocketOpened, None);
+                *self
+                    .node_tabs
+                    .get_or_insert_with(Box::default)
+                    .entry(node)
+                    .or_default() += 1;
+                let _ = reply.send(Ok((self.published.seq, self.state.clone())));
+            }
+            Command::DetachNode { node } => {
+                if self.remove_node_tabs(&node, 1) > 0 {
+                    let _ = self.apply(Input::SocketClosed, None);
+                }
+            }
+            Command::NodesAlive { alive } => {
+                let lost: Vec<NodeId> = self
+                    .node_tabs
+                    .iter()
+                    .flat_map(|t| t.keys())
+                    .filter(|n| !alive.contains(n))
+                    .cloned()
+                    .collect();
+                for node in lost {
+                    let closed = self.remove_node_tabs(&node, u32::MAX);
+                    for _ in 0..closed {
+                        let _ = self.apply(Input::SocketClosed, None);
+                    }
+                }
+            }
         }
         After::Continue
+    }
+
+    /// Takes up to `n` tabs of `node` off the count; returns how many were there to take.
+    fn remove_node_tabs(&mut self, node: &NodeId, n: u32) -> u32 {
+        let Some(tabs) = self.node_tabs.as_deref_mut() else {
+            return 0;
+        };
+        let Some(count) = tabs.get_mut(node) else {
+            return 0;
+        };
+        let taken = (*count).min(n);
+        *count -= taken;
+        if *count == 0 {
+            tabs.remove(node);
+        }
+        if tabs.is_empty() {
+            self.node_tabs = None;
+        }
+        taken
     }
 
     /// Token claims fill in what the directory does not know (the router passes a hint
@@ -308,6 +402,11 @@ impl AgentActor {
 
     fn publish(&mut self, effects: &[Effect], origin: Option<TabId>) {
         self.published = self.env.fanout().publish(&self.state);
+        self.deliver(effects, origin);
+    }
+
+    /// Pushes the published frame to the agent's tabs and carries out the effects.
+    fn deliver(&mut self, effects: &[Effect], origin: Option<TabId>) {
         for tab in self.tabs.iter() {
             let _ = tab.outbox.push(self.published.frame.clone());
         }
@@ -320,7 +419,11 @@ impl AgentActor {
                     }
                 }
                 Effect::Telephony(notice) => {
-                    self.env.notifier().notify(&self.state.agent_id, notice);
+                    // Cluster mode: stored with the change; every node's follower tells its
+                    // own adapters (`hub::view`).
+                    if self.env.cluster().is_none() {
+                        self.env.notifier().notify(&self.state.agent_id, notice);
+                    }
                     self.env.metrics().telephony_notice();
                 }
                 Effect::LoggedOut(reason) => self.close_tabs(*reason, origin),
@@ -330,6 +433,9 @@ impl AgentActor {
 
     /// Sends `logged_out` and closes every tab but the one that asked (it answers itself).
     fn close_tabs(&mut self, reason: Reason, origin: Option<TabId>) {
+        // Tabs on nodes (cluster mode) are closed by their nodes, which see the logout in
+        // the followed stream.
+        self.node_tabs = None;
         let frame = protocol::logged_out(reason);
         for tab in std::mem::take(&mut self.tabs).into_vec() {
             if Some(tab.id) == origin {
@@ -347,7 +453,7 @@ impl AgentActor {
         let _ = outbox.push(protocol::agent_hello(
             self.published.agent_json(),
             env.clock().now_ms(),
-            env.fanout().epoch(),
+            &env.fanout().epoch(),
             self.published.seq,
             env.node().as_str(),
         ));
@@ -402,9 +508,10 @@ impl AgentActor {
     }
 }
 
-/// A wrap-up in ms as kept by the actor (the directory caps it far below `u32::MAX`).
-fn saturating_u32(ms: u64) -> u32 {
-    u32::try_from(ms).unwrap_or(u32::MAX)
+/// A profile's wrap-up as the actor keeps it: `u32` milliseconds (49 days; longer ones
+/// saturate), 8 bytes less in every agent's task than an `Option<u64>`.
+fn wrap_up_of(ms: Option<u64>) -> Option<u32> {
+    ms.map(|ms| u32::try_from(ms).unwrap_or(u32::MAX))
 }
 
 #[cfg(test)]
@@ -422,7 +529,6 @@ mod tests {
         let actor = std::mem::size_of::<AgentActor>();
         let run = future_size(AgentActor::run);
         assert!(run < 2 * actor, "the actor is stored twice: {run} bytes");
-        eprintln!("actor {actor} run {run}");
         assert!(run <= 296, "the actor's future grew to {run} bytes");
     }
 }

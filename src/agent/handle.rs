@@ -4,9 +4,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-use super::actor::AgentActor;
+use super::actor::{AgentActor, NodeTabs};
 use super::env::AgentEnv;
 use super::mailbox;
+use crate::cluster::NodeId;
 use crate::model::{AgentState, Input, Rejection, TeamId};
 use crate::outbox::Outbox;
 use crate::protocol::StoredReply;
@@ -21,15 +22,23 @@ const MAILBOX: usize = 64;
 pub(crate) struct TabId(u64);
 
 impl TabId {
+    /// The number (cluster mode's node tabs key tabs by it).
+    pub(crate) fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl TabId {
     /// A process-unique tab id (so unique among one agent's tabs).
-    pub(super) fn next() -> TabId {
+    pub(crate) fn next() -> TabId {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         TabId(NEXT.fetch_add(1, Ordering::Relaxed))
     }
 }
 
-/// Name, teams and wrap-up of an agent, from the directory or its token.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Name, teams and wrap-up of an agent, from the directory or its token. Serde: cluster
+/// nodes forward it to the agent's owner.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Profile {
     pub name: Option<String>,
     pub teams: Vec<TeamId>,
@@ -81,10 +90,31 @@ impl TelephonyAnswer {
     }
 }
 
-/// The actor is gone (hub shutting down).
+/// Why an actor did not take a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the agent actor has stopped")]
-pub(crate) struct AttachError;
+pub(crate) enum ActorError {
+    /// The actor is gone (stopped while idle, or the hub is shutting down).
+    #[error("the agent actor has stopped")]
+    Stopped,
+    /// Cluster mode: the change could not be stored (NATS unreachable or too slow to
+    /// acknowledge); nothing was applied. Retryable.
+    #[error("the change could not be stored: retry")]
+    Unavailable {
+        /// When to retry.
+        retry_after_ms: u64,
+    },
+    /// Cluster mode: another node stored a change of this agent first (it owns the agent
+    /// now). The actor stopped; nothing was applied.
+    #[error("the agent moved to another node")]
+    Moved,
+}
+
+/// Close code for the tabs of an agent whose actor here was fenced (another node owns the
+/// agent now): WebSocket "service restart", reconnect.
+pub(crate) const CLOSE_MOVED: u16 = 1012;
+
+/// What the actor answers a command with.
+pub(super) type Reply<T> = oneshot::Sender<Result<T, ActorError>>;
 
 /// What the actor is asked to do. Every variant is kept to a few words (large payloads
 /// boxed): the mailbox queue holds these by value while messages wait.
@@ -92,7 +122,7 @@ pub(super) enum Command {
     Attach {
         outbox: Outbox,
         hint: Option<Box<Profile>>,
-        reply: oneshot::Sender<TabId>,
+        reply: Reply<TabId>,
     },
     Detach {
         tab: TabId,
@@ -101,17 +131,34 @@ pub(super) enum Command {
         input: Box<Input>,
         /// The tab that asked for a logout answers itself; the others are closed by the actor.
         origin: Option<TabId>,
-        reply: oneshot::Sender<Result<Applied, Rejection>>,
+        reply: Reply<Result<Applied, Rejection>>,
     },
     Telephony {
         event_id: Box<str>,
         input: Box<Input>,
-        reply: oneshot::Sender<TelephonyAnswer>,
+        reply: Reply<TelephonyAnswer>,
     },
     SetProfile {
         profile: Box<Profile>,
         /// The agent left the directory: stop at once if idle.
         stop: bool,
+    },
+    /// Cluster mode: a tab of this agent opened on `node` (any node, this one included).
+    /// The tab's frames are made on its own node from the followed stream; the actor only
+    /// counts it. Answers the state after the tab was counted, with its `seq`.
+    AttachNode {
+        node: NodeId,
+        hint: Option<Box<Profile>>,
+        reply: Reply<(u64, AgentState)>,
+    },
+    /// Cluster mode: a tab of this agent on `node` closed.
+    DetachNode {
+        node: NodeId,
+    },
+    /// Cluster mode: only these nodes are alive; tabs counted on any other node are closed
+    /// (the disconnect grace starts now if none is left).
+    NodesAlive {
+        alive: Arc<[NodeId]>,
     },
 }
 
@@ -125,8 +172,23 @@ pub(crate) struct AgentHandle {
 impl AgentHandle {
     /// Starts the actor for `state` with `profile` and returns its handle.
     pub(crate) fn spawn(env: &AgentEnv, state: AgentState, profile: Profile) -> AgentHandle {
+        Self::spawn_at(env, state, profile, 0, NodeTabs::new())
+    }
+
+    /// [`AgentHandle::spawn`] in cluster mode: `seq` is the stream sequence of the agent's
+    /// last stored change (0: none), whose version is `state.version`; the actor's next
+    /// append expects it; `tabs` are its open tabs per node (their sum is
+    /// `state.connections`).
+    pub(crate) fn spawn_at(
+        env: &AgentEnv,
+        state: AgentState,
+        profile: Profile,
+        seq: u64,
+        tabs: NodeTabs,
+    ) -> AgentHandle {
         let (sender, receiver) = mailbox::channel(MAILBOX);
-        let actor = AgentActor::new(receiver, env.clone(), state, profile);
+        let actor =
+            AgentActor::new(receiver, env.clone(), state, profile, seq).with_node_tabs(tabs);
         env.tasks().spawn(actor.run());
         AgentHandle { sender }
     }
@@ -137,7 +199,7 @@ impl AgentHandle {
         &self,
         outbox: Outbox,
         hint: Option<Profile>,
-    ) -> Result<TabId, AttachError> {
+    ) -> Result<TabId, ActorError> {
         let (reply, rx) = oneshot::channel();
         self.sender
             .send(Command::Attach {
@@ -146,8 +208,8 @@ impl AgentHandle {
                 reply,
             })
             .await
-            .map_err(|_| AttachError)?;
-        rx.await.map_err(|_| AttachError)
+            .map_err(|_| ActorError::Stopped)?;
+        rx.await.map_err(|_| ActorError::Stopped)?
     }
 
     /// Tells the actor a socket closed (row 21 applies to the last one).
@@ -160,7 +222,7 @@ impl AgentHandle {
         &self,
         input: Input,
         origin: Option<TabId>,
-    ) -> Result<Result<Applied, Rejection>, AttachError> {
+    ) -> Result<Result<Applied, Rejection>, ActorError> {
         let (reply, rx) = oneshot::channel();
         self.sender
             .send(Command::Apply {
@@ -169,8 +231,8 @@ impl AgentHandle {
                 reply,
             })
             .await
-            .map_err(|_| AttachError)?;
-        rx.await.map_err(|_| AttachError)
+            .map_err(|_| ActorError::Stopped)?;
+        rx.await.map_err(|_| ActorError::Stopped)?
     }
 
     /// Hands a telephony event (deduplicated by `event_id`) to the actor and returns where
@@ -179,7 +241,7 @@ impl AgentHandle {
         &self,
         event_id: String,
         input: Input,
-    ) -> Result<oneshot::Receiver<TelephonyAnswer>, AttachError> {
+    ) -> Result<oneshot::Receiver<Result<TelephonyAnswer, ActorError>>, ActorError> {
         let (reply, rx) = oneshot::channel();
         self.sender
             .send(Command::Telephony {
@@ -188,7 +250,7 @@ impl AgentHandle {
                 reply,
             })
             .await
-            .map_err(|_| AttachError)?;
+            .map_err(|_| ActorError::Stopped)?;
         Ok(rx)
     }
 
@@ -214,6 +276,40 @@ impl AgentHandle {
                 stop: true,
             })
             .await;
+    }
+
+    /// Cluster mode: counts a tab that opened on `node`; answers the agent's state then.
+    pub(crate) async fn attach_node(
+        &self,
+        node: NodeId,
+        hint: Option<Profile>,
+    ) -> Result<(u64, AgentState), ActorError> {
+        let (reply, rx) = oneshot::channel();
+        self.sender
+            .send(Command::AttachNode {
+                node,
+                hint: hint.map(Box::new),
+                reply,
+            })
+            .await
+            .map_err(|_| ActorError::Stopped)?;
+        rx.await.map_err(|_| ActorError::Stopped)?
+    }
+
+    /// Cluster mode: a tab on `node` closed.
+    pub(crate) async fn detach_node(&self, node: NodeId) -> Result<(), ActorError> {
+        self.sender
+            .send(Command::DetachNode { node })
+            .await
+            .map_err(|_| ActorError::Stopped)
+    }
+
+    /// Cluster mode: tabs counted on nodes not in `alive` are closed.
+    pub(crate) async fn nodes_alive(&self, alive: Arc<[NodeId]>) -> Result<(), ActorError> {
+        self.sender
+            .send(Command::NodesAlive { alive })
+            .await
+            .map_err(|_| ActorError::Stopped)
     }
 
     /// True once the actor stopped (idle, or at shutdown): commands to it fail.

@@ -8,11 +8,13 @@
 
 use crate::protocol::Text;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 mod notifier;
+mod tabs;
 
 pub(crate) use notifier::Notifier;
+pub(crate) use tabs::{HelloParts, NodeTabs};
 
 use crate::model::{AgentId, AgentState, Status, TeamId};
 use crate::outbox::{Outbound, Outbox, SnapshotReply};
@@ -94,7 +96,9 @@ pub(crate) struct FanoutStats {
 
 /// The hub-wide update sequence, history and admin subscriber list.
 pub(crate) struct Fanout {
-    epoch: Arc<str>,
+    /// Random per start on a single node; in cluster mode the agents stream's epoch, set
+    /// once NATS is reached (see [`Fanout::reset`]).
+    epoch: RwLock<Arc<str>>,
     history_size: usize,
     inner: Mutex<Inner>,
 }
@@ -103,7 +107,7 @@ impl Fanout {
     /// An empty fan-out for `epoch`, keeping `history_size` recent updates for `resume`.
     pub(crate) fn new(epoch: Arc<str>, history_size: usize) -> Self {
         Fanout {
-            epoch,
+            epoch: RwLock::new(epoch),
             history_size,
             inner: Mutex::new(Inner {
                 seq: 0,
@@ -118,8 +122,8 @@ impl Fanout {
     }
 
     /// The epoch this fan-out numbers its updates in.
-    pub(crate) fn epoch(&self) -> &Arc<str> {
-        &self.epoch
+    pub(crate) fn epoch(&self) -> Arc<str> {
+        self.epoch.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -149,10 +153,51 @@ impl Fanout {
     pub(crate) fn publish(&self, state: &AgentState) -> Arc<Published> {
         let json = Published::serialize(state);
         let mut guard = self.lock();
-        let inner = &mut *guard;
-        inner.seq += 1;
-        let seq = inner.seq;
-        let published = Arc::new(Published::build(state, seq, &json));
+        let seq = guard.seq + 1;
+        Self::publish_locked(&mut guard, self.history_size, state, seq, &json)
+    }
+
+    /// Cluster mode: publishes a change with the `seq` the agents stream gave it (its
+    /// stream sequence). Sequences only go up: one at or below the current `seq` is
+    /// ignored (`None`).
+    pub(crate) fn publish_at(&self, seq: u64, state: &AgentState) -> Option<Arc<Published>> {
+        let json = Published::serialize(state);
+        let mut guard = self.lock();
+        if seq <= guard.seq {
+            return None;
+        }
+        Some(Self::publish_locked(
+            &mut guard,
+            self.history_size,
+            state,
+            seq,
+            &json,
+        ))
+    }
+
+    /// Cluster mode: the stream starts under `epoch` (first contact, or the stream was
+    /// recreated), or lost changes up to `seq` (`Followed::Gap`): history is dropped, so a
+    /// `resume` from before is answered with a snapshot (`recovered: false`). The agents'
+    /// latest states stay (directory agents that never changed are listed by them); the
+    /// stream's changes overwrite them.
+    pub(crate) fn reset(&self, epoch: Option<Arc<str>>, seq: u64) {
+        let mut inner = self.lock();
+        inner.history.clear();
+        inner.seq = seq;
+        if let Some(epoch) = epoch {
+            *self.epoch.write().unwrap_or_else(|p| p.into_inner()) = epoch;
+        }
+    }
+
+    fn publish_locked(
+        inner: &mut Inner,
+        history_size: usize,
+        state: &AgentState,
+        seq: u64,
+        json: &str,
+    ) -> Arc<Published> {
+        inner.seq = seq;
+        let published = Arc::new(Published::build(state, seq, json));
         if let Some(old) = inner
             .latest
             .insert(state.agent_id.clone(), published.clone())
@@ -161,7 +206,7 @@ impl Fanout {
         }
         inner.by_status[status_index(published.status)] += 1;
         inner.history.push_back(published.clone());
-        while inner.history.len() > self.history_size {
+        while inner.history.len() > history_size {
             inner.history.pop_front();
         }
         let mut delivered = 0u64;
@@ -216,9 +261,34 @@ impl Fanout {
         outbox: &Outbox,
         reply_ref: Option<&Ref>,
     ) -> ResumeResult {
+        self.resume_after(conn_id, epoch, seq, Vec::new(), filter, outbox, reply_ref)
+    }
+
+    /// The sequence range history holds: (the oldest kept, the current `seq`).
+    pub(crate) fn history_range(&self) -> (u64, u64) {
+        let inner = self.lock();
+        let oldest = inner.history.front().map_or(inner.seq + 1, |p| p.seq);
+        (oldest, inner.seq)
+    }
+
+    /// [`Fanout::resume`] after `earlier`: the frames of the changes before `seq` that
+    /// were missed and are older than history (cluster mode reads them from the stream).
+    /// They are sent first when history covers the rest, and dropped with a snapshot if not.
+    #[allow(clippy::too_many_arguments)] // resume's arguments plus the earlier frames
+    pub(crate) fn resume_after(
+        &self,
+        conn_id: u64,
+        epoch: &str,
+        seq: u64,
+        earlier: Vec<Text>,
+        filter: Filter,
+        outbox: &Outbox,
+        reply_ref: Option<&Ref>,
+    ) -> ResumeResult {
         let mut inner = self.lock();
+        let current = self.epoch();
         let oldest_kept = inner.history.front().map_or(inner.seq + 1, |p| p.seq);
-        let covered = epoch == &*self.epoch && seq <= inner.seq && seq + 1 >= oldest_kept;
+        let covered = epoch == &*current && seq <= inner.seq && seq + 1 >= oldest_kept;
         if !covered {
             let reply = self.snapshot_reply(&inner, &filter, reply_ref, Some(false));
             if outbox
@@ -229,16 +299,19 @@ impl Fanout {
             }
             return ResumeResult::Snapshot;
         }
-        let skip = (seq + 1 - oldest_kept) as usize;
-        let frames: Vec<Text> = inner
-            .history
-            .iter()
-            .skip(skip)
-            .filter(|p| filter.matches(&p.agent_id, &p.teams))
-            .map(|p| p.frame.clone())
-            .collect();
+        // By seq, not by offset: in cluster mode the kept seqs may skip numbers.
+        let skip = inner.history.partition_point(|p| p.seq <= seq);
+        let mut frames = earlier;
+        frames.extend(
+            inner
+                .history
+                .iter()
+                .skip(skip)
+                .filter(|p| filter.matches(&p.agent_id, &p.teams))
+                .map(|p| p.frame.clone()),
+        );
         let replayed = frames.len();
-        let ok = protocol::resumed(reply_ref, replayed, &self.epoch, inner.seq);
+        let ok = protocol::resumed(reply_ref, replayed, &current, inner.seq);
         let queued = (replayed == 0 || outbox.push_unbounded(Outbound::Frames(frames)).is_ok())
             && outbox.push_unbounded(Outbound::Frame(ok)).is_ok();
         if queued {
@@ -315,7 +388,7 @@ impl Fanout {
         SnapshotReply {
             reply_ref: reply_ref.cloned(),
             recovered,
-            epoch: self.epoch.clone(),
+            epoch: self.epoch(),
             seq: inner.seq,
             agents: matching(inner, filter),
         }

@@ -124,6 +124,9 @@ pub(crate) async fn status_time(
     if let Err(e) = authenticate_api(&hub, &headers, &params, ADMINS) {
         return e.into_response();
     }
+    if let Some(r) = super::api::not_caught_up(&hub).await {
+        return r;
+    }
     let now = hub.clock().now_ms();
     let (from, to) = match range(&params, now) {
         Ok(r) => r,
@@ -135,7 +138,7 @@ pub(crate) async fn status_time(
     };
     let agent = match params.get("agent") {
         Some(a) => match AgentId::parse(a) {
-            Ok(a) if !hub.router().has_record(&a).await => return unknown_agent(&a),
+            Ok(a) if !hub.has_record(&a).await => return unknown_agent(&a),
             Ok(a) => Some(a),
             Err(e) => return bad_request(&e.to_string()),
         },
@@ -235,11 +238,14 @@ pub(crate) async fn history(
     if let Err(e) = authenticate_api(&hub, &headers, &params, ADMINS) {
         return e.into_response();
     }
+    if let Some(r) = super::api::not_caught_up(&hub).await {
+        return r;
+    }
     let agent_id = match AgentId::parse(&id) {
         Ok(a) => a,
         Err(e) => return bad_request(&e.to_string()),
     };
-    if !hub.router().has_record(&agent_id).await {
+    if !hub.has_record(&agent_id).await {
         return unknown_agent(&agent_id);
     }
     let parsed = (|| {

@@ -4,12 +4,23 @@
 //!
 //! Every field is private: sockets and the HTTP API read what they need through the
 //! accessors below, and actors get their own narrow handle ([`crate::agent::AgentEnv`]).
+//!
+//! Cluster mode (`--nats`, [`cluster`]): the actors append to the agents stream instead of
+//! the store, the fan-out and the store are fed by the node's stream follower
+//! ([`view`]), the router starts actors only for the agents this node owns, and reads
+//! wait for the view to catch up ([`Hub::caught_up`]). Without `--nats` none of it runs.
 
 pub(crate) mod cluster;
+pub(crate) mod cluster_directory;
+mod dedup;
+pub(crate) mod failover;
+mod ownership;
 pub(crate) mod persist;
+pub(crate) mod remote;
 mod route;
 mod router;
 pub(crate) mod sockets;
+pub(crate) mod view;
 
 pub(crate) use route::{Route, RouteError};
 pub(crate) use router::{Dispatched, Router};
@@ -29,7 +40,7 @@ use crate::config::Settings;
 use crate::directory::{AgentProfile, Directory};
 use crate::fanout::{Fanout, Notifier};
 use crate::metrics::Metrics;
-use crate::model::{AgentState, Millis, Session};
+use crate::model::{AgentId, AgentState, Millis, Session};
 use crate::store::dedup::EventIdCache;
 use crate::store::{Recovered, Store};
 use cluster::ClusterNode;
@@ -112,12 +123,21 @@ impl Hub {
         recovered: Recovered,
     ) -> Arc<Hub> {
         let epoch: Arc<str> = Arc::from(new_epoch());
-        settings.directory = Directory::default();
+        // The file's directory: it seeded the store on its first start; in cluster mode it
+        // seeds the cluster's directory if that was never written.
+        let seed = std::mem::take(&mut settings.directory);
         let Recovered {
             agents: stored,
             directory,
             event_ids,
         } = recovered;
+        // Cluster mode: the directory is the cluster's, filled by the watch (see
+        // `cluster_directory`); the local store's copy is not used.
+        let directory = if cluster.is_some() {
+            Directory::default()
+        } else {
+            directory
+        };
         let clock = Clock::new();
         let fanout = Arc::new(Fanout::new(epoch, settings.history_size));
         let notifier = Arc::new(Notifier::default());
@@ -125,7 +145,11 @@ impl Hub {
             settings.event_id_capacity,
             settings.event_id_ttl,
         ));
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(if cluster.is_some() {
+            Metrics::for_cluster()
+        } else {
+            Metrics::default()
+        });
         let tasks = TaskTracker::new();
         let now = clock.now_ms();
         for (event_id, reply, at) in event_ids {
@@ -134,6 +158,13 @@ impl Hub {
         }
         // Stopped actors, to forget once their last change is committed (see the router).
         let (retired, retired_rx) = tokio::sync::mpsc::channel(1 << 16);
+        let ownership = cluster.as_ref().map(|c| router::Ownership {
+            peer: remote::Peer::new(c.backplane().clone()),
+            members: c.members_watch(),
+            tabs: crate::fanout::NodeTabs::new(),
+            fanout: fanout.clone(),
+        });
+        let cluster_mode = cluster.is_some();
         let env = AgentEnv::new(EnvParts {
             fanout: fanout.clone(),
             notifier: notifier.clone(),
@@ -150,6 +181,9 @@ impl Hub {
             tasks: tasks.clone(),
             retired,
             node: node.clone(),
+            node_tabs: ownership.as_ref().map(|o| o.tabs.clone()),
+            cluster: cluster.as_ref().map(|c| c.backplane().clone()),
+            shutdown: shutdown.clone(),
         });
         let directory = Arc::new(LiveDirectory {
             entries: RwLock::new(directory),
@@ -158,13 +192,21 @@ impl Hub {
         let router = Router::new(RouterParts {
             env,
             directory: directory.clone(),
-            events,
+            events: events.clone(),
             store: store.clone(),
             clock,
             metrics: metrics.clone(),
             ring_timeout: settings.ring_timeout,
             grace: settings.disconnect_grace,
             gate: cluster::Gate::new(cluster.as_ref()),
+            ownership,
+            cluster: cluster.as_ref().map(|c| router::RouterCluster {
+                backplane: c.backplane().clone(),
+                owners: c.owners(),
+            }),
+            dedup: cluster
+                .as_ref()
+                .map(|c| dedup::ClusterDedup::new(c, events.clone())),
         });
         tasks.spawn(router.reaper(retired_rx, fanout.clone(), shutdown.clone()));
         let sockets = Arc::new(Sockets::default());
@@ -172,12 +214,34 @@ impl Hub {
             let (sockets, shutdown) = (sockets.clone(), shutdown.clone());
             async move { sockets.close_on(shutdown).await }
         });
-        let grace = settings.disconnect_grace;
-        for agent in stored {
-            router.restore(restored(agent.state, now, grace));
+        if let Some(c) = &cluster {
+            // The stream is the truth: the database only tells the follower what it holds.
+            let stored_versions = stored
+                .into_iter()
+                .map(|a| (a.state.agent_id, a.state.version))
+                .collect();
+            tasks.spawn(view::follow(
+                view::FollowerParts {
+                    backplane: c.backplane().clone(),
+                    view: c.view().clone(),
+                    fanout: fanout.clone(),
+                    store: store.clone(),
+                    events: router.events().clone(),
+                    stored_versions,
+                    tabs: router.node_tabs().cloned(),
+                    notifier: notifier.clone(),
+                },
+                shutdown.clone(),
+            ));
+            router.register_directory_agents(&fanout);
+        } else {
+            let grace = settings.disconnect_grace;
+            for agent in stored {
+                router.restore(restored(agent.state, now, grace));
+            }
+            router.start_directory_agents();
         }
-        router.start_directory_agents();
-        Arc::new(Hub {
+        let hub = Arc::new(Hub {
             settings,
             fanout,
             notifier,
@@ -192,7 +256,32 @@ impl Hub {
             next_conn_id: AtomicU64::new(1),
             node,
             cluster,
-        })
+        });
+        if let Some(c) = &hub.cluster {
+            hub.tasks.spawn(cluster_directory::run(
+                Arc::downgrade(&hub),
+                c.backplane().clone(),
+                seed,
+                hub.shutdown.clone(),
+            ));
+            hub.tasks.spawn(ownership::count_moves(
+                Arc::downgrade(&hub),
+                hub.shutdown.clone(),
+            ));
+        }
+        if cluster_mode {
+            hub.tasks.spawn(adopt(hub.clone()));
+        }
+        hub
+    }
+
+    /// Read-your-writes: waits (bounded) until this node's view has applied every change
+    /// stored before the call (cluster mode), else `unavailable`. At once on a single node.
+    pub(crate) async fn caught_up(&self) -> Result<(), RouteError> {
+        match &self.cluster {
+            None => Ok(()),
+            Some(c) => c.view().caught_up(c.backplane()).await,
+        }
     }
 
     /// The effective configuration.
@@ -265,6 +354,13 @@ impl Hub {
         self.directory.edits.lock().await
     }
 
+    /// True when reports and history may be asked for the agent: it is in this node's view
+    /// (in cluster mode the view of every agent, whichever node owns it), or the router
+    /// knows it (see [`Router::has_record`]).
+    pub(crate) async fn has_record(&self, id: &AgentId) -> bool {
+        self.fanout.get(id).is_some() || self.router.has_record(id).await
+    }
+
     /// A process-unique id for a socket.
     pub(crate) fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
@@ -300,8 +396,36 @@ impl Hub {
     }
 
     /// The hub's epoch: changes on every start.
-    pub(crate) fn epoch(&self) -> &Arc<str> {
+    pub(crate) fn epoch(&self) -> Arc<str> {
         self.fanout.epoch()
+    }
+}
+
+/// Cluster mode: starts the actor of every live agent (a tab, a call or a timer in its
+/// stored state) this node owns and has no actor for, so its timers fire here: once the
+/// view has caught up at start, and whenever the members change (an owner left). Runs
+/// until the hub shuts down.
+async fn adopt(hub: Arc<Hub>) {
+    let Some(c) = hub.cluster() else { return };
+    let mut members = c.members_watch();
+    let stop = hub.shutdown.clone();
+    loop {
+        let caught_up = hub.caught_up().await.is_ok();
+        if caught_up {
+            for id in c.view().live_agents() {
+                if hub.router.owner_of(&id) == cluster::Owner::Local {
+                    if let Err(e) = hub.router.adopt(&id).await {
+                        tracing::debug!(agent = %id, error = %e, "not taken over now");
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            r = members.changed() => if r.is_err() { return },
+            // Again after a while when the view had not caught up.
+            () = tokio::time::sleep(Duration::from_secs(1)), if !caught_up => {}
+        }
     }
 }
 
@@ -344,7 +468,6 @@ fn new_epoch() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::AgentId;
 
     fn agent(session: Session, connections: u32) -> AgentState {
         let mut s = AgentState::new(AgentId::parse("a1").expect("id"), 1_000);

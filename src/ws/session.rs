@@ -20,6 +20,9 @@ use crate::protocol::Role;
 use crate::protocol::{self, BadMessage, ErrorCode, Ref};
 use crate::server::ConnSlot;
 
+/// Close code of a tab whose login cannot be taken now (cluster mode, retryable).
+const CLOSE_TRY_AGAIN: u16 = 1013;
+
 /// What the socket loop does after a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flow {
@@ -172,15 +175,27 @@ async fn set_up(start: Box<Start>) -> Option<Conn> {
         conn_id,
     } = *start;
     let role = identity.role;
-    let socket = upgraded(on_upgrade, hub.settings()).await?;
+    let mut socket = upgraded(on_upgrade, hub.settings()).await?;
     hub.metrics().socket_opened(role);
     debug!("socket opened");
     let (outbox, rx) = outbox_measured(hub.settings().queue_bytes, Some(hub.metrics_handle()));
     let session = match role {
         Role::Agent => match AgentSession::start(hub.clone(), &identity, outbox).await {
-            Some(session) => Session::Agent(session),
-            None => {
+            Ok(session) => Session::Agent(session),
+            Err(refusal) => {
                 hub.metrics().socket_closed(role);
+                if let Some(frame) = refusal {
+                    // Retryable (cluster mode): say so, then "try again later".
+                    let bytes = frame.as_str().as_bytes();
+                    let written = socket.write_batch(|b| {
+                        b.text(bytes);
+                        b.close(CLOSE_TRY_AGAIN, "retry later");
+                    });
+                    if written.is_ok() {
+                        let _ = std::future::poll_fn(|cx| socket.poll_flush(cx)).await;
+                    }
+                    linger(&mut socket, Exit::Close(CLOSE_TRY_AGAIN, "retry later")).await;
+                }
                 return None;
             }
         },
@@ -233,7 +248,7 @@ fn hello(hub: &Hub, outbox: &Outbox, identity: &Identity) {
         identity.role,
         &identity.subject,
         hub.clock().now_ms(),
-        hub.epoch(),
+        &hub.epoch(),
         hub.node().as_str(),
     );
     let _ = outbox.push(frame);
