@@ -121,11 +121,12 @@ fn upgrade(
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let tasks = hub.tasks().clone();
-    tasks.spawn(crate::ws::serve(
+    crate::ws::spawn(
+        &tasks,
         on_upgrade,
         hub,
-        Box::new(identity),
+        identity,
         slot.map(|Extension(slot)| slot),
-    ));
+    );
     handshake::switching_protocols(accept)
 }

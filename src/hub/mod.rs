@@ -19,6 +19,7 @@ pub(crate) mod persist;
 pub(crate) mod remote;
 mod route;
 mod router;
+pub(crate) mod sockets;
 pub(crate) mod view;
 
 pub(crate) use route::{Route, RouteError};
@@ -43,6 +44,7 @@ use crate::model::{AgentId, AgentState, Millis, Session};
 use crate::store::dedup::EventIdCache;
 use crate::store::{Recovered, Store};
 use cluster::ClusterNode;
+use sockets::Sockets;
 
 /// Whether this node takes requests, for `/healthz`.
 pub(crate) struct Health {
@@ -88,6 +90,8 @@ pub(crate) struct Hub {
     metrics: Arc<Metrics>,
     /// Cancelled when the hub shuts down: every socket closes with 1001.
     shutdown: CancellationToken,
+    /// Every open socket: shutdown closes them through it.
+    sockets: Arc<Sockets>,
     /// Every actor and socket task, so shutdown can wait for them.
     tasks: TaskTracker,
     /// The durable store: every change is queued to it (never waited on by an actor).
@@ -205,6 +209,11 @@ impl Hub {
                 .map(|c| dedup::ClusterDedup::new(c, events.clone())),
         });
         tasks.spawn(router.reaper(retired_rx, fanout.clone(), shutdown.clone()));
+        let sockets = Arc::new(Sockets::default());
+        tasks.spawn({
+            let (sockets, shutdown) = (sockets.clone(), shutdown.clone());
+            async move { sockets.close_on(shutdown).await }
+        });
         if let Some(c) = &cluster {
             // The stream is the truth: the database only tells the follower what it holds.
             let stored_versions = stored
@@ -239,6 +248,7 @@ impl Hub {
             clock,
             metrics,
             shutdown,
+            sockets,
             tasks,
             store,
             directory,
@@ -312,6 +322,11 @@ impl Hub {
     /// Cancelled when the hub shuts down.
     pub(crate) fn shutdown(&self) -> &CancellationToken {
         &self.shutdown
+    }
+
+    /// Every open socket (shutdown closes them with 1001).
+    pub(crate) fn sockets(&self) -> &Sockets {
+        &self.sockets
     }
 
     /// Every actor and socket task.

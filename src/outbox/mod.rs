@@ -106,6 +106,17 @@ impl Shared {
         self.items.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Requests a close with `code` (the first request wins) and wakes the socket.
+    fn close(&self, code: u16) {
+        if self
+            .close_code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.waker.wake();
+        }
+    }
+
     fn poll_close(&self, cx: &mut Context<'_>) -> Poll<u16> {
         let code = self.close_code.load(Ordering::Acquire);
         if code != 0 {
@@ -123,6 +134,20 @@ impl Shared {
 #[derive(Debug)]
 pub(crate) struct Outbox {
     shared: Arc<Shared>,
+}
+
+/// Asks a socket to close without being one of its producers (the hub's list of open
+/// sockets keeps one per socket, for shutdown: see `hub::sockets`).
+#[derive(Debug)]
+pub(crate) struct Closer {
+    shared: Arc<Shared>,
+}
+
+impl Closer {
+    /// Asks the socket to close with `code` (unless a close was requested already).
+    pub(crate) fn close(&self, code: u16) {
+        self.shared.close(code);
+    }
 }
 
 /// The writer side, owned by the socket task.
@@ -238,14 +263,7 @@ impl Outbox {
 
     /// Asks the socket to close with `code` now (what is queued is dropped).
     pub(crate) fn close(&self, code: u16) {
-        if self
-            .shared
-            .close_code
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.shared.waker.wake();
-        }
+        self.shared.close(code);
     }
 
     /// True once a close was requested.
@@ -288,6 +306,13 @@ impl OutboxReceiver {
             return Poll::Ready(None);
         }
         Poll::Pending
+    }
+
+    /// A closer of this queue that does not count as a producer.
+    pub(crate) fn closer(&self) -> Closer {
+        Closer {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Polls for a close request (its code); woken like [`OutboxReceiver::poll_recv`].

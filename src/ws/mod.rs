@@ -12,11 +12,14 @@
 //! scratch inside a poll and are decoded there ([`socket`]); frames are encoded into a
 //! per-thread scratch and written in batches ([`socket`]'s writing half); only a partial
 //! frame or unsent bytes are kept, boxed, while they exist; one hand-written poll ([`conn`])
-//! waits on the socket, the outbox, one timer and shutdown. Measured in BENCHMARKS.md
-//! ("Optimizations, before and after", commits f270d31, 0fbf012, 8207810): 5.76-6.02 KiB
-//! per idle agent socket instead of 13.76 (3.40-3.45 KiB with the actor changes), a socket
-//! task of 768 bytes instead of 4,096, and fan-out to 500 admins 1.69M -> 1.88M deliveries/s
-//! with p99 13.35 -> 9.19 ms at 200k/s.
+//! waits on the socket, the outbox (which also carries shutdown, from the hub's list of
+//! open sockets) and one timer. Measured in BENCHMARKS.md ("Optimizations, before and
+//! after", commits f270d31, 0fbf012, 8207810): 5.76-6.02 KiB per idle agent socket instead
+//! of 13.76 (3.40-3.45 KiB with the actor changes), a socket task of 768 bytes instead of
+//! 4,096, and fan-out to 500 admins 1.69M -> 1.88M deliveries/s with p99 13.35 -> 9.19 ms
+//! at 200k/s. Since (issue 13, "Idle memory per agent"): a socket task cell of 512 bytes
+//! (set-up and closing boxed, the rate limiter held only while it counts, no span or
+//! shutdown waiter in the task; `the_socket_task_stays_small` guards it).
 //!
 //! What stays from tungstenite: the handshake's `derive_accept_key`, and the clients of the
 //! tests and the load generator. Its public frame types were measured against the hand-written
@@ -38,4 +41,4 @@ mod agent;
 mod reply;
 mod telephony;
 
-pub(crate) use session::serve;
+pub(crate) use session::spawn;

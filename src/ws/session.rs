@@ -4,11 +4,12 @@
 use hyper::upgrade::OnUpgrade;
 use std::future::Future;
 use std::sync::Arc;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, Instrument};
 
 use super::admin::AdminSession;
 use super::agent::AgentSession;
-use super::conn::{bad_message_frame, drive, linger, Exit};
+use super::conn::{bad_message_frame, drive, linger, Conn, Exit};
 use super::handshake::upgraded;
 use super::telephony::TelephonySession;
 use crate::hub::Hub;
@@ -32,7 +33,9 @@ pub(crate) enum Flow {
 /// The role-specific half of a socket.
 pub(crate) enum Session {
     Agent(AgentSession),
-    Admin(AdminSession),
+    /// Boxed: admins are few, and their filter would make every agent's task larger (128
+    /// bytes of session instead of 40).
+    Admin(Box<AdminSession>),
     /// Boxed: adapters are few, and their ordered acks would make every agent's task
     /// larger.
     Telephony(Box<TelephonySession>),
@@ -116,7 +119,8 @@ impl Session {
         }
     }
 
-    fn role(&self) -> Role {
+    /// The role of the socket.
+    pub(crate) fn role(&self) -> Role {
         match self {
             Session::Agent(_) => Role::Agent,
             Session::Admin(_) => Role::Admin,
@@ -127,101 +131,150 @@ impl Session {
     async fn closed(self) {
         match self {
             Session::Agent(s) => s.closed().await,
-            Session::Admin(s) => s.closed(),
+            Session::Admin(s) => (*s).closed(),
             Session::Telephony(s) => s.closed(),
         }
     }
 }
 
-/// Serves one socket from its upgrade to its end, for an authenticated identity.
-/// `on_upgrade` resolves once the 101 response went out; `slot` (the connection's place
-/// under `--max-connections`) is held until the socket is gone.
-///
-/// One `async` block (not an `async fn` wrapping an instrumented block): every value it
-/// captures is stored once in the task. `identity` is boxed because it is needed only while
-/// the socket is set up; it is dropped before the socket's loop starts.
+/// Spawns the task of one socket (see [`serve`]) on `tasks`.
 ///
 /// The connection's span (`conn_id`, role, id) is a debug span: at the default `info`
 /// level an enabled span costs ~460 bytes of subscriber registry per socket, more than a
-/// third of the socket's own memory; `RUST_LOG=presence_hub=debug` shows it.
-pub(crate) fn serve(
+/// third of the socket's own memory; `RUST_LOG=presence_hub=debug` shows it. A disabled
+/// span is not attached at all: `Instrumented` would keep 40 bytes of it in every
+/// socket's task.
+pub(crate) fn spawn(
+    tasks: &TaskTracker,
     on_upgrade: OnUpgrade,
     hub: Arc<Hub>,
-    identity: Box<Identity>,
+    identity: Identity,
     slot: Option<ConnSlot>,
-) -> impl Future<Output = ()> + Send + 'static {
+) {
     let conn_id = hub.next_conn_id();
-    let role = identity.role;
-    let span = tracing::debug_span!("conn", conn_id, role = role.as_str(), id = %identity.subject);
+    let span = tracing::debug_span!("conn", conn_id, role = identity.role.as_str(), id = %identity.subject);
+    let start = Box::new(Start {
+        on_upgrade,
+        hub,
+        identity,
+        conn_id,
+    });
+    let task = serve(start, slot);
+    if span.is_disabled() {
+        tasks.spawn(task);
+    } else {
+        tasks.spawn(task.instrument(span));
+    }
+}
+
+/// What a socket is set up from (boxed: see [`serve`]).
+struct Start {
+    /// Resolves once the 101 response went out.
+    on_upgrade: OnUpgrade,
+    hub: Arc<Hub>,
+    /// Who the socket is; needed only while it is set up.
+    identity: Identity,
+    conn_id: u64,
+}
+
+/// Serves one socket from its upgrade to its end, for an authenticated identity; `slot`
+/// (the connection's place under `--max-connections`) is held until the socket is gone.
+///
+/// One `async` block (not an `async fn`): every value it captures is stored once in the
+/// task, for its whole life (even once moved out). The set-up and the closing run as
+/// boxed futures of their own: their state (the handshake, the login, the identity, the
+/// close timers) lives only while they run, and what every idle socket's task holds is
+/// the socket's parts ([`Conn`]) and its loop ([`drive`]).
+#[allow(clippy::manual_async_fn)] // on purpose: an `async fn` stores its arguments twice
+fn serve(start: Box<Start>, slot: Option<ConnSlot>) -> impl Future<Output = ()> + Send + 'static {
     async move {
-        let Some(mut socket) = upgraded(on_upgrade, hub.settings()).await else {
+        let Some(mut conn) = Box::pin(set_up(start)).await else {
             return;
         };
-        hub.metrics().socket_opened(role);
-        debug!("socket opened");
-        // In a block: the producer handle is gone before the socket's loop starts (a local
-        // that was ever borrowed keeps its place in the task until its scope ends).
-        let (mut session, rx) = {
-            let (outbox, rx) =
-                outbox_measured(hub.settings().queue_bytes, Some(hub.metrics_handle()));
-            let session = match role {
-                // Boxed: the registration's state is not kept in every socket's task.
-                Role::Agent => {
-                    match Box::pin(AgentSession::start(hub.clone(), &identity, outbox)).await {
-                        Ok(session) => Session::Agent(session),
-                        Err(refusal) => {
-                            hub.metrics().socket_closed(role);
-                            if let Some(frame) = refusal {
-                                // Retryable (cluster mode): say so, then "try again later".
-                                let bytes = frame.as_str().as_bytes();
-                                let written = socket.write_batch(|b| {
-                                    b.text(bytes);
-                                    b.close(CLOSE_TRY_AGAIN, "retry later");
-                                });
-                                if written.is_ok() {
-                                    let _ = std::future::poll_fn(|cx| socket.poll_flush(cx)).await;
-                                }
-                                linger(&mut socket, Exit::Close(CLOSE_TRY_AGAIN, "retry later"))
-                                    .await;
-                            }
-                            return;
-                        }
-                    }
-                }
-                Role::Admin => {
-                    hello(&hub, &outbox, &identity);
-                    Session::Admin(AdminSession::new(hub.clone(), conn_id, outbox))
-                }
-                Role::Telephony => {
-                    hello(&hub, &outbox, &identity);
-                    Session::Telephony(Box::new(TelephonySession::new(
-                        hub.clone(),
-                        conn_id,
-                        outbox,
-                    )))
-                }
-            };
-            (session, rx)
-        };
-        let expires = identity.expires_at.map(|exp| {
-            let ms = exp
-                .saturating_add(crate::protocol::TOKEN_LEEWAY_SECS)
-                .saturating_mul(1000);
-            hub.clock().instant_at(ms)
-        });
-        drop(identity);
-        let exit = drive(&mut socket, &rx, &mut session, &hub, role, expires).await;
-        match exit {
-            Exit::Close(code, reason) => debug!(code, reason, "socket closed by the hub"),
-            Exit::Gone => debug!("socket closed by the peer"),
-        }
-        Box::pin(session.closed()).await;
-        hub.metrics().socket_closed(role);
-        linger(&mut socket, exit).await;
+        let exit = drive(&mut conn).await;
+        Box::pin(finish(conn, exit)).await;
         // The connection slot is held for the life of the socket.
         drop(slot);
     }
-    .instrument(span)
+}
+
+/// Takes the connection over from hyper, then registers the socket for its role (an
+/// agent's tab logs in through the router; admins and adapters get their `hello`).
+/// `None` when the upgrade or the login failed.
+async fn set_up(start: Box<Start>) -> Option<Conn> {
+    let Start {
+        on_upgrade,
+        hub,
+        identity,
+        conn_id,
+    } = *start;
+    let role = identity.role;
+    let mut socket = upgraded(on_upgrade, hub.settings()).await?;
+    hub.metrics().socket_opened(role);
+    debug!("socket opened");
+    let (outbox, rx) = outbox_measured(hub.settings().queue_bytes, Some(hub.metrics_handle()));
+    let session = match role {
+        Role::Agent => match AgentSession::start(hub.clone(), &identity, outbox).await {
+            Ok(session) => Session::Agent(session),
+            Err(refusal) => {
+                hub.metrics().socket_closed(role);
+                if let Some(frame) = refusal {
+                    // Retryable (cluster mode): say so, then "try again later".
+                    let bytes = frame.as_str().as_bytes();
+                    let written = socket.write_batch(|b| {
+                        b.text(bytes);
+                        b.close(CLOSE_TRY_AGAIN, "retry later");
+                    });
+                    if written.is_ok() {
+                        let _ = std::future::poll_fn(|cx| socket.poll_flush(cx)).await;
+                    }
+                    linger(&mut socket, Exit::Close(CLOSE_TRY_AGAIN, "retry later")).await;
+                }
+                return None;
+            }
+        },
+        Role::Admin => {
+            hello(&hub, &outbox, &identity);
+            Session::Admin(Box::new(AdminSession::new(hub.clone(), conn_id, outbox)))
+        }
+        Role::Telephony => {
+            hello(&hub, &outbox, &identity);
+            let adapter = TelephonySession::new(hub.clone(), conn_id, outbox);
+            Session::Telephony(Box::new(adapter))
+        }
+    };
+    let expires = identity.expires_at.map(|exp| {
+        let ms = exp
+            .saturating_add(crate::protocol::TOKEN_LEEWAY_SECS)
+            .saturating_mul(1000);
+        hub.clock().instant_at(ms)
+    });
+    Some(Conn {
+        socket,
+        rx,
+        session,
+        hub,
+        expires,
+    })
+}
+
+/// After the loop: the session leaves (an agent's tab detaches from its actor), then the
+/// closing handshake ends (see [`linger`]).
+async fn finish(conn: Conn, exit: Exit) {
+    match exit {
+        Exit::Close(code, reason) => debug!(code, reason, "socket closed by the hub"),
+        Exit::Gone => debug!("socket closed by the peer"),
+    }
+    let Conn {
+        mut socket,
+        session,
+        hub,
+        ..
+    } = conn;
+    let role = session.role();
+    session.closed().await;
+    hub.metrics().socket_closed(role);
+    linger(&mut socket, exit).await;
 }
 
 fn hello(hub: &Hub, outbox: &Outbox, identity: &Identity) {
@@ -236,11 +289,25 @@ fn hello(hub: &Hub, outbox: &Outbox, identity: &Identity) {
 }
 
 #[cfg(test)]
-mod tests {
+mod size_tests {
     use super::*;
 
-    fn future_size<F: Future>(_: fn(&'static mut Session, String) -> F) -> usize {
+    fn future_size<A, B, F>(_: fn(A, B) -> F) -> usize {
         std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn the_socket_task_stays_small() {
+        // Every socket's task holds this future. tokio's task cell is the future plus 104
+        // bytes (header, scheduler, id, stage, trailer), aligned to 128; the task tracker
+        // adds 8. At most 400 bytes keeps the cell at 512 (heaptrack at 10,000 agents:
+        // 896 bytes per socket with a 712-byte future and its span, 640 with 520).
+        let serve = future_size(serve);
+        assert!(serve <= 400, "the socket's future grew to {serve} bytes");
+        assert!(
+            std::mem::size_of::<Session>() <= 48,
+            "a role's session grew into every socket's task"
+        );
     }
 
     #[test]
@@ -248,7 +315,7 @@ mod tests {
         // Each message's handler is boxed (see `conn::drive`): under 1024 bytes it stays a
         // small-bin allocation for glibc's malloc; from 1024 on, every one of them made
         // malloc consolidate its fast bins (~4 % of the hub's CPU at 50 admins, issue 13).
-        let size = future_size(|s, t| s.on_text_owned(t));
+        let size = future_size::<&'static mut Session, String, _>(|s, t| s.on_text_owned(t));
         assert!(size < 1024, "the message handler grew to {size} bytes");
     }
 }
