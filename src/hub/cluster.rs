@@ -37,6 +37,8 @@ pub(crate) struct ClusterNode {
     last_members: Mutex<Vec<NodeId>>,
     /// Ends the backplane's connection task, after the clean leave.
     stop: CancellationToken,
+    /// How far this node's copy of the cluster's directory is (see `cluster_directory`).
+    directory: Arc<super::cluster_directory::DirectorySync>,
     /// The member view, for ownership (kept by the heartbeat).
     members_view: watch::Receiver<Members>,
     /// This node's view of the agents stream.
@@ -80,10 +82,11 @@ impl ClusterNode {
             stop,
             members_view,
             view: Arc::default(),
+            directory: Arc::default(),
         })
     }
 
-    /// The backplane (appends, loads, the follower).
+    /// The backplane (appends, loads, the follower, dedup, the directory).
     pub(crate) fn backplane(&self) -> &Backplane {
         &self.backplane
     }
@@ -127,9 +130,30 @@ impl ClusterNode {
             Availability::Available if !members.contains(self.node_id()) => {
                 Some("joining the cluster: this node is not in the member list yet".to_owned())
             }
+            Availability::Available if !self.directory.loaded() => {
+                Some("loading the cluster's directory".to_owned())
+            }
             Availability::Available => None,
         };
         ClusterHealth { not_ready, members }
+    }
+
+    /// How far this node's copy of the cluster's directory is.
+    pub(crate) fn directory_sync(&self) -> Arc<super::cluster_directory::DirectorySync> {
+        self.directory.clone()
+    }
+
+    /// True when this node owns `agent` in its current member view (false before it sees
+    /// any member, and after it left).
+    pub(crate) fn owns(&self, agent: &crate::model::AgentId) -> bool {
+        self.members_now()
+            .is_some_and(|m| m.owner(agent.as_str()) == Some(self.node_id()))
+    }
+
+    /// The current member view (`None` after a clean leave).
+    pub(crate) fn members_now(&self) -> Option<crate::cluster::Members> {
+        let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
+        membership.as_ref().map(Membership::current)
     }
 
     /// The live members as this node sees them (the last view once it left).

@@ -104,7 +104,10 @@ impl Answer {
         match e {
             RouteError::UnknownAgent => Answer::UnknownAgent,
             RouteError::Moved | RouteError::NotOwner => Answer::Moved,
-            RouteError::Backplane { retry_after_ms } => Answer::Unavailable { retry_after_ms },
+            RouteError::Backplane { retry_after_ms }
+            | RouteError::EventInFlight { retry_after_ms } => {
+                Answer::Unavailable { retry_after_ms }
+            }
             RouteError::Unavailable => Answer::Unavailable {
                 retry_after_ms: super::cluster::RETRY_AFTER_MS,
             },

@@ -27,6 +27,13 @@ pub(crate) enum RouteError {
         /// When to retry.
         retry_after_ms: u64,
     },
+    /// Cluster mode: another copy of this telephony event is being applied (by this node
+    /// or another one) and its reply is not stored yet (retryable).
+    #[error("this event is being applied (another copy of it arrived first): retry")]
+    EventInFlight {
+        /// When to retry.
+        retry_after_ms: u64,
+    },
     /// Cluster mode: the node asked does not own the agent (any more), or its actor was
     /// fenced (another node stored a change of it first): the router looks the owner up
     /// again (bounded), then answers `unavailable`.
@@ -51,7 +58,8 @@ impl RouteError {
     /// The `unavailable` reply when the error is the cluster's (retryable), else `None`.
     pub(crate) fn unavailable(&self, reply_ref: Option<&Ref>) -> Option<Text> {
         let retry_after_ms = match self {
-            RouteError::Backplane { retry_after_ms } => *retry_after_ms,
+            RouteError::Backplane { retry_after_ms }
+            | RouteError::EventInFlight { retry_after_ms } => *retry_after_ms,
             RouteError::Moved | RouteError::NotOwner => super::cluster::RETRY_AFTER_MS,
             RouteError::UnknownAgent | RouteError::Unavailable => return None,
         };

@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::cluster::{Gate, Owners};
+use super::dedup::ClusterDedup;
 use super::route::{Route, RouteError};
 use super::{persist, profile_of, restored, LiveDirectory};
 use crate::agent::{ActorError, AgentEnv, AgentHandle, Applied, Profile, TabId, TelephonyAnswer};
@@ -114,6 +115,8 @@ pub(crate) struct Router {
     gate: Gate,
     /// Cluster mode: ownership and the stream actors start from; `None` on a single node.
     cluster: Option<RouterCluster>,
+    /// Cluster mode: telephony event ids claimed cluster-wide before routing.
+    dedup: Option<ClusterDedup>,
     /// Set at shutdown: nothing is started any more.
     closed: AtomicBool,
     /// Store reads in flight at once: no more than the store keeps read connections, so a
@@ -144,6 +147,7 @@ pub(super) struct RouterParts {
     pub gate: Gate,
     pub ownership: Option<Ownership>,
     pub cluster: Option<RouterCluster>,
+    pub dedup: Option<ClusterDedup>,
 }
 
 impl Router {
@@ -160,6 +164,7 @@ impl Router {
             grace: parts.grace,
             gate: parts.gate,
             cluster: parts.cluster,
+            dedup: parts.dedup,
             closed: AtomicBool::new(false),
             reads: tokio::sync::Semaphore::new(crate::store::READ_CONNECTIONS),
             had_actor: DashSet::new(),
@@ -329,7 +334,8 @@ impl Router {
 
     /// Routes one checked telephony event. The event-id memory is consulted once: by the
     /// actor (which serializes an agent's events, so two copies of one event in flight
-    /// cannot both apply), or here when no actor may exist (unknown agent).
+    /// cannot both apply), or here when no actor may exist (unknown agent). In cluster
+    /// mode the id is first claimed cluster-wide (see `hub::dedup`).
     pub(crate) async fn telephony(
         &self,
         message: &TelephonyMessage,
@@ -338,6 +344,21 @@ impl Router {
             return Err(RouteError::UnknownAgent);
         };
         self.admit()?;
+        match &self.dedup {
+            None => self.dispatch(message, event, input).await,
+            Some(dedup) => {
+                let dispatch = self.dispatch(message, event, input);
+                dedup.telephony(self, &event.event_id, dispatch).await
+            }
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        message: &TelephonyMessage,
+        event: &CallEvent,
+        input: Input,
+    ) -> Result<Dispatched, RouteError> {
         let mut last = RouteError::Unavailable;
         for _ in 0..RETRIES {
             let Some(route) = self.route(&event.agent_id).await? else {
@@ -354,17 +375,23 @@ impl Router {
         }
         Err(self.gave_up(last))
     }
+
+    /// The answer to a copy of an event answered before.
+    pub(super) fn duplicate(&self, reply: crate::protocol::StoredReply) -> TelephonyAnswer {
+        self.metrics.telephony_event(true, false);
+        TelephonyAnswer {
+            reply,
+            duplicate: true,
+            // The first answer may still be on its way to the disk.
+            ticket: self.store.ack_barrier(),
+        }
+    }
+
     /// The answer to an event for an agent that may not have an actor: remembered (and
     /// stored) like any first answer, so a repeat is a `duplicate`.
     fn unknown_agent(&self, message: &TelephonyMessage, event: &CallEvent) -> TelephonyAnswer {
         if let Some(reply) = self.events.get(&event.event_id) {
-            self.metrics.telephony_event(true, false);
-            return TelephonyAnswer {
-                reply,
-                duplicate: true,
-                // The first answer may still be on its way to the disk.
-                ticket: self.store.ack_barrier(),
-            };
+            return self.duplicate(reply);
         }
         let is_offer = matches!(message, TelephonyMessage::CallOffered(_));
         let reply = telephony_unknown_agent(is_offer, &event.agent_id);
@@ -453,6 +480,23 @@ impl Router {
         }
     }
 
+    /// Cluster mode: a directory edit applied from the cluster's directory reaches the
+    /// actor of `id` if it runs here (nothing is forwarded: every node applies every edit).
+    /// `profile` `None`: the entry was deleted. False when no live actor runs here.
+    pub(crate) async fn local_profile(&self, id: &AgentId, profile: Option<Profile>) -> bool {
+        let Some(h) = self.agents.get(id).map(|h| h.clone()) else {
+            return false;
+        };
+        if h.is_closed() {
+            return false;
+        }
+        match profile {
+            Some(p) => h.set_profile(p).await,
+            None => h.leave_directory().await,
+        }
+        true
+    }
+
     /// True when the agent has a live actor or a directory entry.
     pub(crate) fn is_known(&self, id: &AgentId) -> bool {
         self.agents.contains_key(id) || self.directory.read().agents.contains_key(id)
@@ -475,6 +519,11 @@ impl Router {
     /// Telephony event ids remembered for deduplication.
     pub(crate) fn remembered_event_ids(&self) -> usize {
         self.events.len()
+    }
+
+    /// The agents with an actor here (live, or stopped and not yet forgotten).
+    pub(crate) fn live_ids(&self) -> Vec<AgentId> {
+        self.agents.iter().map(|e| e.key().clone()).collect()
     }
 
     /// Live actors (and stopped ones not yet forgotten).

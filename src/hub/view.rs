@@ -55,6 +55,12 @@ pub(crate) struct View {
 }
 
 impl View {
+    /// The stream sequence of the last change applied to this node's view (0: none yet),
+    /// for the stream lag of `/metrics`.
+    pub(crate) fn applied_seq(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
     /// True once the fan-out carries the stream's epoch (NATS was reached).
     pub(crate) fn started(&self) -> bool {
         self.started.load(Ordering::Acquire)

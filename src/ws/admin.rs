@@ -92,6 +92,7 @@ impl AdminSession {
                     }
                     Err(
                         e @ (RouteError::Backplane { .. }
+                        | RouteError::EventInFlight { .. }
                         | RouteError::Moved
                         | RouteError::NotOwner),
                     ) => e.unavailable(reply_ref.as_ref()),
