@@ -205,6 +205,26 @@ async fn tabs_on_two_nodes_with_the_owner_on_a_third() {
         })
         .await;
     }
+    // Tabs on A and B again; an admin on C logs the agent out: both get `logged_out` and
+    // a close (1000) from their own nodes.
+    let (mut tab_a, _) = agent_tab(a.addr, agent).await;
+    let (mut tab_b, hello_b) = agent_tab(b.addr, agent).await;
+    assert_eq!(hello_b["agent"]["connections"], 2, "{hello_b}");
+    let ok = admin
+        .request(json!({"type": "logout_agent", "agent_id": agent}))
+        .await;
+    assert_eq!(ok["type"], "ok", "{ok}");
+    for tab in [&mut tab_a, &mut tab_b] {
+        let (frames, closed) = tab.drain_until_closed().await;
+        let bye: Vec<&Value> = frames
+            .iter()
+            .filter(|f| f["type"] == "logged_out")
+            .collect();
+        assert_eq!(bye.len(), 1, "{frames:?}");
+        assert_eq!(bye[0]["reason"], "admin_logout", "{frames:?}");
+        assert_eq!(closed, Closed::Code(1000));
+    }
+    agent_until(a.addr, agent, |s| s["connections"] == 0).await;
     a.stop().await;
     b.stop().await;
     c.stop().await;
