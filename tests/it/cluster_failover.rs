@@ -92,6 +92,10 @@ async fn kill9_of_the_owner_moves_its_agents_timers_fire_and_tabs_keep_their_sta
         .request(json!({"type": "set_status", "status": "on_break"}))
         .await;
     assert_eq!(ok["type"], "ok", "{ok}");
+    // An agent owned by A (which survives) with its only tab on C: counted there.
+    let visitor = agent_owned_by("kill-a", &names);
+    let (visiting, _) = agent_tab(c.addr, visitor).await;
+    agent_until(a.addr, visitor, |s| s["connections"] == 1).await;
     let mut phone = b.telephony().await;
     let reply = phone
         .request(
@@ -137,6 +141,9 @@ async fn kill9_of_the_owner_moves_its_agents_timers_fire_and_tabs_keep_their_sta
     // The tab that was on C counts as closed since the loss was detected; reconnecting to
     // A within the grace keeps the agent's status.
     agent_until(a.addr, on_break, |s| s["connections"] == 0).await;
+    // The agent A kept: its tab on C counts as closed since C's loss was detected.
+    drop(visiting);
+    agent_until(b.addr, visitor, |s| s["connections"] == 0).await;
     let (_back, hello) = agent_tab(a.addr, on_break).await;
     assert_eq!(hello["agent"]["status"], "busy", "status kept: {hello}");
     assert_eq!(hello["agent"]["connections"], 1, "{hello}");
