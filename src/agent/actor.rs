@@ -22,6 +22,7 @@ use crate::store::{CommitTicket, StatusBefore};
 use cluster::Pending;
 
 mod cluster;
+mod node_tabs;
 
 /// Close code sent with `logged_out`.
 const CLOSE_NORMAL: u16 = 1000;
@@ -292,59 +293,13 @@ impl AgentActor {
                     return After::StopIfIdle;
                 }
             }
-            Command::AttachNode { node, hint, reply } => {
-                if let Some(hint) = hint {
-                    self.merge_hint(*hint);
-                }
-                let _ = self.apply(Input::SocketOpened, None);
-                *self
-                    .node_tabs
-                    .get_or_insert_with(Box::default)
-                    .entry(node)
-                    .or_default() += 1;
-                let _ = reply.send(Ok((self.published.seq, self.state.clone())));
+            // Cluster mode only (`handle_cluster`): a single node counts no tabs per node.
+            Command::AttachNode { reply, .. } => {
+                let _ = reply.send(Err(super::handle::ActorError::Stopped));
             }
-            Command::DetachNode { node } => {
-                if self.remove_node_tabs(&node, 1) > 0 {
-                    let _ = self.apply(Input::SocketClosed, None);
-                }
-            }
-            Command::NodesAlive { alive } => {
-                let lost: Vec<NodeId> = self
-                    .node_tabs
-                    .iter()
-                    .flat_map(|t| t.keys())
-                    .filter(|n| !alive.contains(n))
-                    .cloned()
-                    .collect();
-                for node in lost {
-                    let closed = self.remove_node_tabs(&node, u32::MAX);
-                    for _ in 0..closed {
-                        let _ = self.apply(Input::SocketClosed, None);
-                    }
-                }
-            }
+            Command::DetachNode { .. } | Command::NodesAlive { .. } => {}
         }
         After::Continue
-    }
-
-    /// Takes up to `n` tabs of `node` off the count; returns how many were there to take.
-    fn remove_node_tabs(&mut self, node: &NodeId, n: u32) -> u32 {
-        let Some(tabs) = self.node_tabs.as_deref_mut() else {
-            return 0;
-        };
-        let Some(count) = tabs.get_mut(node) else {
-            return 0;
-        };
-        let taken = (*count).min(n);
-        *count -= taken;
-        if *count == 0 {
-            tabs.remove(node);
-        }
-        if tabs.is_empty() {
-            self.node_tabs = None;
-        }
-        taken
     }
 
     /// Token claims fill in what the directory does not know (the router passes a hint

@@ -56,32 +56,42 @@ async fn watch_members(hub: Arc<Hub>) {
     };
     let mut view = cluster.members_watch();
     let stop = hub.shutdown().clone();
+    let mut last = Members::default();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             changed = view.changed() => if changed.is_err() { return },
         }
         let members = view.borrow_and_update().clone();
-        members_changed(&hub, cluster.node_id(), &members).await;
+        let lost = last.nodes().iter().any(|n| !members.nodes().contains(n));
+        if members_changed(&hub, cluster.node_id(), &members, lost).await {
+            last = members;
+        }
     }
 }
 
-/// The reaction to one new view (module doc).
-pub(crate) async fn members_changed(hub: &Hub, me: &NodeId, members: &Members) {
+/// The reaction to one new view (module doc); `lost`: a node of the last view acted on is
+/// not in this one (only then are the actors told who is alive: one command to each).
+/// False when nothing was done (this node is not in the view).
+pub(crate) async fn members_changed(hub: &Hub, me: &NodeId, members: &Members, lost: bool) -> bool {
     if !members.nodes().contains(me) {
         // Cut off (or not joined yet): the others will own this node's agents; its actors'
         // appends are fenced from the moment they do.
-        return;
+        return false;
     }
     let router = hub.router();
     let dropped = router.drop_unowned();
-    let alive: Arc<[NodeId]> = members.nodes().into();
-    router.nodes_alive(alive).await;
+    if lost {
+        let alive: Arc<[NodeId]> = members.nodes().into();
+        router.nodes_alive(alive).await;
+    }
     info!(
         members = ?members.nodes(),
         dropped,
+        lost,
         "member view changed: actors of agents owned elsewhere dropped, tabs of gone nodes closed"
     );
+    true
 }
 
 /// A clean stop of a cluster node, after its sockets were told to close (1001): waits

@@ -40,7 +40,7 @@ use crate::config::Settings;
 use crate::directory::{AgentProfile, Directory};
 use crate::fanout::{Fanout, Notifier};
 use crate::metrics::Metrics;
-use crate::model::{AgentId, AgentState, Millis, Session};
+use crate::model::AgentId;
 use crate::store::dedup::EventIdCache;
 use crate::store::{Recovered, Store};
 use cluster::ClusterNode;
@@ -110,7 +110,7 @@ pub(crate) struct Hub {
 
 impl Hub {
     /// A hub with a fresh random epoch over an opened store and what it recovered: every
-    /// stored agent's actor resumes its last state (see [`restored`]), every other
+    /// stored agent's actor resumes its last state (see [`persist::restored`]), every other
     /// directory agent gets its actor (offline), and the stored event ids are remembered
     /// for the rest of their lifetime. `settings.directory` is not used: the store's
     /// directory (seeded from it on the first start) is the live one.
@@ -237,7 +237,7 @@ impl Hub {
         } else {
             let grace = settings.disconnect_grace;
             for agent in stored {
-                router.restore(restored(agent.state, now, grace));
+                router.restore(persist::restored(agent.state, now, grace));
             }
             router.start_directory_agents();
         }
@@ -429,28 +429,6 @@ async fn adopt(hub: Arc<Hub>) {
     }
 }
 
-/// An agent's stored state as it resumes after a restart at `now`. Everything is kept
-/// (status, call, timers: a ring or wrap-up whose deadline passed while the hub was down
-/// fires as soon as the actor starts, its select being biased timer-first), except the
-/// sockets: they died with the old process. An agent that was logged in (connected, or in
-/// its grace period) gets `connections = 0` and a fresh grace period from now, so a tab
-/// that reconnects within it resumes as in row 22 and one that does not come back is
-/// logged out as in row 21. A change of `connections` counts as a change (`version + 1`,
-/// reason kept).
-pub(crate) fn restored(mut state: AgentState, now: Millis, grace: Duration) -> AgentState {
-    let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
-    if state.session != Session::LoggedOut {
-        state.session = Session::Grace {
-            until: now.saturating_add(grace_ms),
-        };
-    }
-    if state.connections != 0 {
-        state.connections = 0;
-        state.version += 1;
-    }
-    state
-}
-
 /// The actor profile of a directory entry.
 pub(crate) fn profile_of(p: &AgentProfile) -> Profile {
     Profile {
@@ -463,34 +441,4 @@ pub(crate) fn profile_of(p: &AgentProfile) -> Profile {
 fn new_epoch() -> String {
     let n: u64 = rand::random();
     format!("{n:016x}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn agent(session: Session, connections: u32) -> AgentState {
-        let mut s = AgentState::new(AgentId::parse("a1").expect("id"), 1_000);
-        s.session = session;
-        s.connections = connections;
-        s.version = 7;
-        s
-    }
-
-    #[test]
-    fn a_restart_keeps_the_state_but_not_the_sockets() {
-        let grace = Duration::from_secs(15);
-        // Connected with two tabs: no tabs now, a fresh grace from the start, one change.
-        let s = restored(agent(Session::Connected, 2), 50_000, grace);
-        assert_eq!(s.connections, 0);
-        assert_eq!(s.session, Session::Grace { until: 65_000 });
-        assert_eq!(s.version, 8);
-        // In its grace when the hub died (even one that ran out meanwhile): a fresh grace.
-        let s = restored(agent(Session::Grace { until: 2_000 }, 0), 50_000, grace);
-        assert_eq!(s.session, Session::Grace { until: 65_000 });
-        assert_eq!(s.version, 7, "nothing visible changed");
-        // Logged out: untouched.
-        let before = agent(Session::LoggedOut, 0);
-        assert_eq!(restored(before.clone(), 50_000, grace), before);
-    }
 }

@@ -13,7 +13,7 @@ use crate::metrics::OwnershipMove;
 use crate::model::AgentId;
 
 /// How often the member view is compared with the last one (views change at most once per
-/// heartbeat, 1 s by default).
+/// heartbeat, 500 ms by default).
 const LOOK_EVERY: Duration = Duration::from_millis(250);
 
 /// Runs until `stop` or until the hub is gone.

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::model::{AgentState, Millis, Session};
 use crate::store::{CommitTicket, Durability, Recovered, Store, StoreError, StoreOptions};
 
 /// How often old history and event ids are pruned (also once at start).
@@ -125,5 +126,58 @@ pub(crate) async fn close(store: Arc<Store>, deadline: Instant) {
         Ok(Ok(Err(e))) => warn!(error = %e, "durable store: close failed"),
         Ok(Err(e)) => warn!(error = %e, "durable store: close panicked"),
         Err(_) => warn!("durable store: close did not finish before the shutdown deadline"),
+    }
+}
+
+/// An agent's stored state as it resumes after a restart at `now`. Everything is kept
+/// (status, call, timers: a ring or wrap-up whose deadline passed while the hub was down
+/// fires as soon as the actor starts, its select being biased timer-first), except the
+/// sockets: they died with the old process. An agent that was logged in (connected, or in
+/// its grace period) gets `connections = 0` and a fresh grace period from now, so a tab
+/// that reconnects within it resumes as in row 22 and one that does not come back is
+/// logged out as in row 21. A change of `connections` counts as a change (`version + 1`,
+/// reason kept).
+pub(crate) fn restored(mut state: AgentState, now: Millis, grace: Duration) -> AgentState {
+    let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+    if state.session != Session::LoggedOut {
+        state.session = Session::Grace {
+            until: now.saturating_add(grace_ms),
+        };
+    }
+    if state.connections != 0 {
+        state.connections = 0;
+        state.version += 1;
+    }
+    state
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AgentId;
+
+    fn agent(session: Session, connections: u32) -> AgentState {
+        let mut s = AgentState::new(AgentId::parse("a1").expect("id"), 1_000);
+        s.session = session;
+        s.connections = connections;
+        s.version = 7;
+        s
+    }
+
+    #[test]
+    fn a_restart_keeps_the_state_but_not_the_sockets() {
+        let grace = Duration::from_secs(15);
+        // Connected with two tabs: no tabs now, a fresh grace from the start, one change.
+        let s = restored(agent(Session::Connected, 2), 50_000, grace);
+        assert_eq!(s.connections, 0);
+        assert_eq!(s.session, Session::Grace { until: 65_000 });
+        assert_eq!(s.version, 8);
+        // In its grace when the hub died (even one that ran out meanwhile): a fresh grace.
+        let s = restored(agent(Session::Grace { until: 2_000 }, 0), 50_000, grace);
+        assert_eq!(s.session, Session::Grace { until: 65_000 });
+        assert_eq!(s.version, 7, "nothing visible changed");
+        // Logged out: untouched.
+        let before = agent(Session::LoggedOut, 0);
+        assert_eq!(restored(before.clone(), 50_000, grace), before);
     }
 }

@@ -150,11 +150,14 @@ impl AgentSession {
         }
         match &self.route {
             Route::Local(_) => self.route.detach(self.tab).await,
+            // Cluster mode: counted off at the owner in the background (retried across a
+            // move), so the socket's task ends now.
             Route::Remote(_) => {
-                self.hub
-                    .router()
-                    .detach_tab(&self.route, self.tab.get())
-                    .await
+                let hub = self.hub.clone();
+                let (route, tab) = (self.route, self.tab.get());
+                self.hub.tasks().spawn(async move {
+                    hub.router().detach_tab(&route, tab).await;
+                });
             }
         }
     }

@@ -24,6 +24,7 @@ mod bounded_actors;
 mod churn;
 mod cluster_backplane;
 mod cluster_dir;
+mod cluster_failover;
 mod cluster_failures;
 mod cluster_flags;
 mod cluster_node;

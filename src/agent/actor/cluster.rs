@@ -30,7 +30,6 @@ use crate::agent::record::{ClusterRecord, RecordedEvent};
 use crate::cluster::NodeId;
 use crate::cluster::{Backplane, ClusterError, Head};
 use crate::model::machine::apply;
-use crate::model::Session;
 use crate::model::{AgentState, Effect, Input, Outcome, Rejection};
 use crate::outbox::{Outbound, Outbox};
 use crate::protocol::{self, EventResult, Published, StoredReply};
@@ -293,57 +292,8 @@ impl AgentActor {
         }));
     }
 
-    /// Closes the tabs counted on nodes not in `alive` (one change; the disconnect grace
-    /// starts now if no tab is left).
-    fn close_lost_nodes(&mut self, alive: &[NodeId]) -> After {
-        let Some(current) = self.node_tabs.as_deref() else {
-            return After::Continue;
-        };
-        let tabs: NodeTabs = current
-            .iter()
-            .filter(|(n, _)| alive.contains(n))
-            .map(|(n, c)| (n.clone(), *c))
-            .collect();
-        if tabs == *current {
-            return After::Continue;
-        }
-        let mut next = self.state.clone();
-        next.connections = tabs.values().sum();
-        if next.connections == 0 && next.session == Session::Connected {
-            let grace = self.policy().disconnect_grace_ms;
-            next.session = Session::Grace {
-                until: self.env.clock().now_ms().saturating_add(grace),
-            };
-        }
-        next.version += 1;
-        self.append(next, Vec::new(), None, Then::Tabs { tabs }, None)
-    }
-
-    /// The open tabs per node once `then` counts, for a change leaving `connections`.
-    fn tabs_after(&self, then: &Then, connections: u32) -> NodeTabs {
-        if connections == 0 {
-            // Logged out, or every tab closed.
-            return NodeTabs::new();
-        }
-        let mut tabs = self.node_tabs.as_deref().cloned().unwrap_or_default();
-        match then {
-            Then::AttachNode { node, .. } => *tabs.entry(node.clone()).or_default() += 1,
-            Then::DetachNode { node } => {
-                if let Some(n) = tabs.get_mut(node) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        tabs.remove(node);
-                    }
-                }
-            }
-            Then::Tabs { tabs: after } => tabs = after.clone(),
-            _ => {}
-        }
-        tabs
-    }
-
     /// Starts the append of `next` (the agent's next version) after the last stored change.
-    fn append(
+    pub(super) fn append(
         &mut self,
         next: AgentState,
         effects: Vec<Effect>,

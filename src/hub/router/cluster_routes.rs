@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{Reach, Route, RouteError, Router, RETRIES};
 use crate::agent::{Applied, Profile, TelephonyAnswer};
@@ -23,6 +23,10 @@ use crate::model::{AgentId, AgentState, Input, Rejection};
 /// Pause before retrying an owner that did not answer, when the member view still names
 /// it: a lost node leaves the view within the member TTL, a clean leave within a beat.
 const RECHECK_PAUSE: Duration = Duration::from_millis(250);
+
+/// How long a closed tab's count-off is retried (a lost owner leaves the views within
+/// member TTL + one heartbeat, 3 s by default; NATS may take a little longer).
+const DETACH_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Cluster mode's part of the router.
 #[derive(Clone)]
@@ -236,18 +240,24 @@ impl Router {
         let Some(own) = self.ownership.as_ref() else {
             return;
         };
-        for _ in 0..RETRIES {
-            let Ok(route) = self.tab_route(id, Reach::Known).await else {
-                break;
+        // Nobody waits for it, and a count left too high would keep the agent logged in:
+        // retried (re-routed) while the owner moves or NATS is back, within a bound.
+        let until = tokio::time::Instant::now() + DETACH_PATIENCE;
+        loop {
+            let failed = match self.tab_route(id, Reach::Known).await {
+                Ok(route) => match route.detach_node(own.me().clone()).await {
+                    Ok(()) => return,
+                    Err(e) => e,
+                },
+                Err(RouteError::UnknownAgent) => return,
+                Err(e) => e,
             };
-            match route.detach_node(own.me().clone()).await {
-                Err(e) if self.retry(&route, e).await => continue,
-                Err(e) => {
-                    debug!(agent = %id, error = %e, "tab close not counted at the owner");
-                    return;
-                }
-                Ok(()) => return,
+            if tokio::time::Instant::now() >= until {
+                warn!(agent = %id, error = %failed, "a closed tab could not be counted off at the agent's owner");
+                return;
             }
+            debug!(agent = %id, error = %failed, "tab close not counted yet; retrying");
+            tokio::time::sleep(RECHECK_PAUSE).await;
         }
     }
 
