@@ -39,4 +39,5 @@ mod startup;
 mod status_rows;
 mod telephony_events;
 mod telephony_phone_side;
+mod topology;
 mod ws_layer;
