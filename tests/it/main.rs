@@ -24,6 +24,7 @@ mod bounded_actors;
 mod churn;
 mod cluster_backplane;
 mod cluster_failures;
+mod cluster_faults;
 mod cluster_flags;
 mod cluster_node;
 mod decode_props;
