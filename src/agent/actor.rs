@@ -1,4 +1,9 @@
 //! The private side of an agent actor: its loop, its timers, its tabs.
+//!
+//! On a single node a change is applied, published and queued to the store at once (the
+//! caller awaits the commit ticket). In cluster mode (`cluster.rs`) a change is computed
+//! on a copy, appended to the agents stream and only applied once JetStream acknowledged
+//! it; the awaited append is the one other suspension point of the loop.
 
 use std::future::{poll_fn, Future};
 use std::sync::Arc;
@@ -13,6 +18,9 @@ use crate::model::{AgentState, Effect, Input, Millis, Outcome, Policy, Reason, R
 use crate::outbox::{Outbound, Outbox};
 use crate::protocol::{self, EventResult, Published};
 use crate::store::{CommitTicket, StatusBefore};
+use cluster::Pending;
+
+mod cluster;
 
 /// Close code sent with `logged_out`.
 const CLOSE_NORMAL: u16 = 1000;
@@ -35,11 +43,14 @@ enum Wake {
 }
 
 /// What the actor does after a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum After {
     Continue,
     /// The agent left the directory: stop now if idle (not after the idle period).
     StopIfIdle,
+    /// Cluster mode: a change waits for the stream's acknowledgement before it counts.
+    Append(Box<Pending>),
+    /// Cluster mode: another node owns the agent now; the actor ends.
+    Stop,
 }
 
 /// Kept small: its size is paid by every agent in its task (see `run`).
@@ -67,10 +78,18 @@ impl AgentActor {
         env: AgentEnv,
         mut state: AgentState,
         profile: Profile,
+        seq: u64,
     ) -> Self {
         state.name = profile.name;
         state.teams = profile.teams;
-        let published = env.fanout().register(&state);
+        let published = if env.cluster().is_some() {
+            // Listed in this node's snapshots (if the stream has nothing of it yet); the
+            // actor's own entry carries the sequence its next append must follow.
+            env.fanout().register(&state);
+            Arc::new(Published::build(&state, seq, &Published::serialize(&state)))
+        } else {
+            env.fanout().register(&state)
+        };
         AgentActor {
             receiver,
             env,
@@ -108,7 +127,9 @@ impl AgentActor {
                 // Biased, timer first: a deadline that has passed (a ring that expired
                 // while the hub was down, or while this actor was busy) is applied before
                 // any request, even one that arrived at the same instant.
-                let wake = poll_fn(|cx| {
+                // Matched in place: the wake-up (a command) is not kept in the task's state
+                // while a cluster append is awaited below.
+                let mut after = match poll_fn(|cx| {
                     if self.alarm.poll(cx).is_ready() {
                         return Poll::Ready(Wake::Timer);
                     }
@@ -116,26 +137,33 @@ impl AgentActor {
                         .poll_recv(cx)
                         .map(|cmd| cmd.map_or(Wake::Closed, Wake::Command))
                 })
-                .await;
-                match wake {
+                .await
+                {
                     Wake::Timer => match next_deadline(&self.state) {
                         // The state has not changed since the alarm was set: same timer.
+                        Some((_, which)) if self.env.cluster().is_some() => {
+                            self.propose(which.input(), None, cluster::Then::Timer)
+                        }
                         Some((_, which)) => {
                             let _ = self.apply(which.input(), None);
+                            After::Continue
                         }
                         // The idle period passed.
-                        None => {
-                            if self.stop_if_idle() {
-                                break;
-                            }
-                        }
+                        None => After::StopIfIdle,
                     },
-                    Wake::Command(cmd) => {
-                        if self.handle(cmd) == After::StopIfIdle && self.stop_if_idle() {
-                            break;
-                        }
-                    }
+                    Wake::Command(cmd) => self.handle(cmd),
                     Wake::Closed => break,
+                };
+                // Cluster mode: the change counts once the stream acknowledged it.
+                while let After::Append(pending) = after {
+                    // One pointer in the task's state, not the append future itself.
+                    let (pending, stored) = cluster::Settle(Some(pending)).await;
+                    after = self.settle(pending, stored);
+                }
+                match after {
+                    After::StopIfIdle if self.stop_if_idle() => break,
+                    After::Stop => break,
+                    _ => {}
                 }
             }
         }
@@ -167,6 +195,9 @@ impl AgentActor {
     }
 
     fn handle(&mut self, cmd: Command) -> After {
+        if self.env.cluster().is_some() {
+            return self.handle_cluster(cmd);
+        }
         match cmd {
             Command::Attach {
                 outbox,
@@ -184,7 +215,7 @@ impl AgentActor {
                 tabs.reserve_exact(1);
                 tabs.push(Tab { id, outbox });
                 self.tabs = tabs.into_boxed_slice();
-                let _ = reply.send(id);
+                let _ = reply.send(Ok(id));
             }
             Command::Detach { tab } => {
                 let before = self.tabs.len();
@@ -206,7 +237,7 @@ impl AgentActor {
                     // (this agent's earlier change may not be committed yet).
                     ticket: ticket.unwrap_or_else(|| self.env.ack_barrier()),
                 });
-                let _ = reply.send(result);
+                let _ = reply.send(Ok(result));
             }
             Command::Telephony {
                 event_id,
@@ -214,7 +245,7 @@ impl AgentActor {
                 reply,
             } => {
                 let answer = self.telephony(&event_id, *input);
-                let _ = reply.send(answer);
+                let _ = reply.send(Ok(answer));
             }
             Command::SetProfile { profile, stop } => {
                 let Profile {
@@ -300,6 +331,11 @@ impl AgentActor {
 
     fn publish(&mut self, effects: &[Effect], origin: Option<TabId>) {
         self.published = self.env.fanout().publish(&self.state);
+        self.deliver(effects, origin);
+    }
+
+    /// Pushes the published frame to the agent's tabs and carries out the effects.
+    fn deliver(&mut self, effects: &[Effect], origin: Option<TabId>) {
         for tab in self.tabs.iter() {
             let _ = tab.outbox.push(self.published.frame.clone());
         }
@@ -339,7 +375,7 @@ impl AgentActor {
         let _ = outbox.push(protocol::agent_hello(
             self.published.agent_json(),
             env.clock().now_ms(),
-            env.fanout().epoch(),
+            &env.fanout().epoch(),
             self.published.seq,
             env.node().as_str(),
         ));

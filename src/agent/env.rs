@@ -1,7 +1,7 @@
 //! What an agent actor uses of the rest of the hub, as one small handle with private
 //! fields: the fan-out it publishes to, the adapter notifier, the event-id memory, the
-//! durable store, the clock, the metrics, the policy defaults and the task tracker it is
-//! spawned on, and where it reports that it stopped. The hub builds one [`AgentEnv`] and
+//! durable store (or, in cluster mode, the backplane), the clock, the metrics, the policy
+//! defaults and the task tracker it is spawned on, and where it reports that it stopped. The hub builds one [`AgentEnv`] and
 //! every actor holds a clone (one pointer in every agent's task).
 
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
-use crate::cluster::NodeId;
+use crate::cluster::{Backplane, NodeId};
 use crate::fanout::{Fanout, Notifier};
 use crate::metrics::Metrics;
 use crate::protocol::Published;
@@ -61,6 +61,11 @@ pub(crate) struct EnvParts {
     pub retired: mpsc::Sender<Arc<Published>>,
     /// This node's id, for the `hello` of agent tabs.
     pub node: NodeId,
+    /// How changes are kept, chosen once at start: `None` on a single node (queued to
+    /// `store`, acknowledged after its commit); in cluster mode the backplane every change
+    /// is appended to (acknowledged after JetStream's ack; `store` is then the follower's
+    /// history cache and actors do not write it).
+    pub cluster: Option<Backplane>,
 }
 
 impl AgentEnv {
@@ -97,6 +102,11 @@ impl AgentEnv {
 
     pub(super) fn defaults(&self) -> &Defaults {
         &self.shared.defaults
+    }
+
+    /// Cluster mode's backplane (`None` on a single node).
+    pub(super) fn cluster(&self) -> Option<&Backplane> {
+        self.shared.cluster.as_ref()
     }
 
     /// This node's id.

@@ -81,10 +81,27 @@ impl TelephonyAnswer {
     }
 }
 
-/// The actor is gone (hub shutting down).
+/// Why an actor did not take a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the agent actor has stopped")]
-pub(crate) struct AttachError;
+pub(crate) enum ActorError {
+    /// The actor is gone (stopped while idle, or the hub is shutting down).
+    #[error("the agent actor has stopped")]
+    Stopped,
+    /// Cluster mode: the change could not be stored (NATS unreachable or too slow to
+    /// acknowledge); nothing was applied. Retryable.
+    #[error("the change could not be stored: retry")]
+    Unavailable {
+        /// When to retry.
+        retry_after_ms: u64,
+    },
+    /// Cluster mode: another node stored a change of this agent first (it owns the agent
+    /// now). The actor stopped; nothing was applied.
+    #[error("the agent moved to another node")]
+    Moved,
+}
+
+/// What the actor answers a command with.
+pub(super) type Reply<T> = oneshot::Sender<Result<T, ActorError>>;
 
 /// What the actor is asked to do. Every variant is kept to a few words (large payloads
 /// boxed): the mailbox queue holds these by value while messages wait.
@@ -92,7 +109,7 @@ pub(super) enum Command {
     Attach {
         outbox: Outbox,
         hint: Option<Box<Profile>>,
-        reply: oneshot::Sender<TabId>,
+        reply: Reply<TabId>,
     },
     Detach {
         tab: TabId,
@@ -101,12 +118,12 @@ pub(super) enum Command {
         input: Box<Input>,
         /// The tab that asked for a logout answers itself; the others are closed by the actor.
         origin: Option<TabId>,
-        reply: oneshot::Sender<Result<Applied, Rejection>>,
+        reply: Reply<Result<Applied, Rejection>>,
     },
     Telephony {
         event_id: Box<str>,
         input: Box<Input>,
-        reply: oneshot::Sender<TelephonyAnswer>,
+        reply: Reply<TelephonyAnswer>,
     },
     SetProfile {
         profile: Box<Profile>,
@@ -125,8 +142,20 @@ pub(crate) struct AgentHandle {
 impl AgentHandle {
     /// Starts the actor for `state` with `profile` and returns its handle.
     pub(crate) fn spawn(env: &AgentEnv, state: AgentState, profile: Profile) -> AgentHandle {
+        Self::spawn_at(env, state, profile, 0)
+    }
+
+    /// [`AgentHandle::spawn`] in cluster mode: `seq` is the stream sequence of the agent's
+    /// last stored change (0: none), whose version is `state.version`; the actor's next
+    /// append expects it.
+    pub(crate) fn spawn_at(
+        env: &AgentEnv,
+        state: AgentState,
+        profile: Profile,
+        seq: u64,
+    ) -> AgentHandle {
         let (sender, receiver) = mailbox::channel(MAILBOX);
-        let actor = AgentActor::new(receiver, env.clone(), state, profile);
+        let actor = AgentActor::new(receiver, env.clone(), state, profile, seq);
         env.tasks().spawn(actor.run());
         AgentHandle { sender }
     }
@@ -137,7 +166,7 @@ impl AgentHandle {
         &self,
         outbox: Outbox,
         hint: Option<Profile>,
-    ) -> Result<TabId, AttachError> {
+    ) -> Result<TabId, ActorError> {
         let (reply, rx) = oneshot::channel();
         self.sender
             .send(Command::Attach {
@@ -146,8 +175,8 @@ impl AgentHandle {
                 reply,
             })
             .await
-            .map_err(|_| AttachError)?;
-        rx.await.map_err(|_| AttachError)
+            .map_err(|_| ActorError::Stopped)?;
+        rx.await.map_err(|_| ActorError::Stopped)?
     }
 
     /// Tells the actor a socket closed (row 21 applies to the last one).
@@ -160,7 +189,7 @@ impl AgentHandle {
         &self,
         input: Input,
         origin: Option<TabId>,
-    ) -> Result<Result<Applied, Rejection>, AttachError> {
+    ) -> Result<Result<Applied, Rejection>, ActorError> {
         let (reply, rx) = oneshot::channel();
         self.sender
             .send(Command::Apply {
@@ -169,8 +198,8 @@ impl AgentHandle {
                 reply,
             })
             .await
-            .map_err(|_| AttachError)?;
-        rx.await.map_err(|_| AttachError)
+            .map_err(|_| ActorError::Stopped)?;
+        rx.await.map_err(|_| ActorError::Stopped)?
     }
 
     /// Hands a telephony event (deduplicated by `event_id`) to the actor and returns where
@@ -179,7 +208,7 @@ impl AgentHandle {
         &self,
         event_id: String,
         input: Input,
-    ) -> Result<oneshot::Receiver<TelephonyAnswer>, AttachError> {
+    ) -> Result<oneshot::Receiver<Result<TelephonyAnswer, ActorError>>, ActorError> {
         let (reply, rx) = oneshot::channel();
         self.sender
             .send(Command::Telephony {
@@ -188,7 +217,7 @@ impl AgentHandle {
                 reply,
             })
             .await
-            .map_err(|_| AttachError)?;
+            .map_err(|_| ActorError::Stopped)?;
         Ok(rx)
     }
 

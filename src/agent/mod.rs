@@ -10,6 +10,7 @@ mod alarm;
 mod env;
 mod handle;
 mod mailbox;
+pub(crate) mod record;
 
 pub(crate) use env::{AgentEnv, Defaults, EnvParts};
-pub(crate) use handle::{AgentHandle, Applied, Profile, TabId, TelephonyAnswer};
+pub(crate) use handle::{ActorError, AgentHandle, Applied, Profile, TabId, TelephonyAnswer};

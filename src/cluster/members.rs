@@ -103,6 +103,11 @@ impl Membership {
         self.view.borrow().clone()
     }
 
+    /// A receiver of the view: the current members, and a wake-up when they change.
+    pub fn watch(&self) -> watch::Receiver<Members> {
+        self.view.clone()
+    }
+
     /// Waits for the next change of the view and returns it.
     pub async fn changed(&mut self) -> Members {
         let _ = self.view.changed().await;

@@ -8,7 +8,7 @@
 
 use crate::protocol::Text;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 mod notifier;
 
@@ -94,7 +94,9 @@ pub(crate) struct FanoutStats {
 
 /// The hub-wide update sequence, history and admin subscriber list.
 pub(crate) struct Fanout {
-    epoch: Arc<str>,
+    /// Random per start on a single node; in cluster mode the agents stream's epoch, set
+    /// once NATS is reached (see [`Fanout::reset`]).
+    epoch: RwLock<Arc<str>>,
     history_size: usize,
     inner: Mutex<Inner>,
 }
@@ -103,7 +105,7 @@ impl Fanout {
     /// An empty fan-out for `epoch`, keeping `history_size` recent updates for `resume`.
     pub(crate) fn new(epoch: Arc<str>, history_size: usize) -> Self {
         Fanout {
-            epoch,
+            epoch: RwLock::new(epoch),
             history_size,
             inner: Mutex::new(Inner {
                 seq: 0,
@@ -118,8 +120,8 @@ impl Fanout {
     }
 
     /// The epoch this fan-out numbers its updates in.
-    pub(crate) fn epoch(&self) -> &Arc<str> {
-        &self.epoch
+    pub(crate) fn epoch(&self) -> Arc<str> {
+        self.epoch.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -149,10 +151,52 @@ impl Fanout {
     pub(crate) fn publish(&self, state: &AgentState) -> Arc<Published> {
         let json = Published::serialize(state);
         let mut guard = self.lock();
-        let inner = &mut *guard;
-        inner.seq += 1;
-        let seq = inner.seq;
-        let published = Arc::new(Published::build(state, seq, &json));
+        let seq = guard.seq + 1;
+        Self::publish_locked(&mut guard, self.history_size, state, seq, &json)
+    }
+
+    /// Cluster mode: publishes a change with the `seq` the agents stream gave it (its
+    /// stream sequence). Sequences only go up: one at or below the current `seq` is
+    /// ignored (`None`).
+    pub(crate) fn publish_at(&self, seq: u64, state: &AgentState) -> Option<Arc<Published>> {
+        let json = Published::serialize(state);
+        let mut guard = self.lock();
+        if seq <= guard.seq {
+            return None;
+        }
+        Some(Self::publish_locked(
+            &mut guard,
+            self.history_size,
+            state,
+            seq,
+            &json,
+        ))
+    }
+
+    /// Cluster mode: the stream starts under `epoch` (first contact, or the stream was
+    /// recreated), or lost changes up to `seq` (`Followed::Gap`): history is dropped, so a
+    /// `resume` from before is answered with a snapshot (`recovered: false`). With a new
+    /// epoch the agents' states are dropped too (the stream is read again from its start).
+    pub(crate) fn reset(&self, epoch: Option<Arc<str>>, seq: u64) {
+        let mut inner = self.lock();
+        inner.history.clear();
+        inner.seq = seq;
+        if let Some(epoch) = epoch {
+            *self.epoch.write().unwrap_or_else(|p| p.into_inner()) = epoch;
+            inner.latest.clear();
+            inner.by_status = [0; Status::ALL.len()];
+        }
+    }
+
+    fn publish_locked(
+        inner: &mut Inner,
+        history_size: usize,
+        state: &AgentState,
+        seq: u64,
+        json: &str,
+    ) -> Arc<Published> {
+        inner.seq = seq;
+        let published = Arc::new(Published::build(state, seq, json));
         if let Some(old) = inner
             .latest
             .insert(state.agent_id.clone(), published.clone())
@@ -161,7 +205,7 @@ impl Fanout {
         }
         inner.by_status[status_index(published.status)] += 1;
         inner.history.push_back(published.clone());
-        while inner.history.len() > self.history_size {
+        while inner.history.len() > history_size {
             inner.history.pop_front();
         }
         let mut delivered = 0u64;
@@ -217,8 +261,9 @@ impl Fanout {
         reply_ref: Option<&Ref>,
     ) -> ResumeResult {
         let mut inner = self.lock();
+        let current = self.epoch();
         let oldest_kept = inner.history.front().map_or(inner.seq + 1, |p| p.seq);
-        let covered = epoch == &*self.epoch && seq <= inner.seq && seq + 1 >= oldest_kept;
+        let covered = epoch == &*current && seq <= inner.seq && seq + 1 >= oldest_kept;
         if !covered {
             let reply = self.snapshot_reply(&inner, &filter, reply_ref, Some(false));
             if outbox
@@ -229,7 +274,8 @@ impl Fanout {
             }
             return ResumeResult::Snapshot;
         }
-        let skip = (seq + 1 - oldest_kept) as usize;
+        // By seq, not by offset: in cluster mode the kept seqs may skip numbers.
+        let skip = inner.history.partition_point(|p| p.seq <= seq);
         let frames: Vec<Text> = inner
             .history
             .iter()
@@ -238,7 +284,7 @@ impl Fanout {
             .map(|p| p.frame.clone())
             .collect();
         let replayed = frames.len();
-        let ok = protocol::resumed(reply_ref, replayed, &self.epoch, inner.seq);
+        let ok = protocol::resumed(reply_ref, replayed, &current, inner.seq);
         let queued = (replayed == 0 || outbox.push_unbounded(Outbound::Frames(frames)).is_ok())
             && outbox.push_unbounded(Outbound::Frame(ok)).is_ok();
         if queued {
@@ -315,7 +361,7 @@ impl Fanout {
         SnapshotReply {
             reply_ref: reply_ref.cloned(),
             recovered,
-            epoch: self.epoch.clone(),
+            epoch: self.epoch(),
             seq: inner.seq,
             agents: matching(inner, filter),
         }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::auth::{authenticate, authenticate_api};
 use crate::directory::check_ring_group_id;
 use crate::fanout::Filter;
-use crate::hub::{Dispatched, Hub, RouteError};
+use crate::hub::Hub;
 use crate::metrics::{Computed, Rejected};
 use crate::model::{AgentId, Status, TeamId};
 use crate::protocol::Role;
@@ -58,6 +58,16 @@ fn bad_request(message: &str) -> Response {
 }
 
 /// Any other path under `/api/`: a JSON 404 (not the web demo's plain text one).
+/// Read-your-writes (cluster mode): `Some(503)` when this node's view could not catch up
+/// with the stream within the bound; `None` when the read may go ahead.
+pub(super) async fn not_caught_up(hub: &Hub) -> Option<Response> {
+    let e = hub.caught_up().await.err()?;
+    let body = e
+        .unavailable(None)
+        .unwrap_or_else(|| protocol::shutting_down(None));
+    Some(json(StatusCode::SERVICE_UNAVAILABLE, body))
+}
+
 pub(crate) async fn not_found(uri: axum::http::Uri) -> Response {
     json(
         StatusCode::NOT_FOUND,
@@ -112,6 +122,9 @@ pub(crate) async fn agents(
     if let Err(e) = authenticate_api(&hub, &headers, &params, READERS) {
         return e.into_response();
     }
+    if let Some(r) = not_caught_up(&hub).await {
+        return r;
+    }
     let (_, filter, status) = match list_query(&params) {
         Ok(q) => q,
         Err(r) => return *r,
@@ -122,7 +135,7 @@ pub(crate) async fn agents(
     }
     sort_by_id(&mut list);
     let mut out = String::new();
-    render_agent_list(&mut out, hub.epoch(), seq, &list);
+    render_agent_list(&mut out, &hub.epoch(), seq, &list);
     json(StatusCode::OK, out)
 }
 
@@ -135,6 +148,9 @@ pub(crate) async fn agent(
 ) -> Response {
     if let Err(e) = authenticate_api(&hub, &headers, &params, READERS) {
         return e.into_response();
+    }
+    if let Some(r) = not_caught_up(&hub).await {
+        return r;
     }
     let found = AgentId::parse(&id)
         .ok()
@@ -161,6 +177,9 @@ pub(crate) async fn available(
     if let Err(e) = authenticate_api(&hub, &headers, &params, READERS) {
         return e.into_response();
     }
+    if let Some(r) = not_caught_up(&hub).await {
+        return r;
+    }
     let (q, filter, _) = match list_query(&params) {
         Ok(q) => q,
         Err(r) => return *r,
@@ -186,7 +205,7 @@ pub(crate) async fn available(
             .then_with(|| a.agent_id.cmp(&b.agent_id))
     });
     let mut out = String::new();
-    render_agent_list(&mut out, hub.epoch(), seq, &list);
+    render_agent_list(&mut out, &hub.epoch(), seq, &list);
     json(StatusCode::OK, out)
 }
 
@@ -199,13 +218,19 @@ pub(crate) async fn summary(
     if let Err(e) = authenticate_api(&hub, &headers, &params, READERS) {
         return e.into_response();
     }
+    if let Some(r) = not_caught_up(&hub).await {
+        return r;
+    }
     let (_, filter, _) = match list_query(&params) {
         Ok(q) => q,
         Err(r) => return *r,
     };
     let (seq, list) = hub.fanout().snapshot(&filter);
     let now = hub.clock().now_ms();
-    json(StatusCode::OK, render_summary(hub.epoch(), seq, now, &list))
+    json(
+        StatusCode::OK,
+        render_summary(&hub.epoch(), seq, now, &list),
+    )
 }
 
 fn render_summary(epoch: &str, seq: u64, now: u64, list: &[Arc<Published>]) -> String {
@@ -317,8 +342,7 @@ pub(crate) async fn telephony_event(
         return json(StatusCode::BAD_REQUEST, protocol::bad_message(&bad));
     }
     let answer = match hub.router().telephony(&message).await {
-        Ok(Dispatched::Answered(answer)) => Ok(answer),
-        Ok(Dispatched::Pending(pending)) => pending.await.map_err(|_| RouteError::Unavailable),
+        Ok(dispatched) => dispatched.answer().await,
         Err(e) => Err(e),
     };
     match answer {
@@ -370,7 +394,7 @@ pub(crate) async fn healthz(State(hub): State<Arc<Hub>>) -> Response {
     };
     let body = serde_json::json!({
         "status": if shutting_down { "shutting_down" } else if reason.is_none() { "ok" } else { "unavailable" },
-        "epoch": &**hub.epoch(),
+        "epoch": &*hub.epoch(),
         "node": hub.node().as_str(),
         "mode": health.mode,
         "ready": reason.is_none(),

@@ -124,6 +124,9 @@ pub(crate) async fn status_time(
     if let Err(e) = authenticate_api(&hub, &headers, &params, ADMINS) {
         return e.into_response();
     }
+    if let Some(r) = super::api::not_caught_up(&hub).await {
+        return r;
+    }
     let now = hub.clock().now_ms();
     let (from, to) = match range(&params, now) {
         Ok(r) => r,
@@ -234,6 +237,9 @@ pub(crate) async fn history(
 ) -> Response {
     if let Err(e) = authenticate_api(&hub, &headers, &params, ADMINS) {
         return e.into_response();
+    }
+    if let Some(r) = super::api::not_caught_up(&hub).await {
+        return r;
     }
     let agent_id = match AgentId::parse(&id) {
         Ok(a) => a,

@@ -1,18 +1,21 @@
-//! This node's part in a cluster (`--nats`, preview): the backplane connection and the
-//! membership heartbeat, and what the rest of the hub asks of them today: whether changes
-//! may be taken (NATS reachable), and the live members for `/healthz` and `/metrics`.
+//! This node's part in a cluster (`--nats`, preview): the backplane connection, the
+//! membership heartbeat and this node's view of the agents stream (`view.rs`), and what
+//! the rest of the hub asks of them: whether changes may be taken (NATS reachable), who
+//! owns an agent ([`Owners`]), and the live members for `/healthz` and `/metrics`.
 //!
-//! Preview: agent state is still kept by this node alone (its actors, its SQLite store).
-//! Nothing is appended to the agents stream yet and no command is forwarded to another
-//! node; `docs/cluster.md` ("Status") lists what is and is not built.
+//! Preview: actors append every change to the agents stream and every node's view follows
+//! it, but commands for an agent another node owns are not forwarded yet (they are
+//! answered `unavailable`); `docs/cluster.md` ("Status") lists what is and is not built.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::view::View;
 use crate::cluster::{
-    Availability, Backplane, ClusterConfig, ClusterError, Link, Membership, NodeId,
+    Availability, Backplane, ClusterConfig, ClusterError, Link, Members, Membership, NodeId,
 };
 use crate::config::ClusterSettings;
 
@@ -33,6 +36,10 @@ pub(crate) struct ClusterNode {
     last_members: Mutex<Vec<NodeId>>,
     /// Ends the backplane's connection task, after the clean leave.
     stop: CancellationToken,
+    /// The member view, for ownership (kept by the heartbeat).
+    members_view: watch::Receiver<Members>,
+    /// This node's view of the agents stream.
+    view: Arc<View>,
 }
 
 /// The cluster's state as `/healthz` shows it.
@@ -62,21 +69,46 @@ impl ClusterNode {
         let stop = CancellationToken::new();
         let backplane = Backplane::start(config, stop.clone());
         let membership = backplane.join();
+        let members_view = membership.watch();
         warn!(
             node = %backplane.config().node_id,
             nats = ?settings.servers,
-            "CLUSTER MODE IS A PREVIEW: this node connects to NATS and joins the members, and \
-             refuses changes with `unavailable` while NATS is unreachable, but it still keeps \
-             agent state ONLY LOCALLY: nothing is replicated, commands are not forwarded to \
-             other nodes, and each node has its own view of every agent. Do not run several \
-             nodes behind one load balancer yet (see docs/cluster.md, Status)."
+            "CLUSTER MODE IS A PREVIEW: changes are stored in NATS JetStream and every node \
+             follows them, but commands for an agent owned by another node are NOT FORWARDED \
+             yet (answered `unavailable`), so a tab must reach its agent's owning node. Do not \
+             run several nodes behind one load balancer yet (see docs/cluster.md, Status)."
         );
         Ok(ClusterNode {
             backplane,
             membership: Mutex::new(Some(membership)),
             last_members: Mutex::new(Vec::new()),
             stop,
+            members_view,
+            view: Arc::default(),
         })
+    }
+
+    /// The backplane (appends, loads, the follower).
+    pub(crate) fn backplane(&self) -> &Backplane {
+        &self.backplane
+    }
+
+    /// This node's view of the agents stream.
+    pub(crate) fn view(&self) -> &Arc<View> {
+        &self.view
+    }
+
+    /// Who owns which agent, as this node sees the members.
+    pub(crate) fn owners(&self) -> Owners {
+        Owners {
+            me: self.node_id().clone(),
+            members: self.members_view.clone(),
+        }
+    }
+
+    /// A receiver of the member view (wakes up when it changes).
+    pub(crate) fn members_watch(&self) -> watch::Receiver<Members> {
+        self.members_view.clone()
     }
 
     /// The connection, for the router's check before a change.
@@ -94,6 +126,9 @@ impl ClusterNode {
         let members = self.members();
         let not_ready = match self.link().availability() {
             Availability::Unavailable { reason } => Some(reason),
+            Availability::Available if !self.view.started() => {
+                Some("starting: this node has not read the agents stream yet".to_owned())
+            }
             Availability::Available if !members.contains(self.node_id()) => {
                 Some("joining the cluster: this node is not in the member list yet".to_owned())
             }
@@ -162,5 +197,46 @@ impl Gate {
                 retry_after_ms: RETRY_AFTER_MS,
             }),
         }
+    }
+}
+
+/// Where an agent's actor runs, as this node sees the members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// This node (always, on a single node).
+    Local,
+    /// Another live member.
+    Remote(NodeId),
+    /// No member is known yet (the node has not joined): nobody can take the agent.
+    Nobody,
+}
+
+/// Computes owners: rendezvous hashing over the live members (`cluster::members`).
+#[derive(Clone)]
+pub(crate) struct Owners {
+    /// This node.
+    me: NodeId,
+    /// The member view kept by the heartbeat.
+    members: watch::Receiver<Members>,
+}
+
+impl Owners {
+    /// The owner of `agent_id` now.
+    pub(crate) fn owner_of(&self, agent_id: &str) -> Owner {
+        match self.members.borrow().owner(agent_id) {
+            None => Owner::Nobody,
+            Some(n) if *n == self.me => Owner::Local,
+            Some(n) => Owner::Remote(n.clone()),
+        }
+    }
+
+    /// This node.
+    pub(crate) fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// The live members now.
+    pub(crate) fn members(&self) -> Members {
+        self.members.borrow().clone()
     }
 }

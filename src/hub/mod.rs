@@ -9,6 +9,7 @@ pub(crate) mod cluster;
 pub(crate) mod persist;
 mod route;
 mod router;
+pub(crate) mod view;
 
 pub(crate) use route::{Route, RouteError};
 pub(crate) use router::{Dispatched, Router};
@@ -130,6 +131,7 @@ impl Hub {
         }
         // Stopped actors, to forget once their last change is committed (see the router).
         let (retired, retired_rx) = tokio::sync::mpsc::channel(1 << 16);
+        let cluster_mode = cluster.is_some();
         let env = AgentEnv::new(EnvParts {
             fanout: fanout.clone(),
             notifier: notifier.clone(),
@@ -146,6 +148,7 @@ impl Hub {
             tasks: tasks.clone(),
             retired,
             node: node.clone(),
+            cluster: cluster.as_ref().map(|c| c.backplane().clone()),
         });
         let directory = Arc::new(LiveDirectory {
             entries: RwLock::new(directory),
@@ -161,14 +164,38 @@ impl Hub {
             ring_timeout: settings.ring_timeout,
             grace: settings.disconnect_grace,
             gate: cluster::Gate::new(cluster.as_ref()),
+            cluster: cluster.as_ref().map(|c| router::RouterCluster {
+                backplane: c.backplane().clone(),
+                owners: c.owners(),
+            }),
         });
         tasks.spawn(router.reaper(retired_rx, fanout.clone(), shutdown.clone()));
-        let grace = settings.disconnect_grace;
-        for agent in stored {
-            router.restore(restored(agent.state, now, grace));
+        if let Some(c) = &cluster {
+            // The stream is the truth: the database only tells the follower what it holds.
+            let stored_versions = stored
+                .into_iter()
+                .map(|a| (a.state.agent_id, a.state.version))
+                .collect();
+            tasks.spawn(view::follow(
+                view::FollowerParts {
+                    backplane: c.backplane().clone(),
+                    view: c.view().clone(),
+                    fanout: fanout.clone(),
+                    store: store.clone(),
+                    events: router.events().clone(),
+                    stored_versions,
+                },
+                shutdown.clone(),
+            ));
+            router.register_directory_agents(&fanout);
+        } else {
+            let grace = settings.disconnect_grace;
+            for agent in stored {
+                router.restore(restored(agent.state, now, grace));
+            }
+            router.start_directory_agents();
         }
-        router.start_directory_agents();
-        Arc::new(Hub {
+        let hub = Arc::new(Hub {
             settings,
             fanout,
             notifier,
@@ -182,7 +209,20 @@ impl Hub {
             next_conn_id: AtomicU64::new(1),
             node,
             cluster,
-        })
+        });
+        if cluster_mode {
+            hub.tasks.spawn(adopt(hub.clone()));
+        }
+        hub
+    }
+
+    /// Read-your-writes: waits (bounded) until this node's view has applied every change
+    /// stored before the call (cluster mode), else `unavailable`. At once on a single node.
+    pub(crate) async fn caught_up(&self) -> Result<(), RouteError> {
+        match &self.cluster {
+            None => Ok(()),
+            Some(c) => c.view().caught_up(c.backplane()).await,
+        }
     }
 
     /// The effective configuration.
@@ -285,8 +325,35 @@ impl Hub {
     }
 
     /// The hub's epoch: changes on every start.
-    pub(crate) fn epoch(&self) -> &Arc<str> {
+    pub(crate) fn epoch(&self) -> Arc<str> {
         self.fanout.epoch()
+    }
+}
+
+/// Cluster mode: starts the actor of every live agent (a tab, a call or a timer in its
+/// stored state) this node owns and has no actor for, so its timers fire here: once the
+/// view has caught up at start, and whenever the members change (an owner left). Runs
+/// until the hub shuts down.
+async fn adopt(hub: Arc<Hub>) {
+    let Some(c) = hub.cluster() else { return };
+    let mut members = c.members_watch();
+    let stop = hub.shutdown.clone();
+    loop {
+        if hub.caught_up().await.is_ok() {
+            for id in c.view().live_agents() {
+                if hub.router.owner_of(&id) == cluster::Owner::Local {
+                    if let Err(e) = hub.router.adopt(&id).await {
+                        tracing::debug!(agent = %id, error = %e, "not taken over now");
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            r = members.changed() => if r.is_err() { return },
+            // Also after a while: the view may not have been caught up the last time.
+            () = tokio::time::sleep(Duration::from_secs(1)), if !c.view().started() => {}
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use tokio::sync::oneshot;
 
-use crate::agent::{AgentHandle, Applied, Profile, TabId, TelephonyAnswer};
+use crate::agent::{ActorError, AgentHandle, Applied, Profile, TabId, TelephonyAnswer};
 use crate::model::{Input, Rejection};
 use crate::outbox::Outbox;
 use crate::protocol::{self, Ref, Text};
@@ -23,19 +23,39 @@ pub(crate) enum RouteError {
         /// When to retry.
         retry_after_ms: u64,
     },
+    /// Cluster mode: the agent's actor here was fenced (another node stored a change of
+    /// it first). The router routes again; after a few tries this is `unavailable`.
+    #[error("the agent is moving to another node: retry")]
+    Moved,
+    /// Cluster mode: another node owns the agent ([`super::Router::owner_of`] names it).
+    /// The remote route forwards there; without one this is `unavailable`.
+    #[error("another node owns this agent: retry")]
+    NotOwner,
+}
+
+impl From<ActorError> for RouteError {
+    fn from(e: ActorError) -> Self {
+        match e {
+            ActorError::Stopped => RouteError::Unavailable,
+            ActorError::Unavailable { retry_after_ms } => RouteError::Backplane { retry_after_ms },
+            ActorError::Moved => RouteError::Moved,
+        }
+    }
 }
 
 impl RouteError {
     /// The `unavailable` reply when the error is the cluster's (retryable), else `None`.
     pub(crate) fn unavailable(&self, reply_ref: Option<&Ref>) -> Option<Text> {
-        match self {
-            RouteError::Backplane { retry_after_ms } => Some(protocol::unavailable(
-                reply_ref,
-                &self.to_string(),
-                *retry_after_ms,
-            )),
-            RouteError::UnknownAgent | RouteError::Unavailable => None,
-        }
+        let retry_after_ms = match self {
+            RouteError::Backplane { retry_after_ms } => *retry_after_ms,
+            RouteError::Moved | RouteError::NotOwner => super::cluster::RETRY_AFTER_MS,
+            RouteError::UnknownAgent | RouteError::Unavailable => return None,
+        };
+        Some(protocol::unavailable(
+            reply_ref,
+            &self.to_string(),
+            retry_after_ms,
+        ))
     }
 }
 
@@ -54,10 +74,7 @@ impl Route {
         hint: Option<Profile>,
     ) -> Result<TabId, RouteError> {
         match self {
-            Route::Local(h) => h
-                .attach(outbox, hint)
-                .await
-                .map_err(|_| RouteError::Unavailable),
+            Route::Local(h) => h.attach(outbox, hint).await.map_err(RouteError::from),
         }
     }
 
@@ -75,10 +92,7 @@ impl Route {
         origin: Option<TabId>,
     ) -> Result<Result<Applied, Rejection>, RouteError> {
         match self {
-            Route::Local(h) => h
-                .apply(input, origin)
-                .await
-                .map_err(|_| RouteError::Unavailable),
+            Route::Local(h) => h.apply(input, origin).await.map_err(RouteError::from),
         }
     }
 
@@ -87,12 +101,12 @@ impl Route {
         &self,
         event_id: String,
         input: Input,
-    ) -> Result<oneshot::Receiver<TelephonyAnswer>, RouteError> {
+    ) -> Result<oneshot::Receiver<Result<TelephonyAnswer, ActorError>>, RouteError> {
         match self {
             Route::Local(h) => h
                 .telephony_dispatch(event_id, input)
                 .await
-                .map_err(|_| RouteError::Unavailable),
+                .map_err(RouteError::from),
         }
     }
 

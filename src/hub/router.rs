@@ -11,6 +11,11 @@
 //! command for anyone else (a telephony event, an admin action) creates nothing and is
 //! answered `unknown_agent`.
 //!
+//! Cluster mode (`takeover.rs`): an actor is started only on the agent's owning node (see
+//! [`Router::owner_of`]), from the agent's last change in the agents stream; for an agent
+//! another node owns, the router answers [`RouteError::NotOwner`] (the remote route will
+//! forward it).
+//!
 //! Actors are bounded by what is live: one with no tab, call or timer stops after
 //! `--actor-idle-secs` (see `agent::actor`). The reaper forgets it once its last change is
 //! committed; the router starts it again from its stored state when a command comes (a
@@ -23,10 +28,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::cluster::Gate;
+use super::cluster::{Gate, Owner, Owners};
 use super::route::{Route, RouteError};
 use super::{persist, profile_of, restored, LiveDirectory};
-use crate::agent::{AgentEnv, AgentHandle, Applied, Profile, TabId, TelephonyAnswer};
+use crate::agent::{ActorError, AgentEnv, AgentHandle, Applied, Profile, TabId, TelephonyAnswer};
 use crate::clock::Clock;
 use crate::fanout::Fanout;
 use crate::metrics::Metrics;
@@ -36,7 +41,10 @@ use crate::protocol::{telephony_unknown_agent, CallEvent, Published, TelephonyMe
 use crate::store::dedup::EventIdCache;
 use crate::store::{CommitTicket, Store};
 
-/// How many times a command retries an actor that stopped under it.
+mod takeover;
+
+/// How many times a command retries an actor that stopped under it (or, in cluster mode,
+/// was fenced: the agent moved).
 const RETRIES: usize = 3;
 
 /// Who may get an actor started by a lookup.
@@ -48,6 +56,14 @@ enum Reach {
     Login,
 }
 
+/// Cluster mode's part of the router.
+pub(super) struct RouterCluster {
+    /// Loads and takeover appends.
+    pub backplane: crate::cluster::Backplane,
+    /// Who owns which agent.
+    pub owners: Owners,
+}
+
 /// A telephony event after routing: answered by the router itself (unknown agent), or on
 /// its way at the actor (the answer arrives on the receiver, built once there).
 #[derive(Debug)]
@@ -55,7 +71,20 @@ pub(crate) enum Dispatched {
     /// Answered without an actor.
     Answered(TelephonyAnswer),
     /// The actor's answer will arrive here.
-    Pending(oneshot::Receiver<TelephonyAnswer>),
+    Pending(oneshot::Receiver<Result<TelephonyAnswer, ActorError>>),
+}
+
+impl Dispatched {
+    /// The answer, once the actor gave it (cluster mode: once it is stored).
+    pub(crate) async fn answer(self) -> Result<TelephonyAnswer, RouteError> {
+        match self {
+            Dispatched::Answered(answer) => Ok(answer),
+            Dispatched::Pending(pending) => match pending.await {
+                Ok(answer) => answer.map_err(RouteError::from),
+                Err(_) => Err(RouteError::Unavailable),
+            },
+        }
+    }
 }
 
 /// Finds (or starts) the actor of an agent. See the module doc.
@@ -80,6 +109,8 @@ pub(crate) struct Router {
     grace: Duration,
     /// Cluster mode: refuses changes while NATS is unreachable.
     gate: Gate,
+    /// Cluster mode: ownership and the stream actors start from; `None` on a single node.
+    cluster: Option<RouterCluster>,
     /// Set at shutdown: nothing is started any more.
     closed: AtomicBool,
     /// Store reads in flight at once: no more than the store keeps read connections, so a
@@ -105,6 +136,7 @@ pub(super) struct RouterParts {
     pub ring_timeout: Duration,
     pub grace: Duration,
     pub gate: Gate,
+    pub cluster: Option<RouterCluster>,
 }
 
 impl Router {
@@ -120,6 +152,7 @@ impl Router {
             ring_timeout: parts.ring_timeout,
             grace: parts.grace,
             gate: parts.gate,
+            cluster: parts.cluster,
             closed: AtomicBool::new(false),
             reads: tokio::sync::Semaphore::new(crate::store::READ_CONNECTIONS),
             had_actor: DashSet::new(),
@@ -148,6 +181,29 @@ impl Router {
         }
     }
 
+    /// Cluster mode: lists every directory agent in this node's view (offline until the
+    /// stream says otherwise) without starting actors: those start on their owner.
+    pub(super) fn register_directory_agents(&self, fanout: &Fanout) {
+        let dir = self.directory.read();
+        for (id, p) in dir.agents.iter() {
+            let mut state = AgentState::new(id.clone(), self.clock.now_ms());
+            let profile = profile_of(p);
+            state.name = profile.name;
+            state.teams = profile.teams;
+            fanout.register(&state);
+        }
+    }
+
+    /// The event-id memory (the cluster follower fills it too).
+    pub(super) fn events(&self) -> &Arc<EventIdCache> {
+        &self.events
+    }
+
+    /// Cluster mode: starts the actor of a live agent this node owns (a takeover).
+    pub(super) async fn adopt(&self, id: &AgentId) -> Result<(), RouteError> {
+        self.find(id, Reach::Login).await.map(|_| ())
+    }
+
     /// Starts an actor (offline) for every directory agent that has none.
     pub(super) fn start_directory_agents(&self) {
         let ids: Vec<AgentId> = self.directory.read().agents.keys().cloned().collect();
@@ -167,6 +223,9 @@ impl Router {
     async fn find(&self, id: &AgentId, reach: Reach) -> Result<Option<AgentHandle>, RouteError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(RouteError::Unavailable);
+        }
+        if let Some(cluster) = &self.cluster {
+            return self.find_owned(cluster, id, reach).await;
         }
         if let Some(h) = self.agents.get(id).map(|h| h.clone()) {
             if !h.is_closed() {
@@ -252,9 +311,11 @@ impl Router {
                 return Err(RouteError::UnknownAgent);
             };
             let route = Route::Local(h);
-            // A stopped actor refuses the tab: start it again.
-            if let Ok(tab) = route.attach(outbox.clone(), hint.clone()).await {
-                return Ok((route, tab));
+            // A stopped (or, in cluster mode, fenced) actor refuses the tab: start it again.
+            match route.attach(outbox.clone(), hint.clone()).await {
+                Ok(tab) => return Ok((route, tab)),
+                Err(e @ RouteError::Backplane { .. }) => return Err(e),
+                Err(_) => continue,
             }
         }
         Err(RouteError::Unavailable)
@@ -270,7 +331,7 @@ impl Router {
         for _ in 0..RETRIES {
             let route = self.route(id).await?.ok_or(RouteError::UnknownAgent)?;
             match route.apply(input.clone(), None).await {
-                Err(RouteError::Unavailable) => continue,
+                Err(RouteError::Unavailable | RouteError::Moved) => continue,
                 other => return other,
             }
         }
@@ -411,6 +472,16 @@ impl Router {
             tokio::task::spawn_blocking(move || store.agent_state(&key)).await,
             Ok(Ok(Some(_)))
         )
+    }
+
+    /// Where `id`'s actor runs: this node (always on a single node), another live member,
+    /// or nobody yet (cluster mode before this node joined). The seam of the remote route:
+    /// a command for a [`Owner::Remote`] agent is forwarded to that node.
+    pub(crate) fn owner_of(&self, id: &AgentId) -> Owner {
+        match &self.cluster {
+            None => Owner::Local,
+            Some(c) => c.owners.owner_of(id.as_str()),
+        }
     }
 
     /// Telephony event ids remembered for deduplication.

@@ -111,7 +111,7 @@ pub struct BadMessage {
 }
 
 /// Error codes of the wire protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadMessage,

@@ -21,7 +21,23 @@ pub(crate) struct AdminSession {
     filter: Filter,
 }
 
-/// Work an admin message needs from an agent actor (done outside the sync handler).
+/// Cluster mode: a `subscribe` or `resume` whose snapshot waits until this node's view
+/// caught up with the stream (read-your-writes), done outside the sync handler.
+struct Subscription {
+    reply_ref: Option<Ref>,
+    /// `resume` from (`epoch`, `seq`); `None` for `subscribe`.
+    resume: Option<(String, u64)>,
+}
+
+/// Work an admin message needs done outside the sync handler.
+enum Work {
+    /// From an agent actor.
+    Act(Action),
+    /// A snapshot once the view caught up (cluster mode).
+    Subscribe(Subscription),
+}
+
+/// Work an admin message needs from an agent actor.
 struct Action {
     /// When the message arrived (its ack latency goes to the metrics).
     arrived: std::time::Instant,
@@ -44,8 +60,16 @@ impl AdminSession {
         &mut self,
         text: &str,
     ) -> impl std::future::Future<Output = Flow> + Send + '_ {
-        let action = self.decode(text);
+        let work = self.decode(text);
         async move {
+            let action = match work {
+                Some(Work::Act(action)) => Some(action),
+                Some(Work::Subscribe(sub)) => {
+                    self.subscribe_when_caught_up(sub).await;
+                    None
+                }
+                None => None,
+            };
             if let Some(Action {
                 arrived,
                 reply_ref,
@@ -65,7 +89,11 @@ impl AdminSession {
                     Err(RouteError::Unavailable) => {
                         Some(protocol::shutting_down(reply_ref.as_ref()))
                     }
-                    Err(e @ RouteError::Backplane { .. }) => e.unavailable(reply_ref.as_ref()),
+                    Err(
+                        e @ (RouteError::Backplane { .. }
+                        | RouteError::Moved
+                        | RouteError::NotOwner),
+                    ) => e.unavailable(reply_ref.as_ref()),
                 };
                 if let Some(reply) = reply {
                     self.send(reply);
@@ -78,8 +106,38 @@ impl AdminSession {
         }
     }
 
-    /// Handles what needs no actor at once; returns the actor work otherwise.
-    fn decode(&mut self, text: &str) -> Option<Action> {
+    /// Cluster mode: subscribes (or resumes) once this node's view has applied every change
+    /// stored before now; `unavailable` if it cannot within the bound.
+    async fn subscribe_when_caught_up(&mut self, sub: Subscription) {
+        if let Err(e) = self.hub.caught_up().await {
+            if let Some(reply) = e.unavailable(sub.reply_ref.as_ref()) {
+                self.send(reply);
+            }
+            return;
+        }
+        let fanout = self.hub.fanout();
+        match sub.resume {
+            None => fanout.subscribe(
+                self.conn_id,
+                self.filter.clone(),
+                &self.outbox,
+                sub.reply_ref.as_ref(),
+            ),
+            Some((epoch, seq)) => {
+                fanout.resume(
+                    self.conn_id,
+                    &epoch,
+                    seq,
+                    self.filter.clone(),
+                    &self.outbox,
+                    sub.reply_ref.as_ref(),
+                );
+            }
+        }
+    }
+
+    /// Handles what needs no actor at once; returns the other work.
+    fn decode(&mut self, text: &str) -> Option<Work> {
         let envelope = match protocol::decode::<AdminMessage>(text) {
             Ok(e) => e,
             Err(bad) => {
@@ -92,6 +150,12 @@ impl AdminSession {
         match envelope.message {
             AdminMessage::Subscribe(spec) => {
                 self.filter = filter(spec);
+                if self.hub.cluster().is_some() {
+                    return Some(Work::Subscribe(Subscription {
+                        reply_ref,
+                        resume: None,
+                    }));
+                }
                 fanout.subscribe(
                     self.conn_id,
                     self.filter.clone(),
@@ -107,6 +171,12 @@ impl AdminSession {
                 // The socket's filter holds unless the resume names one.
                 if spec.teams.is_some() || spec.agents.is_some() {
                     self.filter = filter(spec);
+                }
+                if self.hub.cluster().is_some() {
+                    return Some(Work::Subscribe(Subscription {
+                        reply_ref,
+                        resume: Some((epoch, seq)),
+                    }));
                 }
                 fanout.resume(
                     self.conn_id,
@@ -126,24 +196,24 @@ impl AdminSession {
             AdminMessage::SetAgentStatus { agent_id, change } => {
                 match status_input(&change, Actor::Admin, reply_ref.as_ref()) {
                     Ok(input) => {
-                        return Some(Action {
+                        return Some(Work::Act(Action {
                             arrived: std::time::Instant::now(),
                             reply_ref,
                             agent_id,
                             input,
-                        })
+                        }))
                     }
                     Err(Err(bad)) => self.bad(&bad),
                     Err(Ok(reply)) => self.send(reply),
                 }
             }
             AdminMessage::LogoutAgent { agent_id } => {
-                return Some(Action {
+                return Some(Work::Act(Action {
                     arrived: std::time::Instant::now(),
                     reply_ref,
                     agent_id,
                     input: Input::Logout { by: Actor::Admin },
-                })
+                }))
             }
             AdminMessage::Ping {} => {
                 self.send(protocol::pong(

@@ -81,8 +81,13 @@ impl AgentSession {
                 return self.send(reply);
             }
         }
-        let Ok(mut result) = self.route.apply(input, Some(self.tab)).await else {
-            return Flow::Close(super::conn::CLOSE_GOING_AWAY, "hub shutting down");
+        let mut result = match self.route.apply(input, Some(self.tab)).await {
+            Ok(result) => result,
+            // Cluster mode: not stored (NATS unavailable, or the agent moved): retryable.
+            Err(e) => match e.unavailable(reply_ref.as_ref()) {
+                Some(reply) => return self.send(reply),
+                None => return Flow::Close(super::conn::CLOSE_GOING_AWAY, "hub shutting down"),
+            },
         };
         // `ok` only once the change is committed (--durability commit); the update itself
         // went to the tabs and admins already (see docs/durability.md).

@@ -179,7 +179,7 @@ fn hello(hub: &Hub, outbox: &Outbox, identity: &Identity) {
         identity.role,
         &identity.subject,
         hub.clock().now_ms(),
-        hub.epoch(),
+        &hub.epoch(),
         hub.node().as_str(),
     );
     let _ = outbox.push(frame);

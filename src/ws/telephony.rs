@@ -86,8 +86,10 @@ fn reply_when_committed(
 ) -> crate::outbox::Later {
     async move {
         let answer = match dispatched.await {
-            Ok(Ok(Dispatched::Answered(answer))) => Ok(answer),
-            Ok(Ok(Dispatched::Pending(pending))) => pending.await.map_err(|_| None),
+            Ok(Ok(dispatched)) => dispatched
+                .answer()
+                .await
+                .map_err(|e| e.unavailable(reply_ref.as_ref())),
             Ok(Err(e)) => Err(e.unavailable(reply_ref.as_ref())),
             Err(_) => Err(None),
         };

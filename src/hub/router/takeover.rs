@@ -1,0 +1,178 @@
+//! Cluster mode's lookup: an actor is started only on the agent's owning node, from the
+//! agent's last change in the agents stream (read with the stream's message-get, which
+//! the stream leader answers, so it reflects every acknowledged change), with the head
+//! its first append must follow.
+//!
+//! Taking an agent over: the tabs counted for nodes that are no longer members, and for
+//! this node (a previous actor's tabs here are gone: it was fenced, or this node
+//! restarted), are closed; if that leaves none, a logged-in agent's disconnect grace
+//! starts now. That change is appended before the actor starts (fenced like any other:
+//! of two nodes taking one agent over at once, one wins). Ring, wrap-up and grace
+//! deadlines are kept as stored, and the actor's alarm fires them (one that passed while
+//! nobody owned the agent fires at once).
+
+use std::time::Duration;
+
+use super::{Reach, Router, RouterCluster};
+use crate::agent::record::ClusterRecord;
+use crate::agent::AgentHandle;
+use crate::cluster::{ClusterError, Head, Members, NodeId};
+use crate::hub::cluster::Owner;
+use crate::hub::route::RouteError;
+use crate::hub::view::unavailable;
+use crate::model::{AgentId, AgentState, Millis, Session};
+
+impl Router {
+    /// [`Router::find`] in cluster mode.
+    pub(super) async fn find_owned(
+        &self,
+        cluster: &RouterCluster,
+        id: &AgentId,
+        reach: Reach,
+    ) -> Result<Option<AgentHandle>, RouteError> {
+        if let Some(h) = self.agents.get(id).map(|h| h.clone()) {
+            if !h.is_closed() {
+                return Ok(Some(h));
+            }
+            self.agents.remove_if(id, |_, h| h.is_closed());
+        }
+        match cluster.owners.owner_of(id.as_str()) {
+            Owner::Local => {}
+            Owner::Remote(_) => return Err(RouteError::NotOwner),
+            Owner::Nobody => {
+                return Err(unavailable(&ClusterError::Unavailable {
+                    reason: "this node has not joined the cluster yet".into(),
+                }))
+            }
+        }
+        let stored = cluster
+            .backplane
+            .last(id)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if reach == Reach::Known
+            && stored.is_none()
+            && !self.directory.read().agents.contains_key(id)
+        {
+            return Ok(None);
+        }
+        let now = self.clock.now_ms();
+        let (state, head) = match stored {
+            None => (AgentState::new(id.clone(), now), Head::default()),
+            Some(change) => {
+                let record = ClusterRecord::from_bytes(&change.body).map_err(|e| {
+                    tracing::warn!(agent = %id, error = %e, "cannot take the agent over");
+                    RouteError::Unavailable
+                })?;
+                let members = cluster.owners.members();
+                let me = cluster.owners.me();
+                let (mut state, changed) = taken_over(record, me, &members, now, self.grace);
+                if changed {
+                    state.version = change.head.version + 1;
+                    let mut record = ClusterRecord::of(&state, me.as_str(), now);
+                    record.tabs.retain(|_, n| *n > 0);
+                    let head = cluster
+                        .backplane
+                        .append(id, change.head, record.to_bytes())
+                        .await
+                        .map_err(|e| match e {
+                            ClusterError::Fenced { .. } => RouteError::Moved,
+                            e => unavailable(&e),
+                        })?;
+                    (state, head)
+                } else {
+                    state.version = change.head.version;
+                    (state, change.head)
+                }
+            }
+        };
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(RouteError::Unavailable);
+        }
+        let handle = self
+            .agents
+            .entry(id.clone())
+            .or_insert_with(|| {
+                let profile = self.profile_for(id, &state);
+                AgentHandle::spawn_at(&self.env, state, profile, head.seq)
+            })
+            .clone();
+        Ok(Some(handle))
+    }
+}
+
+/// An agent's stored state as its new owner `me` starts it at `now` (module doc), and
+/// whether that differs from what is stored.
+pub(super) fn taken_over(
+    record: ClusterRecord,
+    me: &NodeId,
+    members: &Members,
+    now: Millis,
+    grace: Duration,
+) -> (AgentState, bool) {
+    let mut state = record.state;
+    let open: u32 = record
+        .tabs
+        .iter()
+        .filter(|(node, _)| {
+            node.as_str() != me.as_str() && members.nodes().iter().any(|m| m.as_str() == *node)
+        })
+        .map(|(_, n)| *n)
+        .sum();
+    let mut changed = false;
+    if state.connections != open {
+        state.connections = open;
+        changed = true;
+    }
+    if open == 0 && state.session == Session::Connected {
+        let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+        state.session = Session::Grace {
+            until: now.saturating_add(grace_ms),
+        };
+        changed = true;
+    }
+    (state, changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Status;
+
+    fn node(s: &str) -> NodeId {
+        NodeId::parse(s).expect("node id")
+    }
+
+    #[test]
+    fn a_takeover_closes_the_tabs_of_gone_nodes_and_of_this_one_and_keeps_deadlines() {
+        let mut s = AgentState::new(AgentId::parse("a1").expect("id"), 0);
+        s.status = Status::Ringing;
+        s.ring_expires_at = Some(30_000);
+        s.connections = 3;
+        s.session = Session::Connected;
+        s.version = 9;
+        let mut record = ClusterRecord::of(&s, "n1", 0);
+        record.tabs.insert("n2".into(), 2);
+        record.tabs.insert("n1".into(), 1);
+        let grace = Duration::from_secs(15);
+        // n1 (the old owner) is gone, n2 is live: its two tabs stay open.
+        let live = Members::new(vec![node("n2"), node("n3")]);
+        let (t, changed) = taken_over(record.clone(), &node("n3"), &live, 1_000, grace);
+        assert!(changed);
+        assert_eq!(t.connections, 2);
+        assert_eq!(t.session, Session::Connected);
+        assert_eq!(t.ring_expires_at, Some(30_000), "deadline kept as stored");
+        // n2 is the new owner: its own earlier tabs are gone too; grace starts now.
+        let (t, _) = taken_over(record.clone(), &node("n2"), &live, 1_000, grace);
+        assert_eq!(t.connections, 0);
+        assert_eq!(t.session, Session::Grace { until: 16_000 });
+        // Nothing to change: not re-stored.
+        let mut quiet = record;
+        quiet.state.connections = 0;
+        quiet.state.session = Session::Grace { until: 5_000 };
+        quiet.tabs.clear();
+        let (t, changed) = taken_over(quiet, &node("n2"), &live, 1_000, grace);
+        assert!(!changed);
+        assert_eq!(t.session, Session::Grace { until: 5_000 });
+    }
+}

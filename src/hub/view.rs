@@ -1,0 +1,228 @@
+//! Cluster mode: this node's view of every agent, fed by following the agents stream.
+//!
+//! Every node runs one follower ([`follow`]). It takes the stream's epoch as the fan-out's
+//! once NATS is reached (before that the node is not ready), reads the stream from its
+//! start (so the view has every agent's last state, and the fan-out's `resume` history
+//! the most recent changes) and then every new change as it is stored, across NATS
+//! outages without gap or repeat (`Backplane::follow` resumes after the last sequence it
+//! delivered). For each change it:
+//!
+//! - publishes it to the node's fan-out with `seq` = its stream sequence (admins on every
+//!   node see one order; the owning actor does not publish to the fan-out itself);
+//! - writes it into the node's SQLite database (agent state and status history, for
+//!   reports on any node): in cluster mode `--database` is a cache the follower rebuilds
+//!   from the stream. A change whose version the database already holds (a restart with
+//!   the same file) is not written twice;
+//! - remembers the reply of the telephony event stored with it (the event-id memory);
+//! - notes which agents are live (a tab, a call or a timer), so a node that comes to own
+//!   one starts its actor at once and its timers fire there.
+//!
+//! [`View::caught_up`] is the read-your-writes wait of HTTP reads and admin snapshots.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::RouteError;
+use crate::agent::record::ClusterRecord;
+use crate::cluster::{Backplane, ClusterError, Followed, FollowedChange};
+use crate::fanout::Fanout;
+use crate::model::machine::next_deadline;
+use crate::model::{AgentId, AgentState, Session};
+use crate::store::dedup::EventIdCache;
+use crate::store::{StatusBefore, Store};
+
+/// How long a read waits for this node's view to catch up with the stream (the contract's
+/// bound); past it the read is answered `unavailable` (503).
+pub(crate) const CATCH_UP: Duration = Duration::from_secs(2);
+
+/// This node's view, as far as the rest of the hub needs it.
+#[derive(Default)]
+pub(crate) struct View {
+    /// The stream sequence of the last change applied to the fan-out (0: none yet).
+    applied: watch::Sender<u64>,
+    /// Set once the fan-out carries the stream's epoch.
+    started: AtomicBool,
+    /// Agents whose last stored state has a tab, a call or a timer.
+    live: Mutex<HashSet<AgentId>>,
+}
+
+impl View {
+    /// True once the fan-out carries the stream's epoch (NATS was reached).
+    pub(crate) fn started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    /// Agents whose last stored state has a tab, a call or a timer.
+    pub(crate) fn live_agents(&self) -> Vec<AgentId> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.iter().cloned().collect()
+    }
+
+    /// Waits (at most [`CATCH_UP`]) until this node applied every change stored before the
+    /// call: one stream-info request for the stream's last sequence, then a wait for the
+    /// follower to get there.
+    pub(crate) async fn caught_up(&self, backplane: &Backplane) -> Result<(), RouteError> {
+        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        let unavailable = RouteError::Backplane {
+            retry_after_ms: super::cluster::RETRY_AFTER_MS,
+        };
+        if !self.started() {
+            return Err(unavailable);
+        }
+        let target = match tokio::time::timeout_at(deadline, backplane.last_seq()).await {
+            Ok(Ok(seq)) => seq,
+            _ => return Err(unavailable),
+        };
+        let mut applied = self.applied.subscribe();
+        let reached = tokio::time::timeout_at(deadline, applied.wait_for(|a| *a >= target))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if reached {
+            Ok(())
+        } else {
+            Err(unavailable)
+        }
+    }
+}
+
+/// What the follower writes to.
+pub(crate) struct FollowerParts {
+    pub backplane: Backplane,
+    pub view: Arc<View>,
+    pub fanout: Arc<Fanout>,
+    pub store: Arc<Store>,
+    pub events: Arc<EventIdCache>,
+    /// The version of every agent the database held at start: changes up to it are in
+    /// the database already.
+    pub stored_versions: HashMap<AgentId, u64>,
+}
+
+/// The follower: runs until `stop` (module doc).
+pub(crate) async fn follow(parts: FollowerParts, stop: CancellationToken) {
+    let FollowerParts {
+        backplane,
+        view,
+        fanout,
+        store,
+        events,
+        mut stored_versions,
+    } = parts;
+    // The stream's epoch, once NATS is reached.
+    let epoch = loop {
+        if let Ok(epoch) = backplane.epoch() {
+            break epoch;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = backplane.ready(Duration::from_secs(1)) => {}
+        }
+    };
+    fanout.reset(Some(Arc::from(epoch.as_str())), 0);
+    view.started.store(true, Ordering::Release);
+    info!(%epoch, "following the agents stream");
+    let mut before: HashMap<AgentId, StatusBefore> = HashMap::new();
+    let mut changes = backplane.follow(0);
+    loop {
+        let followed = tokio::select! {
+            () = stop.cancelled() => return,
+            f = changes.recv() => match f {
+                Some(f) => f,
+                None => return,
+            },
+        };
+        let seq = match followed {
+            Followed::Change(change) => {
+                let seq = change.seq;
+                apply(
+                    change,
+                    &view,
+                    &fanout,
+                    &store,
+                    &events,
+                    &mut before,
+                    &mut stored_versions,
+                );
+                seq
+            }
+            Followed::Gap { from, to } => {
+                warn!(from, to, "the agents stream no longer holds these changes: resume from before them gets a snapshot");
+                fanout.reset(None, to);
+                to
+            }
+            Followed::NewEpoch(epoch) => {
+                warn!(%epoch, "the agents stream was recreated: the view starts again");
+                fanout.reset(Some(Arc::from(epoch.as_str())), 0);
+                before.clear();
+                stored_versions.clear();
+                view.live.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                0
+            }
+        };
+        view.applied.send_replace(seq);
+    }
+}
+
+fn apply(
+    change: FollowedChange,
+    view: &View,
+    fanout: &Fanout,
+    store: &Store,
+    events: &EventIdCache,
+    before: &mut HashMap<AgentId, StatusBefore>,
+    stored_versions: &mut HashMap<AgentId, u64>,
+) {
+    let record = match ClusterRecord::from_bytes(&change.body) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(seq = change.seq, agent = %change.agent, error = %e, "skipped");
+            return;
+        }
+    };
+    let state = &record.state;
+    fanout.publish_at(change.seq, state);
+    if let Some(event) = &record.event {
+        events.insert(&event.id, event.reply());
+    }
+    let prior = before
+        .insert(change.agent.clone(), StatusBefore::from(state))
+        .unwrap_or_else(|| StatusBefore::from(&AgentState::new(change.agent.clone(), 0)));
+    let in_database = stored_versions
+        .get(&change.agent)
+        .is_some_and(|v| *v >= change.version);
+    if !in_database {
+        stored_versions.remove(&change.agent);
+        // Queued: the follower never waits for the disk.
+        drop(match &record.event {
+            Some(event) => store.record_change_with_event(
+                prior,
+                state,
+                None,
+                record.at,
+                &event.id,
+                &event.reply(),
+            ),
+            None => store.record_change(prior, state, record.at),
+        });
+    }
+    let live = state.session != Session::LoggedOut
+        || state.call.is_some()
+        || next_deadline(state).is_some();
+    let mut set = view.live.lock().unwrap_or_else(|p| p.into_inner());
+    if live {
+        set.insert(change.agent);
+    } else {
+        set.remove(&change.agent);
+    }
+}
+
+/// The `unavailable` error of a backplane failure.
+pub(crate) fn unavailable(e: &ClusterError) -> RouteError {
+    RouteError::Backplane {
+        retry_after_ms: e.retry_after_ms().unwrap_or(super::cluster::RETRY_AFTER_MS),
+    }
+}
