@@ -244,6 +244,13 @@ pub struct ClusterSettings {
     /// default (3 s). No flag: tests whose clock is paused set a long one, since the key's
     /// age runs on NATS's real clock while the heartbeat waits for paused time.
     pub member_ttl: Option<Duration>,
+    /// How long an append waits for JetStream's acknowledgement; `None`: the backplane's
+    /// default (1.5 s). No flag: tests on tokio's paused clock set a long one, so that moving
+    /// paused time never times out an append whose acknowledgement is on its way.
+    pub ack_timeout: Option<Duration>,
+    /// How often the NATS client pings its server; `None`: the backplane's default (1 s).
+    /// No flag: for tests on tokio's paused clock, as `ack_timeout`.
+    pub nats_ping_interval: Option<Duration>,
 }
 
 impl ClusterSettings {
@@ -256,6 +263,8 @@ impl ClusterSettings {
             prefix: DEFAULT_NATS_PREFIX.to_owned(),
             heartbeat: None,
             member_ttl: None,
+            ack_timeout: None,
+            nats_ping_interval: None,
         }
     }
 }

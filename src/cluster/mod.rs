@@ -89,6 +89,9 @@ pub struct ClusterConfig {
     /// How long an append may wait for JetStream's acknowledgement before the change is
     /// answered `unavailable` (the spec allows 2 s from losing NATS to `unavailable`).
     pub ack_timeout: Duration,
+    /// How often the NATS client pings its server; two pings unanswered close the
+    /// connection (a silent server is noticed within ~2 intervals).
+    pub ping_interval: Duration,
     /// How often a node renews its member key.
     pub heartbeat: Duration,
     /// A member whose key was not renewed for this long is gone (its agents move).
@@ -122,6 +125,7 @@ impl ClusterConfig {
             replicas,
             names: Names::new(prefix).map_err(|e| ClusterError::Config(e.to_string()))?,
             ack_timeout: Duration::from_millis(1500),
+            ping_interval: Duration::from_secs(1),
             heartbeat: Duration::from_millis(1000),
             member_ttl: Duration::from_millis(3000),
             dedup_ttl: Duration::from_secs(5 * 3600),

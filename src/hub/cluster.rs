@@ -66,6 +66,12 @@ impl ClusterNode {
         if let Some(ttl) = settings.member_ttl {
             config.member_ttl = ttl;
         }
+        if let Some(t) = settings.ack_timeout {
+            config.ack_timeout = t;
+        }
+        if let Some(p) = settings.nats_ping_interval {
+            config.ping_interval = p;
+        }
         let stop = CancellationToken::new();
         let backplane = Backplane::start(config, stop.clone());
         let membership = backplane.join();

@@ -33,6 +33,13 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// a test runs; nodes leave by deleting their key when they stop.
 const MEMBER_TTL: Duration = Duration::from_secs(3600);
 
+/// Append acknowledgement timeout and NATS ping interval of the rig's nodes: tokio timers
+/// too, while the acknowledgement and the pong come in real time. A timer test moves paused
+/// time by up to minutes at once; with the defaults (1.5 s, 1 s) that would time out an
+/// append or a ping whose answer is on its way. The outage tests (`cluster_faults`,
+/// `cluster_node`) run in real time with the defaults.
+const PATIENT: Duration = Duration::from_secs(24 * 3600);
+
 /// The nodes of a rig.
 pub struct Nodes {
     /// The single node, or nodes A, B, C.
@@ -45,6 +52,12 @@ pub struct Nodes {
 /// nats-server on this machine (outside CI).
 pub fn cluster_skipped() -> bool {
     nats::binary().is_none()
+}
+
+/// Waits `d` of real time without moving tokio's clock and without blocking the runtime
+/// (the hubs' sockets keep being served meanwhile), paused or not.
+pub async fn real_wait(d: Duration) {
+    let _ = tokio::task::spawn_blocking(move || std::thread::sleep(d)).await;
 }
 
 /// True while tokio's clock is paused: it does not move while real time passes.
@@ -76,6 +89,8 @@ impl Nodes {
                             prefix: "rig".into(),
                             heartbeat: Some(HEARTBEAT),
                             member_ttl: Some(MEMBER_TTL),
+                            ack_timeout: Some(PATIENT),
+                            nats_ping_interval: Some(PATIENT),
                             ..ClusterSettings::new(vec![nats.url()])
                         }),
                         ..settings.clone()
@@ -92,14 +107,17 @@ impl Nodes {
         }
     }
 
-    /// Waits until every node is ready and sees every node as a member, moving paused time
-    /// by a heartbeat at a time (each heartbeat lists the members again).
+    /// Waits until every node is ready, sees every node as a member and serves reads.
+    /// Paused time moves only once every node is connected (its connect and setup run on
+    /// tokio timers too, against real NATS I/O), then a quarter heartbeat at a time: as real
+    /// time would, it lets the heartbeats list the members again and the polls that wait
+    /// for the connection see it.
     async fn settle(&self) {
         let want: Vec<String> = ["node-a", "node-b", "node-c"].map(String::from).to_vec();
         let paused = time_is_paused();
         let deadline = std::time::Instant::now() + PATIENCE;
         loop {
-            let mut settled = true;
+            let (mut connected, mut settled) = (true, true);
             for hub in &self.hubs {
                 let (status, body) = hub.get("/healthz").await;
                 let members: Vec<String> = body["members"]
@@ -110,23 +128,25 @@ impl Nodes {
                             .collect()
                     })
                     .unwrap_or_default();
-                settled &= status == 200 && members == want;
-                if !settled {
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "the rig's cluster did not settle: {status} {body}"
-                    );
-                    break;
-                }
+                // Connected but not in its own view yet: its next heartbeat will list it.
+                let joining = body["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("joining"));
+                connected &= status == 200 || joining;
+                settled &=
+                    status == 200 && members == want && hub.get("/api/v1/agents").await.0 == 200;
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the rig's cluster did not settle: {status} {body}"
+                );
             }
             if settled {
                 return;
             }
-            if paused {
-                tokio::time::advance(HEARTBEAT).await;
-            } else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            if paused && connected {
+                tokio::time::advance(HEARTBEAT / 4).await;
             }
+            real_wait(Duration::from_millis(20)).await;
         }
     }
 
