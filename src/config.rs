@@ -188,7 +188,9 @@ pub struct Cli {
     #[arg(long, env = "PRESENCE_HUB_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
     /// The SQLite database holding agent states, history, event ids and the directory
-    /// (`:memory:` keeps nothing after the process ends; for tests).
+    /// (`:memory:` keeps nothing after the process ends; for tests). In cluster mode the
+    /// agents' states and history in it are a cache the node rebuilds from the agents
+    /// stream (for its reports); losing it loses nothing.
     #[arg(long, env = "PRESENCE_HUB_DATABASE", default_value = "presence-hub.db")]
     pub database: PathBuf,
     /// When a status change is acknowledged: `commit` (after it is committed to disk) or

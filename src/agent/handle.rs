@@ -100,6 +100,10 @@ pub(crate) enum ActorError {
     Moved,
 }
 
+/// Close code for the tabs of an agent whose actor here was fenced (another node owns the
+/// agent now): WebSocket "service restart", reconnect.
+pub(crate) const CLOSE_MOVED: u16 = 1012;
+
 /// What the actor answers a command with.
 pub(super) type Reply<T> = oneshot::Sender<Result<T, ActorError>>;
 

@@ -13,4 +13,6 @@ mod mailbox;
 pub(crate) mod record;
 
 pub(crate) use env::{AgentEnv, Defaults, EnvParts};
-pub(crate) use handle::{ActorError, AgentHandle, Applied, Profile, TabId, TelephonyAnswer};
+pub(crate) use handle::{
+    ActorError, AgentHandle, Applied, Profile, TabId, TelephonyAnswer, CLOSE_MOVED,
+};

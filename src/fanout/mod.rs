@@ -175,16 +175,15 @@ impl Fanout {
 
     /// Cluster mode: the stream starts under `epoch` (first contact, or the stream was
     /// recreated), or lost changes up to `seq` (`Followed::Gap`): history is dropped, so a
-    /// `resume` from before is answered with a snapshot (`recovered: false`). With a new
-    /// epoch the agents' states are dropped too (the stream is read again from its start).
+    /// `resume` from before is answered with a snapshot (`recovered: false`). The agents'
+    /// latest states stay (directory agents that never changed are listed by them); the
+    /// stream's changes overwrite them.
     pub(crate) fn reset(&self, epoch: Option<Arc<str>>, seq: u64) {
         let mut inner = self.lock();
         inner.history.clear();
         inner.seq = seq;
         if let Some(epoch) = epoch {
             *self.epoch.write().unwrap_or_else(|p| p.into_inner()) = epoch;
-            inner.latest.clear();
-            inner.by_status = [0; Status::ALL.len()];
         }
     }
 

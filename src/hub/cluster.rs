@@ -132,8 +132,8 @@ impl ClusterNode {
         let members = self.members();
         let not_ready = match self.link().availability() {
             Availability::Unavailable { reason } => Some(reason),
-            Availability::Available if !self.view.started() => {
-                Some("starting: this node has not read the agents stream yet".to_owned())
+            Availability::Available if !self.view.ready() => {
+                Some("starting: this node has not caught up with the agents stream yet".to_owned())
             }
             Availability::Available if !members.contains(self.node_id()) => {
                 Some("joining the cluster: this node is not in the member list yet".to_owned())

@@ -339,7 +339,8 @@ async fn adopt(hub: Arc<Hub>) {
     let mut members = c.members_watch();
     let stop = hub.shutdown.clone();
     loop {
-        if hub.caught_up().await.is_ok() {
+        let caught_up = hub.caught_up().await.is_ok();
+        if caught_up {
             for id in c.view().live_agents() {
                 if hub.router.owner_of(&id) == cluster::Owner::Local {
                     if let Err(e) = hub.router.adopt(&id).await {
@@ -351,8 +352,8 @@ async fn adopt(hub: Arc<Hub>) {
         tokio::select! {
             () = stop.cancelled() => return,
             r = members.changed() => if r.is_err() { return },
-            // Also after a while: the view may not have been caught up the last time.
-            () = tokio::time::sleep(Duration::from_secs(1)), if !c.view().started() => {}
+            // Again after a while when the view had not caught up.
+            () = tokio::time::sleep(Duration::from_secs(1)), if !caught_up => {}
         }
     }
 }

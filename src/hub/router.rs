@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::cluster::{Gate, Owner, Owners};
+use super::cluster::{Gate, Owners};
 use super::route::{Route, RouteError};
 use super::{persist, profile_of, restored, LiveDirectory};
 use crate::agent::{ActorError, AgentEnv, AgentHandle, Applied, Profile, TabId, TelephonyAnswer};
@@ -179,29 +179,6 @@ impl Router {
                 wrap_up_ms: None,
             },
         }
-    }
-
-    /// Cluster mode: lists every directory agent in this node's view (offline until the
-    /// stream says otherwise) without starting actors: those start on their owner.
-    pub(super) fn register_directory_agents(&self, fanout: &Fanout) {
-        let dir = self.directory.read();
-        for (id, p) in dir.agents.iter() {
-            let mut state = AgentState::new(id.clone(), self.clock.now_ms());
-            let profile = profile_of(p);
-            state.name = profile.name;
-            state.teams = profile.teams;
-            fanout.register(&state);
-        }
-    }
-
-    /// The event-id memory (the cluster follower fills it too).
-    pub(super) fn events(&self) -> &Arc<EventIdCache> {
-        &self.events
-    }
-
-    /// Cluster mode: starts the actor of a live agent this node owns (a takeover).
-    pub(super) async fn adopt(&self, id: &AgentId) -> Result<(), RouteError> {
-        self.find(id, Reach::Login).await.map(|_| ())
     }
 
     /// Starts an actor (offline) for every directory agent that has none.
@@ -472,16 +449,6 @@ impl Router {
             tokio::task::spawn_blocking(move || store.agent_state(&key)).await,
             Ok(Ok(Some(_)))
         )
-    }
-
-    /// Where `id`'s actor runs: this node (always on a single node), another live member,
-    /// or nobody yet (cluster mode before this node joined). The seam of the remote route:
-    /// a command for a [`Owner::Remote`] agent is forwarded to that node.
-    pub(crate) fn owner_of(&self, id: &AgentId) -> Owner {
-        match &self.cluster {
-            None => Owner::Local,
-            Some(c) => c.owners.owner_of(id.as_str()),
-        }
     }
 
     /// Telephony event ids remembered for deduplication.

@@ -47,6 +47,9 @@ pub(crate) struct View {
     applied: watch::Sender<u64>,
     /// Set once the fan-out carries the stream's epoch.
     started: AtomicBool,
+    /// Set once the view first caught up with the stream (at start it reads the whole
+    /// stream; the node is not ready before).
+    caught_up_once: AtomicBool,
     /// Agents whose last stored state has a tab, a call or a timer.
     live: Mutex<HashSet<AgentId>>,
 }
@@ -55,6 +58,11 @@ impl View {
     /// True once the fan-out carries the stream's epoch (NATS was reached).
     pub(crate) fn started(&self) -> bool {
         self.started.load(Ordering::Acquire)
+    }
+
+    /// True once the view first caught up with the stream.
+    pub(crate) fn ready(&self) -> bool {
+        self.caught_up_once.load(Ordering::Acquire)
     }
 
     /// Agents whose last stored state has a tab, a call or a timer.
@@ -83,6 +91,7 @@ impl View {
             .await
             .is_ok_and(|r| r.is_ok());
         if reached {
+            self.caught_up_once.store(true, Ordering::Release);
             Ok(())
         } else {
             Err(unavailable)

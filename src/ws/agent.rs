@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::reply::{answer_applied, status_input};
 use super::session::Flow;
-use crate::agent::{Profile, TabId};
-use crate::hub::{Hub, Route};
+use crate::agent::{Profile, TabId, CLOSE_MOVED};
+use crate::hub::{Hub, Route, RouteError};
 use crate::model::{Actor, AgentId, Input, Reason};
 use crate::outbox::{Outbound, Outbox};
 use crate::protocol::{self, AgentMessage, BadMessage, Identity, Role};
@@ -84,7 +84,17 @@ impl AgentSession {
         let mut result = match self.route.apply(input, Some(self.tab)).await {
             Ok(result) => result,
             // Cluster mode: not stored (NATS unavailable, or the agent moved): retryable.
+            // A moved agent's actor here is gone: the tab reconnects (and is routed anew).
             Err(e) => match e.unavailable(reply_ref.as_ref()) {
+                Some(reply) if e == RouteError::Moved => {
+                    // Queued behind the reply, as a logout's close is.
+                    let _ = self.outbox.push(reply);
+                    let _ = self.outbox.push_unbounded(Outbound::Close(
+                        CLOSE_MOVED,
+                        "agent moved to another node",
+                    ));
+                    return Flow::Continue;
+                }
                 Some(reply) => return self.send(reply),
                 None => return Flow::Close(super::conn::CLOSE_GOING_AWAY, "hub shutting down"),
             },

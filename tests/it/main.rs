@@ -27,6 +27,7 @@ mod cluster_failures;
 mod cluster_faults;
 mod cluster_flags;
 mod cluster_node;
+mod cluster_write;
 mod decode_props;
 mod directory_api;
 mod durable_restart;

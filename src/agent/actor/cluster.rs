@@ -23,7 +23,9 @@ use std::time::Duration;
 use tracing::warn;
 
 use super::{After, AgentActor, Tab};
-use crate::agent::handle::{ActorError, Applied, Command, Reply, TabId, TelephonyAnswer};
+use crate::agent::handle::{
+    ActorError, Applied, Command, Reply, TabId, TelephonyAnswer, CLOSE_MOVED,
+};
 use crate::agent::record::{ClusterRecord, RecordedEvent};
 use crate::cluster::{Backplane, ClusterError, Head};
 use crate::model::machine::apply;
@@ -32,10 +34,6 @@ use crate::outbox::{Outbound, Outbox};
 use crate::protocol::{self, EventResult, Published, StoredReply};
 use crate::store::CommitTicket;
 use std::sync::Arc;
-
-/// Close code for the tabs of an agent that moved to another node (WebSocket "service
-/// restart": reconnect).
-const CLOSE_MOVED: u16 = 1012;
 
 /// The append of one change, resolved by the stream's acknowledgement.
 type AppendFuture = Pin<Box<dyn Future<Output = Result<Head, ClusterError>> + Send>>;
@@ -322,11 +320,14 @@ impl AgentActor {
                     "another node stored a change of this agent first (it owns the agent now): this node's actor stops"
                 );
                 self.refuse(then, ActorError::Moved);
+                // The tab that asked answers `unavailable` first and closes itself.
                 for tab in std::mem::take(&mut self.tabs).into_vec() {
-                    let _ = tab.outbox.push_unbounded(Outbound::Close(
-                        CLOSE_MOVED,
-                        "agent moved to another node",
-                    ));
+                    if Some(tab.id) != origin {
+                        let _ = tab.outbox.push_unbounded(Outbound::Close(
+                            CLOSE_MOVED,
+                            "agent moved to another node",
+                        ));
+                    }
                 }
                 After::Stop
             }

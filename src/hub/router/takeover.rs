@@ -13,16 +13,53 @@
 
 use std::time::Duration;
 
-use super::{Reach, Router, RouterCluster};
+use std::sync::Arc;
+
+use super::{profile_of, Reach, Router, RouterCluster};
 use crate::agent::record::ClusterRecord;
 use crate::agent::AgentHandle;
 use crate::cluster::{ClusterError, Head, Members, NodeId};
+use crate::fanout::Fanout;
 use crate::hub::cluster::Owner;
 use crate::hub::route::RouteError;
 use crate::hub::view::unavailable;
 use crate::model::{AgentId, AgentState, Millis, Session};
+use crate::store::dedup::EventIdCache;
 
 impl Router {
+    /// Cluster mode: lists every directory agent in this node's view (offline until the
+    /// stream says otherwise) without starting actors: those start on their owner.
+    pub(in crate::hub) fn register_directory_agents(&self, fanout: &Fanout) {
+        let dir = self.directory.read();
+        for (id, p) in dir.agents.iter() {
+            let mut state = AgentState::new(id.clone(), self.clock.now_ms());
+            let profile = profile_of(p);
+            state.name = profile.name;
+            state.teams = profile.teams;
+            fanout.register(&state);
+        }
+    }
+
+    /// The event-id memory (the cluster follower fills it too).
+    pub(in crate::hub) fn events(&self) -> &Arc<EventIdCache> {
+        &self.events
+    }
+
+    /// Cluster mode: starts the actor of a live agent this node owns (a takeover).
+    pub(in crate::hub) async fn adopt(&self, id: &AgentId) -> Result<(), RouteError> {
+        self.find(id, Reach::Login).await.map(|_| ())
+    }
+
+    /// Where `id`'s actor runs: this node (always on a single node), another live member,
+    /// or nobody yet (cluster mode before this node joined). The seam of the remote route:
+    /// a command for a [`Owner::Remote`] agent is forwarded to that node.
+    pub(crate) fn owner_of(&self, id: &AgentId) -> Owner {
+        match &self.cluster {
+            None => Owner::Local,
+            Some(c) => c.owners.owner_of(id.as_str()),
+        }
+    }
+
     /// [`Router::find`] in cluster mode.
     pub(super) async fn find_owned(
         &self,
