@@ -141,12 +141,21 @@ impl Nodes {
                 );
             }
             if settled {
-                return;
+                break;
             }
             if paused && connected {
                 tokio::time::advance(HEARTBEAT / 4).await;
             }
             real_wait(Duration::from_millis(20)).await;
+        }
+        // Then two heartbeats more of the nodes' time, as real time would pass: whatever
+        // else a node starts with a poll or a pause (its forward listener, takeovers) gets
+        // there before the test's first command.
+        if paused {
+            for _ in 0..8 {
+                tokio::time::advance(HEARTBEAT / 4).await;
+                real_wait(Duration::from_millis(20)).await;
+            }
         }
     }
 
