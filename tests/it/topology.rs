@@ -40,6 +40,9 @@ const MEMBER_TTL: Duration = Duration::from_secs(3600);
 /// `cluster_node`) run in real time with the defaults.
 const PATIENT: Duration = Duration::from_secs(24 * 3600);
 
+/// How far paused time moves per real wait of the same length while nodes connect.
+const REAL_STEP: Duration = Duration::from_millis(20);
+
 /// The nodes of a rig.
 pub struct Nodes {
     /// The single node, or nodes A, B, C.
@@ -108,10 +111,10 @@ impl Nodes {
     }
 
     /// Waits until every node is ready, sees every node as a member and serves reads.
-    /// Paused time moves only once every node is connected (its connect and setup run on
-    /// tokio timers too, against real NATS I/O), then a quarter heartbeat at a time: as real
-    /// time would, it lets the heartbeats list the members again and the polls that wait
-    /// for the connection see it.
+    /// Paused time moves as real time would: while nodes connect (their connect, setup and
+    /// retry backoff run on tokio timers, against real NATS I/O) no faster than real time,
+    /// then a quarter heartbeat at a time, so that the heartbeats list the members again and
+    /// the polls that wait for the connection see it.
     async fn settle(&self) {
         let want: Vec<String> = ["node-a", "node-b", "node-c"].map(String::from).to_vec();
         let paused = time_is_paused();
@@ -143,10 +146,13 @@ impl Nodes {
             if settled {
                 break;
             }
-            if paused && connected {
-                tokio::time::advance(HEARTBEAT / 4).await;
+            if paused {
+                // Never faster than real time: no connect or setup timeout fires earlier
+                // than it would in real time.
+                let step = if connected { HEARTBEAT / 4 } else { REAL_STEP };
+                tokio::time::advance(step).await;
             }
-            real_wait(Duration::from_millis(20)).await;
+            real_wait(REAL_STEP).await;
         }
         // Then two heartbeats more of the nodes' time, as real time would pass: whatever
         // else a node starts with a poll or a pause (its forward listener, takeovers) gets
@@ -154,7 +160,7 @@ impl Nodes {
         if paused {
             for _ in 0..8 {
                 tokio::time::advance(HEARTBEAT / 4).await;
-                real_wait(Duration::from_millis(20)).await;
+                real_wait(REAL_STEP).await;
             }
         }
     }
