@@ -119,6 +119,7 @@ pub async fn run(
         hub.clock(),
         token.clone(),
     ));
+    hub::failover::start(&hub);
     let app = http::router(hub.clone());
     if let Some(l) = metrics_listener {
         spawn_metrics(l, hub.clone(), &tasks, token.clone());
@@ -137,9 +138,7 @@ pub async fn run(
     // sockets closing with 1001, actors ending, then the store's last commit.
     let deadline = tokio::time::Instant::now() + shutdown_timeout;
     info!("shutting down: closing sockets");
-    if let Some(c) = hub.cluster() {
-        c.leave().await;
-    }
+    hub::failover::clean_stop(&hub, deadline).await;
     hub.router().stop_all();
     tasks.close();
     drop(hub);

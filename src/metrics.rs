@@ -18,6 +18,9 @@ use std::time::Duration;
 
 use crate::protocol::Role;
 
+mod cluster;
+pub(crate) use cluster::{AppendOutcome, ForwardOutcome, OwnershipMove};
+
 /// Why a connection, request, message or socket was refused or closed by a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Rejected {
@@ -154,6 +157,9 @@ pub(crate) struct Metrics {
     /// From a frame entering a socket's queue to the socket's writer taking it, per batch
     /// (the oldest frame of each batch).
     queue_wait: Histogram,
+    /// Cluster mode: agents taken over by this node / moved away from it, by direction.
+    /// Registered only by [`Metrics::for_cluster`]: a single node shows no cluster series.
+    ownership_moves: [Counter; 2],
 }
 
 impl Default for Metrics {
@@ -266,6 +272,7 @@ impl Default for Metrics {
             telephony_notices,
             status_ack,
             queue_wait,
+            ownership_moves: Default::default(),
         }
     }
 }

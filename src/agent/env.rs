@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::cluster::{Backplane, NodeId};
-use crate::fanout::{Fanout, Notifier};
+use crate::fanout::{Fanout, NodeTabs, Notifier};
 use crate::metrics::Metrics;
 use crate::protocol::Published;
 use crate::store::dedup::EventIdCache;
@@ -61,11 +61,18 @@ pub(crate) struct EnvParts {
     pub retired: mpsc::Sender<Arc<Published>>,
     /// This node's id, for the `hello` of agent tabs.
     pub node: NodeId,
+    /// Cluster mode: this node's agent tabs, which get their frames from every change this
+    /// node sees (here: its own actors' changes); `None` on a single node.
+    pub node_tabs: Option<Arc<NodeTabs>>,
     /// How changes are kept, chosen once at start: `None` on a single node (queued to
     /// `store`, acknowledged after its commit); in cluster mode the backplane every change
     /// is appended to (acknowledged after JetStream's ack; `store` is then the follower's
     /// history cache and actors do not write it).
     pub cluster: Option<Backplane>,
+    /// Cancelled when the hub shuts down: in cluster mode a timer or a closed tab whose
+    /// change cannot be stored then stops retrying (the stored state is what a restart or
+    /// a new owner takes over).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AgentEnv {
@@ -109,9 +116,19 @@ impl AgentEnv {
         self.shared.cluster.as_ref()
     }
 
+    /// Cancelled when the hub shuts down.
+    pub(super) fn shutdown(&self) -> &tokio_util::sync::CancellationToken {
+        &self.shared.shutdown
+    }
+
     /// This node's id.
     pub(super) fn node(&self) -> &NodeId {
         &self.shared.node
+    }
+
+    /// Cluster mode: this node's agent tabs.
+    pub(super) fn node_tabs(&self) -> Option<&NodeTabs> {
+        self.shared.node_tabs.as_deref()
     }
 
     pub(super) fn tasks(&self) -> &TaskTracker {

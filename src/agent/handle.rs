@@ -4,9 +4,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-use super::actor::AgentActor;
+use super::actor::{AgentActor, NodeTabs};
 use super::env::AgentEnv;
 use super::mailbox;
+use crate::cluster::NodeId;
 use crate::model::{AgentState, Input, Rejection, TeamId};
 use crate::outbox::Outbox;
 use crate::protocol::StoredReply;
@@ -21,15 +22,23 @@ const MAILBOX: usize = 64;
 pub(crate) struct TabId(u64);
 
 impl TabId {
+    /// The number (cluster mode's node tabs key tabs by it).
+    pub(crate) fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl TabId {
     /// A process-unique tab id (so unique among one agent's tabs).
-    pub(super) fn next() -> TabId {
+    pub(crate) fn next() -> TabId {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         TabId(NEXT.fetch_add(1, Ordering::Relaxed))
     }
 }
 
-/// Name, teams and wrap-up of an agent, from the directory or its token.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Name, teams and wrap-up of an agent, from the directory or its token. Serde: cluster
+/// nodes forward it to the agent's owner.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Profile {
     pub name: Option<String>,
     pub teams: Vec<TeamId>,
@@ -134,6 +143,23 @@ pub(super) enum Command {
         /// The agent left the directory: stop at once if idle.
         stop: bool,
     },
+    /// Cluster mode: a tab of this agent opened on `node` (any node, this one included).
+    /// The tab's frames are made on its own node from the followed stream; the actor only
+    /// counts it. Answers the state after the tab was counted, with its `seq`.
+    AttachNode {
+        node: NodeId,
+        hint: Option<Box<Profile>>,
+        reply: Reply<(u64, AgentState)>,
+    },
+    /// Cluster mode: a tab of this agent on `node` closed.
+    DetachNode {
+        node: NodeId,
+    },
+    /// Cluster mode: only these nodes are alive; tabs counted on any other node are closed
+    /// (the disconnect grace starts now if none is left).
+    NodesAlive {
+        alive: Arc<[NodeId]>,
+    },
 }
 
 /// A cloneable handle to one agent's actor. The actor stops when every handle is dropped.
@@ -146,20 +172,23 @@ pub(crate) struct AgentHandle {
 impl AgentHandle {
     /// Starts the actor for `state` with `profile` and returns its handle.
     pub(crate) fn spawn(env: &AgentEnv, state: AgentState, profile: Profile) -> AgentHandle {
-        Self::spawn_at(env, state, profile, 0)
+        Self::spawn_at(env, state, profile, 0, NodeTabs::new())
     }
 
     /// [`AgentHandle::spawn`] in cluster mode: `seq` is the stream sequence of the agent's
     /// last stored change (0: none), whose version is `state.version`; the actor's next
-    /// append expects it.
+    /// append expects it; `tabs` are its open tabs per node (their sum is
+    /// `state.connections`).
     pub(crate) fn spawn_at(
         env: &AgentEnv,
         state: AgentState,
         profile: Profile,
         seq: u64,
+        tabs: NodeTabs,
     ) -> AgentHandle {
         let (sender, receiver) = mailbox::channel(MAILBOX);
-        let actor = AgentActor::new(receiver, env.clone(), state, profile, seq);
+        let actor =
+            AgentActor::new(receiver, env.clone(), state, profile, seq).with_node_tabs(tabs);
         env.tasks().spawn(actor.run());
         AgentHandle { sender }
     }
@@ -247,6 +276,40 @@ impl AgentHandle {
                 stop: true,
             })
             .await;
+    }
+
+    /// Cluster mode: counts a tab that opened on `node`; answers the agent's state then.
+    pub(crate) async fn attach_node(
+        &self,
+        node: NodeId,
+        hint: Option<Profile>,
+    ) -> Result<(u64, AgentState), ActorError> {
+        let (reply, rx) = oneshot::channel();
+        self.sender
+            .send(Command::AttachNode {
+                node,
+                hint: hint.map(Box::new),
+                reply,
+            })
+            .await
+            .map_err(|_| ActorError::Stopped)?;
+        rx.await.map_err(|_| ActorError::Stopped)?
+    }
+
+    /// Cluster mode: a tab on `node` closed.
+    pub(crate) async fn detach_node(&self, node: NodeId) -> Result<(), ActorError> {
+        self.sender
+            .send(Command::DetachNode { node })
+            .await
+            .map_err(|_| ActorError::Stopped)
+    }
+
+    /// Cluster mode: tabs counted on nodes not in `alive` are closed.
+    pub(crate) async fn nodes_alive(&self, alive: Arc<[NodeId]>) -> Result<(), ActorError> {
+        self.sender
+            .send(Command::NodesAlive { alive })
+            .await
+            .map_err(|_| ActorError::Stopped)
     }
 
     /// True once the actor stopped (idle, or at shutdown): commands to it fail.

@@ -12,7 +12,6 @@ mod handle;
 mod mailbox;
 pub(crate) mod record;
 
+pub(crate) use actor::NodeTabs;
 pub(crate) use env::{AgentEnv, Defaults, EnvParts};
-pub(crate) use handle::{
-    ActorError, AgentHandle, Applied, Profile, TabId, TelephonyAnswer, CLOSE_MOVED,
-};
+pub(crate) use handle::{ActorError, AgentHandle, Applied, Profile, TabId, TelephonyAnswer};

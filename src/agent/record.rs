@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::model::{AgentState, Millis, Session};
+use crate::model::{AgentState, Millis, Session, TelephonyNotice};
 use crate::protocol::{ErrorCode, StoredReply};
 
 /// One stored change of an agent (the stream message body). See the module doc.
@@ -33,6 +33,11 @@ pub(crate) struct ClusterRecord {
     /// The telephony event this change answered, with its reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<RecordedEvent>,
+    /// What this change tells telephony adapters (call accepted, declined, ring timeout):
+    /// every node tells the adapters connected to it, so an adapter gets it whichever node
+    /// it is connected to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<TelephonyNotice>,
 }
 
 /// A telephony event id and the first reply to it, stored with the change it caused.
@@ -85,6 +90,7 @@ impl ClusterRecord {
             tabs,
             at,
             event: None,
+            notices: Vec::new(),
         }
     }
 

@@ -8,7 +8,8 @@
 //! [`complete`](Backplane::dedup_complete); everyone else gets [`Claim::Duplicate`] with the
 //! stored reply (or `Pending` while the first node is still applying it, which the hub
 //! answers `unavailable`, retryable). If the first node cannot apply the event it
-//! [`releases`](Backplane::dedup_release) the claim, so a retry is applied.
+//! [`releases`](Backplane::dedup_release) the claim, so a retry is applied. A claim left
+//! pending by a node that is gone can be [taken over](Backplane::dedup_take_over).
 
 use super::naming::token;
 use super::{Backplane, ClusterError};
@@ -20,8 +21,9 @@ const PENDING: u8 = b'P';
 /// Marks an id answered; followed by the reply.
 const DONE: u8 = b'D';
 
-/// Longest event id accepted as a key (the protocol caps free text at this length too).
-const MAX_EVENT_ID: usize = 256;
+/// Longest event id accepted as a key, in bytes: the protocol's 256 characters of UTF-8
+/// (escaped, at most 3 KiB of key: within NATS's 4 KiB control line).
+const MAX_EVENT_ID: usize = 1024;
 
 /// The outcome of claiming an event id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +110,33 @@ impl Backplane {
             }
             Err(e) => Err(ClusterError::unavailable(e)),
         }
+    }
+
+    /// Takes over the claim of `event_id` left pending by `node` (a node that is gone, so
+    /// it will never store the reply nor release it): the pending claim is deleted
+    /// (expecting its revision, so of two nodes taking it over one deletes it) and the id
+    /// claimed again. Answers like [`Backplane::dedup_claim`]: `New` for the node that now
+    /// holds the claim; `Duplicate` when the id is held otherwise (answered meanwhile, or
+    /// claimed by another node).
+    pub async fn dedup_take_over(&self, event_id: &str, node: &str) -> Result<Claim, ClusterError> {
+        let session = self.link.session()?;
+        let store = &session.h.dedup;
+        let key = token(event_id);
+        let entry = store.entry(&key).await.map_err(ClusterError::unavailable)?;
+        if let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) {
+            let abandoned = matches!(
+                DedupRecord::decode(&entry.value)?,
+                DedupRecord::Pending { node: ref n } if n == node
+            );
+            if abandoned {
+                // Refused when someone else deleted or replaced it first: the claim below
+                // then sees what is there now.
+                let _ = store
+                    .delete_expect_revision(&key, Some(entry.revision))
+                    .await;
+            }
+        }
+        self.dedup_claim(event_id).await
     }
 
     /// Stores the reply of a claimed event: later duplicates get it.

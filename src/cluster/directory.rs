@@ -86,6 +86,37 @@ impl Backplane {
             .map_err(ClusterError::unavailable)
     }
 
+    /// Stores an entry only if the key was never written or was deleted: `Ok(true)` when
+    /// it was stored, `Ok(false)` when the key has a value (seeding from a file never
+    /// overwrites an edit).
+    pub async fn directory_create(
+        &self,
+        key: &DirectoryKey,
+        value: Bytes,
+    ) -> Result<bool, ClusterError> {
+        let session = self.link.session()?;
+        match session.h.directory.create(key.to_kv(), value).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(ClusterError::unavailable(e)),
+        }
+    }
+
+    /// The bucket's last revision and whether anything was ever written to it, asked of
+    /// the stream leader: a node whose watch delivered this revision has every edit made
+    /// before the call.
+    pub async fn directory_revision(&self) -> Result<(u64, bool), ClusterError> {
+        let session = self.link.session()?;
+        let info = session
+            .h
+            .directory
+            .stream
+            .get_info()
+            .await
+            .map_err(ClusterError::unavailable)?;
+        Ok((info.state.last_sequence, info.state.messages > 0))
+    }
+
     /// Reads an entry (from the stream leader).
     pub async fn directory_get(&self, key: &DirectoryKey) -> Result<Option<Bytes>, ClusterError> {
         let session = self.link.session()?;

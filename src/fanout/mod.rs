@@ -11,8 +11,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 mod notifier;
+mod tabs;
 
 pub(crate) use notifier::Notifier;
+pub(crate) use tabs::{HelloParts, NodeTabs};
 
 use crate::model::{AgentId, AgentState, Status, TeamId};
 use crate::outbox::{Outbound, Outbox, SnapshotReply};
@@ -259,6 +261,30 @@ impl Fanout {
         outbox: &Outbox,
         reply_ref: Option<&Ref>,
     ) -> ResumeResult {
+        self.resume_after(conn_id, epoch, seq, Vec::new(), filter, outbox, reply_ref)
+    }
+
+    /// The sequence range history holds: (the oldest kept, the current `seq`).
+    pub(crate) fn history_range(&self) -> (u64, u64) {
+        let inner = self.lock();
+        let oldest = inner.history.front().map_or(inner.seq + 1, |p| p.seq);
+        (oldest, inner.seq)
+    }
+
+    /// [`Fanout::resume`] after `earlier`: the frames of the changes before `seq` that
+    /// were missed and are older than history (cluster mode reads them from the stream).
+    /// They are sent first when history covers the rest, and dropped with a snapshot if not.
+    #[allow(clippy::too_many_arguments)] // resume's arguments plus the earlier frames
+    pub(crate) fn resume_after(
+        &self,
+        conn_id: u64,
+        epoch: &str,
+        seq: u64,
+        earlier: Vec<Text>,
+        filter: Filter,
+        outbox: &Outbox,
+        reply_ref: Option<&Ref>,
+    ) -> ResumeResult {
         let mut inner = self.lock();
         let current = self.epoch();
         let oldest_kept = inner.history.front().map_or(inner.seq + 1, |p| p.seq);
@@ -275,13 +301,15 @@ impl Fanout {
         }
         // By seq, not by offset: in cluster mode the kept seqs may skip numbers.
         let skip = inner.history.partition_point(|p| p.seq <= seq);
-        let frames: Vec<Text> = inner
-            .history
-            .iter()
-            .skip(skip)
-            .filter(|p| filter.matches(&p.agent_id, &p.teams))
-            .map(|p| p.frame.clone())
-            .collect();
+        let mut frames = earlier;
+        frames.extend(
+            inner
+                .history
+                .iter()
+                .skip(skip)
+                .filter(|p| filter.matches(&p.agent_id, &p.teams))
+                .map(|p| p.frame.clone()),
+        );
         let replayed = frames.len();
         let ok = protocol::resumed(reply_ref, replayed, &current, inner.seq);
         let queued = (replayed == 0 || outbox.push_unbounded(Outbound::Frames(frames)).is_ok())

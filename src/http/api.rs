@@ -500,6 +500,7 @@ pub(crate) async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
             "1 when this node is connected to NATS and in the member list, else 0",
             i64::from(health.not_ready.is_none()),
         );
+        super::cluster_metrics::cluster_figures(&hub, cluster.backplane(), &mut computed).await;
     }
     let body = hub.metrics().encode(computed.registry());
     (

@@ -2,6 +2,8 @@
 //! mode). Every edit is committed to the durable store before it is answered, then applied
 //! at once: to the live directory (ring timeouts, `/api/v1/available?ring_group=`) and to
 //! the agent's actor (name, teams; a new wrap-up time applies from the next call on).
+//! In cluster mode an edit is stored in the cluster's directory instead, and every node
+//! applies it from there (`hub::cluster_directory`); the checks are the same.
 //!
 //! | method, path | answer |
 //! |---|---|
@@ -25,7 +27,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::auth::authenticate_api;
+use crate::cluster::ClusterError;
 use crate::directory::{check_ring_group_id, AgentProfile, RingGroup};
+use crate::hub::cluster::RETRY_AFTER_MS;
+use crate::hub::cluster_directory::Edit;
 use crate::hub::persist;
 use crate::hub::{profile_of, Hub};
 use crate::model::{AgentId, TeamId};
@@ -55,6 +60,26 @@ fn ok_json(status: StatusCode, value: &impl serde::Serialize) -> Response {
             "internal",
             &format!("cannot encode the answer: {e}"),
         ),
+    }
+}
+
+/// Cluster mode: the edit could not be stored in the cluster's directory (retryable).
+fn cluster_failed(e: &ClusterError) -> Response {
+    let body = serde_json::json!({
+        "type": "error",
+        "code": "unavailable",
+        "message": format!("not stored in the cluster's directory: {e}"),
+        "retry_after_ms": e.retry_after_ms().unwrap_or(RETRY_AFTER_MS),
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+}
+
+/// Cluster mode: the answer to an edit stored in the cluster's directory (`None` on a
+/// single node).
+async fn in_cluster(hub: &Hub, edit: Edit, ok: impl FnOnce() -> Response) -> Option<Response> {
+    match hub.cluster_directory_edit(edit).await? {
+        Ok(()) => Some(ok()),
+        Err(e) => Some(cluster_failed(&e)),
     }
 }
 
@@ -233,6 +258,11 @@ pub(crate) async fn put_agent(
         Err(message) => return bad_request(&message),
     };
     let core = &hub;
+    let created = !core.directory().agents.contains_key(&id);
+    let answer = || ok_json(put_status(created), &profile);
+    if let Some(r) = in_cluster(core, Edit::PutAgent(profile.clone()), answer).await {
+        return r;
+    }
     let _edit = core.directory_edit().await;
     let created = !core.directory().agents.contains_key(&id);
     if let Err(e) = persist::wait(core.store().put_agent(profile.clone())).await {
@@ -261,6 +291,13 @@ pub(crate) async fn delete_agent(
         Err(r) => return *r,
     };
     let core = &hub;
+    if core.cluster().is_some() && !core.directory().agents.contains_key(&id) {
+        return unknown_agent(&id);
+    }
+    let answer = || StatusCode::NO_CONTENT.into_response();
+    if let Some(r) = in_cluster(core, Edit::DeleteAgent(id.clone()), answer).await {
+        return r;
+    }
     let _edit = core.directory_edit().await;
     if !core.directory().agents.contains_key(&id) {
         return unknown_agent(&id);
@@ -326,6 +363,11 @@ pub(crate) async fn put_ring_group(
         Err(message) => return bad_request(&message),
     };
     let core = &hub;
+    let created = !core.directory().ring_groups.contains_key(&id);
+    let answer = || ok_json(put_status(created), &group);
+    if let Some(r) = in_cluster(core, Edit::PutGroup(group.clone()), answer).await {
+        return r;
+    }
     let _edit = core.directory_edit().await;
     let created = !core.directory().ring_groups.contains_key(&id);
     if let Err(e) = persist::wait(core.store().put_ring_group(group.clone())).await {
@@ -347,6 +389,13 @@ pub(crate) async fn delete_ring_group(
         Err(r) => return *r,
     };
     let core = &hub;
+    if core.cluster().is_some() && !core.directory().ring_groups.contains_key(&id) {
+        return unknown_group(&id);
+    }
+    let answer = || StatusCode::NO_CONTENT.into_response();
+    if let Some(r) = in_cluster(core, Edit::DeleteGroup(id.clone()), answer).await {
+        return r;
+    }
     let _edit = core.directory_edit().await;
     if !core.directory().ring_groups.contains_key(&id) {
         return unknown_group(&id);

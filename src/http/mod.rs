@@ -3,6 +3,7 @@
 
 pub(crate) mod api;
 pub(crate) mod auth;
+mod cluster_metrics;
 pub(crate) mod directory;
 pub(crate) mod reports;
 mod web;

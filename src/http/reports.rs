@@ -138,7 +138,7 @@ pub(crate) async fn status_time(
     };
     let agent = match params.get("agent") {
         Some(a) => match AgentId::parse(a) {
-            Ok(a) if !hub.router().has_record(&a).await => return unknown_agent(&a),
+            Ok(a) if !hub.has_record(&a).await => return unknown_agent(&a),
             Ok(a) => Some(a),
             Err(e) => return bad_request(&e.to_string()),
         },
@@ -245,7 +245,7 @@ pub(crate) async fn history(
         Ok(a) => a,
         Err(e) => return bad_request(&e.to_string()),
     };
-    if !hub.router().has_record(&agent_id).await {
+    if !hub.has_record(&agent_id).await {
         return unknown_agent(&agent_id);
     }
     let parsed = (|| {

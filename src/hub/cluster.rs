@@ -3,9 +3,10 @@
 //! the rest of the hub asks of them: whether changes may be taken (NATS reachable), who
 //! owns an agent ([`Owners`]), and the live members for `/healthz` and `/metrics`.
 //!
-//! Preview: actors append every change to the agents stream and every node's view follows
-//! it, but commands for an agent another node owns are not forwarded yet (they are
-//! answered `unavailable`); `docs/cluster.md` ("Status") lists what is and is not built.
+//! Preview: actors append every change to the agents stream, every node's view follows it,
+//! and commands for an agent another node owns are forwarded there (`remote.rs`); the
+//! telephony dedup and the directory are still per node. `docs/cluster.md` ("Status")
+//! lists what is and is not built.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,6 +37,8 @@ pub(crate) struct ClusterNode {
     last_members: Mutex<Vec<NodeId>>,
     /// Ends the backplane's connection task, after the clean leave.
     stop: CancellationToken,
+    /// How far this node's copy of the cluster's directory is (see `cluster_directory`).
+    directory: Arc<super::cluster_directory::DirectorySync>,
     /// The member view, for ownership (kept by the heartbeat).
     members_view: watch::Receiver<Members>,
     /// This node's view of the agents stream.
@@ -79,10 +82,10 @@ impl ClusterNode {
         warn!(
             node = %backplane.config().node_id,
             nats = ?settings.servers,
-            "CLUSTER MODE IS A PREVIEW: changes are stored in NATS JetStream and every node \
-             follows them, but commands for an agent owned by another node are NOT FORWARDED \
-             yet (answered `unavailable`), so a tab must reach its agent's owning node. Do not \
-             run several nodes behind one load balancer yet (see docs/cluster.md, Status)."
+            "CLUSTER MODE IS A PREVIEW: changes are stored in NATS JetStream, every node \
+             follows them and commands are forwarded to the agent's owning node, but \
+             telephony dedup and the directory are still PER NODE (see docs/cluster.md, \
+             Status)."
         );
         Ok(ClusterNode {
             backplane,
@@ -91,10 +94,11 @@ impl ClusterNode {
             stop,
             members_view,
             view: Arc::default(),
+            directory: Arc::default(),
         })
     }
 
-    /// The backplane (appends, loads, the follower).
+    /// The backplane (appends, loads, the follower, dedup, the directory).
     pub(crate) fn backplane(&self) -> &Backplane {
         &self.backplane
     }
@@ -138,9 +142,30 @@ impl ClusterNode {
             Availability::Available if !members.contains(self.node_id()) => {
                 Some("joining the cluster: this node is not in the member list yet".to_owned())
             }
+            Availability::Available if !self.directory.loaded() => {
+                Some("loading the cluster's directory".to_owned())
+            }
             Availability::Available => None,
         };
         ClusterHealth { not_ready, members }
+    }
+
+    /// How far this node's copy of the cluster's directory is.
+    pub(crate) fn directory_sync(&self) -> Arc<super::cluster_directory::DirectorySync> {
+        self.directory.clone()
+    }
+
+    /// True when this node owns `agent` in its current member view (false before it sees
+    /// any member, and after it left).
+    pub(crate) fn owns(&self, agent: &crate::model::AgentId) -> bool {
+        self.members_now()
+            .is_some_and(|m| m.owner(agent.as_str()) == Some(self.node_id()))
+    }
+
+    /// The current member view (`None` after a clean leave).
+    pub(crate) fn members_now(&self) -> Option<crate::cluster::Members> {
+        let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
+        membership.as_ref().map(Membership::current)
     }
 
     /// The live members as this node sees them (the last view once it left).
@@ -153,22 +178,48 @@ impl ClusterNode {
         last.clone()
     }
 
+    /// True once the node left (or the backplane stopped).
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
     /// A clean stop: deletes this node's member key (so the others see it leave at their
-    /// next heartbeat), then closes the connection.
-    pub(crate) async fn leave(&self) {
+    /// next heartbeat), keeps answering forwarded commands until they have (one heartbeat
+    /// and a margin, at most until `deadline`), then closes the connection.
+    pub(crate) async fn leave(&self, deadline: tokio::time::Instant) {
+        let left = self.delete_member_key().await;
+        if left {
+            let linger = self.backplane.config().heartbeat + Duration::from_millis(250);
+            let until = (tokio::time::Instant::now() + linger).min(deadline);
+            tokio::time::sleep_until(until).await;
+        }
+        self.stop.cancel();
+    }
+
+    /// Deletes this node's member key; true if it was deleted.
+    async fn delete_member_key(&self) -> bool {
         let membership = self
             .membership
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(m) = membership {
-            match tokio::time::timeout(LEAVE_TIMEOUT, m.leave()).await {
-                Ok(Ok(())) => info!("left the cluster"),
-                Ok(Err(e)) => warn!(error = %e, "could not leave the cluster cleanly"),
-                Err(_) => warn!("leaving the cluster timed out"),
+        let Some(m) = membership else {
+            return false;
+        };
+        match tokio::time::timeout(LEAVE_TIMEOUT, m.leave()).await {
+            Ok(Ok(())) => {
+                info!("left the cluster");
+                true
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not leave the cluster cleanly");
+                false
+            }
+            Err(_) => {
+                warn!("leaving the cluster timed out");
+                false
             }
         }
-        self.stop.cancel();
     }
 }
 

@@ -4,9 +4,19 @@
 //!
 //! Every field is private: sockets and the HTTP API read what they need through the
 //! accessors below, and actors get their own narrow handle ([`crate::agent::AgentEnv`]).
+//!
+//! Cluster mode (`--nats`, [`cluster`]): the actors append to the agents stream instead of
+//! the store, the fan-out and the store are fed by the node's stream follower
+//! ([`view`]), the router starts actors only for the agents this node owns, and reads
+//! wait for the view to catch up ([`Hub::caught_up`]). Without `--nats` none of it runs.
 
 pub(crate) mod cluster;
+pub(crate) mod cluster_directory;
+mod dedup;
+pub(crate) mod failover;
+mod ownership;
 pub(crate) mod persist;
+pub(crate) mod remote;
 mod route;
 mod router;
 pub(crate) mod view;
@@ -29,7 +39,7 @@ use crate::config::Settings;
 use crate::directory::{AgentProfile, Directory};
 use crate::fanout::{Fanout, Notifier};
 use crate::metrics::Metrics;
-use crate::model::{AgentState, Millis, Session};
+use crate::model::{AgentId, AgentState, Millis, Session};
 use crate::store::dedup::EventIdCache;
 use crate::store::{Recovered, Store};
 use cluster::ClusterNode;
@@ -109,12 +119,21 @@ impl Hub {
         recovered: Recovered,
     ) -> Arc<Hub> {
         let epoch: Arc<str> = Arc::from(new_epoch());
-        settings.directory = Directory::default();
+        // The file's directory: it seeded the store on its first start; in cluster mode it
+        // seeds the cluster's directory if that was never written.
+        let seed = std::mem::take(&mut settings.directory);
         let Recovered {
             agents: stored,
             directory,
             event_ids,
         } = recovered;
+        // Cluster mode: the directory is the cluster's, filled by the watch (see
+        // `cluster_directory`); the local store's copy is not used.
+        let directory = if cluster.is_some() {
+            Directory::default()
+        } else {
+            directory
+        };
         let clock = Clock::new();
         let fanout = Arc::new(Fanout::new(epoch, settings.history_size));
         let notifier = Arc::new(Notifier::default());
@@ -122,7 +141,11 @@ impl Hub {
             settings.event_id_capacity,
             settings.event_id_ttl,
         ));
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(if cluster.is_some() {
+            Metrics::for_cluster()
+        } else {
+            Metrics::default()
+        });
         let tasks = TaskTracker::new();
         let now = clock.now_ms();
         for (event_id, reply, at) in event_ids {
@@ -131,6 +154,12 @@ impl Hub {
         }
         // Stopped actors, to forget once their last change is committed (see the router).
         let (retired, retired_rx) = tokio::sync::mpsc::channel(1 << 16);
+        let ownership = cluster.as_ref().map(|c| router::Ownership {
+            peer: remote::Peer::new(c.backplane().clone()),
+            members: c.members_watch(),
+            tabs: crate::fanout::NodeTabs::new(),
+            fanout: fanout.clone(),
+        });
         let cluster_mode = cluster.is_some();
         let env = AgentEnv::new(EnvParts {
             fanout: fanout.clone(),
@@ -148,7 +177,9 @@ impl Hub {
             tasks: tasks.clone(),
             retired,
             node: node.clone(),
+            node_tabs: ownership.as_ref().map(|o| o.tabs.clone()),
             cluster: cluster.as_ref().map(|c| c.backplane().clone()),
+            shutdown: shutdown.clone(),
         });
         let directory = Arc::new(LiveDirectory {
             entries: RwLock::new(directory),
@@ -157,17 +188,21 @@ impl Hub {
         let router = Router::new(RouterParts {
             env,
             directory: directory.clone(),
-            events,
+            events: events.clone(),
             store: store.clone(),
             clock,
             metrics: metrics.clone(),
             ring_timeout: settings.ring_timeout,
             grace: settings.disconnect_grace,
             gate: cluster::Gate::new(cluster.as_ref()),
+            ownership,
             cluster: cluster.as_ref().map(|c| router::RouterCluster {
                 backplane: c.backplane().clone(),
                 owners: c.owners(),
             }),
+            dedup: cluster
+                .as_ref()
+                .map(|c| dedup::ClusterDedup::new(c, events.clone())),
         });
         tasks.spawn(router.reaper(retired_rx, fanout.clone(), shutdown.clone()));
         if let Some(c) = &cluster {
@@ -184,6 +219,8 @@ impl Hub {
                     store: store.clone(),
                     events: router.events().clone(),
                     stored_versions,
+                    tabs: router.node_tabs().cloned(),
+                    notifier: notifier.clone(),
                 },
                 shutdown.clone(),
             ));
@@ -210,6 +247,18 @@ impl Hub {
             node,
             cluster,
         });
+        if let Some(c) = &hub.cluster {
+            hub.tasks.spawn(cluster_directory::run(
+                Arc::downgrade(&hub),
+                c.backplane().clone(),
+                seed,
+                hub.shutdown.clone(),
+            ));
+            hub.tasks.spawn(ownership::count_moves(
+                Arc::downgrade(&hub),
+                hub.shutdown.clone(),
+            ));
+        }
         if cluster_mode {
             hub.tasks.spawn(adopt(hub.clone()));
         }
@@ -288,6 +337,49 @@ impl Hub {
     /// Held for the whole of a directory edit (store commit, live directory, actors).
     pub(crate) async fn directory_edit(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.directory.edits.lock().await
+    }
+
+    /// Cluster mode: stores a directory edit in the cluster's directory and waits (bounded)
+    /// until this node applied it, so a read here right after sees it. `None` on a single
+    /// node, where the caller commits the edit to the store itself.
+    pub(crate) async fn cluster_directory_edit(
+        &self,
+        edit: cluster_directory::Edit,
+    ) -> Option<Result<(), crate::cluster::ClusterError>> {
+        let c = self.cluster.as_ref()?;
+        let sync = c.directory_sync();
+        Some(cluster_directory::edit(c.backplane(), &sync, edit).await)
+    }
+
+    /// Cluster mode: the agents this node owns in its member view, among those it knows
+    /// (see [`Hub::known_agents`]); `None` on a single node.
+    pub(crate) fn agents_owned(&self) -> Option<usize> {
+        let c = self.cluster.as_ref()?;
+        let view = c.members_now()?;
+        let me = c.node_id();
+        let owned = self
+            .known_agents()
+            .iter()
+            .filter(|id| view.owner(id.as_str()) == Some(me))
+            .count();
+        Some(owned)
+    }
+
+    /// The agents this node knows by id: the directory's, and any with an actor here.
+    pub(crate) fn known_agents(&self) -> Vec<AgentId> {
+        // The directory's lock is not held while the actors' map is read (the router takes
+        // them the other way round).
+        let mut ids: std::collections::HashSet<AgentId> =
+            self.directory.read().agents.keys().cloned().collect();
+        ids.extend(self.router.live_ids());
+        ids.into_iter().collect()
+    }
+
+    /// True when reports and history may be asked for the agent: it is in this node's view
+    /// (in cluster mode the view of every agent, whichever node owns it), or the router
+    /// knows it (see [`Router::has_record`]).
+    pub(crate) async fn has_record(&self, id: &AgentId) -> bool {
+        self.fanout.get(id).is_some() || self.router.has_record(id).await
     }
 
     /// A process-unique id for a socket.
@@ -397,7 +489,6 @@ fn new_epoch() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::AgentId;
 
     fn agent(session: Session, connections: u32) -> AgentState {
         let mut s = AgentState::new(AgentId::parse("a1").expect("id"), 1_000);

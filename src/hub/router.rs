@@ -2,19 +2,18 @@
 //! telephony socket or the HTTP API) goes through the [`Router`], which finds the agent's
 //! actor, starting it when the agent may have one, and hands back a [`Route`] to it.
 //!
-//! Today a route is always [`Route::Local`]: the actor runs in this process. Cluster mode
-//! will add a variant for an agent owned by another node (`Route::Remote(node)`), forwarding
-//! the same commands over the cluster link: callers only ever see `Route` and the router's
-//! methods, so they need not change.
+//! On a single node a route is always [`Route::Local`]: the actor runs in this process. In
+//! cluster mode an agent owned by another node gets a [`Route::Remote`] to its owner, and
+//! the same commands are forwarded there (`router_cluster.rs`): callers only ever see
+//! `Route` and the router's methods.
 //!
 //! Who may have an actor: an agent in the directory, and an agent whose tab logs in. A
 //! command for anyone else (a telephony event, an admin action) creates nothing and is
 //! answered `unknown_agent`.
 //!
 //! Cluster mode (`takeover.rs`): an actor is started only on the agent's owning node (see
-//! [`Router::owner_of`]), from the agent's last change in the agents stream; for an agent
-//! another node owns, the router answers [`RouteError::NotOwner`] (the remote route will
-//! forward it).
+//! [`Router::owner_of`]), from the agent's last change in the agents stream; a command for
+//! an agent another node owns is forwarded there (`router_cluster.rs`).
 //!
 //! Actors are bounded by what is live: one with no tab, call or timer stops after
 //! `--actor-idle-secs` (see `agent::actor`). The reaper forgets it once its last change is
@@ -29,6 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::cluster::{Gate, Owners};
+use super::dedup::ClusterDedup;
 use super::route::{Route, RouteError};
 use super::{persist, profile_of, restored, LiveDirectory};
 use crate::agent::{ActorError, AgentEnv, AgentHandle, Applied, Profile, TabId, TelephonyAnswer};
@@ -43,9 +43,13 @@ use crate::store::{CommitTicket, Store};
 
 mod takeover;
 
-/// How many times a command retries an actor that stopped under it (or, in cluster mode,
-/// was fenced: the agent moved).
+/// How many times a command retries an actor that stopped under it, or (cluster mode) an
+/// owner that moved.
 const RETRIES: usize = 3;
+
+#[path = "router_cluster.rs"]
+mod cluster_routes;
+pub(crate) use cluster_routes::Ownership;
 
 /// Who may get an actor started by a lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +115,8 @@ pub(crate) struct Router {
     gate: Gate,
     /// Cluster mode: ownership and the stream actors start from; `None` on a single node.
     cluster: Option<RouterCluster>,
+    /// Cluster mode: telephony event ids claimed cluster-wide before routing.
+    dedup: Option<ClusterDedup>,
     /// Set at shutdown: nothing is started any more.
     closed: AtomicBool,
     /// Store reads in flight at once: no more than the store keeps read connections, so a
@@ -123,6 +129,9 @@ pub(crate) struct Router {
     /// read cost first logins ~15-20 % (9.5-11.0k/s against 11.7-13.0k/s); an id costs
     /// ~60 bytes here, against the ~3.5 KiB of a connected agent.
     had_actor: DashSet<AgentId>,
+    /// Cluster mode: who owns which agent, and how to reach the owners; `None` on a single
+    /// node.
+    ownership: Option<Ownership>,
 }
 
 /// What the router is built from.
@@ -136,7 +145,9 @@ pub(super) struct RouterParts {
     pub ring_timeout: Duration,
     pub grace: Duration,
     pub gate: Gate,
+    pub ownership: Option<Ownership>,
     pub cluster: Option<RouterCluster>,
+    pub dedup: Option<ClusterDedup>,
 }
 
 impl Router {
@@ -153,9 +164,11 @@ impl Router {
             grace: parts.grace,
             gate: parts.gate,
             cluster: parts.cluster,
+            dedup: parts.dedup,
             closed: AtomicBool::new(false),
             reads: tokio::sync::Semaphore::new(crate::store::READ_CONNECTIONS),
             had_actor: DashSet::new(),
+            ownership: parts.ownership,
         }
     }
 
@@ -270,6 +283,9 @@ impl Router {
     /// The route of an agent that may have an actor (in the directory, or with a live
     /// actor); `None` for anyone else.
     pub(crate) async fn route(&self, id: &AgentId) -> Result<Option<Route>, RouteError> {
+        if let Some(owner) = self.remote_owner(id)? {
+            return Ok(Some(owner));
+        }
         Ok(self.find(id, Reach::Known).await?.map(Route::Local))
     }
 
@@ -305,19 +321,21 @@ impl Router {
         input: Input,
     ) -> Result<Result<Applied, Rejection>, RouteError> {
         self.admit()?;
+        let mut last = RouteError::Unavailable;
         for _ in 0..RETRIES {
             let route = self.route(id).await?.ok_or(RouteError::UnknownAgent)?;
             match route.apply(input.clone(), None).await {
-                Err(RouteError::Unavailable | RouteError::Moved) => continue,
+                Err(e) if self.retry(&route, e).await => last = e,
                 other => return other,
             }
         }
-        Err(RouteError::Unavailable)
+        Err(self.gave_up(last))
     }
 
     /// Routes one checked telephony event. The event-id memory is consulted once: by the
     /// actor (which serializes an agent's events, so two copies of one event in flight
-    /// cannot both apply), or here when no actor may exist (unknown agent).
+    /// cannot both apply), or here when no actor may exist (unknown agent). In cluster
+    /// mode the id is first claimed cluster-wide (see `hub::dedup`).
     pub(crate) async fn telephony(
         &self,
         message: &TelephonyMessage,
@@ -326,28 +344,54 @@ impl Router {
             return Err(RouteError::UnknownAgent);
         };
         self.admit()?;
+        match &self.dedup {
+            None => self.dispatch(message, event, input).await,
+            Some(dedup) => {
+                let dispatch = self.dispatch(message, event, input);
+                dedup.telephony(self, &event.event_id, dispatch).await
+            }
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        message: &TelephonyMessage,
+        event: &CallEvent,
+        input: Input,
+    ) -> Result<Dispatched, RouteError> {
+        let mut last = RouteError::Unavailable;
         for _ in 0..RETRIES {
             let Some(route) = self.route(&event.agent_id).await? else {
                 return Ok(Dispatched::Answered(self.unknown_agent(message, event)));
             };
             match route.telephony(event.event_id.clone(), input.clone()).await {
                 Ok(pending) => return Ok(Dispatched::Pending(pending)),
-                Err(_) => continue,
+                Err(RouteError::UnknownAgent) => {
+                    return Ok(Dispatched::Answered(self.unknown_agent(message, event)))
+                }
+                Err(e) if self.retry(&route, e).await => last = e,
+                Err(e) => return Err(e),
             }
         }
-        Err(RouteError::Unavailable)
+        Err(self.gave_up(last))
     }
+
+    /// The answer to a copy of an event answered before.
+    pub(super) fn duplicate(&self, reply: crate::protocol::StoredReply) -> TelephonyAnswer {
+        self.metrics.telephony_event(true, false);
+        TelephonyAnswer {
+            reply,
+            duplicate: true,
+            // The first answer may still be on its way to the disk.
+            ticket: self.store.ack_barrier(),
+        }
+    }
+
     /// The answer to an event for an agent that may not have an actor: remembered (and
     /// stored) like any first answer, so a repeat is a `duplicate`.
     fn unknown_agent(&self, message: &TelephonyMessage, event: &CallEvent) -> TelephonyAnswer {
         if let Some(reply) = self.events.get(&event.event_id) {
-            self.metrics.telephony_event(true, false);
-            return TelephonyAnswer {
-                reply,
-                duplicate: true,
-                // The first answer may still be on its way to the disk.
-                ticket: self.store.ack_barrier(),
-            };
+            return self.duplicate(reply);
         }
         let is_offer = matches!(message, TelephonyMessage::CallOffered(_));
         let reply = telephony_unknown_agent(is_offer, &event.agent_id);
@@ -419,17 +463,38 @@ impl Router {
     /// A directory entry was created or changed: the actor (started if needed) takes the
     /// new profile.
     pub(crate) async fn profile_changed(&self, id: &AgentId, profile: Profile) {
-        if let Ok(Some(h)) = self.find(id, Reach::Known).await {
-            Route::Local(h).set_profile(profile).await;
+        if let Ok(Some(route)) = self.route(id).await {
+            let _ = route.set_profile(profile).await;
         }
     }
 
     /// A directory entry was deleted: its name and teams are cleared, and its actor stops
     /// (at once when idle, else once it is).
     pub(crate) async fn profile_removed(&self, id: &AgentId) {
+        if let Ok(Some(route)) = self.remote_owner(id) {
+            let _ = route.leave_directory().await;
+            return;
+        }
         if let Some(h) = self.agents.get(id).map(|h| h.clone()) {
             h.leave_directory().await;
         }
+    }
+
+    /// Cluster mode: a directory edit applied from the cluster's directory reaches the
+    /// actor of `id` if it runs here (nothing is forwarded: every node applies every edit).
+    /// `profile` `None`: the entry was deleted. False when no live actor runs here.
+    pub(crate) async fn local_profile(&self, id: &AgentId, profile: Option<Profile>) -> bool {
+        let Some(h) = self.agents.get(id).map(|h| h.clone()) else {
+            return false;
+        };
+        if h.is_closed() {
+            return false;
+        }
+        match profile {
+            Some(p) => h.set_profile(p).await,
+            None => h.leave_directory().await,
+        }
+        true
     }
 
     /// True when the agent has a live actor or a directory entry.
@@ -454,6 +519,11 @@ impl Router {
     /// Telephony event ids remembered for deduplication.
     pub(crate) fn remembered_event_ids(&self) -> usize {
         self.events.len()
+    }
+
+    /// The agents with an actor here (live, or stopped and not yet forgotten).
+    pub(crate) fn live_ids(&self) -> Vec<AgentId> {
+        self.agents.iter().map(|e| e.key().clone()).collect()
     }
 
     /// Live actors (and stopped ones not yet forgotten).

@@ -30,7 +30,7 @@ use tracing::{info, warn};
 use super::RouteError;
 use crate::agent::record::ClusterRecord;
 use crate::cluster::{Backplane, ClusterError, Followed, FollowedChange};
-use crate::fanout::Fanout;
+use crate::fanout::{Fanout, NodeTabs, Notifier};
 use crate::model::machine::next_deadline;
 use crate::model::{AgentId, AgentState, Session};
 use crate::store::dedup::EventIdCache;
@@ -55,6 +55,12 @@ pub(crate) struct View {
 }
 
 impl View {
+    /// The stream sequence of the last change applied to this node's view (0: none yet),
+    /// for the stream lag of `/metrics`.
+    pub(crate) fn applied_seq(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
     /// True once the fan-out carries the stream's epoch (NATS was reached).
     pub(crate) fn started(&self) -> bool {
         self.started.load(Ordering::Acquire)
@@ -99,6 +105,48 @@ impl View {
     }
 }
 
+/// Most changes a `resume` reads back from the stream (older than the node's in-memory
+/// history); beyond it the admin gets a snapshot (`recovered: false`).
+const REPLAY_MAX: u64 = 100_000;
+
+/// Cluster mode `resume` from a `seq` older than the fan-out's history: the frames of the
+/// changes `after+1 ..= upto` that match `filter`, read from the stream (within
+/// [`CATCH_UP`]); `None` when the stream no longer holds all of them, or on a timeout.
+pub(crate) async fn replay(
+    backplane: &Backplane,
+    after: u64,
+    upto: u64,
+    filter: &crate::fanout::Filter,
+) -> Option<Vec<crate::protocol::Text>> {
+    if upto <= after || upto - after > REPLAY_MAX {
+        return None;
+    }
+    let read = async {
+        let mut changes = backplane.follow(after);
+        let mut frames = Vec::new();
+        let mut next = after + 1;
+        while next <= upto {
+            match changes.recv().await? {
+                Followed::Change(c) if c.seq == next => {
+                    next += 1;
+                    let Ok(record) = ClusterRecord::from_bytes(&c.body) else {
+                        continue;
+                    };
+                    let s = &record.state;
+                    if filter.matches(&s.agent_id, &s.teams) {
+                        let json = crate::protocol::Published::serialize(s);
+                        frames.push(crate::protocol::Published::build(s, c.seq, &json).frame);
+                    }
+                }
+                // A gap or a new epoch: not all of it is there.
+                _ => return None,
+            }
+        }
+        Some(frames)
+    };
+    tokio::time::timeout(CATCH_UP, read).await.ok().flatten()
+}
+
 /// What the follower writes to.
 pub(crate) struct FollowerParts {
     pub backplane: Backplane,
@@ -109,6 +157,11 @@ pub(crate) struct FollowerParts {
     /// The version of every agent the database held at start: changes up to it are in
     /// the database already.
     pub stored_versions: HashMap<AgentId, u64>,
+    /// The agent tabs served by this node: each followed change makes their frames.
+    pub tabs: Option<Arc<NodeTabs>>,
+    /// The telephony adapters connected to this node: told the notices stored with each
+    /// change followed live (not those of the replay at start).
+    pub notifier: Arc<Notifier>,
 }
 
 /// The follower: runs until `stop` (module doc).
@@ -120,6 +173,8 @@ pub(crate) async fn follow(parts: FollowerParts, stop: CancellationToken) {
         store,
         events,
         mut stored_versions,
+        tabs,
+        notifier,
     } = parts;
     // The stream's epoch, once NATS is reached.
     let epoch = loop {
@@ -129,6 +184,16 @@ pub(crate) async fn follow(parts: FollowerParts, stop: CancellationToken) {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = backplane.ready(Duration::from_secs(1)) => {}
+        }
+    };
+    // Changes up to here are history: their adapter notices were given when they happened.
+    let replayed_until = loop {
+        if let Ok(seq) = backplane.last_seq().await {
+            break seq;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     };
     fanout.reset(Some(Arc::from(epoch.as_str())), 0);
@@ -147,7 +212,7 @@ pub(crate) async fn follow(parts: FollowerParts, stop: CancellationToken) {
         let seq = match followed {
             Followed::Change(change) => {
                 let seq = change.seq;
-                apply(
+                let record = apply(
                     change,
                     &view,
                     &fanout,
@@ -156,6 +221,17 @@ pub(crate) async fn follow(parts: FollowerParts, stop: CancellationToken) {
                     &mut before,
                     &mut stored_versions,
                 );
+                if let Some(record) = &record {
+                    // This node's tabs of the agent get the change (`fanout::tabs`).
+                    if let Some(tabs) = &tabs {
+                        tabs.changed(seq, &record.state);
+                    }
+                    if seq > replayed_until {
+                        for notice in &record.notices {
+                            notifier.notify(&record.state.agent_id, notice);
+                        }
+                    }
+                }
                 seq
             }
             Followed::Gap { from, to } => {
@@ -184,12 +260,12 @@ fn apply(
     events: &EventIdCache,
     before: &mut HashMap<AgentId, StatusBefore>,
     stored_versions: &mut HashMap<AgentId, u64>,
-) {
+) -> Option<ClusterRecord> {
     let record = match ClusterRecord::from_bytes(&change.body) {
         Ok(r) => r,
         Err(e) => {
             warn!(seq = change.seq, agent = %change.agent, error = %e, "skipped");
-            return;
+            return None;
         }
     };
     let state = &record.state;
@@ -227,6 +303,8 @@ fn apply(
     } else {
         set.remove(&change.agent);
     }
+    drop(set);
+    Some(record)
 }
 
 /// The `unavailable` error of a backplane failure.

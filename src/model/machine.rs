@@ -30,14 +30,15 @@ impl Default for Policy {
 }
 
 /// Who asked for a manual change or a logout: decides the `reason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Actor {
     Agent,
     Admin,
 }
 
-/// Everything that can happen to an agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything that can happen to an agent. Serde: cluster nodes forward inputs to the
+/// agent's owner (`hub::remote`); the form is internal to the cluster, not the wire protocol.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Input {
     /// An agent socket (browser tab) opened: rows 1, 1b, 2, 22.
     SocketOpened,
@@ -89,7 +90,9 @@ pub enum Input {
 }
 
 /// Why an input was refused. Nothing changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize,
+)]
 pub enum Rejection {
     #[error("only offline, available, busy and on_break can be set")]
     InvalidStatus,
@@ -103,8 +106,9 @@ pub enum Rejection {
     NotAvailable,
 }
 
-/// What a telephony adapter is told about a call it offered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a telephony adapter is told about a call it offered. Serde: in cluster mode it is
+/// stored with the change that caused it, and every node tells its own adapters.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TelephonyNotice {
     CallAccepted { call_id: CallId },
     CallDeclined { call_id: CallId, by_logout: bool },

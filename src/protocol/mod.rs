@@ -111,7 +111,7 @@ pub struct BadMessage {
 }
 
 /// Error codes of the wire protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadMessage,
@@ -144,6 +144,11 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::Unavailable => "unavailable",
         }
+    }
+
+    /// The code of a wire name (e.g. read back from the cluster's dedup bucket).
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
     }
 
     /// The HTTP status the REST telephony endpoint answers with.

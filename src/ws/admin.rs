@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::reply::{answer_applied, status_input};
 use super::session::Flow;
 use crate::fanout::Filter;
+use crate::hub::view::replay;
 use crate::hub::{Hub, RouteError};
 use crate::model::{Actor, AgentId, Input};
 use crate::outbox::Outbox;
@@ -91,6 +92,7 @@ impl AdminSession {
                     }
                     Err(
                         e @ (RouteError::Backplane { .. }
+                        | RouteError::EventInFlight { .. }
                         | RouteError::Moved
                         | RouteError::NotOwner),
                     ) => e.unavailable(reply_ref.as_ref()),
@@ -124,10 +126,24 @@ impl AdminSession {
                 sub.reply_ref.as_ref(),
             ),
             Some((epoch, seq)) => {
-                fanout.resume(
+                // Older than the in-memory history but in the stream: read back from there.
+                let (oldest, current) = fanout.history_range();
+                let mut from = seq;
+                let mut earlier = Vec::new();
+                if let Some(c) = self.hub.cluster() {
+                    if *epoch == *fanout.epoch() && seq + 1 < oldest && seq < current {
+                        let upto = oldest - 1;
+                        if let Some(frames) = replay(c.backplane(), seq, upto, &self.filter).await {
+                            (from, earlier) = (upto, frames);
+                        }
+                    }
+                }
+                let fanout = self.hub.fanout();
+                fanout.resume_after(
                     self.conn_id,
                     &epoch,
-                    seq,
+                    from,
+                    earlier,
                     self.filter.clone(),
                     &self.outbox,
                     sub.reply_ref.as_ref(),

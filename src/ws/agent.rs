@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::reply::{answer_applied, status_input};
 use super::session::Flow;
-use crate::agent::{Profile, TabId, CLOSE_MOVED};
-use crate::hub::{Hub, Route, RouteError};
+use crate::agent::{Profile, TabId};
+use crate::hub::{Hub, Route};
 use crate::model::{Actor, AgentId, Input, Reason};
 use crate::outbox::{Outbound, Outbox};
 use crate::protocol::{self, AgentMessage, BadMessage, Identity, Role};
@@ -23,24 +23,36 @@ pub(crate) struct AgentSession {
 }
 
 impl AgentSession {
-    /// Logs the tab in through the router (its actor queues `hello`).
+    /// Logs the tab in through the router (its actor queues `hello`). `Err` carries the
+    /// frame to send before closing when the login is refused for a retryable reason
+    /// (cluster mode: the tab could not be counted at its agent's owner now).
     pub(crate) async fn start(
         hub: Arc<Hub>,
         identity: &Identity,
         outbox: Outbox,
-    ) -> Option<AgentSession> {
-        let agent_id = AgentId::parse(&identity.subject).ok()?;
+    ) -> Result<AgentSession, Option<protocol::Text>> {
+        let agent_id = AgentId::parse(&identity.subject).map_err(|_| None)?;
         let hint = Profile {
             name: identity.name.clone(),
             teams: identity.teams.clone(),
             wrap_up_ms: None,
         };
-        let (route, tab) = hub
-            .router()
-            .login(&agent_id, outbox.clone(), hint)
-            .await
-            .ok()?;
-        Some(AgentSession {
+        let (route, tab) = if hub.cluster().is_some() {
+            // Cluster mode: the tab is served by this node, counted at the agent's owner.
+            let tab = TabId::next();
+            let route = hub
+                .router()
+                .login_node(&agent_id, tab.get(), outbox.clone(), hint)
+                .await
+                .map_err(|e| e.unavailable(None))?;
+            (route, tab)
+        } else {
+            hub.router()
+                .login(&agent_id, outbox.clone(), hint)
+                .await
+                .map_err(|_| None)?
+        };
+        Ok(AgentSession {
             hub,
             outbox,
             route,
@@ -81,23 +93,24 @@ impl AgentSession {
                 return self.send(reply);
             }
         }
-        let mut result = match self.route.apply(input, Some(self.tab)).await {
+        let routed = match &self.route {
+            Route::Local(_) => self.route.apply(input, Some(self.tab)).await,
+            // Cluster mode: to the agent's owner of the moment.
+            Route::Remote(_) => {
+                self.hub
+                    .router()
+                    .apply_tab(&self.route, self.tab.get(), input)
+                    .await
+            }
+        };
+        let mut result = match routed {
             Ok(result) => result,
-            // Cluster mode: not stored (NATS unavailable, or the agent moved): retryable.
-            // A moved agent's actor here is gone: the tab reconnects (and is routed anew).
-            Err(e) => match e.unavailable(reply_ref.as_ref()) {
-                Some(reply) if e == RouteError::Moved => {
-                    // Queued behind the reply, as a logout's close is.
-                    let _ = self.outbox.push(reply);
-                    let _ = self.outbox.push_unbounded(Outbound::Close(
-                        CLOSE_MOVED,
-                        "agent moved to another node",
-                    ));
-                    return Flow::Continue;
+            Err(e) => {
+                if let Some(reply) = e.unavailable(reply_ref.as_ref()) {
+                    return self.send(reply);
                 }
-                Some(reply) => return self.send(reply),
-                None => return Flow::Close(super::conn::CLOSE_GOING_AWAY, "hub shutting down"),
-            },
+                return Flow::Close(super::conn::CLOSE_GOING_AWAY, "hub shutting down");
+            }
         };
         // `ok` only once the change is committed (--durability commit); the update itself
         // went to the tabs and admins already (see docs/durability.md).
@@ -128,8 +141,17 @@ impl AgentSession {
     }
 
     pub(super) async fn closed(self) {
-        if !self.logged_out {
-            self.route.detach(self.tab).await;
+        if self.logged_out {
+            return;
+        }
+        match &self.route {
+            Route::Local(_) => self.route.detach(self.tab).await,
+            Route::Remote(_) => {
+                self.hub
+                    .router()
+                    .detach_tab(&self.route, self.tab.get())
+                    .await
+            }
         }
     }
 }

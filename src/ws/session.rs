@@ -19,6 +19,9 @@ use crate::protocol::Role;
 use crate::protocol::{self, BadMessage, ErrorCode, Ref};
 use crate::server::ConnSlot;
 
+/// Close code of a tab whose login cannot be taken now (cluster mode, retryable).
+const CLOSE_TRY_AGAIN: u16 = 1013;
+
 /// What the socket loop does after a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flow {
@@ -131,9 +134,22 @@ pub(crate) fn serve(
                 // Boxed: the registration's state is not kept in every socket's task.
                 Role::Agent => {
                     match Box::pin(AgentSession::start(hub.clone(), &identity, outbox)).await {
-                        Some(session) => Session::Agent(session),
-                        None => {
+                        Ok(session) => Session::Agent(session),
+                        Err(refusal) => {
                             hub.metrics().socket_closed(role);
+                            if let Some(frame) = refusal {
+                                // Retryable (cluster mode): say so, then "try again later".
+                                let bytes = frame.as_str().as_bytes();
+                                let written = socket.write_batch(|b| {
+                                    b.text(bytes);
+                                    b.close(CLOSE_TRY_AGAIN, "retry later");
+                                });
+                                if written.is_ok() {
+                                    let _ = std::future::poll_fn(|cx| socket.poll_flush(cx)).await;
+                                }
+                                linger(&mut socket, Exit::Close(CLOSE_TRY_AGAIN, "retry later"))
+                                    .await;
+                            }
                             return;
                         }
                     }

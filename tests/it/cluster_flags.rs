@@ -51,7 +51,7 @@ fn dead_nats_url() -> String {
 async fn nats_mode_warns_at_startup_that_state_stays_local() {
     let log = startup_log(&["--nats", &dead_nats_url(), "--node-id", "n1"], &[]).await;
     assert!(log.contains("CLUSTER MODE IS A PREVIEW"), "{log}");
-    assert!(log.contains("NOT FORWARDED"), "{log}");
+    assert!(log.contains("PER NODE"), "{log}");
     assert!(log.contains("node=n1"), "{log}");
     let log = startup_log(&["--node-id", "n1"], &[]).await;
     assert!(

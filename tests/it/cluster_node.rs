@@ -119,9 +119,15 @@ async fn without_nats_the_node_is_not_ready_and_answers_changes_unavailable() {
         body["reason"].as_str().is_some_and(|r| !r.is_empty()),
         "{body}"
     );
-    // A tab's login is a change (its connection count), which cannot be stored: refused.
+    // A tab cannot log in (its opening cannot be counted at the agent's owner): it is told
+    // `unavailable` (retryable) and closed with 1013, "try again later".
     let mut tab = crate::common::Client::connect(&hub.ws_url("/ws/agent?agent_id=a1")).await;
-    tab.closed().await;
+    let (frames, closed) = tab.drain_until_closed().await;
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0]["type"], "error", "{frames:?}");
+    assert_eq!(frames[0]["code"], "unavailable", "{frames:?}");
+    assert_eq!(frames[0]["retry_after_ms"], 500, "{frames:?}");
+    assert_eq!(closed, crate::common::Closed::Code(1013));
     // A read cannot be sure to reflect every stored change: 503 `unavailable`.
     let (status, r) = hub.get("/api/v1/agents").await;
     assert_eq!(status, 503, "{r}");

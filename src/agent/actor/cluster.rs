@@ -22,13 +22,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tracing::warn;
 
-use super::{After, AgentActor, Tab};
+use super::{After, AgentActor, NodeTabs, Tab};
 use crate::agent::handle::{
     ActorError, Applied, Command, Reply, TabId, TelephonyAnswer, CLOSE_MOVED,
 };
 use crate::agent::record::{ClusterRecord, RecordedEvent};
+use crate::cluster::NodeId;
 use crate::cluster::{Backplane, ClusterError, Head};
 use crate::model::machine::apply;
+use crate::model::Session;
 use crate::model::{AgentState, Effect, Input, Outcome, Rejection};
 use crate::outbox::{Outbound, Outbox};
 use crate::protocol::{self, EventResult, Published, StoredReply};
@@ -50,6 +52,8 @@ pub(in crate::agent) struct Pending {
     then: Then,
     /// The append in flight (the loop awaits it).
     append: AppendFuture,
+    /// Open tabs per node once the change counts (stored with it).
+    tabs: NodeTabs,
 }
 
 /// Awaits a pending change's append and hands the change back with the stream's answer.
@@ -95,6 +99,16 @@ pub(in crate::agent) enum Then {
     },
     /// Name or teams changed (directory); `stop`: the agent left the directory.
     Profile { stop: bool },
+    /// A tab opened on `node` (any node: tabs are served by their own node and counted
+    /// here): counted once stored, then answered the state.
+    AttachNode {
+        node: NodeId,
+        reply: Reply<(u64, AgentState)>,
+    },
+    /// A tab on `node` closed; retried until stored.
+    DetachNode { node: NodeId },
+    /// The tabs of nodes that left the members are closed: these are the counts after.
+    Tabs { tabs: NodeTabs },
 }
 
 impl AgentActor {
@@ -137,8 +151,26 @@ impl AgentActor {
                 input,
                 reply,
             } => self.telephony_cluster(event_id, *input, reply),
+            Command::AttachNode { node, hint, reply } => {
+                if let Some(hint) = hint {
+                    self.merge_hint(*hint);
+                }
+                self.propose(Input::SocketOpened, None, Then::AttachNode { node, reply })
+            }
+            Command::DetachNode { node } => {
+                if self
+                    .node_tabs
+                    .as_ref()
+                    .is_some_and(|t| t.contains_key(&node))
+                {
+                    self.propose(Input::SocketClosed, None, Then::DetachNode { node })
+                } else {
+                    After::Continue
+                }
+            }
+            Command::NodesAlive { alive } => self.close_lost_nodes(&alive),
             Command::SetProfile { profile, stop } => {
-                self.wrap_up_ms = profile.wrap_up_ms;
+                self.wrap_up_ms = super::wrap_up_of(profile.wrap_up_ms);
                 if (&self.state.name, &self.state.teams) == (&profile.name, &profile.teams) {
                     return if stop {
                         After::StopIfIdle
@@ -261,6 +293,55 @@ impl AgentActor {
         }));
     }
 
+    /// Closes the tabs counted on nodes not in `alive` (one change; the disconnect grace
+    /// starts now if no tab is left).
+    fn close_lost_nodes(&mut self, alive: &[NodeId]) -> After {
+        let Some(current) = self.node_tabs.as_deref() else {
+            return After::Continue;
+        };
+        let tabs: NodeTabs = current
+            .iter()
+            .filter(|(n, _)| alive.contains(n))
+            .map(|(n, c)| (n.clone(), *c))
+            .collect();
+        if tabs == *current {
+            return After::Continue;
+        }
+        let mut next = self.state.clone();
+        next.connections = tabs.values().sum();
+        if next.connections == 0 && next.session == Session::Connected {
+            let grace = self.policy().disconnect_grace_ms;
+            next.session = Session::Grace {
+                until: self.env.clock().now_ms().saturating_add(grace),
+            };
+        }
+        next.version += 1;
+        self.append(next, Vec::new(), None, Then::Tabs { tabs }, None)
+    }
+
+    /// The open tabs per node once `then` counts, for a change leaving `connections`.
+    fn tabs_after(&self, then: &Then, connections: u32) -> NodeTabs {
+        if connections == 0 {
+            // Logged out, or every tab closed.
+            return NodeTabs::new();
+        }
+        let mut tabs = self.node_tabs.as_deref().cloned().unwrap_or_default();
+        match then {
+            Then::AttachNode { node, .. } => *tabs.entry(node.clone()).or_default() += 1,
+            Then::DetachNode { node } => {
+                if let Some(n) = tabs.get_mut(node) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        tabs.remove(node);
+                    }
+                }
+            }
+            Then::Tabs { tabs: after } => tabs = after.clone(),
+            _ => {}
+        }
+        tabs
+    }
+
     /// Starts the append of `next` (the agent's next version) after the last stored change.
     fn append(
         &mut self,
@@ -278,11 +359,24 @@ impl AgentActor {
         let mut record =
             ClusterRecord::of(&next, self.env.node().as_str(), self.env.clock().now_ms());
         record.event = event;
+        record.notices = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Telephony(notice) => Some(notice.clone()),
+                _ => None,
+            })
+            .collect();
+        let tabs = self.tabs_after(&then, next.connections);
+        if self.env.node_tabs().is_some() {
+            // Tabs are counted per node (`fanout::tabs`): the record carries the counts.
+            record.tabs = tabs.iter().map(|(n, c)| (n.to_string(), *c)).collect();
+        }
         let after = Head {
             seq: self.published.seq,
             version: self.state.version,
         };
-        let retries = matches!(then, Then::Detach | Then::Timer);
+        let retries = matches!(then, Then::Detach | Then::Timer | Then::DetachNode { .. })
+            .then(|| self.env.shutdown().clone());
         let append = append_future(backplane, next.agent_id.clone(), after, record, retries);
         After::Append(Box::new(Pending {
             next,
@@ -290,6 +384,7 @@ impl AgentActor {
             origin,
             then,
             append,
+            tabs,
         }))
     }
 
@@ -305,10 +400,12 @@ impl AgentActor {
             origin,
             then,
             append: _,
+            tabs,
         } = *pending;
         match stored {
             Ok(head) => {
                 self.state = next;
+                self.node_tabs = (!tabs.is_empty()).then(|| Box::new(tabs));
                 let json = Published::serialize(&self.state);
                 self.published = Arc::new(Published::build(&self.state, head.seq, &json));
                 self.deliver(&effects, origin);
@@ -331,11 +428,21 @@ impl AgentActor {
                 }
                 After::Stop
             }
+            Err(_)
+                if self.env.shutdown().is_cancelled()
+                    && matches!(then, Then::Detach | Then::Timer) =>
+            {
+                // Shutting down: what is stored is what a restart or a new owner takes over.
+                After::Stop
+            }
             Err(e) => {
                 let retry_after_ms = e.retry_after_ms().unwrap_or(RETRY_AFTER_MS);
                 match then {
                     // The append waited `retry_after_ms` already: count the tab out again.
                     Then::Detach => self.propose(Input::SocketClosed, None, Then::Detach),
+                    Then::DetachNode { node } => {
+                        self.propose(Input::SocketClosed, None, Then::DetachNode { node })
+                    }
                     // The alarm fires again at once (its deadline passed), after the wait.
                     Then::Timer => After::Continue,
                     then => {
@@ -370,8 +477,15 @@ impl AgentActor {
                 stale,
                 to,
             } => self.answer_event(&event_id, reply, stale, to),
+            Then::AttachNode { reply, .. } => {
+                let _ = reply.send(Ok((self.published.seq, self.state.clone())));
+            }
             Then::Profile { stop: true } => return After::StopIfIdle,
-            Then::Profile { stop: false } | Then::Detach | Then::Timer => {}
+            Then::Profile { stop: false }
+            | Then::Detach
+            | Then::Timer
+            | Then::DetachNode { .. }
+            | Then::Tabs { .. } => {}
         }
         After::Continue
     }
@@ -388,12 +502,17 @@ impl AgentActor {
             Then::Telephony { to, .. } => {
                 let _ = to.send(Err(why));
             }
+            Then::AttachNode { reply, .. } => {
+                let _ = reply.send(Err(why));
+            }
+            // Retried by the next member-view change.
+            Then::Tabs { .. } => {}
             Then::Profile { .. } => warn!(
                 agent = %self.state.agent_id,
                 error = %why,
                 "a directory change of this agent could not be stored; it applies with its next change"
             ),
-            Then::Detach | Then::Timer => {}
+            Then::Detach | Then::Timer | Then::DetachNode { .. } => {}
         }
     }
 }
@@ -401,21 +520,23 @@ impl AgentActor {
 /// Used when the backplane gives no retry delay (it always does for `unavailable`).
 const RETRY_AFTER_MS: u64 = 500;
 
-/// The append of `record`; for a change nobody waits for (a closed tab, a timer), a refusal
-/// for unavailability resolves only after the retry delay, so the retry is not immediate.
+/// The append of `record`. For a change nobody waits for (a closed tab, a timer: `retries`
+/// holds the hub's shutdown token), a refusal for unavailability resolves only after the
+/// retry delay, so the retry is not immediate (at once when the hub shuts down).
 fn append_future(
     backplane: Backplane,
     agent: crate::model::AgentId,
     after: Head,
     record: ClusterRecord,
-    retries: bool,
+    retries: Option<tokio_util::sync::CancellationToken>,
 ) -> AppendFuture {
     Box::pin(async move {
         let stored = backplane.append(&agent, after, record.to_bytes()).await;
-        if retries {
-            if let Err(e @ ClusterError::Unavailable { .. }) = &stored {
-                let ms = e.retry_after_ms().unwrap_or(RETRY_AFTER_MS);
-                tokio::time::sleep(Duration::from_millis(ms)).await;
+        if let (Some(shutdown), Err(e @ ClusterError::Unavailable { .. })) = (retries, &stored) {
+            let ms = e.retry_after_ms().unwrap_or(RETRY_AFTER_MS);
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                () = shutdown.cancelled() => {}
             }
         }
         stored

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use super::{profile_of, Reach, Router, RouterCluster};
 use crate::agent::record::ClusterRecord;
-use crate::agent::AgentHandle;
+use crate::agent::{AgentHandle, NodeTabs};
 use crate::cluster::{ClusterError, Head, Members, NodeId};
 use crate::fanout::Fanout;
 use crate::hub::cluster::Owner;
@@ -94,6 +94,8 @@ impl Router {
             return Ok(None);
         }
         let now = self.clock.now_ms();
+        // The open tabs per node the actor starts with (the live members' only).
+        let mut kept = NodeTabs::new();
         let (state, head) = match stored {
             None => (AgentState::new(id.clone(), now), Head::default()),
             Some(change) => {
@@ -103,11 +105,14 @@ impl Router {
                 })?;
                 let members = cluster.owners.members();
                 let me = cluster.owners.me();
-                let (mut state, changed) = taken_over(record, me, &members, now, self.grace);
+                let here = self.node_tabs().map_or(0, |t| t.attached_count(id));
+                let (mut state, tabs, changed) =
+                    taken_over(record, me, here, &members, now, self.grace);
+                kept = tabs;
                 if changed {
                     state.version = change.head.version + 1;
                     let mut record = ClusterRecord::of(&state, me.as_str(), now);
-                    record.tabs.retain(|_, n| *n > 0);
+                    record.tabs = kept.iter().map(|(n, c)| (n.to_string(), *c)).collect();
                     let head = cluster
                         .backplane
                         .append(id, change.head, record.to_bytes())
@@ -131,31 +136,37 @@ impl Router {
             .entry(id.clone())
             .or_insert_with(|| {
                 let profile = self.profile_for(id, &state);
-                AgentHandle::spawn_at(&self.env, state, profile, head.seq)
+                AgentHandle::spawn_at(&self.env, state, profile, head.seq, kept)
             })
             .clone();
         Ok(Some(handle))
     }
 }
 
-/// An agent's stored state as its new owner `me` starts it at `now` (module doc), and
-/// whether that differs from what is stored.
+/// An agent's stored state as its new owner `me` starts it at `now` (module doc), the
+/// open tabs per node it keeps, and whether that differs from what is stored. `here` is
+/// how many of the agent's tabs this node serves (counted at the previous owner): this
+/// node's count is kept up to that (a previous process of this node may have counted
+/// tabs that died with it).
 pub(super) fn taken_over(
     record: ClusterRecord,
     me: &NodeId,
+    here: u32,
     members: &Members,
     now: Millis,
     grace: Duration,
-) -> (AgentState, bool) {
+) -> (AgentState, NodeTabs, bool) {
     let mut state = record.state;
-    let open: u32 = record
+    let kept: NodeTabs = record
         .tabs
         .iter()
-        .filter(|(node, _)| {
-            node.as_str() != me.as_str() && members.nodes().iter().any(|m| m.as_str() == *node)
+        .filter_map(|(node, n)| {
+            let node = members.nodes().iter().find(|m| m.as_str() == *node)?;
+            let n = if node == me { (*n).min(here) } else { *n };
+            (n > 0).then(|| (node.clone(), n))
         })
-        .map(|(_, n)| *n)
-        .sum();
+        .collect();
+    let open: u32 = kept.values().sum();
     let mut changed = false;
     if state.connections != open {
         state.connections = open;
@@ -168,7 +179,7 @@ pub(super) fn taken_over(
         };
         changed = true;
     }
-    (state, changed)
+    (state, kept, changed)
 }
 
 #[cfg(test)]
@@ -194,21 +205,28 @@ mod tests {
         let grace = Duration::from_secs(15);
         // n1 (the old owner) is gone, n2 is live: its two tabs stay open.
         let live = Members::new(vec![node("n2"), node("n3")]);
-        let (t, changed) = taken_over(record.clone(), &node("n3"), &live, 1_000, grace);
+        let (t, kept, changed) = taken_over(record.clone(), &node("n3"), 0, &live, 1_000, grace);
+        assert_eq!(kept.get(&node("n2")), Some(&2));
         assert!(changed);
         assert_eq!(t.connections, 2);
         assert_eq!(t.session, Session::Connected);
         assert_eq!(t.ring_expires_at, Some(30_000), "deadline kept as stored");
         // n2 is the new owner: its own earlier tabs are gone too; grace starts now.
-        let (t, _) = taken_over(record.clone(), &node("n2"), &live, 1_000, grace);
+        let (t, _, _) = taken_over(record.clone(), &node("n2"), 0, &live, 1_000, grace);
         assert_eq!(t.connections, 0);
         assert_eq!(t.session, Session::Grace { until: 16_000 });
+        // ... unless it still serves them (tabs are served by their own node): kept up to
+        // what it serves.
+        let (t, kept, _) = taken_over(record.clone(), &node("n2"), 1, &live, 1_000, grace);
+        assert_eq!(t.connections, 1);
+        assert_eq!(kept.get(&node("n2")), Some(&1));
+        assert_eq!(t.session, Session::Connected);
         // Nothing to change: not re-stored.
         let mut quiet = record;
         quiet.state.connections = 0;
         quiet.state.session = Session::Grace { until: 5_000 };
         quiet.tabs.clear();
-        let (t, changed) = taken_over(quiet, &node("n2"), &live, 1_000, grace);
+        let (t, _, changed) = taken_over(quiet, &node("n2"), 0, &live, 1_000, grace);
         assert!(!changed);
         assert_eq!(t.session, Session::Grace { until: 5_000 });
     }
