@@ -112,9 +112,10 @@ Cluster up: one NATS (127.0.0.1:$NATS_PORT) and three hub nodes.
   node-a  http://127.0.0.1:8080/
   node-b  http://127.0.0.1:8081/
   node-c  http://127.0.0.1:8082/
-Try:
+Try (an agent created on node-a, seen on node-c):
   curl -s http://127.0.0.1:8080/healthz
-  curl -s http://127.0.0.1:8082/api/v1/agents
+  curl -s -X PUT -H 'content-type: application/json' -d '{"name":"Ada"}' http://127.0.0.1:8080/api/v1/directory/agents/ada
+  curl -s http://127.0.0.1:8082/api/v1/agents/ada
 Logs and data: $dir
 Ctrl-C stops all four processes.
 EOF
