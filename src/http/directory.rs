@@ -291,6 +291,9 @@ pub(crate) async fn delete_agent(
         Err(r) => return *r,
     };
     let core = &hub;
+    if let Err(e) = core.cluster_directory_ready() {
+        return cluster_failed(&e);
+    }
     if core.cluster().is_some() && !core.directory().agents.contains_key(&id) {
         return unknown_agent(&id);
     }
@@ -389,6 +392,9 @@ pub(crate) async fn delete_ring_group(
         Err(r) => return *r,
     };
     let core = &hub;
+    if let Err(e) = core.cluster_directory_ready() {
+        return cluster_failed(&e);
+    }
     if core.cluster().is_some() && !core.directory().ring_groups.contains_key(&id) {
         return unknown_group(&id);
     }

@@ -83,9 +83,9 @@ impl ClusterNode {
             node = %backplane.config().node_id,
             nats = ?settings.servers,
             "CLUSTER MODE IS A PREVIEW: changes are stored in NATS JetStream, every node \
-             follows them and commands are forwarded to the agent's owning node, but \
-             telephony dedup and the directory are still PER NODE (see docs/cluster.md, \
-             Status)."
+             follows them, commands are forwarded to the agent's owning node, and telephony \
+             dedup and the directory are cluster-wide; what is not built or measured yet is \
+             listed in docs/cluster.md, Status."
         );
         Ok(ClusterNode {
             backplane,

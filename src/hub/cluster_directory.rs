@@ -87,6 +87,12 @@ pub(crate) async fn edit(
     sync: &DirectorySync,
     edit: Edit,
 ) -> Result<(), ClusterError> {
+    // Until then this node cannot tell a creation from a replacement.
+    if !sync.loaded() {
+        return Err(ClusterError::Unavailable {
+            reason: "this node is still loading the cluster's directory".into(),
+        });
+    }
     let revision = match edit {
         Edit::PutAgent(p) => {
             let key = DirectoryKey::Agent(p.id.clone());
@@ -275,4 +281,31 @@ async fn apply(hub: &Hub, change: DirectoryChange) {
 
 fn decode<T: serde::de::DeserializeOwned>(value: &[u8]) -> Result<T, String> {
     serde_json::from_slice(value).map_err(|e| e.to_string())
+}
+
+impl Hub {
+    /// Cluster mode: `unavailable` until this node has loaded the cluster's directory (it
+    /// cannot check an edit against it before); `Ok` on a single node.
+    pub(crate) fn cluster_directory_ready(&self) -> Result<(), crate::cluster::ClusterError> {
+        match &self.cluster {
+            Some(c) if !c.directory_sync().loaded() => {
+                Err(crate::cluster::ClusterError::Unavailable {
+                    reason: "this node is still loading the cluster's directory".into(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Cluster mode: stores a directory edit in the cluster's directory and waits (bounded)
+    /// until this node applied it, so a read here right after sees it. `None` on a single
+    /// node, where the caller commits the edit to the store itself.
+    pub(crate) async fn cluster_directory_edit(
+        &self,
+        edit: Edit,
+    ) -> Option<Result<(), crate::cluster::ClusterError>> {
+        let c = self.cluster.as_ref()?;
+        let sync = c.directory_sync();
+        Some(self::edit(c.backplane(), &sync, edit).await)
+    }
 }

@@ -339,42 +339,6 @@ impl Hub {
         self.directory.edits.lock().await
     }
 
-    /// Cluster mode: stores a directory edit in the cluster's directory and waits (bounded)
-    /// until this node applied it, so a read here right after sees it. `None` on a single
-    /// node, where the caller commits the edit to the store itself.
-    pub(crate) async fn cluster_directory_edit(
-        &self,
-        edit: cluster_directory::Edit,
-    ) -> Option<Result<(), crate::cluster::ClusterError>> {
-        let c = self.cluster.as_ref()?;
-        let sync = c.directory_sync();
-        Some(cluster_directory::edit(c.backplane(), &sync, edit).await)
-    }
-
-    /// Cluster mode: the agents this node owns in its member view, among those it knows
-    /// (see [`Hub::known_agents`]); `None` on a single node.
-    pub(crate) fn agents_owned(&self) -> Option<usize> {
-        let c = self.cluster.as_ref()?;
-        let view = c.members_now()?;
-        let me = c.node_id();
-        let owned = self
-            .known_agents()
-            .iter()
-            .filter(|id| view.owner(id.as_str()) == Some(me))
-            .count();
-        Some(owned)
-    }
-
-    /// The agents this node knows by id: the directory's, and any with an actor here.
-    pub(crate) fn known_agents(&self) -> Vec<AgentId> {
-        // The directory's lock is not held while the actors' map is read (the router takes
-        // them the other way round).
-        let mut ids: std::collections::HashSet<AgentId> =
-            self.directory.read().agents.keys().cloned().collect();
-        ids.extend(self.router.live_ids());
-        ids.into_iter().collect()
-    }
-
     /// True when reports and history may be asked for the agent: it is in this node's view
     /// (in cluster mode the view of every agent, whichever node owns it), or the router
     /// knows it (see [`Router::has_record`]).

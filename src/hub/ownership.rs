@@ -63,6 +63,32 @@ fn moves(agents: &[AgentId], before: &Members, after: &Members, me: &str) -> (u6
     (gained, lost)
 }
 
+impl Hub {
+    /// Cluster mode: the agents this node owns in its member view, among those it knows
+    /// (see [`Hub::known_agents`]); `None` on a single node.
+    pub(crate) fn agents_owned(&self) -> Option<usize> {
+        let c = self.cluster.as_ref()?;
+        let view = c.members_now()?;
+        let me = c.node_id();
+        let owned = self
+            .known_agents()
+            .iter()
+            .filter(|id| view.owner(id.as_str()) == Some(me))
+            .count();
+        Some(owned)
+    }
+
+    /// The agents this node knows by id: the directory's, and any with an actor here.
+    pub(crate) fn known_agents(&self) -> Vec<AgentId> {
+        // The directory's lock is not held while the actors' map is read (the router takes
+        // them the other way round).
+        let mut ids: std::collections::HashSet<AgentId> =
+            self.directory.read().agents.keys().cloned().collect();
+        ids.extend(self.router.live_ids());
+        ids.into_iter().collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -148,6 +148,15 @@ async fn cluster_dedup_the_same_event_on_two_nodes_is_applied_once() {
         1,
         "applied once in all"
     );
+    // The other way round: first on B (forwarded to the owner), then on A.
+    let cancel = event("call_cancelled", "c1", "a1");
+    let (status, first_b) = b.post("/api/v1/telephony/events", &cancel).await;
+    assert_eq!(status, 200, "{first_b}");
+    assert!(first_b.get("duplicate").is_none(), "{first_b}");
+    let (_, again_a) = a.post("/api/v1/telephony/events", &cancel).await;
+    assert_eq!(again_a["duplicate"], true, "{again_a}");
+    assert_eq!(reply_of(&again_a), reply_of(&first_b));
+    assert_eq!(applied(a).await + applied(b).await, 2, "each event once");
     // An event for an agent nobody knows is deduplicated too: the answer is stored. First
     // on the node that owns that id, then on the other one.
     let unknown = event("call_offered", "c2", "nobody");

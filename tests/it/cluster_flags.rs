@@ -48,10 +48,10 @@ fn dead_nats_url() -> String {
 }
 
 #[tokio::test]
-async fn nats_mode_warns_at_startup_that_state_stays_local() {
+async fn nats_mode_warns_at_startup_that_cluster_mode_is_a_preview() {
     let log = startup_log(&["--nats", &dead_nats_url(), "--node-id", "n1"], &[]).await;
     assert!(log.contains("CLUSTER MODE IS A PREVIEW"), "{log}");
-    assert!(log.contains("PER NODE"), "{log}");
+    assert!(log.contains("docs/cluster.md, Status"), "{log}");
     assert!(log.contains("node=n1"), "{log}");
     let log = startup_log(&["--node-id", "n1"], &[]).await;
     assert!(

@@ -63,6 +63,19 @@ async fn cluster_metrics_show_agents_owned_backplane_counters_lag_and_ownership_
         }
     }
     tab.close().await;
+    // An event sent to the node that does not own m0 is forwarded to its owner: counted
+    // there as a forwarded command answered.
+    let forwarded = "presence_hub_cluster_forwarded_commands_total{outcome=\"answered\"}";
+    let other = &hubs[1 - o];
+    let before = metric(&metrics(other).await, forwarded);
+    let (status, reply) = other
+        .post(
+            "/api/v1/telephony/events",
+            &crate::common::event("call_offered", "c1", "m0"),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(metric(&metrics(other).await, forwarded) > before);
     // B stops: A takes its agents over, and counts each as gained.
     let gained = |text: &str| {
         metric(
