@@ -28,6 +28,7 @@ mod cluster_failures;
 mod cluster_faults;
 mod cluster_flags;
 mod cluster_node;
+mod cluster_outage;
 mod cluster_reports;
 mod cluster_route;
 mod cluster_write;
