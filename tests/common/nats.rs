@@ -145,7 +145,10 @@ impl NatsServer {
                 self.port,
                 self.dir.join("nats.log").display()
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Real time, also on a paused clock (a row test's cluster rig starts its server
+            // with tokio's clock frozen), without blocking the runtime.
+            let _ =
+                tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(20))).await;
         }
     }
 }

@@ -190,10 +190,22 @@ impl Nodes {
         out
     }
 
-    /// Stops every node (as SIGTERM would), then the NATS server.
+    /// Stops every node (as SIGTERM would), then the NATS server. On a paused clock, time
+    /// moves as real time would meanwhile: a cluster node's clean stop waits for its tabs'
+    /// detaches and its leave on tokio timers.
     pub async fn stop(self) {
-        for hub in self.hubs {
-            hub.stop().await;
+        let paused = self.nats.is_some() && time_is_paused();
+        let stops = futures::future::join_all(self.hubs.into_iter().map(TestHub::stop));
+        if paused {
+            tokio::pin!(stops);
+            loop {
+                tokio::select! {
+                    _ = &mut stops => break,
+                    () = real_wait(REAL_STEP) => tokio::time::advance(REAL_STEP).await,
+                }
+            }
+        } else {
+            stops.await;
         }
         drop(self.nats);
     }
