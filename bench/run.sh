@@ -4,6 +4,9 @@
 #   bench/run.sh            small size: fits a 2-core machine in a few minutes (default)
 #   bench/run.sh --full     the target sizes (100k agents, 500 admins, longer runs)
 #   bench/run.sh --smoke    tiny size for CI (see bench/smoke.sh): completion, order, no loss
+#   bench/run.sh --cluster  cluster mode (bench/cluster.sh): 1, 2, 3 nodes on one NATS, the
+#                           backplane's cost per change, failover, 100k sockets on 6 nodes;
+#                           `--cluster --smoke` is a < 60 s run of the same (bench/cluster.md)
 #   bench/run.sh --compare  the hub against its benchmark peers (bench/competitors/): the same
 #                           ack-driven fan-out (1000 agents; 500, 50 and 1 admins; 5 s; 3 rounds),
 #                           idle memory per agent socket and logins/s (10,000 sockets), each on
@@ -33,6 +36,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
+# Cluster mode has its own driver (it starts NATS and several nodes): every option goes there.
+for arg in "$@"; do
+  if [[ "$arg" == --cluster ]]; then exec "$ROOT/bench/cluster.sh" "$@"; fi
+done
+
 SIZE=small
 BUILD=1
 PROFILE=release
@@ -40,7 +48,7 @@ ONLY=""
 OUT=""
 CHART=1
 SERVERS="hub,hub-async,uws,tungstenite,raw"
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --full) SIZE=full ;;

@@ -239,6 +239,36 @@ pub struct ClusterSettings {
     pub replicas: usize,
     /// Names in NATS (`--nats-prefix`).
     pub prefix: String,
+    /// How often this node renews its member key; `None`: the backplane's default (1 s).
+    /// No flag: tests set it (e.g. a node on tokio's paused clock).
+    pub heartbeat: Option<Duration>,
+    /// A member whose key was not renewed for this long is gone; `None`: the backplane's
+    /// default (3 s). No flag: tests whose clock is paused set a long one, since the key's
+    /// age runs on NATS's real clock while the heartbeat waits for paused time.
+    pub member_ttl: Option<Duration>,
+    /// How long an append waits for JetStream's acknowledgement; `None`: the backplane's
+    /// default (1.5 s). No flag: tests on tokio's paused clock set a long one, so that moving
+    /// paused time never times out an append whose acknowledgement is on its way.
+    pub ack_timeout: Option<Duration>,
+    /// How often the NATS client pings its server; `None`: the backplane's default (1 s).
+    /// No flag: for tests on tokio's paused clock, as `ack_timeout`.
+    pub nats_ping_interval: Option<Duration>,
+}
+
+impl ClusterSettings {
+    /// Cluster mode on `servers` with the defaults of the flags: one replica, prefix
+    /// [`DEFAULT_NATS_PREFIX`], the backplane's heartbeat and member TTL.
+    pub fn new(servers: Vec<String>) -> Self {
+        ClusterSettings {
+            servers,
+            replicas: 1,
+            prefix: DEFAULT_NATS_PREFIX.to_owned(),
+            heartbeat: None,
+            member_ttl: None,
+            ack_timeout: None,
+            nats_ping_interval: None,
+        }
+    }
 }
 
 /// `--durability` on the command line.
@@ -523,9 +553,9 @@ impl Cli {
         }
         Names::new(&self.nats_prefix)?;
         Ok(Some(ClusterSettings {
-            servers,
             replicas: self.nats_replicas,
             prefix: self.nats_prefix.clone(),
+            ..ClusterSettings::new(servers)
         }))
     }
 }

@@ -291,6 +291,7 @@ pub(crate) async fn run(
             "warmup_secs": args.warmup,
             "rate": args.rate,
             "source_ips": target.source_count(),
+            "nodes": target.node_count(),
         },
         "figures": {
             "setup_login_secs": round3(login_secs),

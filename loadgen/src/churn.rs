@@ -209,6 +209,7 @@ pub(crate) async fn run(
             "warmup_cycles": args.warmup_cycles,
             "leave": format!("{:?}", args.leave).to_lowercase(),
             "source_ips": target.source_count(),
+            "nodes": target.node_count(),
         },
         "figures": {
             "logins": run.logins,

@@ -33,17 +33,24 @@ pub(crate) fn now_ns() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
-/// Where the hub is and how to reach it.
+/// Where the hub is and how to reach it: one node, or the nodes of a cluster, over which
+/// the sockets of each role (agents, admins, adapters) are spread round robin.
 pub(crate) struct Target {
+    /// The first node: HTTP calls (`/metrics`, `/healthz`) go there.
     pub addr: SocketAddr,
+    /// Every node (`--addr a,b,c`); one for a single hub.
+    nodes: Vec<SocketAddr>,
+    /// The next node of each role: agent, admin, telephony, anything else.
+    next_node: [AtomicUsize; 4],
     /// Client source addresses, used round robin (empty: let the kernel choose).
     sources: Vec<Ipv4Addr>,
     next_source: AtomicUsize,
 }
 
 impl Target {
-    /// `source_ips` addresses starting at 127.0.0.2 when the hub is on loopback.
-    pub(crate) fn new(addr: SocketAddr, source_ips: u8) -> Target {
+    /// `source_ips` addresses starting at 127.0.0.2 when the hubs are on loopback.
+    pub(crate) fn new(nodes: Vec<SocketAddr>, source_ips: u8) -> Target {
+        let addr = nodes[0];
         let sources = match addr.ip() {
             IpAddr::V4(ip) if ip.is_loopback() && source_ips > 0 => (0..source_ips)
                 .map(|i| Ipv4Addr::new(127, 0, 0, 2u8.saturating_add(i)))
@@ -52,9 +59,31 @@ impl Target {
         };
         Target {
             addr,
+            nodes,
+            next_node: Default::default(),
             sources,
             next_source: AtomicUsize::new(0),
         }
+    }
+
+    /// How many hub nodes the sockets are spread over.
+    pub(crate) fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The node for the next socket on `path_and_query`: round robin per role.
+    fn node_for(&self, path_and_query: &str) -> SocketAddr {
+        let role = if path_and_query.starts_with("/ws/agent") {
+            0
+        } else if path_and_query.starts_with("/ws/admin") {
+            1
+        } else if path_and_query.starts_with("/ws/telephony") {
+            2
+        } else {
+            3
+        };
+        let i = self.next_node[role].fetch_add(1, Ordering::Relaxed);
+        self.nodes[i % self.nodes.len()]
     }
 
     /// How many source addresses the connections are spread over.
@@ -65,7 +94,7 @@ impl Target {
     /// Opens a TCP connection from the next source address. `IP_BIND_ADDRESS_NO_PORT`
     /// defers the port choice to `connect`, so each source address gives the whole
     /// ephemeral range (~28k ports) towards the hub.
-    pub(crate) async fn tcp(&self) -> Result<TcpStream> {
+    async fn tcp(&self, to: SocketAddr) -> Result<TcpStream> {
         let socket = TcpSocket::new_v4()?;
         if !self.sources.is_empty() {
             let i = self.next_source.fetch_add(1, Ordering::Relaxed) % self.sources.len();
@@ -75,17 +104,18 @@ impl Target {
                 .with_context(|| format!("bind {}", self.sources[i]))?;
         }
         let stream = socket
-            .connect(self.addr)
+            .connect(to)
             .await
-            .with_context(|| format!("connect {}", self.addr))?;
+            .with_context(|| format!("connect {to}"))?;
         stream.set_nodelay(true)?;
         Ok(stream)
     }
 
     /// Opens a WebSocket to `path_and_query` (e.g. `/ws/agent?agent_id=a1`).
     pub(crate) async fn ws(&self, path_and_query: &str, read_buffer: usize) -> Result<Ws> {
-        let stream = self.tcp().await?;
-        let url = format!("ws://{}{}", self.addr, path_and_query);
+        let node = self.node_for(path_and_query);
+        let stream = self.tcp(node).await?;
+        let url = format!("ws://{node}{path_and_query}");
         let config = WebSocketConfig::default()
             .read_buffer_size(read_buffer)
             .write_buffer_size(0)
@@ -97,37 +127,9 @@ impl Target {
         Ok(ws)
     }
 
-    /// `GET path` over HTTP/1.1: status and body.
+    /// `GET path` on the first node over HTTP/1.1: status and body.
     pub(crate) async fn http_get(&self, path: &str) -> Result<(u16, String)> {
-        let mut stream = TcpStream::connect(self.addr).await?;
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.addr
-        );
-        stream.write_all(req.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        let split = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or_else(|| anyhow!("HTTP reply without header end"))?;
-        let head = String::from_utf8_lossy(&raw[..split]).to_string();
-        let body = &raw[split + 4..];
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| anyhow!("bad HTTP status line: {head:?}"))?;
-        let chunked = head.lines().any(|l| {
-            l.to_ascii_lowercase()
-                .starts_with("transfer-encoding: chunked")
-        });
-        let body = if chunked {
-            dechunk(body)?
-        } else {
-            body.to_vec()
-        };
-        Ok((status, String::from_utf8_lossy(&body).to_string()))
+        http_get(self.addr, path).await
     }
 
     /// The hub's `/metrics`.
@@ -139,19 +141,52 @@ impl Target {
         Ok(Metrics(body))
     }
 
-    /// Waits until `GET /healthz` answers 200.
+    /// Waits until `GET /healthz` answers 200 on every node.
     pub(crate) async fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok((200, _)) = self.http_get("/healthz").await {
-                return Ok(());
+        for node in &self.nodes {
+            loop {
+                if let Ok((200, _)) = http_get(*node, "/healthz").await {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("hub at {node} not ready within {timeout:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            if Instant::now() > deadline {
-                bail!("hub at {} not ready within {timeout:?}", self.addr);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        Ok(())
     }
+}
+
+/// `GET path` on `addr` over HTTP/1.1: status and body.
+async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("HTTP reply without header end"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let body = &raw[split + 4..];
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("bad HTTP status line: {head:?}"))?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_vec()
+    };
+    Ok((status, String::from_utf8_lossy(&body).to_string()))
 }
 
 #[allow(unsafe_code)] // one setsockopt, see SAFETY

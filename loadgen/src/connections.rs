@@ -34,6 +34,10 @@ pub(crate) struct ConnectionsArgs {
     /// Seconds to keep the sockets open after the measurement.
     #[arg(long, default_value_t = 0.0)]
     pub hold: f64,
+    /// Number of the first agent (`conn{first_agent}`...): several load generator processes
+    /// (each limited to ~20k descriptors) hold distinct agents of one cluster.
+    #[arg(long, default_value_t = 0)]
+    pub first_agent: usize,
 }
 
 pub(crate) async fn run(
@@ -62,12 +66,14 @@ pub(crate) async fn run(
         let target = target.clone();
         let last_ok = last_ok.clone();
         let tabs = args.tabs_per_agent.max(1);
+        let first = args.first_agent;
         move |i| {
             let target = target.clone();
             let last_ok = last_ok.clone();
             async move {
                 let t0 = now_ns();
-                let (ws, _) = agent_login(&target, &format!("{PREFIX}{}", i / tabs)).await?;
+                let (ws, _) =
+                    agent_login(&target, &format!("{PREFIX}{}", first + i / tabs)).await?;
                 let t1 = now_ns();
                 last_ok.fetch_max(t1, Ordering::Relaxed);
                 // Keep reading so the hub's pings are answered.
@@ -173,6 +179,7 @@ pub(crate) async fn run(
             "concurrency": args.concurrency,
             "tabs_per_agent": args.tabs_per_agent,
             "source_ips": target.source_count(),
+            "nodes": target.node_count(),
         },
         "figures": {
             "connected": connected,

@@ -509,6 +509,7 @@ pub(crate) async fn run(
             "window": window,
             "agent_max_rate": args.agent_max_rate,
             "source_ips": target.source_count(),
+            "nodes": target.node_count(),
         },
         "figures": {
             "changes_sent": issued,

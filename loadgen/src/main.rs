@@ -10,6 +10,7 @@ mod clients;
 mod common;
 mod connections;
 mod durability;
+mod failover;
 mod fanout;
 mod snapshot;
 mod telephony;
@@ -27,9 +28,16 @@ use std::time::Duration;
     about = "Load generator for presence-hub: prints a table and a final `RESULT {json}` line"
 )]
 struct Cli {
-    /// The hub's address (dev mode: no JWT secret, loopback).
-    #[arg(long, global = true, default_value = "127.0.0.1:7400")]
-    addr: SocketAddr,
+    /// The hub's address (dev mode: no JWT secret, loopback); for a cluster, every node's,
+    /// comma separated or the flag repeated: agents, admins and adapters are each spread
+    /// over the nodes round robin; HTTP calls (`/metrics`) go to the first.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7400"
+    )]
+    addr: Vec<SocketAddr>,
     /// The hub's process id, to read its memory (/proc/<pid>/status) and CPU (/proc/<pid>/stat).
     #[arg(long, global = true)]
     hub_pid: Option<u32>,
@@ -64,6 +72,10 @@ enum Command {
     /// subscribed to all check every event: deliveries/s, latency, server CPU per delivery
     /// (protocol subset only: runs against the benchmark peers in bench/competitors too).
     AckFanout(ack_fanout::AckFanoutArgs),
+    /// Cluster only: agents change status on the surviving nodes while the load generator
+    /// kills one node (`kill -9`): the time until the victim's agents are acknowledged
+    /// again.
+    Failover(failover::FailoverArgs),
     /// Waits until the hub answers GET /healthz (for scripts).
     WaitReady {
         /// Seconds to wait.
@@ -121,5 +133,6 @@ async fn run(cli: Cli) -> Result<bool> {
         Command::Snapshot(args) => snapshot::run(target, cli.hub_pid, args).await,
         Command::Durability(args) => durability::run(target, cli.hub_pid, args).await,
         Command::AckFanout(args) => ack_fanout::run(target, cli.hub_pid, args).await,
+        Command::Failover(args) => failover::run(target, args).await,
     }
 }

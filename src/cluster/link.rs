@@ -238,7 +238,7 @@ async fn open(
         // One immediate reconnect attempt, then the client closes (module doc).
         .max_reconnects(Some(1))
         .reconnect_delay_callback(|_| Duration::ZERO)
-        .ping_interval(Duration::from_secs(1))
+        .ping_interval(cfg.ping_interval)
         .event_callback(move |ev| {
             let events = events.clone();
             async move {

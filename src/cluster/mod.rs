@@ -89,6 +89,9 @@ pub struct ClusterConfig {
     /// How long an append may wait for JetStream's acknowledgement before the change is
     /// answered `unavailable` (the spec allows 2 s from losing NATS to `unavailable`).
     pub ack_timeout: Duration,
+    /// How often the NATS client pings its server; two pings unanswered close the
+    /// connection (a silent server is noticed within ~2 intervals).
+    pub ping_interval: Duration,
     /// How often a node renews its member key.
     pub heartbeat: Duration,
     /// A member whose key was not renewed for this long is gone (its agents move).
@@ -122,6 +125,7 @@ impl ClusterConfig {
             replicas,
             names: Names::new(prefix).map_err(|e| ClusterError::Config(e.to_string()))?,
             ack_timeout: Duration::from_millis(1500),
+            ping_interval: Duration::from_secs(1),
             // A lost node leaves every view within member TTL + one heartbeat (3 s): the
             // contract's 5 s failover keeps 2 s for the takeover and the client's retry
             // (measured 2.9-4.1 s end to end with 1 s / 3 s, too close to 5 s). Five

@@ -57,12 +57,24 @@ impl ClusterNode {
     /// Starts the backplane connection (in the background: the node serves at once and
     /// answers `unavailable` until NATS is reached) and joins the members.
     pub(crate) fn start(settings: &ClusterSettings, node: NodeId) -> Result<Self, ClusterError> {
-        let config = ClusterConfig::new(
+        let mut config = ClusterConfig::new(
             settings.servers.clone(),
             node,
             &settings.prefix,
             settings.replicas,
         )?;
+        if let Some(heartbeat) = settings.heartbeat {
+            config.heartbeat = heartbeat;
+        }
+        if let Some(ttl) = settings.member_ttl {
+            config.member_ttl = ttl;
+        }
+        if let Some(t) = settings.ack_timeout {
+            config.ack_timeout = t;
+        }
+        if let Some(p) = settings.nats_ping_interval {
+            config.ping_interval = p;
+        }
         let stop = CancellationToken::new();
         let backplane = Backplane::start(config, stop.clone());
         let membership = backplane.join();

@@ -3,6 +3,7 @@
 //! in its submodules. Shared by every test target (`tests/it` and the process-measuring
 //! targets beside it).
 
+pub mod cluster;
 pub mod nats;
 pub mod process;
 pub mod raw;

@@ -145,7 +145,10 @@ impl NatsServer {
                 self.port,
                 self.dir.join("nats.log").display()
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Real time, also on a paused clock (a row test's cluster rig starts its server
+            // with tokio's clock frozen), without blocking the runtime.
+            let _ =
+                tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(20))).await;
         }
     }
 }
@@ -214,11 +217,20 @@ pub async fn node(cfg: ClusterConfig, patience: Duration) -> (Backplane, Cancell
 /// Every change stored for `agent` (cluster prefix `pht`), read back with a plain client:
 /// (stream seq, version, body).
 pub async fn stored(url: &str, agent: &AgentId) -> Vec<(u64, u64, String)> {
+    stored_in(url, "pht", agent).await
+}
+
+/// Every change stored for `agent` under cluster prefix `prefix`: (stream seq, version,
+/// body).
+pub async fn stored_in(url: &str, prefix: &str, agent: &AgentId) -> Vec<(u64, u64, String)> {
     let client = async_nats::connect(url).await.expect("connect");
     let js = async_nats::jetstream::new(client);
-    let stream = js.get_stream("pht_agents").await.expect("stream");
+    let stream = js
+        .get_stream(format!("{prefix}_agents"))
+        .await
+        .expect("stream");
     let last = stream.get_info().await.expect("info").state.last_sequence;
-    let subject = Names::new("pht")
+    let subject = Names::new(prefix)
         .expect("prefix")
         .agent_subject(agent.as_str());
     let mut out = Vec::new();

@@ -21,9 +21,8 @@ pub(crate) fn node(name: &str, nats: &NatsServer, directory: &[&str]) -> Setting
     Settings {
         node_id: Some(NodeId::parse(name).unwrap()),
         cluster: Some(ClusterSettings {
-            servers: vec![nats.url()],
-            replicas: 1,
             prefix: "phtdir".into(),
+            ..ClusterSettings::new(vec![nats.url()])
         }),
         ..with_directory_agents(settings(), directory)
     }

@@ -19,9 +19,8 @@ fn node(name: &str, servers: Vec<String>) -> Settings {
     Settings {
         node_id: Some(NodeId::parse(name).unwrap()),
         cluster: Some(ClusterSettings {
-            servers,
-            replicas: 1,
             prefix: "phtnode".into(),
+            ..ClusterSettings::new(servers)
         }),
         ..with_directory_agents(settings(), &["a1"])
     }

@@ -36,9 +36,8 @@ pub(crate) fn node(name: &str, nats: &NatsServer, prefix: &str) -> Settings {
     Settings {
         node_id: Some(NodeId::parse(name).unwrap()),
         cluster: Some(ClusterSettings {
-            servers: vec![nats.url()],
-            replicas: 1,
             prefix: prefix.into(),
+            ..ClusterSettings::new(vec![nats.url()])
         }),
         ..with_directory_agents(settings(), &AGENTS)
     }

@@ -28,10 +28,9 @@ fn node(name: &str, url: &str) -> Settings {
     Settings {
         node_id: Some(NodeId::parse(name).unwrap()),
         cluster: Some(ClusterSettings {
-            servers: vec![url.to_owned()],
-            replicas: 1,
             // `common::nats::stored` reads this prefix's stream.
             prefix: "pht".into(),
+            ..ClusterSettings::new(vec![url.to_owned()])
         }),
         ..with_directory_agents(settings(), &AGENTS)
     }

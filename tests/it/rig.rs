@@ -1,12 +1,16 @@
-//! A test rig for the rows of docs/status-model.md over real sockets: one hub, an admin subscribed to
-//! everything, a telephony adapter socket and the tabs of one agent. It keeps the last state
-//! every observer saw, and [`Rig::step`] checks that the next change reaches the admin and
-//! every tab as the same single update (hub-wide `seq` + 1, `version` + 1), with exactly the
-//! expected `AgentState`.
+//! A test rig for the rows of docs/status-model.md over real sockets: one hub or a
+//! three-node cluster ([`Topology`]), an admin subscribed to everything, a telephony adapter
+//! socket and the tabs of one agent. It keeps the last state every observer saw, and
+//! [`Rig::step`] checks that the next change reaches the admin and every tab as the same
+//! single update (hub-wide `seq` + 1, `version` + 1), with exactly the expected
+//! `AgentState`. [`Rig::finish`] checks that the admin's view is what every node serves.
 
 use crate::common::*;
+use crate::topology::Nodes;
+pub(crate) use crate::topology::{both_topologies, Topology};
 use presence_hub::Settings;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The agent every rig drives.
@@ -120,7 +124,8 @@ pub async fn expect_logged_out(mut tab: Client, reason: &str) {
 }
 
 pub struct Rig {
-    pub hub: TestHub,
+    /// The hub, or the cluster's nodes.
+    pub nodes: Nodes,
     pub admin: Client,
     pub tel: Client,
     /// Open tabs of the agent, oldest first.
@@ -131,33 +136,44 @@ pub struct Rig {
     /// The hub-wide seq of the last update.
     pub seq: u64,
     pub epoch: Value,
+    /// Tabs opened so far (closed ones included): picks the next tab's node.
+    tabs_opened: usize,
+    /// Every agent as the admin saw it: its snapshot with every update applied.
+    view: BTreeMap<String, Value>,
 }
 
 impl Rig {
-    /// A hub, an admin, a telephony socket, and agent [`ID`] logged in with one tab.
-    pub async fn start(settings: Settings) -> Rig {
-        let mut rig = Rig::without_agent(settings).await;
+    /// The nodes of `topology`, an admin, a telephony socket, and agent [`ID`] logged in
+    /// with one tab.
+    pub async fn start(topology: Topology, settings: Settings) -> Rig {
+        let mut rig = Rig::without_agent(topology, settings).await;
         rig.login().await;
         rig
     }
 
-    /// A hub, an admin and a telephony socket; the agent has never connected.
-    pub async fn without_agent(settings: Settings) -> Rig {
-        let hub = TestHub::with(settings).await;
-        let (admin, snap) = hub.admin("boss").await;
-        let tel = hub.telephony().await;
+    /// The nodes of `topology`, an admin and a telephony socket; the agent has never
+    /// connected.
+    pub async fn without_agent(topology: Topology, settings: Settings) -> Rig {
+        let nodes = Nodes::start(topology, settings).await;
+        let (admin, snap) = nodes.admin_node().admin("boss").await;
+        let tel = nodes.telephony_node().telephony().await;
         let seq = snap["snapshot"]["seq"].as_u64().expect("snapshot seq");
         let epoch = snap["snapshot"]["epoch"].clone();
         assert!(epoch.is_string(), "{snap}");
-        let state = snap["snapshot"]["agents"]
+        let view: BTreeMap<String, Value> = snap["snapshot"]["agents"]
             .as_array()
             .expect("agents")
             .iter()
-            .find(|a| a["agent_id"] == ID)
-            .cloned()
-            .unwrap_or_else(|| fresh(ID));
+            .map(|a| {
+                (
+                    a["agent_id"].as_str().expect("agent_id").to_owned(),
+                    a.clone(),
+                )
+            })
+            .collect();
+        let state = view.get(ID).cloned().unwrap_or_else(|| fresh(ID));
         Rig {
-            hub,
+            nodes,
             admin,
             tel,
             tabs: Vec::new(),
@@ -165,7 +181,14 @@ impl Rig {
             state,
             seq,
             epoch,
+            tabs_opened: 0,
+            view,
         }
+    }
+
+    /// The admin's node (the only one of a single node): for HTTP calls of a test.
+    pub fn hub(&self) -> &TestHub {
+        self.nodes.admin_node()
     }
 
     fn version(&self) -> u64 {
@@ -201,13 +224,16 @@ impl Rig {
         assert_eq!(actual, expected, "\nactual   {actual}\nexpected {expected}");
         self.seq += 1;
         self.state = actual.clone();
+        self.view.insert(self.id.clone(), actual.clone());
         actual
     }
 
     /// Opens a tab; its `hello` must carry the state after the change `f` describes, which
     /// reaches the admin and the other tabs as one update. Returns the hello.
     pub async fn open_tab(&mut self, f: impl FnOnce(&mut Value, u64)) -> Value {
-        let (tab, hello) = self.hub.agent(&self.id).await;
+        let node = self.nodes.tab_node(self.tabs_opened);
+        self.tabs_opened += 1;
+        let (tab, hello) = node.agent(&self.id).await;
         let agent = self.step(f).await;
         assert_eq!(hello["role"], "agent", "{hello}");
         assert_eq!(hello["epoch"], self.epoch, "{hello}");
@@ -374,9 +400,50 @@ impl Rig {
         self.assert_tel_ok(&reply, json!({}));
     }
 
-    /// The hub's HTTP view must equal what the observers saw.
+    /// Every node's HTTP view of the agent must equal what the observers saw.
     pub async fn check_http(&self) {
-        assert_eq!(self.hub.agent_state(&self.id).await, self.state);
+        for (i, hub) in self.nodes.hubs.iter().enumerate() {
+            assert_eq!(hub.agent_state(&self.id).await, self.state, "node {i}");
+        }
+    }
+
+    /// The admin's view (its snapshot with every update applied) must be what every node
+    /// serves: `GET /api/v1/agents` and a new admin's snapshot, with the same `epoch` and
+    /// `seq`.
+    pub async fn check_views(&self) {
+        let agents: Vec<Value> = self.view.values().cloned().collect();
+        for (i, hub) in self.nodes.hubs.iter().enumerate() {
+            let (status, body) = hub.get("/api/v1/agents").await;
+            assert_eq!(status, 200, "node {i}: {body}");
+            assert_eq!(
+                body["agents"],
+                json!(agents),
+                "node {i}: GET /api/v1/agents"
+            );
+            assert_eq!(
+                body["seq"],
+                json!(self.seq),
+                "node {i}: seq of GET /api/v1/agents"
+            );
+            assert_eq!(body["epoch"], self.epoch, "node {i}: epoch");
+            let (admin, snap) = hub.admin("auditor").await;
+            let mut seen = snap["snapshot"]["agents"]
+                .as_array()
+                .cloned()
+                .expect("agents");
+            seen.sort_by(|a, b| a["agent_id"].as_str().cmp(&b["agent_id"].as_str()));
+            assert_eq!(
+                json!(seen),
+                json!(agents),
+                "node {i}: a new admin's snapshot"
+            );
+            assert_eq!(
+                snap["snapshot"]["seq"],
+                json!(self.seq),
+                "node {i}: snapshot seq"
+            );
+            admin.close().await;
+        }
     }
 
     /// Nothing more for the admin, any tab or the adapter.
@@ -388,9 +455,10 @@ impl Rig {
         self.tel.expect_quiet().await;
     }
 
-    /// Checks quiet, then stops the hub.
+    /// Checks quiet and that every node serves the admin's view, then stops the nodes.
     pub async fn finish(mut self) {
         self.quiet().await;
-        self.hub.stop().await;
+        self.check_views().await;
+        self.nodes.stop().await;
     }
 }

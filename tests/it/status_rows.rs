@@ -1,4 +1,5 @@
-//! Every row of the status-model table (docs/status-model.md), over real sockets: an agent tab,
+//! Every row of the status-model table (docs/status-model.md), over real sockets, against one
+//! node and against a three-node cluster from one body each (`both_topologies!`): an agent tab,
 //! an admin subscribed to all and a telephony adapter socket. Each change must reach the
 //! admin and every tab as exactly one identical update with the exact resulting state
 //! (checked by `Rig::step`), no-op and rejected requests must emit nothing, and telephony
@@ -24,9 +25,8 @@ fn directory(toml: &str) -> Directory {
 
 // ---------------------------------------------------------------- rows 1, 1b, 2
 
-#[tokio::test]
-async fn row_01_first_socket_logs_in_offline_from_any_manual_status() {
-    let mut rig = Rig::without_agent(settings()).await;
+async fn row_01_first_socket_logs_in_offline_from_any_manual_status(topology: Topology) {
+    let mut rig = Rig::without_agent(topology, settings()).await;
     // A fresh agent: version 0 -> 1, offline, reason login, one connection.
     let hello = rig.login().await;
     assert_eq!(hello["agent"]["version"], 1);
@@ -71,10 +71,13 @@ async fn row_01_first_socket_logs_in_offline_from_any_manual_status() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_01_first_socket_logs_in_offline_from_any_manual_status
+);
 
-#[tokio::test]
-async fn row_01b_login_during_an_outbound_call_keeps_the_system_status() {
-    let mut rig = Rig::without_agent(with_directory_agents(settings(), &[ID])).await;
+async fn row_01b_login_during_an_outbound_call_keeps_the_system_status(topology: Topology) {
+    let mut rig = Rig::without_agent(topology, with_directory_agents(settings(), &[ID])).await;
     // Row 16 from offline for a directory agent that never logged in.
     let reply = rig
         .tel_event("outbound_started", "out1", json!({"to": "+4930123"}))
@@ -116,10 +119,13 @@ async fn row_01b_login_during_an_outbound_call_keeps_the_system_status() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_01b_login_during_an_outbound_call_keeps_the_system_status
+);
 
-#[tokio::test]
-async fn row_02_another_tab_only_adds_a_connection() {
-    let mut rig = Rig::start(settings()).await;
+async fn row_02_another_tab_only_adds_a_connection(topology: Topology) {
+    let mut rig = Rig::start(topology, settings()).await;
     rig.set("busy", Some("lunch")).await;
     let since = rig.state["since"].clone();
     for n in 2..=3 {
@@ -136,12 +142,15 @@ async fn row_02_another_tab_only_adds_a_connection() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_02_another_tab_only_adds_a_connection
+);
 
 // ---------------------------------------------------------------- rows 3-6
 
-#[tokio::test]
-async fn row_03_manual_status_by_agent_and_admin() {
-    let mut rig = Rig::start(settings()).await;
+async fn row_03_manual_status_by_agent_and_admin(topology: Topology) {
+    let mut rig = Rig::start(topology, settings()).await;
     rig.set("available", None).await;
     rig.set("busy", Some("lunch")).await;
     // The same status and note again: acknowledged, nothing emitted.
@@ -233,10 +242,13 @@ async fn row_03_manual_status_by_agent_and_admin() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_03_manual_status_by_agent_and_admin
+);
 
-#[tokio::test]
-async fn row_04_manual_status_while_ringing_or_on_call_applies_after_the_call() {
-    let mut rig = Rig::start(settings()).await;
+async fn row_04_manual_status_while_ringing_or_on_call_applies_after_the_call(topology: Topology) {
+    let mut rig = Rig::start(topology, settings()).await;
     rig.set("available", None).await;
     rig.offer("c1", json!({}), 30_000).await;
     // While ringing: the agent picks busy with a note. Status, call and ring stay.
@@ -295,10 +307,13 @@ async fn row_04_manual_status_while_ringing_or_on_call_applies_after_the_call() 
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_04_manual_status_while_ringing_or_on_call_applies_after_the_call
+);
 
-#[tokio::test]
-async fn row_05_manual_status_ends_wrap_up() {
-    let mut rig = Rig::start(with(|s| s.wrap_up = Duration::from_secs(60))).await;
+async fn row_05_manual_status_ends_wrap_up(topology: Topology) {
+    let mut rig = Rig::start(topology, with(|s| s.wrap_up = Duration::from_secs(60))).await;
     for (by_admin, status, note, call) in [
         (false, "busy", Some("after"), "c1"),
         (true, "available", None, "c2"),
@@ -332,10 +347,13 @@ async fn row_05_manual_status_ends_wrap_up() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_05_manual_status_ends_wrap_up
+);
 
-#[tokio::test]
-async fn row_06_system_statuses_cannot_be_set() {
-    let mut rig = Rig::start(settings()).await;
+async fn row_06_system_statuses_cannot_be_set(topology: Topology) {
+    let mut rig = Rig::start(topology, settings()).await;
     rig.set("available", None).await;
     for status in ["ringing", "on_call", "wrap_up", "sleeping", ""] {
         let reply = rig
@@ -351,11 +369,14 @@ async fn row_06_system_statuses_cannot_be_set() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_06_system_statuses_cannot_be_set
+);
 
 // ---------------------------------------------------------------- rows 7-10
 
-#[tokio::test]
-async fn row_07_offer_to_an_available_agent_rings_with_the_right_timeout() {
+async fn row_07_offer_to_an_available_agent_rings_with_the_right_timeout(topology: Topology) {
     let dir = directory(
         r#"
         [[agents]]
@@ -373,7 +394,7 @@ async fn row_07_offer_to_an_available_agent_rings_with_the_right_timeout() {
         ring_timeout_seconds = 45
         "#,
     );
-    let mut rig = Rig::start(with(|s| s.directory = dir)).await;
+    let mut rig = Rig::start(topology, with(|s| s.directory = dir)).await;
     assert_eq!(rig.state["name"], "Ada");
     assert_eq!(rig.state["teams"], json!(["sales"]));
     rig.set("available", None).await;
@@ -409,17 +430,20 @@ async fn row_07_offer_to_an_available_agent_rings_with_the_right_timeout() {
         (settings(), 30_000),
         (with(|s| s.ring_timeout = Duration::from_secs(50)), 50_000),
     ] {
-        let mut rig = Rig::start(s).await;
+        let mut rig = Rig::start(topology, s).await;
         rig.set("available", None).await;
         rig.offer("c1", json!({"ring_group": "unknown-group"}), ms)
             .await;
         rig.finish().await;
     }
 }
+both_topologies!(
+    #[tokio::test]
+    row_07_offer_to_an_available_agent_rings_with_the_right_timeout
+);
 
-#[tokio::test]
-async fn row_08_offer_to_an_agent_that_is_not_available_is_refused() {
-    let mut rig = Rig::start(with(|s| s.wrap_up = Duration::from_secs(60))).await;
+async fn row_08_offer_to_an_agent_that_is_not_available_is_refused(topology: Topology) {
+    let mut rig = Rig::start(topology, with(|s| s.wrap_up = Duration::from_secs(60))).await;
     let refuse = |rig: &Rig, reply: &Value| {
         rig.assert_tel_ok(
             reply,
@@ -458,15 +482,19 @@ async fn row_08_offer_to_an_agent_that_is_not_available_is_refused() {
         json!({"type": "ok", "accepted": false, "reason": "unknown_agent", "status": null})
     );
     rig.quiet().await;
-    let (status, _) = rig.hub.get("/api/v1/agents/nobody").await;
-    assert_eq!(status, 404, "a refused offer creates no agent");
+    for (status, _) in rig.nodes.get_all("/api/v1/agents/nobody").await {
+        assert_eq!(status, 404, "a refused offer creates no agent");
+    }
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_08_offer_to_an_agent_that_is_not_available_is_refused
+);
 
-#[tokio::test]
-async fn row_09_accept_by_the_agent_or_answered_by_telephony() {
-    let mut rig = Rig::start(settings()).await;
+async fn row_09_accept_by_the_agent_or_answered_by_telephony(topology: Topology) {
+    let mut rig = Rig::start(topology, settings()).await;
     rig.set("available", None).await;
     rig.offer("c1", json!({"from": "+1"}), 30_000).await;
     rig.accept(0).await;
@@ -497,10 +525,13 @@ async fn row_09_accept_by_the_agent_or_answered_by_telephony() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_09_accept_by_the_agent_or_answered_by_telephony
+);
 
-#[tokio::test]
-async fn row_10_decline_sets_busy_and_tells_telephony() {
-    let mut rig = Rig::start(settings()).await;
+async fn row_10_decline_sets_busy_and_tells_telephony(topology: Topology) {
+    let mut rig = Rig::start(topology, settings()).await;
     rig.set("available", None).await;
     rig.offer("c1", json!({}), 30_000).await;
     // A note picked while ringing is cleared by the decline (a manual change without one).
@@ -538,13 +569,16 @@ async fn row_10_decline_sets_busy_and_tells_telephony() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_10_decline_sets_busy_and_tells_telephony
+);
 
 // ---------------------------------------------------------------- row 11 (paused time)
 
-#[tokio::test(start_paused = true)]
-async fn row_11_ring_timeout_returns_and_counts_missed_rings() {
+async fn row_11_ring_timeout_returns_and_counts_missed_rings(topology: Topology) {
     let _clock = freeze_time();
-    let mut rig = Rig::start(settings()).await;
+    let mut rig = Rig::start(topology, settings()).await;
     rig.set("available", None).await;
     rig.offer("c1", json!({"ring_timeout_ms": 10_000}), 10_000)
         .await;
@@ -595,11 +629,14 @@ async fn row_11_ring_timeout_returns_and_counts_missed_rings() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test(start_paused = true)]
+    row_11_ring_timeout_returns_and_counts_missed_rings
+);
 
-#[tokio::test(start_paused = true)]
-async fn row_11_max_missed_in_row_sets_busy_with_note_missed_calls() {
+async fn row_11_max_missed_in_row_sets_busy_with_note_missed_calls(topology: Topology) {
     let _clock = freeze_time();
-    let mut rig = Rig::start(with(|s| s.max_missed_in_row = 2)).await;
+    let mut rig = Rig::start(topology, with(|s| s.max_missed_in_row = 2)).await;
     rig.set("available", None).await;
     for (n, call) in [(1u64, "c1"), (2, "c2")] {
         rig.offer(call, json!({"ring_timeout_ms": 5_000}), 5_000)
@@ -635,12 +672,15 @@ async fn row_11_max_missed_in_row_sets_busy_with_note_missed_calls() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test(start_paused = true)]
+    row_11_max_missed_in_row_sets_busy_with_note_missed_calls
+);
 
 // ---------------------------------------------------------------- rows 12-15
 
-#[tokio::test]
-async fn row_12_cancel_or_end_while_ringing_returns() {
-    let mut rig = Rig::start(settings()).await;
+async fn row_12_cancel_or_end_while_ringing_returns(topology: Topology) {
+    let mut rig = Rig::start(topology, settings()).await;
     rig.set("on_break", Some("x")).await;
     rig.set("available", None).await;
     for (kind, call) in [("call_cancelled", "c1"), ("call_ended", "c2")] {
@@ -662,10 +702,13 @@ async fn row_12_cancel_or_end_while_ringing_returns() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_12_cancel_or_end_while_ringing_returns
+);
 
-#[tokio::test]
-async fn row_13_call_ended_without_wrap_up_returns() {
-    let mut rig = Rig::start(settings()).await;
+async fn row_13_call_ended_without_wrap_up_returns(topology: Topology) {
+    let mut rig = Rig::start(topology, settings()).await;
     rig.set("available", None).await;
     rig.offer("c1", json!({}), 30_000).await;
     rig.accept(0).await;
@@ -677,11 +720,14 @@ async fn row_13_call_ended_without_wrap_up_returns() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_13_call_ended_without_wrap_up_returns
+);
 
-#[tokio::test]
-async fn row_13_call_ended_with_wrap_up_from_settings_or_directory() {
+async fn row_13_call_ended_with_wrap_up_from_settings_or_directory(topology: Topology) {
     // Hub default.
-    let mut rig = Rig::start(with(|s| s.wrap_up = Duration::from_secs(30))).await;
+    let mut rig = Rig::start(topology, with(|s| s.wrap_up = Duration::from_secs(30))).await;
     rig.set("busy", Some("n")).await;
     rig.set("available", None).await;
     rig.offer("c1", json!({}), 30_000).await;
@@ -705,7 +751,7 @@ async fn row_13_call_ended_with_wrap_up_from_settings_or_directory() {
         wrap_up_seconds = 45
         "#,
     );
-    let mut rig = Rig::start(with(|s| s.directory = dir)).await;
+    let mut rig = Rig::start(topology, with(|s| s.directory = dir)).await;
     rig.set("available", None).await;
     rig.offer("c1", json!({}), 30_000).await;
     rig.accept(0).await;
@@ -718,10 +764,13 @@ async fn row_13_call_ended_with_wrap_up_from_settings_or_directory() {
         wrap_up_seconds = 0
         "#,
     );
-    let mut rig = Rig::start(with(|s| {
-        s.directory = dir;
-        s.wrap_up = Duration::from_secs(30);
-    }))
+    let mut rig = Rig::start(
+        topology,
+        with(|s| {
+            s.directory = dir;
+            s.wrap_up = Duration::from_secs(30);
+        }),
+    )
     .await;
     rig.set("available", None).await;
     rig.offer("c1", json!({}), 30_000).await;
@@ -729,11 +778,14 @@ async fn row_13_call_ended_with_wrap_up_from_settings_or_directory() {
     rig.end_call(0).await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_13_call_ended_with_wrap_up_from_settings_or_directory
+);
 
-#[tokio::test(start_paused = true)]
-async fn row_14_wrap_up_timer_returns() {
+async fn row_14_wrap_up_timer_returns(topology: Topology) {
     let _clock = freeze_time();
-    let mut rig = Rig::start(with(|s| s.wrap_up = Duration::from_secs(20))).await;
+    let mut rig = Rig::start(topology, with(|s| s.wrap_up = Duration::from_secs(20))).await;
     rig.set("on_break", Some("after-call")).await;
     // An outbound call from on_break, ended into wrap-up.
     let reply = rig.tel_event("outbound_started", "o1", json!({})).await;
@@ -779,10 +831,13 @@ async fn row_14_wrap_up_timer_returns() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test(start_paused = true)]
+    row_14_wrap_up_timer_returns
+);
 
-#[tokio::test]
-async fn row_15_agent_ends_wrap_up() {
-    let mut rig = Rig::start(with(|s| s.wrap_up = Duration::from_secs(60))).await;
+async fn row_15_agent_ends_wrap_up(topology: Topology) {
+    let mut rig = Rig::start(topology, with(|s| s.wrap_up = Duration::from_secs(60))).await;
     rig.set("busy", Some("paperwork")).await;
     rig.set("available", None).await;
     rig.offer("c1", json!({}), 30_000).await;
@@ -816,12 +871,15 @@ async fn row_15_agent_ends_wrap_up() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_15_agent_ends_wrap_up
+);
 
 // ---------------------------------------------------------------- rows 16-17
 
-#[tokio::test]
-async fn row_16_outbound_from_any_manual_status_and_from_wrap_up() {
-    let mut rig = Rig::start(with(|s| s.wrap_up = Duration::from_secs(60))).await;
+async fn row_16_outbound_from_any_manual_status_and_from_wrap_up(topology: Topology) {
+    let mut rig = Rig::start(topology, with(|s| s.wrap_up = Duration::from_secs(60))).await;
     // From offline (logged in), available, busy, on_break.
     for (i, status) in ["offline", "available", "busy", "on_break"]
         .into_iter()
@@ -878,21 +936,26 @@ async fn row_16_outbound_from_any_manual_status_and_from_wrap_up() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_16_outbound_from_any_manual_status_and_from_wrap_up
+);
 
-#[tokio::test]
-async fn row_16_outbound_for_an_agent_that_never_logged_in() {
+async fn row_16_outbound_for_an_agent_that_never_logged_in(topology: Topology) {
     // An agent the hub does not know (not in the directory, never logged in): nothing is
     // created, the event is answered `unknown_agent`.
-    let mut rig = Rig::without_agent(settings()).await;
-    let (status, _) = rig.hub.get(&format!("/api/v1/agents/{ID}")).await;
-    assert_eq!(status, 404);
+    let mut rig = Rig::without_agent(topology, settings()).await;
+    for (status, _) in rig.nodes.get_all(&format!("/api/v1/agents/{ID}")).await {
+        assert_eq!(status, 404);
+    }
     let reply = rig.tel_event("outbound_started", "o0", json!({})).await;
     assert_error(&reply, "unknown_agent");
-    let (status, _) = rig.hub.get(&format!("/api/v1/agents/{ID}")).await;
-    assert_eq!(status, 404, "nothing was created");
+    for (status, _) in rig.nodes.get_all(&format!("/api/v1/agents/{ID}")).await {
+        assert_eq!(status, 404, "nothing was created");
+    }
     rig.finish().await;
     // A directory agent that never logged in: offline, and it may dial out.
-    let mut rig = Rig::without_agent(with_directory_agents(settings(), &[ID])).await;
+    let mut rig = Rig::without_agent(topology, with_directory_agents(settings(), &[ID])).await;
     let reply = rig.tel_event("outbound_started", "o1", json!({})).await;
     rig.step(|e, now| {
         e["status"] = json!("on_call");
@@ -908,10 +971,13 @@ async fn row_16_outbound_for_an_agent_that_never_logged_in() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_16_outbound_for_an_agent_that_never_logged_in
+);
 
-#[tokio::test]
-async fn row_17_outbound_while_ringing_or_on_another_call_is_refused() {
-    let mut rig = Rig::start(settings()).await;
+async fn row_17_outbound_while_ringing_or_on_another_call_is_refused(topology: Topology) {
+    let mut rig = Rig::start(topology, settings()).await;
     rig.set("available", None).await;
     rig.offer("c1", json!({}), 30_000).await;
     let reply = rig.tel_event("outbound_started", "o1", json!({})).await;
@@ -929,6 +995,10 @@ async fn row_17_outbound_while_ringing_or_on_another_call_is_refused() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_17_outbound_while_ringing_or_on_another_call_is_refused
+);
 
 // ---------------------------------------------------------------- rows 18-20
 
@@ -943,9 +1013,8 @@ fn logged_out(e: &mut Value, reason: &str) {
     e["wrap_up_expires_at"] = Value::Null;
 }
 
-#[tokio::test]
-async fn row_18_agent_logout_closes_every_tab() {
-    let mut rig = Rig::start(settings()).await;
+async fn row_18_agent_logout_closes_every_tab(topology: Topology) {
+    let mut rig = Rig::start(topology, settings()).await;
     rig.set("busy", Some("lunch")).await;
     rig.open_tab(|e, _| e["connections"] = json!(2)).await;
     // The second tab logs out: both tabs see the update, then logged_out and close 1000.
@@ -959,10 +1028,13 @@ async fn row_18_agent_logout_closes_every_tab() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_18_agent_logout_closes_every_tab
+);
 
-#[tokio::test]
-async fn row_18_admin_logout_closes_every_tab_also_from_wrap_up() {
-    let mut rig = Rig::start(with(|s| s.wrap_up = Duration::from_secs(60))).await;
+async fn row_18_admin_logout_closes_every_tab_also_from_wrap_up(topology: Topology) {
+    let mut rig = Rig::start(topology, with(|s| s.wrap_up = Duration::from_secs(60))).await;
     rig.set("available", None).await;
     rig.open_tab(|e, _| e["connections"] = json!(2)).await;
     rig.offer("c1", json!({}), 30_000).await;
@@ -997,10 +1069,13 @@ async fn row_18_admin_logout_closes_every_tab_also_from_wrap_up() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_18_admin_logout_closes_every_tab_also_from_wrap_up
+);
 
-#[tokio::test]
-async fn row_19_logout_while_ringing_declines_the_call() {
-    let mut rig = Rig::start(settings()).await;
+async fn row_19_logout_while_ringing_declines_the_call(topology: Topology) {
+    let mut rig = Rig::start(topology, settings()).await;
     rig.set("available", None).await;
     rig.offer("c1", json!({}), 30_000).await;
     let reply = rig.tab_req(0, json!({"type": "logout"})).await;
@@ -1033,10 +1108,13 @@ async fn row_19_logout_while_ringing_declines_the_call() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_19_logout_while_ringing_declines_the_call
+);
 
-#[tokio::test]
-async fn row_20_logout_on_a_call_keeps_on_call_until_it_ends() {
-    let mut rig = Rig::start(settings()).await;
+async fn row_20_logout_on_a_call_keeps_on_call_until_it_ends(topology: Topology) {
+    let mut rig = Rig::start(topology, settings()).await;
     rig.set("available", None).await;
     rig.offer("c1", json!({}), 30_000).await;
     rig.accept(0).await;
@@ -1060,13 +1138,16 @@ async fn row_20_logout_on_a_call_keeps_on_call_until_it_ends() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_20_logout_on_a_call_keeps_on_call_until_it_ends
+);
 
 // ---------------------------------------------------------------- rows 21-22 (paused time)
 
-#[tokio::test(start_paused = true)]
-async fn row_21_last_tab_closing_logs_out_after_the_grace() {
+async fn row_21_last_tab_closing_logs_out_after_the_grace(topology: Topology) {
     let _clock = freeze_time();
-    let mut rig = Rig::start(settings()).await;
+    let mut rig = Rig::start(topology, settings()).await;
     rig.set("available", Some("x")).await;
     // connections 0 at once, reason unchanged.
     rig.close_tab(0).await;
@@ -1087,11 +1168,18 @@ async fn row_21_last_tab_closing_logs_out_after_the_grace() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test(start_paused = true)]
+    row_21_last_tab_closing_logs_out_after_the_grace
+);
 
-#[tokio::test(start_paused = true)]
-async fn row_21_grace_running_out_while_ringing_declines_the_call() {
+async fn row_21_grace_running_out_while_ringing_declines_the_call(topology: Topology) {
     let _clock = freeze_time();
-    let mut rig = Rig::start(with(|s| s.disconnect_grace = Duration::from_secs(5))).await;
+    let mut rig = Rig::start(
+        topology,
+        with(|s| s.disconnect_grace = Duration::from_secs(5)),
+    )
+    .await;
     rig.set("available", None).await;
     rig.close_tab(0).await;
     // Still available during the grace: offers ring.
@@ -1112,11 +1200,18 @@ async fn row_21_grace_running_out_while_ringing_declines_the_call() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test(start_paused = true)]
+    row_21_grace_running_out_while_ringing_declines_the_call
+);
 
-#[tokio::test(start_paused = true)]
-async fn row_21_grace_running_out_on_a_call_keeps_the_call() {
+async fn row_21_grace_running_out_on_a_call_keeps_the_call(topology: Topology) {
     let _clock = freeze_time();
-    let mut rig = Rig::start(with(|s| s.disconnect_grace = Duration::from_secs(5))).await;
+    let mut rig = Rig::start(
+        topology,
+        with(|s| s.disconnect_grace = Duration::from_secs(5)),
+    )
+    .await;
     rig.set("available", None).await;
     rig.offer("c1", json!({}), 30_000).await;
     rig.accept(0).await;
@@ -1137,11 +1232,14 @@ async fn row_21_grace_running_out_on_a_call_keeps_the_call() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test(start_paused = true)]
+    row_21_grace_running_out_on_a_call_keeps_the_call
+);
 
-#[tokio::test(start_paused = true)]
-async fn row_22_reconnect_within_the_grace_keeps_everything() {
+async fn row_22_reconnect_within_the_grace_keeps_everything(topology: Topology) {
     let _clock = freeze_time();
-    let mut rig = Rig::start(settings()).await;
+    let mut rig = Rig::start(topology, settings()).await;
     rig.set("on_break", Some("coffee")).await;
     rig.close_tab(0).await;
     advance_ms(14_999).await;
@@ -1191,12 +1289,17 @@ async fn row_22_reconnect_within_the_grace_keeps_everything() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test(start_paused = true)]
+    row_22_reconnect_within_the_grace_keeps_everything
+);
 
 // ---------------------------------------------------------------- rows 23-24
 
-#[tokio::test]
-async fn row_23_accept_decline_end_wrap_up_in_the_wrong_state_or_for_another_call() {
-    let mut rig = Rig::start(settings()).await;
+async fn row_23_accept_decline_end_wrap_up_in_the_wrong_state_or_for_another_call(
+    topology: Topology,
+) {
+    let mut rig = Rig::start(topology, settings()).await;
     rig.set("available", None).await;
     // Not ringing.
     for req in [
@@ -1234,10 +1337,13 @@ async fn row_23_accept_decline_end_wrap_up_in_the_wrong_state_or_for_another_cal
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_23_accept_decline_end_wrap_up_in_the_wrong_state_or_for_another_call
+);
 
-#[tokio::test]
-async fn row_24_events_for_a_call_that_is_not_current_are_stale() {
-    let mut rig = Rig::start(with(|s| s.wrap_up = Duration::from_secs(60))).await;
+async fn row_24_events_for_a_call_that_is_not_current_are_stale(topology: Topology) {
+    let mut rig = Rig::start(topology, with(|s| s.wrap_up = Duration::from_secs(60))).await;
     rig.set("available", None).await;
     // No call at all.
     for kind in ["call_ended", "call_cancelled", "call_answered"] {
@@ -1290,3 +1396,7 @@ async fn row_24_events_for_a_call_that_is_not_current_are_stale() {
     rig.check_http().await;
     rig.finish().await;
 }
+both_topologies!(
+    #[tokio::test]
+    row_24_events_for_a_call_that_is_not_current_are_stale
+);

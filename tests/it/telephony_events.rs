@@ -17,7 +17,7 @@ fn ringing_gone(e: &mut Value, status: &str, reason: &str) {
 
 #[tokio::test]
 async fn two_tabs_see_the_same_updates_and_the_first_accept_wins() {
-    let mut rig = Rig::start(settings()).await;
+    let mut rig = Rig::start(Topology::Single, settings()).await;
     rig.open_tab(|e, _| e["connections"] = json!(2)).await;
     // Every step checks that both tabs get the admin's frame, in the same order.
     rig.set("busy", Some("x")).await;
@@ -57,7 +57,7 @@ async fn two_tabs_see_the_same_updates_and_the_first_accept_wins() {
 
 #[tokio::test]
 async fn concurrent_accepts_from_two_tabs_exactly_one_wins() {
-    let mut rig = Rig::start(settings()).await;
+    let mut rig = Rig::start(Topology::Single, settings()).await;
     rig.open_tab(|e, _| e["connections"] = json!(2)).await;
     rig.set("available", None).await;
     for round in 0..10 {
@@ -92,7 +92,7 @@ async fn concurrent_accepts_from_two_tabs_exactly_one_wins() {
 
 #[tokio::test]
 async fn a_tab_opened_while_ringing_gets_hello_then_call_offered() {
-    let mut rig = Rig::start(settings()).await;
+    let mut rig = Rig::start(Topology::Single, settings()).await;
     rig.set("available", None).await;
     rig.offer("c1", json!({"from": "+1", "ring_group": "g"}), 30_000)
         .await;
@@ -113,8 +113,8 @@ async fn a_tab_opened_while_ringing_gets_hello_then_call_offered() {
 
 #[tokio::test]
 async fn two_concurrent_offers_to_one_available_agent_exactly_one_accepted() {
-    let mut rig = Rig::start(settings()).await;
-    let mut tel2 = rig.hub.telephony().await;
+    let mut rig = Rig::start(Topology::Single, settings()).await;
+    let mut tel2 = rig.hub().telephony().await;
     rig.set("available", None).await;
     for round in 0..10 {
         let (ca, cb) = (format!("a{round}"), format!("b{round}"));
@@ -158,8 +158,8 @@ async fn two_concurrent_offers_to_one_available_agent_exactly_one_accepted() {
 
 #[tokio::test]
 async fn notifications_reach_every_telephony_socket() {
-    let mut rig = Rig::start(settings()).await;
-    let mut tel2 = rig.hub.telephony().await;
+    let mut rig = Rig::start(Topology::Single, settings()).await;
+    let mut tel2 = rig.hub().telephony().await;
     rig.set("available", None).await;
     rig.offer("c1", json!({}), 30_000).await;
     rig.accept(0).await;
@@ -190,7 +190,7 @@ async fn notifications_reach_every_telephony_socket() {
 
 #[tokio::test]
 async fn the_same_event_id_three_times_changes_once_and_replies_the_same() {
-    let mut rig = Rig::start(settings()).await;
+    let mut rig = Rig::start(Topology::Single, settings()).await;
     rig.set("available", None).await;
     // call_offered x3.
     let offer = event("call_offered", "c1", ID);
@@ -246,7 +246,7 @@ async fn the_same_event_id_three_times_changes_once_and_replies_the_same() {
     }
     rig.quiet().await;
     // A repeat over HTTP of an event first sent on the socket.
-    let (status, body) = rig.hub.post("/api/v1/telephony/events", &offer).await;
+    let (status, body) = rig.hub().post("/api/v1/telephony/events", &offer).await;
     assert_eq!(status, 200);
     assert_eq!(body, offer_again);
     rig.quiet().await;
@@ -255,8 +255,8 @@ async fn the_same_event_id_three_times_changes_once_and_replies_the_same() {
 
 #[tokio::test]
 async fn the_same_event_id_sent_concurrently_changes_once() {
-    let mut rig = Rig::start(settings()).await;
-    let mut tel2 = rig.hub.telephony().await;
+    let mut rig = Rig::start(Topology::Single, settings()).await;
+    let mut tel2 = rig.hub().telephony().await;
     rig.set("available", None).await;
     let offer = event("call_offered", "c1", ID);
     let (ra, rb) = tokio::join!(rig.tel.request(offer.clone()), tel2.request(offer.clone()));
@@ -283,7 +283,7 @@ async fn the_same_event_id_sent_concurrently_changes_once() {
 
 #[tokio::test]
 async fn refusals_unknown_agents_and_events_without_ref() {
-    let mut rig = Rig::start(settings()).await;
+    let mut rig = Rig::start(Topology::Single, settings()).await;
     // Unknown agent: an offer is refused in the reply, other events are errors.
     let reply = rig.tel.request(event("call_offered", "c1", "ghost")).await;
     assert_eq!(
@@ -348,11 +348,11 @@ async fn refusals_unknown_agents_and_events_without_ref() {
 
 #[tokio::test]
 async fn http_telephony_events_give_the_socket_replies() {
-    let mut rig = Rig::start(settings()).await;
+    let mut rig = Rig::start(Topology::Single, settings()).await;
     rig.set("available", None).await;
     let path = "/api/v1/telephony/events";
     // 200: an accepted offer, same reply as the socket (no ref).
-    let (status, body) = rig.hub.post(path, &event("call_offered", "c1", ID)).await;
+    let (status, body) = rig.hub().post(path, &event("call_offered", "c1", ID)).await;
     assert_eq!(status, 200, "{body}");
     rig.step(|e, now| {
         e["status"] = json!("ringing");
@@ -368,7 +368,7 @@ async fn http_telephony_events_give_the_socket_replies() {
     rig.expect_call_offered().await;
     // 409: outbound while ringing.
     let (status, body) = rig
-        .hub
+        .hub()
         .post(path, &event("outbound_started", "o1", ID))
         .await;
     assert_eq!(status, 409, "{body}");
@@ -376,14 +376,14 @@ async fn http_telephony_events_give_the_socket_replies() {
     assert_eq!(body["status"], "ringing");
     // 404: an event for an unknown agent.
     let (status, body) = rig
-        .hub
+        .hub()
         .post(path, &event("call_ended", "c1", "ghost"))
         .await;
     assert_eq!(status, 404, "{body}");
     assert_error(&body, "unknown_agent");
     // 200: an offer to an unknown agent is a refusal, not an error.
     let (status, body) = rig
-        .hub
+        .hub()
         .post(path, &event("call_offered", "c1", "ghost"))
         .await;
     assert_eq!(status, 200, "{body}");
@@ -392,7 +392,10 @@ async fn http_telephony_events_give_the_socket_replies() {
         json!({"type": "ok", "accepted": false, "reason": "unknown_agent", "status": null})
     );
     // 200 stale.
-    let (status, body) = rig.hub.post(path, &event("call_ended", "other", ID)).await;
+    let (status, body) = rig
+        .hub()
+        .post(path, &event("call_ended", "other", ID))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
@@ -404,13 +407,16 @@ async fn http_telephony_events_give_the_socket_replies() {
         json!({"type": "call_exploded", "event_id": "e1", "call_id": "c1", "agent_id": ID}),
         json!([1, 2]),
     ] {
-        let (status, body) = rig.hub.post(path, &bad).await;
+        let (status, body) = rig.hub().post(path, &bad).await;
         assert_eq!(status, 400, "{bad} -> {body}");
         assert_error(&body, "bad_message");
     }
     rig.quiet().await;
     // 200: answered over HTTP; the change reaches every observer.
-    let (status, body) = rig.hub.post(path, &event("call_answered", "c1", ID)).await;
+    let (status, body) = rig
+        .hub()
+        .post(path, &event("call_answered", "c1", ID))
+        .await;
     assert_eq!(status, 200, "{body}");
     rig.step(|e, now| {
         e["status"] = json!("on_call");
@@ -422,7 +428,7 @@ async fn http_telephony_events_give_the_socket_replies() {
     assert_eq!(body, json!({"type": "ok", "agent": rig.state}));
     // A duplicate over HTTP.
     let ended = event("call_ended", "c1", ID);
-    let (status, first) = rig.hub.post(path, &ended).await;
+    let (status, first) = rig.hub().post(path, &ended).await;
     assert_eq!(status, 200);
     rig.step(|e, _| {
         e["status"] = json!("available");
@@ -432,7 +438,7 @@ async fn http_telephony_events_give_the_socket_replies() {
     .await;
     assert_eq!(first, json!({"type": "ok", "agent": rig.state}));
     for _ in 0..2 {
-        let (status, again) = rig.hub.post(path, &ended).await;
+        let (status, again) = rig.hub().post(path, &ended).await;
         assert_eq!(status, 200);
         assert_eq!(
             again,
