@@ -92,8 +92,18 @@ async fn assert_kept(url: &str, prefix: &str, agent: &str, w: &Writes) -> u64 {
     stored.len() as u64
 }
 
+/// How long three fresh NATS servers may take to form their JetStream cluster (elect a
+/// meta leader) before the nodes can create a stream with replicas 3: seconds, more on a
+/// loaded machine. A setup wait only, not a bound under test.
+const CLUSTER_FORMING: Duration = Duration::from_secs(60);
+
 /// Three in-process nodes on `servers`, ready; the agents of [`AGENTS`] spread over them.
 async fn in_process(servers: &[String], prefix: &str, replicas: usize) -> Vec<TestHub> {
+    let patience = if replicas > 1 {
+        CLUSTER_FORMING
+    } else {
+        PATIENCE
+    };
     let names = ["p1", "p2", "p3"];
     let mut hubs = Vec::new();
     for n in names {
@@ -106,7 +116,7 @@ async fn in_process(servers: &[String], prefix: &str, replicas: usize) -> Vec<Te
             if status == 200 && body["members"] == json!(names) {
                 break;
             }
-            assert!(start.elapsed() < PATIENCE, "{status} {body}");
+            assert!(start.elapsed() < patience, "{status} {body}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
