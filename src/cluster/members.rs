@@ -3,7 +3,11 @@
 //! Live members: each node keeps one key in the `<prefix>_members` KV bucket, rewritten
 //! every `heartbeat`; the bucket's `max_age` (`member_ttl`) removes the key of a node that
 //! stopped writing it, and a node that stops cleanly deletes its key at once. Every node
-//! lists the bucket's keys each heartbeat: that list is its view of the live members.
+//! lists the bucket's keys each heartbeat: that list is its view of the live members. A
+//! member the listing leaves out is dropped only once its key is gone (expired or deleted),
+//! looked up by itself; and after this node reconnects to NATS nobody is dropped for one
+//! member TTL (the bucket is in memory: a NATS restart empties it until every node has
+//! written its key again).
 //!
 //! Ownership: an agent belongs to the live member with the highest rendezvous score
 //! `hash(node, agent)` ([`owner_of`]). Nothing is assigned or stored, so there is no
@@ -138,6 +142,9 @@ async fn heartbeat(bp: Backplane, tx: watch::Sender<Members>, stop: Cancellation
     let me = token(bp.config.node_id.as_str());
     let mut tick = tokio::time::interval(bp.config.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The session of the last heartbeat, and until when nobody is dropped after a new one.
+    let mut generation: Option<u64> = None;
+    let mut settle_until: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -146,6 +153,13 @@ async fn heartbeat(bp: Backplane, tx: watch::Sender<Members>, stop: Cancellation
         let Ok(session) = bp.link.session() else {
             continue;
         };
+        if generation.is_some_and(|g| g != session.generation) {
+            // A reconnect: the members bucket (memory storage) may have lost every key in a
+            // NATS restart, and the others may not have written theirs again yet. Nobody is
+            // dropped until they had one member TTL to do so.
+            settle_until = Some(tokio::time::Instant::now() + bp.config.member_ttl);
+        }
+        generation = Some(session.generation);
         let store = &session.h.members;
         if let Err(e) = store.put(&me, bytes::Bytes::new()).await {
             warn!(error = %e, "membership heartbeat failed");
@@ -155,7 +169,7 @@ async fn heartbeat(bp: Backplane, tx: watch::Sender<Members>, stop: Cancellation
             Ok(k) => k.try_collect().await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        let nodes = match keys {
+        let mut nodes: Vec<NodeId> = match keys {
             Ok(keys) => keys
                 .iter()
                 .filter_map(|k| NodeId::parse(&untoken(k)?).ok())
@@ -165,6 +179,19 @@ async fn heartbeat(bp: Backplane, tx: watch::Sender<Members>, stop: Cancellation
                 continue;
             }
         };
+        let settling = settle_until.is_some_and(|t| tokio::time::Instant::now() < t);
+        let unlisted: Vec<NodeId> = tx
+            .borrow()
+            .nodes()
+            .iter()
+            .filter(|n| !nodes.contains(n))
+            .cloned()
+            .collect();
+        for node in unlisted {
+            if settling || listed_by_mistake(store, &node).await {
+                nodes.push(node);
+            }
+        }
         let view = Members::new(nodes);
         tx.send_if_modified(|cur| {
             if *cur == view {
@@ -174,6 +201,20 @@ async fn heartbeat(bp: Backplane, tx: watch::Sender<Members>, stop: Cancellation
             *cur = view;
             true
         });
+    }
+}
+
+/// A member the key listing left out is looked up by its key before it is dropped: a key
+/// rewritten by its heartbeat while the listing's consumer ran can be skipped by it (seen
+/// as members dropped and re-added on an idle cluster). Only a key that expired (no
+/// heartbeat for `member_ttl`) or was deleted (a clean leave) drops the member; a lookup
+/// that fails keeps it until the next heartbeat.
+async fn listed_by_mistake(store: &async_nats::jetstream::kv::Store, node: &NodeId) -> bool {
+    use async_nats::jetstream::kv::Operation;
+    match store.entry(token(node.as_str())).await {
+        Ok(Some(entry)) => entry.operation == Operation::Put,
+        Ok(None) => false,
+        Err(_) => true,
     }
 }
 
