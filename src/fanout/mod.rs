@@ -21,7 +21,7 @@ mod tabs;
 
 pub(crate) use feed::FeedReader;
 pub(crate) use notifier::Notifier;
-pub(crate) use tabs::{HelloParts, NodeTabs};
+pub(crate) use tabs::{HelloParts, LogoutAnswer, NodeTabs};
 
 use feed::{Feed, Sub, Tail};
 

@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use super::{Reach, Route, RouteError, Router, RETRIES};
 use crate::agent::{Applied, Profile, TelephonyAnswer};
 use crate::cluster::{Members, NodeId};
-use crate::fanout::{HelloParts, NodeTabs};
+use crate::fanout::{HelloParts, LogoutAnswer, NodeTabs};
 use crate::hub::remote::Peer;
 use crate::model::{AgentId, AgentState, Input, Rejection};
 
@@ -192,14 +192,19 @@ impl Router {
         let (Route::Remote(r), Some(own)) = (route, self.ownership.as_ref()) else {
             return Err(RouteError::Unavailable);
         };
-        // This tab answers its own logout; the others are closed from the change.
-        let own_logout = match input {
-            Input::Logout { .. } => own.tabs.take(&r.agent, tab),
-            _ => None,
-        };
+        // This tab answers its own logout (after the update, as on a single node); the
+        // others are closed from the change.
+        let own_logout =
+            matches!(input, Input::Logout { .. }) && own.tabs.logging_out(&r.agent, tab);
         let mut result = Err(RouteError::Unavailable);
         for _ in 0..RETRIES {
-            let route = self.tab_route(&r.agent, Reach::Known).await?;
+            let route = match self.tab_route(&r.agent, Reach::Known).await {
+                Ok(route) => route,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
             match route.apply(input.clone(), None).await {
                 Err(e) if self.retry(&route, e).await => result = Err(self.gave_up(e)),
                 other => {
@@ -208,17 +213,17 @@ impl Router {
                 }
             }
         }
-        match &result {
+        let answer = match &result {
             Ok(Ok(applied)) => {
                 if let Ok(state) = serde_json::from_str::<AgentState>(applied.state.agent_json()) {
                     own.tabs.changed(applied.state.seq, &state);
                 }
+                LogoutAnswer::Done
             }
-            _ => {
-                if let Some(outbox) = own_logout {
-                    own.tabs.reinstate(&r.agent, tab, outbox);
-                }
-            }
+            _ => LogoutAnswer::Failed,
+        };
+        if own_logout {
+            own.tabs.logout_answered(&r.agent, tab, answer);
         }
         result
     }
