@@ -379,15 +379,18 @@ impl Router {
     /// True when the agent is known (see [`Router::is_known`]) or has a stored state: an
     /// agent whose actor stopped while idle still has its history and reports.
     pub(crate) async fn has_record(&self, id: &AgentId) -> bool {
-        if self.is_known(id) {
-            return true;
-        }
+        self.is_known(id) || self.stored_state(id).await.is_some()
+    }
+
+    /// The stored state of an agent (one store read): what is kept of an agent whose actor
+    /// stopped and which the fan-out no longer lists (idle and out of the directory).
+    pub(crate) async fn stored_state(&self, id: &AgentId) -> Option<AgentState> {
         let store = self.store.clone();
         let key = id.clone();
-        matches!(
-            tokio::task::spawn_blocking(move || store.agent_state(&key)).await,
-            Ok(Ok(Some(_)))
-        )
+        match tokio::task::spawn_blocking(move || store.agent_state(&key)).await {
+            Ok(Ok(state)) => state,
+            _ => None,
+        }
     }
 
     /// Telephony event ids remembered for deduplication.

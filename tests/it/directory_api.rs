@@ -8,6 +8,7 @@ use jsonwebtoken::get_current_timestamp;
 use presence_hub::directory::Directory;
 use presence_hub::Settings;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 const SECRET: &str = "directory-test-secret-0123";
 
@@ -105,6 +106,19 @@ async fn directory_agents_are_created_read_replaced_and_deleted() {
     assert_error(status, &body, 404);
     let a1 = hub.agent_state("a1").await;
     assert_eq!(a1["name"], Value::Null, "no longer in the directory: {a1}");
+    // Its idle actor stops and the list forgets it; its stored state is still read back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, list) = hub.get("/api/v1/agents").await;
+        if list["agents"].as_array().is_some_and(|a| a.is_empty()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still listed: {list}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let a1 = hub.agent_state("a1").await;
+    assert_eq!(a1["name"], Value::Null, "read back from the store: {a1}");
+    assert_eq!(a1["status"], "offline", "{a1}");
     hub.stop().await;
 }
 
