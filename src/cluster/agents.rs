@@ -40,6 +40,14 @@ impl Epoch {
         Epoch(format!("{nanos:016x}"))
     }
 
+    /// The stream's creation time in Unix milliseconds: the cluster's start, which every
+    /// node reads the same (the `since` of a directory agent that never changed).
+    pub fn created_ms(&self) -> Option<u64> {
+        u64::from_str_radix(&self.0, 16)
+            .ok()
+            .map(|nanos| nanos / 1_000_000)
+    }
+
     /// The epoch as text.
     pub fn as_str(&self) -> &str {
         &self.0

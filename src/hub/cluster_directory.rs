@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::router::never_changed_since;
 use super::{profile_of, Hub};
 use crate::cluster::{Backplane, ClusterError, DirectoryChange, DirectoryKey};
 use crate::directory::{AgentProfile, Directory, RingGroup};
@@ -224,6 +225,17 @@ async fn apply(hub: &Hub, change: DirectoryChange) {
                     return;
                 }
             };
+            // Listed (offline) in this node's view until the stream says otherwise, with the
+            // cluster's start as `since` (the same on every node, and what the owner's
+            // actor starts with); an agent the view holds already keeps its state.
+            let since = hub
+                .cluster()
+                .and_then(|c| never_changed_since(c.backplane()))
+                .unwrap_or_else(|| hub.clock().now_ms());
+            let mut state = AgentState::new(id.clone(), since);
+            state.name = profile.name.clone();
+            state.teams = profile.teams.clone();
+            hub.fanout().register(&state);
             let changed = hub.directory().agents.get(&id) != Some(&profile);
             if !changed {
                 return;
@@ -231,12 +243,6 @@ async fn apply(hub: &Hub, change: DirectoryChange) {
             hub.directory_mut()
                 .agents
                 .insert(id.clone(), profile.clone());
-            // Listed (offline) in this node's view until the stream says otherwise; an
-            // agent the view holds already keeps its state.
-            let mut state = AgentState::new(id.clone(), hub.clock().now_ms());
-            state.name = profile.name.clone();
-            state.teams = profile.teams.clone();
-            hub.fanout().register(&state);
             // A live actor here takes the profile; the owner starts one if it has none (an
             // actor started later reads the profile from the directory). Nothing is
             // forwarded: every node applies every edit.

@@ -233,7 +233,8 @@ impl Hub {
                 },
                 shutdown.clone(),
             ));
-            router.register_directory_agents(&fanout);
+            // Directory agents are listed by the directory watch (`cluster_directory`), with
+            // the cluster's start as their `since`, once NATS is reached.
         } else {
             let grace = settings.disconnect_grace;
             for agent in stored {

@@ -43,6 +43,7 @@ use crate::store::dedup::EventIdCache;
 use crate::store::Store;
 
 mod takeover;
+pub(super) use takeover::never_changed_since;
 mod telephony;
 
 /// How many times a command retries an actor that stopped under it, or (cluster mode) an

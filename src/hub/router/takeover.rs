@@ -15,11 +15,10 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use super::{profile_of, Reach, Router, RouterCluster};
+use super::{Reach, Router, RouterCluster};
 use crate::agent::record::ClusterRecord;
 use crate::agent::{AgentHandle, NodeTabs};
-use crate::cluster::{ClusterError, Head, Members, NodeId};
-use crate::fanout::Fanout;
+use crate::cluster::{Backplane, ClusterError, Head, Members, NodeId};
 use crate::hub::cluster::Owner;
 use crate::hub::route::RouteError;
 use crate::hub::view::unavailable;
@@ -27,19 +26,6 @@ use crate::model::{AgentId, AgentState, Millis, Session};
 use crate::store::dedup::EventIdCache;
 
 impl Router {
-    /// Cluster mode: lists every directory agent in this node's view (offline until the
-    /// stream says otherwise) without starting actors: those start on their owner.
-    pub(in crate::hub) fn register_directory_agents(&self, fanout: &Fanout) {
-        let dir = self.directory.read();
-        for (id, p) in dir.agents.iter() {
-            let mut state = AgentState::new(id.clone(), self.clock.now_ms());
-            let profile = profile_of(p);
-            state.name = profile.name;
-            state.teams = profile.teams;
-            fanout.register(&state);
-        }
-    }
-
     /// The event-id memory (the cluster follower fills it too).
     pub(in crate::hub) fn events(&self) -> &Arc<EventIdCache> {
         &self.events
@@ -97,7 +83,17 @@ impl Router {
         // The open tabs per node the actor starts with (the live members' only).
         let mut kept = NodeTabs::new();
         let (state, head) = match stored {
-            None => (AgentState::new(id.clone(), now), Head::default()),
+            // A directory agent that never changed shows, on every node, the cluster's
+            // start as its `since` (`never_changed_since`): its first change keeps it
+            // unless the status changes, as on a single node.
+            None => {
+                let since = if self.directory.read().agents.contains_key(id) {
+                    never_changed_since(&cluster.backplane).unwrap_or(now)
+                } else {
+                    now
+                };
+                (AgentState::new(id.clone(), since), Head::default())
+            }
             Some(change) => {
                 let record = ClusterRecord::from_bytes(&change.body).map_err(|e| {
                     tracing::warn!(agent = %id, error = %e, "cannot take the agent over");
@@ -141,6 +137,14 @@ impl Router {
             .clone();
         Ok(Some(handle))
     }
+}
+
+/// The `since` of a directory agent that never changed, in cluster mode: the agents
+/// stream's creation time (the cluster's start, like a single node's start), the same on
+/// every node, so every node's view and the owner's first change agree on it. `None`
+/// before NATS was first reached.
+pub(in crate::hub) fn never_changed_since(backplane: &Backplane) -> Option<Millis> {
+    backplane.epoch().ok().and_then(|e| e.created_ms())
 }
 
 /// An agent's stored state as its new owner `me` starts it at `now` (module doc), the
