@@ -213,7 +213,7 @@ pub struct Cli {
     /// mode, the cluster's member list. Default: the host name and the listening port.
     #[arg(long, env = "PRESENCE_HUB_NODE_ID")]
     pub node_id: Option<String>,
-    /// Cluster mode (preview, see docs/cluster.md): the NATS server URLs, comma separated.
+    /// Cluster mode (see docs/cluster.md): the NATS server URLs, comma separated.
     /// Without it the hub is the single node with its SQLite store.
     #[arg(long, env = "PRESENCE_HUB_NATS", value_delimiter = ',')]
     pub nats: Vec<String>,

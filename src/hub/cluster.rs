@@ -1,4 +1,4 @@
-//! This node's part in a cluster (`--nats`, preview): the backplane connection, the
+//! This node's part in a cluster (`--nats`): the backplane connection, the
 //! membership heartbeat and this node's view of the agents stream (`view.rs`), and what
 //! the rest of the hub asks of them: whether changes may be taken (NATS reachable), who
 //! owns an agent ([`Owners`]), and the live members for `/healthz` and `/metrics`.
@@ -79,10 +79,10 @@ impl ClusterNode {
         let backplane = Backplane::start(config, stop.clone());
         let membership = backplane.join();
         let members_view = membership.watch();
-        warn!(
+        info!(
             node = %backplane.config().node_id,
             nats = ?settings.servers,
-            "CLUSTER MODE IS A PREVIEW: changes are stored in NATS JetStream, every node \
+            "CLUSTER MODE: changes are stored in NATS JetStream, every node \
              follows them, commands are forwarded to the agent's owning node, and telephony \
              dedup and the directory are cluster-wide; what is not built or measured yet is \
              listed in docs/cluster.md, Status."

@@ -48,15 +48,15 @@ fn dead_nats_url() -> String {
 }
 
 #[tokio::test]
-async fn nats_mode_warns_at_startup_that_cluster_mode_is_a_preview() {
+async fn nats_mode_says_at_startup_that_the_node_runs_in_cluster_mode() {
     let log = startup_log(&["--nats", &dead_nats_url(), "--node-id", "n1"], &[]).await;
-    assert!(log.contains("CLUSTER MODE IS A PREVIEW"), "{log}");
+    assert!(log.contains("CLUSTER MODE: changes are stored"), "{log}");
     assert!(log.contains("docs/cluster.md, Status"), "{log}");
     assert!(log.contains("node=n1"), "{log}");
     let log = startup_log(&["--node-id", "n1"], &[]).await;
     assert!(
-        !log.contains("PREVIEW"),
-        "single node: no cluster warning\n{log}"
+        !log.contains("CLUSTER MODE"),
+        "single node: no cluster line\n{log}"
     );
     // The same through the environment.
     let url = dead_nats_url();
@@ -65,7 +65,7 @@ async fn nats_mode_warns_at_startup_that_cluster_mode_is_a_preview() {
         ("PRESENCE_HUB_NODE_ID", "envnode"),
     ];
     let log = startup_log(&[], &env).await;
-    assert!(log.contains("CLUSTER MODE IS A PREVIEW"), "{log}");
+    assert!(log.contains("CLUSTER MODE: changes are stored"), "{log}");
     assert!(log.contains("node=envnode"), "{log}");
 }
 

@@ -1,4 +1,4 @@
-//! A hub node in cluster mode (`--nats`, preview) against real nats-server processes: it
+//! A hub node in cluster mode (`--nats`) against real nats-server processes: it
 //! joins the members and reports them on `/healthz` and `/metrics`, is not ready while NATS
 //! is unreachable and then answers changes and reads `unavailable` (open sockets stay
 //! open; a new tab's login, itself a change, is refused), catches up by itself when NATS
