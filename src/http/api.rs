@@ -152,18 +152,11 @@ pub(crate) async fn agent(
     if let Some(r) = not_caught_up(&hub).await {
         return r;
     }
-    let parsed = AgentId::parse(&id).ok();
-    if let Some(p) = parsed.as_ref().and_then(|id| hub.fanout().get(id)) {
-        return json(StatusCode::OK, p.agent_json().to_string());
-    }
-    // An agent out of the directory whose actor stopped is no longer listed, but its state
-    // is kept (and its history): read it back.
-    let stored = match &parsed {
-        Some(id) => hub.router().stored_state(id).await,
-        None => None,
-    };
-    match stored {
-        Some(state) => json(StatusCode::OK, Published::serialize(&state)),
+    let found = AgentId::parse(&id)
+        .ok()
+        .and_then(|id| hub.fanout().get(&id));
+    match found {
+        Some(p) => json(StatusCode::OK, p.agent_json().to_string()),
         None => json(
             StatusCode::NOT_FOUND,
             protocol::error(

@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 
 /// The longest a three-server NATS cluster with replicas 3 may stop taking writes when one
 /// server is killed: JetStream elects a new stream leader within its Raft election timeout
-/// (randomized 4-9 s), measured 4.7-7.8 s for the backplane alone (docs/cluster.md).
-const NATS_NODE_LOSS_BOUND: Duration = Duration::from_secs(10);
+/// (randomized 4-9 s), measured 4.7-7.8 s for the backplane alone (docs/cluster.md), plus
+/// the client's move to another server (<= 1 s), the retry delay (500 ms) and the margin of
+/// a loaded 2-core box (10.4 s seen once in a CI run on a fresh clone).
+const NATS_NODE_LOSS_BOUND: Duration = Duration::from_secs(15);
 
 /// An in-process node of a cluster on `servers`.
 fn node(name: &str, servers: Vec<String>, prefix: &str, replicas: usize) -> Settings {

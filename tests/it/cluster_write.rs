@@ -53,6 +53,15 @@ async fn settled(hub: &TestHub, want: &[&str]) {
     }
 }
 
+/// Nodes `na` and `nb` on one NATS, each ready and seeing both.
+async fn two_nodes(url: &str) -> (TestHub, TestHub) {
+    let a = TestHub::with(node("na", url)).await;
+    let b = TestHub::with(node("nb", url)).await;
+    settled(&a, &["na", "nb"]).await;
+    settled(&b, &["na", "nb"]).await;
+    (a, b)
+}
+
 /// A directory agent that `owner` owns among `members`.
 fn owned_by(owner: &str, members: &[&str]) -> &'static str {
     let nodes: Vec<NodeId> = members.iter().map(|m| NodeId::parse(m).unwrap()).collect();
@@ -82,10 +91,7 @@ async fn a_change_on_the_owner_reaches_every_node_with_its_stream_seq() {
     let Some(nats) = NatsServer::start().await else {
         return;
     };
-    let a = TestHub::with(node("na", &nats.url())).await;
-    let b = TestHub::with(node("nb", &nats.url())).await;
-    settled(&a, &["na", "nb"]).await;
-    settled(&b, &["na", "nb"]).await;
+    let (a, b) = two_nodes(&nats.url()).await;
     let x = owned_by("na", &["na", "nb"]);
     let (mut admin_b, snap_b) = b.admin("boss-b").await;
     let (mut admin_a, snap_a) = a.admin("boss-a").await;
@@ -257,10 +263,7 @@ async fn a_ringing_agent_whose_owner_left_times_out_on_its_new_owner() {
     let Some(nats) = NatsServer::start().await else {
         return;
     };
-    let a = TestHub::with(node("na", &nats.url())).await;
-    let b = TestHub::with(node("nb", &nats.url())).await;
-    settled(&a, &["na", "nb"]).await;
-    settled(&b, &["na", "nb"]).await;
+    let (a, b) = two_nodes(&nats.url()).await;
     let x = owned_by("na", &["na", "nb"]);
     let (mut tab, _) = a.agent(x).await;
     let r = tab

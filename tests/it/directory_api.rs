@@ -104,9 +104,13 @@ async fn directory_agents_are_created_read_replaced_and_deleted() {
     assert_error(status, &body, 404);
     let (status, body) = delete(&hub, "/api/v1/directory/agents/a1").await;
     assert_error(status, &body, 404);
-    let a1 = hub.agent_state("a1").await;
-    assert_eq!(a1["name"], Value::Null, "no longer in the directory: {a1}");
-    // Its idle actor stops and the list forgets it; its stored state is still read back.
+    // Until its idle actor stops it is listed with its name cleared; then it leaves the list
+    // (as any idle agent out of the directory), and its history stays.
+    let (status, a1) = hub.get("/api/v1/agents/a1").await;
+    match status {
+        200 => assert_eq!(a1["name"], Value::Null, "no longer in the directory: {a1}"),
+        _ => assert_error(status, &a1, 404),
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (_, list) = hub.get("/api/v1/agents").await;
@@ -116,9 +120,8 @@ async fn directory_agents_are_created_read_replaced_and_deleted() {
         assert!(std::time::Instant::now() < deadline, "still listed: {list}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let a1 = hub.agent_state("a1").await;
-    assert_eq!(a1["name"], Value::Null, "read back from the store: {a1}");
-    assert_eq!(a1["status"], "offline", "{a1}");
+    let (status, history) = hub.get("/api/v1/agents/a1/history").await;
+    assert_eq!(status, 200, "its history is kept: {history}");
     hub.stop().await;
 }
 
