@@ -145,18 +145,7 @@ pub(crate) async fn run(
     let issued: u64 = results.iter().map(|d| d.oks).sum();
 
     // Every admin must now receive every acknowledged change (none is lost in between).
-    let drain_deadline = Instant::now() + Duration::from_secs_f64(args.drain_timeout);
-    loop {
-        let behind = shared
-            .admin_received
-            .iter()
-            .filter(|r| r.load(Ordering::Relaxed) < issued)
-            .count();
-        if behind == 0 || Instant::now() > drain_deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    crate::fanout::wait_for_admins(&shared.admin_received, issued, args.drain_timeout).await;
     let cpu_use = cpu.stop();
     let _ = stop_tx.send(true);
     let mut admins: Vec<AdminResult> = Vec::with_capacity(admin_tasks.len());

@@ -303,18 +303,7 @@ pub(crate) async fn run(
     let final_seq = metrics_after
         .get("presence_hub_agent_updates_total")
         .context("/metrics has no presence_hub_agent_updates_total")? as u64;
-    let drain_deadline = Instant::now() + Duration::from_secs_f64(args.drain_timeout);
-    loop {
-        let behind = shared
-            .admin_last_seq
-            .iter()
-            .filter(|s| s.load(Ordering::Relaxed) < final_seq)
-            .count();
-        if behind == 0 || Instant::now() > drain_deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_admins(&shared.admin_last_seq, final_seq, args.drain_timeout).await;
     let cpu_use = cpu.stop();
     let _ = stop_tx.send(true);
     drop(status_txs);
@@ -1159,5 +1148,15 @@ async fn pace(
         issued,
         stalls,
         capped,
+    }
+}
+
+/// Waits until every admin's counter reached `target`, at most `timeout_secs` (what is still
+/// behind then is counted as missing by the caller).
+pub(crate) async fn wait_for_admins(counters: &[AtomicU64], target: u64, timeout_secs: f64) {
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout_secs);
+    while counters.iter().any(|c| c.load(Ordering::Relaxed) < target) && Instant::now() <= deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
