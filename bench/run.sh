@@ -17,8 +17,9 @@
 #          `npm ci` runs in bench/competitors/uws when node_modules is missing); sizes from the
 #          environment: CMP_AGENTS (1000), CMP_ADMINS ("500 50"), CMP_COST_ADMINS ("1": extra
 #          one-round runs for the cost per change), CMP_SECS (5), CMP_ROUNDS (3),
-#          CMP_IDLE_AGENTS (10000), CMP_RATES ("200000": one paced run per rate, deliveries/s to
-#          the first of CMP_ADMINS, for latency at a fixed load).
+#          CMP_IDLE_AGENTS (10000), CMP_RATES ("200000": CMP_ROUNDS paced runs per rate,
+#          deliveries/s to the first of CMP_ADMINS, for latency at a fixed load; the table
+#          gives the median p50 / p99 and the range of the p99s).
 #
 # Options: --no-build (use the binaries already built), --debug (debug binaries),
 #          --only NAME[,NAME..] (run only these scenarios, e.g. --only fanout-50,snapshot),
@@ -251,9 +252,12 @@ if [[ "$SIZE" == compare ]]; then
     done
     rate_admins="${CMP_ADMINS%% *}"
     for rate in $CMP_RATES; do
-      scenario "vs-$SERVER-rate$rate" "$flags" \
-        ack-fanout --agents "$CMP_AGENTS" --admins "$rate_admins" --duration "$CMP_SECS" \
-        --rate "$rate" --label "$SERVER"
+      # As many paced runs as rounds: one run's p99 moved by 5 ms between quiet runs.
+      for round in $(seq 1 "$CMP_ROUNDS"); do
+        scenario "vs-$SERVER-rate$rate-r$round" "$flags" \
+          ack-fanout --agents "$CMP_AGENTS" --admins "$rate_admins" --duration "$CMP_SECS" \
+          --rate "$rate" --label "$SERVER"
+      done
     done
     for admins in $CMP_COST_ADMINS; do
       scenario "vs-$SERVER-ack$admins-r1" "$flags" \

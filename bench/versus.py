@@ -114,8 +114,10 @@ def main():
             lat = [res["figures"]["latency"] for _, res in rs if res["figures"]["latency"].get("count")]
             got = [res["figures"]["deliveries_per_sec"] for _, res in rs]
             short = any(g < rate * 0.95 for g in got)
+            p99s = [x["p99_ms"] for x in lat]
+            spread = f" (p99 {fmt(min(p99s))}-{fmt(max(p99s))})" if len(p99s) > 1 else ""
             row.append(
-                f"{fmt(median([x['p50_ms'] for x in lat]))} / {fmt(median([x['p99_ms'] for x in lat]))}"
+                f"{fmt(median([x['p50_ms'] for x in lat]))} / {fmt(median(p99s))}{spread}"
                 + (" (rate not reached)" if short else "")
                 if lat else "—"
             )
