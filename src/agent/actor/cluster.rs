@@ -130,11 +130,7 @@ impl AgentActor {
                 )
             }
             Command::Detach { tab } => {
-                let before = self.tabs.len();
-                let mut tabs = std::mem::take(&mut self.tabs).into_vec();
-                tabs.retain(|t| t.id != tab);
-                self.tabs = tabs.into_boxed_slice();
-                if self.tabs.len() < before {
+                if self.extras.remove_tab(tab) {
                     self.propose(Input::SocketClosed, None, Then::Detach)
                 } else {
                     After::Continue
@@ -158,8 +154,8 @@ impl AgentActor {
             }
             Command::DetachNode { node } => {
                 if self
-                    .node_tabs
-                    .as_ref()
+                    .extras
+                    .node_tabs()
                     .is_some_and(|t| t.contains_key(&node))
                 {
                     self.propose(Input::SocketClosed, None, Then::DetachNode { node })
@@ -169,7 +165,8 @@ impl AgentActor {
             }
             Command::NodesAlive { alive } => self.close_lost_nodes(&alive),
             Command::SetProfile { profile, stop } => {
-                self.wrap_up_ms = super::wrap_up_of(profile.wrap_up_ms);
+                self.extras
+                    .set_wrap_up_ms(super::wrap_up_of(profile.wrap_up_ms));
                 if (&self.state.name, &self.state.teams) == (&profile.name, &profile.teams) {
                     return if stop {
                         After::StopIfIdle
@@ -355,7 +352,7 @@ impl AgentActor {
         match stored {
             Ok(head) => {
                 self.state = next;
-                self.node_tabs = (!tabs.is_empty()).then(|| Box::new(tabs));
+                self.extras.set_node_tabs(tabs);
                 let json = Published::serialize(&self.state);
                 self.published = Arc::new(Published::build(&self.state, head.seq, &json));
                 self.deliver(&effects, origin);
@@ -368,7 +365,7 @@ impl AgentActor {
                 );
                 self.refuse(then, ActorError::Moved);
                 // The tab that asked answers `unavailable` first and closes itself.
-                for tab in std::mem::take(&mut self.tabs).into_vec() {
+                for tab in self.extras.take_tabs() {
                     if Some(tab.id) != origin {
                         let _ = tab.outbox.push_unbounded(Outbound::Close(
                             CLOSE_MOVED,
@@ -415,10 +412,7 @@ impl AgentActor {
             }
             Then::Attach { id, outbox, reply } => {
                 self.hello(&outbox);
-                let mut tabs = std::mem::take(&mut self.tabs).into_vec();
-                tabs.reserve_exact(1);
-                tabs.push(Tab { id, outbox });
-                self.tabs = tabs.into_boxed_slice();
+                self.extras.push_tab(Tab { id, outbox });
                 let _ = reply.send(Ok(id));
             }
             Then::Telephony {
