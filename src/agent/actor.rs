@@ -17,7 +17,7 @@ use crate::cluster::NodeId;
 use crate::model::machine::{apply, next_deadline};
 use crate::model::{AgentState, Effect, Input, Millis, Outcome, Policy, Reason, Rejection};
 use crate::outbox::{Outbound, Outbox};
-use crate::protocol::{self, EventResult, Published};
+use crate::protocol::{self, EventResult, LatestState, Published, Text};
 use crate::store::{CommitTicket, StatusBefore};
 use cluster::Pending;
 use extras::Extras;
@@ -34,6 +34,15 @@ struct Tab {
     id: TabId,
     /// The tab's socket queue.
     outbox: Outbox,
+}
+
+/// What one applied input did (see `AgentActor::step`).
+struct Stepped {
+    outcome: Outcome,
+    /// Set when the stored state must change: the status before and the time.
+    dirty: Option<(StatusBefore, Millis)>,
+    /// The update, when the change was published.
+    published: Option<Arc<Published>>,
 }
 
 /// What woke the actor up.
@@ -70,8 +79,10 @@ pub(super) struct AgentActor {
     /// Open tabs (here and, in cluster mode, per node) and the profile's wrap-up override:
     /// one pointer, and memory only while one of them is set (`extras.rs`).
     extras: Extras,
-    /// The latest published state (what replies carry).
-    published: Arc<Published>,
+    /// The latest published state, compact (what replies carry; its `seq` is the one of
+    /// the agent's last update). On a single node the fan-out's own entry; its frame is
+    /// not kept (rendered again for a `hello` or a reply that needs it).
+    latest: Arc<LatestState>,
 }
 
 /// Open tabs of one agent per node (cluster mode); nodes with none are not kept.
@@ -87,11 +98,11 @@ impl AgentActor {
     ) -> Self {
         state.name = profile.name;
         state.teams = profile.teams;
-        let published = if env.cluster().is_some() {
+        let latest = if env.cluster().is_some() {
             // Listed in this node's snapshots (if the stream has nothing of it yet); the
             // actor's own entry carries the sequence its next append must follow.
             env.fanout().register(&state);
-            Arc::new(Published::build(&state, seq, &Published::serialize(&state)))
+            Arc::new(LatestState::of(&state, seq))
         } else {
             env.fanout().register(&state)
         };
@@ -101,7 +112,7 @@ impl AgentActor {
             state,
             alarm: Alarm::new(),
             extras: Extras::with_wrap_up(wrap_up_of(profile.wrap_up_ms)),
-            published,
+            latest,
         }
     }
 
@@ -194,7 +205,7 @@ impl AgentActor {
         if !self.is_idle() || !self.receiver.close_if_empty() {
             return false;
         }
-        self.env.retired(self.published.clone());
+        self.env.retired(self.latest.clone());
         true
     }
 
@@ -225,8 +236,8 @@ impl AgentActor {
                 }
                 // Unique in the process, so unique among this agent's tabs.
                 let id = TabId::next();
-                let _ = self.apply(Input::SocketOpened, None);
-                self.hello(&outbox);
+                let fresh = self.apply(Input::SocketOpened, None).ok().and_then(|a| a.1);
+                self.hello(&outbox, fresh.as_deref());
                 self.extras.push_tab(Tab { id, outbox });
                 let _ = reply.send(Ok(id));
             }
@@ -240,8 +251,8 @@ impl AgentActor {
                 origin,
                 reply,
             } => {
-                let result = self.apply(*input, origin).map(|ticket| Applied {
-                    state: self.published.clone(),
+                let result = self.apply(*input, origin).map(|(ticket, _)| Applied {
+                    state: self.latest.clone(),
                     // Nothing to store: the answer still waits for what was queued before
                     // (this agent's earlier change may not be committed yet).
                     ticket: ticket.unwrap_or_else(|| self.env.ack_barrier()),
@@ -303,55 +314,57 @@ impl AgentActor {
 
     /// Applies one input; on a change, publishes it, carries out its effects and queues it
     /// for the durable store. The ticket (when something was queued) resolves once the new
-    /// state is committed; the actor never waits for it.
+    /// state is committed; the actor never waits for it. The update, if one was published,
+    /// comes back too (its frame is already rendered).
     fn apply(
         &mut self,
         input: Input,
         origin: Option<TabId>,
-    ) -> Result<Option<CommitTicket>, Rejection> {
-        let (outcome, dirty) = self.step(input, origin)?;
+    ) -> Result<(Option<CommitTicket>, Option<Arc<Published>>), Rejection> {
+        let Stepped {
+            dirty, published, ..
+        } = self.step(input, origin)?;
         // A change was just published: the store keeps its JSON instead of serializing again.
-        let published = matches!(outcome, Outcome::Changed(_)).then_some(&self.published);
         let ticket = dirty.map(|(before, at)| {
             let store = self.env.store();
-            store.record_published_change(before, &self.state, published, at)
+            store.record_published_change(before, &self.state, published.as_ref(), at)
         });
-        Ok(ticket)
+        Ok((ticket, published))
     }
 
     /// Applies one input and publishes a change, without storing it. Returns what a record
-    /// of it needs when the stored state must change: the status before and the time. A
-    /// change of the session alone (not on the wire) is stored too, so a restart knows
-    /// whether the agent was logged in.
-    fn step(
-        &mut self,
-        input: Input,
-        origin: Option<TabId>,
-    ) -> Result<(Outcome, Option<(StatusBefore, Millis)>), Rejection> {
+    /// of it needs when the stored state must change (the status before and the time), and
+    /// the update when there was a change. A change of the session alone (not on the wire)
+    /// is stored too, so a restart knows whether the agent was logged in.
+    fn step(&mut self, input: Input, origin: Option<TabId>) -> Result<Stepped, Rejection> {
         let now = self.env.clock().now_ms();
         let policy = self.policy();
         let before = StatusBefore::from(&self.state);
         let session = self.state.session;
         let outcome = apply(&mut self.state, input, now, &policy)?;
-        let dirty = match &outcome {
-            Outcome::Changed(effects) => {
-                self.publish(effects, origin);
-                true
-            }
-            Outcome::Unchanged | Outcome::Stale => self.state.session != session,
+        let (dirty, published) = match &outcome {
+            Outcome::Changed(effects) => (true, Some(self.publish(effects, origin))),
+            Outcome::Unchanged | Outcome::Stale => (self.state.session != session, None),
         };
-        Ok((outcome, dirty.then_some((before, now))))
+        Ok(Stepped {
+            outcome,
+            dirty: dirty.then_some((before, now)),
+            published,
+        })
     }
 
-    fn publish(&mut self, effects: &[Effect], origin: Option<TabId>) {
-        self.published = self.env.fanout().publish(&self.state);
-        self.deliver(effects, origin);
+    /// Publishes the current state and delivers it; returns the update.
+    fn publish(&mut self, effects: &[Effect], origin: Option<TabId>) -> Arc<Published> {
+        let published = self.env.fanout().publish(&self.state);
+        self.latest = published.latest.clone();
+        self.deliver(&published.frame, effects, origin);
+        published
     }
 
-    /// Pushes the published frame to the agent's tabs and carries out the effects.
-    fn deliver(&mut self, effects: &[Effect], origin: Option<TabId>) {
+    /// Pushes the update's frame to the agent's tabs and carries out the effects.
+    fn deliver(&mut self, frame: &Text, effects: &[Effect], origin: Option<TabId>) {
         for tab in self.extras.tabs() {
-            let _ = tab.outbox.push(self.published.frame.clone());
+            let _ = tab.outbox.push(frame.clone());
         }
         for effect in effects {
             match effect {
@@ -391,13 +404,23 @@ impl AgentActor {
         }
     }
 
-    fn hello(&self, outbox: &Outbox) {
+    /// Greets a tab with the latest state (`fresh`: that update, when it was just
+    /// published, so its JSON is not rendered again).
+    fn hello(&self, outbox: &Outbox, fresh: Option<&Published>) {
         let env = &self.env;
+        let rendered;
+        let json = match fresh {
+            Some(p) => p.agent_json(),
+            None => {
+                rendered = self.latest.json();
+                &rendered
+            }
+        };
         let _ = outbox.push(protocol::agent_hello(
-            self.published.agent_json(),
+            json,
             env.clock().now_ms(),
             &env.fanout().epoch(),
-            self.published.seq,
+            self.latest.seq,
             env.node().as_str(),
         ));
         if self.state.status == crate::model::Status::Ringing {
@@ -421,19 +444,22 @@ impl AgentActor {
             };
         }
         let is_offer = matches!(input, Input::CallOffered { .. });
-        let (result, dirty) = match self.step(input, None) {
-            Ok((outcome, dirty)) => (Ok(outcome), dirty),
-            Err(rejection) => (Err(rejection), None),
+        let (result, dirty, fresh) = match self.step(input, None) {
+            Ok(s) => (Ok(s.outcome), s.dirty, s.published),
+            Err(rejection) => (Err(rejection), None, None),
         };
         let result = EventResult::of(&result);
         let stale = result == EventResult::Stale;
-        let published = (result == EventResult::Changed).then_some(&self.published);
-        let reply = protocol::telephony_reply(
-            is_offer,
-            result,
-            self.state.status,
-            self.published.agent_json(),
-        );
+        let published = fresh.as_ref().filter(|_| result == EventResult::Changed);
+        let rendered;
+        let json = match &fresh {
+            Some(p) => p.agent_json(),
+            None => {
+                rendered = self.latest.json();
+                &rendered
+            }
+        };
+        let reply = protocol::telephony_reply(is_offer, result, self.state.status, json);
         let store = self.env.store();
         let ticket = match dirty {
             Some((before, at)) => {

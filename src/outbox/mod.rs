@@ -18,7 +18,7 @@ mod ordered;
 pub(crate) use ordered::{Later, Ordered};
 
 use crate::metrics::Metrics;
-use crate::protocol::{self, sort_by_id, Published, Ref, Text};
+use crate::protocol::{self, sort_by_id, LatestState, Ref, Text};
 
 /// Close code for a socket that fell behind its queue bound.
 pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 4008;
@@ -28,8 +28,12 @@ pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 4008;
 pub(crate) enum Outbound {
     /// A ready-made text frame, shared with every other receiver of it.
     Frame(Text),
-    /// Several frames to write in order (a `resume` replay).
+    /// Several frames to write in order (updates moved from the feed, earlier changes of a
+    /// `resume` read from the stream).
     Frames(Vec<Text>),
+    /// A `resume` replay: the `agent` frames of these kept updates, in order, rendered by
+    /// the socket's own task (the fan-out keeps no frames: see `LatestState`).
+    Replay(Vec<Arc<LatestState>>),
     /// A snapshot reply, serialized by the socket's own task so the fan-out lock is never
     /// held while megabytes of JSON are written.
     Snapshot(Box<SnapshotReply>),
@@ -46,7 +50,7 @@ pub(crate) struct SnapshotReply {
     pub recovered: Option<bool>,
     pub epoch: Arc<str>,
     pub seq: u64,
-    pub agents: Vec<Arc<Published>>,
+    pub agents: Vec<Arc<LatestState>>,
 }
 
 impl SnapshotReply {

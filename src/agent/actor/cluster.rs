@@ -34,7 +34,6 @@ use crate::model::{AgentState, Effect, Input, Outcome, Rejection};
 use crate::outbox::{Outbound, Outbox};
 use crate::protocol::{self, EventResult, Published, StoredReply};
 use crate::store::CommitTicket;
-use std::sync::Arc;
 
 /// The append of one change, resolved by the stream's acknowledgement.
 type AppendFuture = Pin<Box<dyn Future<Output = Result<Head, ClusterError>> + Send>>;
@@ -205,7 +204,7 @@ impl AgentActor {
             Ok(_) => {
                 // Internal bookkeeping only (nothing to store).
                 self.state = next;
-                self.done(then)
+                self.done(then, None)
             }
         }
     }
@@ -249,7 +248,7 @@ impl AgentActor {
                 is_offer,
                 event_result,
                 self.state.status,
-                self.published.agent_json(),
+                &self.latest.json(),
             )
         };
         if !stored {
@@ -300,7 +299,7 @@ impl AgentActor {
     ) -> After {
         let Some(backplane) = self.env.cluster().cloned() else {
             // Not reachable: `handle_cluster` runs in cluster mode only.
-            return self.done(then);
+            return self.done(then, None);
         };
         debug_assert_eq!(next.version, self.state.version + 1);
         let mut record =
@@ -319,7 +318,7 @@ impl AgentActor {
             record.tabs = tabs.iter().map(|(n, c)| (n.to_string(), *c)).collect();
         }
         let after = Head {
-            seq: self.published.seq,
+            seq: self.latest.seq,
             version: self.state.version,
         };
         let retries = matches!(then, Then::Detach | Then::Timer | Then::DetachNode { .. })
@@ -354,9 +353,10 @@ impl AgentActor {
                 self.state = next;
                 self.extras.set_node_tabs(tabs);
                 let json = Published::serialize(&self.state);
-                self.published = Arc::new(Published::build(&self.state, head.seq, &json));
-                self.deliver(&effects, origin);
-                self.done(then)
+                let published = Published::build(&self.state, head.seq, &json);
+                self.latest = published.latest.clone();
+                self.deliver(&published.frame, &effects, origin);
+                self.done(then, Some(&published))
             }
             Err(ClusterError::Fenced { .. }) => {
                 warn!(
@@ -401,17 +401,18 @@ impl AgentActor {
         }
     }
 
-    /// Answers whoever waits for a change that counts now (stored, or nothing to store).
-    fn done(&mut self, then: Then) -> After {
+    /// Answers whoever waits for a change that counts now (stored, or nothing to store;
+    /// `fresh`: its update, when it was published).
+    fn done(&mut self, then: Then, fresh: Option<&Published>) -> After {
         match then {
             Then::Apply(reply) => {
                 let _ = reply.send(Ok(Ok(Applied {
-                    state: self.published.clone(),
+                    state: self.latest.clone(),
                     ticket: CommitTicket::done(),
                 })));
             }
             Then::Attach { id, outbox, reply } => {
-                self.hello(&outbox);
+                self.hello(&outbox, fresh);
                 self.extras.push_tab(Tab { id, outbox });
                 let _ = reply.send(Ok(id));
             }
@@ -422,7 +423,7 @@ impl AgentActor {
                 to,
             } => self.answer_event(&event_id, reply, stale, to),
             Then::AttachNode { reply, .. } => {
-                let _ = reply.send(Ok((self.published.seq, self.state.clone())));
+                let _ = reply.send(Ok((self.latest.seq, self.state.clone())));
             }
             Then::Profile { stop: true } => return After::StopIfIdle,
             Then::Profile { stop: false }
