@@ -5,6 +5,7 @@
 //! on a copy, appended to the agents stream and only applied once JetStream acknowledged
 //! it; the awaited append is the one other suspension point of the loop.
 
+use std::borrow::Cow;
 use std::future::{poll_fn, Future};
 use std::sync::Arc;
 use std::task::Poll;
@@ -404,20 +405,21 @@ impl AgentActor {
         }
     }
 
+    /// The latest state's JSON: that of `fresh` (the update just published), else rendered
+    /// from the kept state.
+    fn agent_json<'a>(&self, fresh: Option<&'a Published>) -> Cow<'a, str> {
+        match fresh {
+            Some(p) => Cow::Borrowed(p.agent_json()),
+            None => Cow::Owned(self.latest.json()),
+        }
+    }
+
     /// Greets a tab with the latest state (`fresh`: that update, when it was just
     /// published, so its JSON is not rendered again).
     fn hello(&self, outbox: &Outbox, fresh: Option<&Published>) {
         let env = &self.env;
-        let rendered;
-        let json = match fresh {
-            Some(p) => p.agent_json(),
-            None => {
-                rendered = self.latest.json();
-                &rendered
-            }
-        };
         let _ = outbox.push(protocol::agent_hello(
-            json,
+            &self.agent_json(fresh),
             env.clock().now_ms(),
             &env.fanout().epoch(),
             self.latest.seq,
@@ -451,15 +453,8 @@ impl AgentActor {
         let result = EventResult::of(&result);
         let stale = result == EventResult::Stale;
         let published = fresh.as_ref().filter(|_| result == EventResult::Changed);
-        let rendered;
-        let json = match &fresh {
-            Some(p) => p.agent_json(),
-            None => {
-                rendered = self.latest.json();
-                &rendered
-            }
-        };
-        let reply = protocol::telephony_reply(is_offer, result, self.state.status, json);
+        let json = self.agent_json(fresh.as_deref());
+        let reply = protocol::telephony_reply(is_offer, result, self.state.status, &json);
         let store = self.env.store();
         let ticket = match dirty {
             Some((before, at)) => {
