@@ -5,6 +5,7 @@
 //! on a copy, appended to the agents stream and only applied once JetStream acknowledged
 //! it; the awaited append is the one other suspension point of the loop.
 
+use std::borrow::Cow;
 use std::future::{poll_fn, Future};
 use std::sync::Arc;
 use std::task::Poll;
@@ -17,11 +18,13 @@ use crate::cluster::NodeId;
 use crate::model::machine::{apply, next_deadline};
 use crate::model::{AgentState, Effect, Input, Millis, Outcome, Policy, Reason, Rejection};
 use crate::outbox::{Outbound, Outbox};
-use crate::protocol::{self, EventResult, Published};
+use crate::protocol::{self, EventResult, LatestState, Published, Text};
 use crate::store::{CommitTicket, StatusBefore};
 use cluster::Pending;
+use extras::Extras;
 
 mod cluster;
+mod extras;
 mod node_tabs;
 
 /// Close code sent with `logged_out`.
@@ -32,6 +35,15 @@ struct Tab {
     id: TabId,
     /// The tab's socket queue.
     outbox: Outbox,
+}
+
+/// What one applied input did (see `AgentActor::step`).
+struct Stepped {
+    outcome: Outcome,
+    /// Set when the stored state must change: the status before and the time.
+    dirty: Option<(StatusBefore, Millis)>,
+    /// The update, when the change was published.
+    published: Option<Arc<Published>>,
 }
 
 /// What woke the actor up.
@@ -63,19 +75,15 @@ pub(super) struct AgentActor {
     env: AgentEnv,
     /// The agent's state; name and teams are those of its profile (directory or token).
     state: AgentState,
-    /// The profile's wrap-up override (its name and teams live in `state` only).
-    wrap_up_ms: Option<u32>,
     /// The earliest of the ring, wrap-up and disconnect-grace deadlines.
     alarm: Alarm,
-    /// Open sockets of this agent; every one gets every update, in order. A boxed slice:
-    /// no spare capacity, and a word less than a `Vec` in every agent's task.
-    tabs: Box<[Tab]>,
-    /// The latest published state (what replies carry).
-    published: Arc<Published>,
-    /// Cluster mode: open tabs per node (tabs there have no outbox here; their node makes
-    /// their frames from the followed stream). `state.connections` is the sum. Boxed and
-    /// `None` while empty: one word in every agent's task.
-    node_tabs: Option<Box<NodeTabs>>,
+    /// Open tabs (here and, in cluster mode, per node) and the profile's wrap-up override:
+    /// one pointer, and memory only while one of them is set (`extras.rs`).
+    extras: Extras,
+    /// The latest published state, compact (what replies carry; its `seq` is the one of
+    /// the agent's last update). On a single node the fan-out's own entry; its frame is
+    /// not kept (rendered again for a `hello` or a reply that needs it).
+    latest: Arc<LatestState>,
 }
 
 /// Open tabs of one agent per node (cluster mode); nodes with none are not kept.
@@ -91,11 +99,11 @@ impl AgentActor {
     ) -> Self {
         state.name = profile.name;
         state.teams = profile.teams;
-        let published = if env.cluster().is_some() {
+        let latest = if env.cluster().is_some() {
             // Listed in this node's snapshots (if the stream has nothing of it yet); the
             // actor's own entry carries the sequence its next append must follow.
             env.fanout().register(&state);
-            Arc::new(Published::build(&state, seq, &Published::serialize(&state)))
+            Arc::new(LatestState::of(&state, seq))
         } else {
             env.fanout().register(&state)
         };
@@ -103,17 +111,15 @@ impl AgentActor {
             receiver,
             env,
             state,
-            wrap_up_ms: wrap_up_of(profile.wrap_up_ms),
             alarm: Alarm::new(),
-            tabs: Box::default(),
-            published,
-            node_tabs: None,
+            extras: Extras::with_wrap_up(wrap_up_of(profile.wrap_up_ms)),
+            latest,
         }
     }
 
     /// Cluster mode: the actor of an agent taken over with its open tabs per node.
     pub(super) fn with_node_tabs(mut self, tabs: NodeTabs) -> Self {
-        self.node_tabs = (!tabs.is_empty()).then(|| Box::new(tabs));
+        self.extras.set_node_tabs(tabs);
         self
     }
 
@@ -187,8 +193,8 @@ impl AgentActor {
 
     /// No tab, no call, no timer: nothing this actor must keep in memory.
     fn is_idle(&self) -> bool {
-        self.tabs.is_empty()
-            && self.node_tabs.is_none()
+        self.extras.tabs().is_empty()
+            && self.extras.node_tabs().is_none()
             && self.state.call.is_none()
             && next_deadline(&self.state).is_none()
     }
@@ -200,7 +206,7 @@ impl AgentActor {
         if !self.is_idle() || !self.receiver.close_if_empty() {
             return false;
         }
-        self.env.retired(self.published.clone());
+        self.env.retired(self.latest.clone());
         true
     }
 
@@ -208,7 +214,8 @@ impl AgentActor {
         let d = self.env.defaults();
         Policy {
             wrap_up_ms: self
-                .wrap_up_ms
+                .extras
+                .wrap_up_ms()
                 .map_or(d.wrap_up.as_millis() as u64, u64::from),
             disconnect_grace_ms: d.disconnect_grace.as_millis() as u64,
             max_missed_in_row: d.max_missed_in_row,
@@ -230,20 +237,13 @@ impl AgentActor {
                 }
                 // Unique in the process, so unique among this agent's tabs.
                 let id = TabId::next();
-                let _ = self.apply(Input::SocketOpened, None);
-                self.hello(&outbox);
-                let mut tabs = std::mem::take(&mut self.tabs).into_vec();
-                tabs.reserve_exact(1);
-                tabs.push(Tab { id, outbox });
-                self.tabs = tabs.into_boxed_slice();
+                let fresh = self.apply(Input::SocketOpened, None).ok().and_then(|a| a.1);
+                self.hello(&outbox, fresh.as_deref());
+                self.extras.push_tab(Tab { id, outbox });
                 let _ = reply.send(Ok(id));
             }
             Command::Detach { tab } => {
-                let before = self.tabs.len();
-                let mut tabs = std::mem::take(&mut self.tabs).into_vec();
-                tabs.retain(|t| t.id != tab);
-                self.tabs = tabs.into_boxed_slice();
-                if self.tabs.len() < before {
+                if self.extras.remove_tab(tab) {
                     let _ = self.apply(Input::SocketClosed, None);
                 }
             }
@@ -252,8 +252,8 @@ impl AgentActor {
                 origin,
                 reply,
             } => {
-                let result = self.apply(*input, origin).map(|ticket| Applied {
-                    state: self.published.clone(),
+                let result = self.apply(*input, origin).map(|(ticket, _)| Applied {
+                    state: self.latest.clone(),
                     // Nothing to store: the answer still waits for what was queued before
                     // (this agent's earlier change may not be committed yet).
                     ticket: ticket.unwrap_or_else(|| self.env.ack_barrier()),
@@ -274,7 +274,7 @@ impl AgentActor {
                     teams,
                     wrap_up_ms,
                 } = *profile;
-                self.wrap_up_ms = wrap_up_of(wrap_up_ms);
+                self.extras.set_wrap_up_ms(wrap_up_of(wrap_up_ms));
                 if (&self.state.name, &self.state.teams) != (&name, &teams) {
                     let status_before = StatusBefore::from(&self.state);
                     self.state.name = name;
@@ -315,61 +315,63 @@ impl AgentActor {
 
     /// Applies one input; on a change, publishes it, carries out its effects and queues it
     /// for the durable store. The ticket (when something was queued) resolves once the new
-    /// state is committed; the actor never waits for it.
+    /// state is committed; the actor never waits for it. The update, if one was published,
+    /// comes back too (its frame is already rendered).
     fn apply(
         &mut self,
         input: Input,
         origin: Option<TabId>,
-    ) -> Result<Option<CommitTicket>, Rejection> {
-        let (outcome, dirty) = self.step(input, origin)?;
+    ) -> Result<(Option<CommitTicket>, Option<Arc<Published>>), Rejection> {
+        let Stepped {
+            dirty, published, ..
+        } = self.step(input, origin)?;
         // A change was just published: the store keeps its JSON instead of serializing again.
-        let published = matches!(outcome, Outcome::Changed(_)).then_some(&self.published);
         let ticket = dirty.map(|(before, at)| {
             let store = self.env.store();
-            store.record_published_change(before, &self.state, published, at)
+            store.record_published_change(before, &self.state, published.as_ref(), at)
         });
-        Ok(ticket)
+        Ok((ticket, published))
     }
 
     /// Applies one input and publishes a change, without storing it. Returns what a record
-    /// of it needs when the stored state must change: the status before and the time. A
-    /// change of the session alone (not on the wire) is stored too, so a restart knows
-    /// whether the agent was logged in.
-    fn step(
-        &mut self,
-        input: Input,
-        origin: Option<TabId>,
-    ) -> Result<(Outcome, Option<(StatusBefore, Millis)>), Rejection> {
+    /// of it needs when the stored state must change (the status before and the time), and
+    /// the update when there was a change. A change of the session alone (not on the wire)
+    /// is stored too, so a restart knows whether the agent was logged in.
+    fn step(&mut self, input: Input, origin: Option<TabId>) -> Result<Stepped, Rejection> {
         let now = self.env.clock().now_ms();
         let policy = self.policy();
         let before = StatusBefore::from(&self.state);
         let session = self.state.session;
         let outcome = apply(&mut self.state, input, now, &policy)?;
-        let dirty = match &outcome {
-            Outcome::Changed(effects) => {
-                self.publish(effects, origin);
-                true
-            }
-            Outcome::Unchanged | Outcome::Stale => self.state.session != session,
+        let (dirty, published) = match &outcome {
+            Outcome::Changed(effects) => (true, Some(self.publish(effects, origin))),
+            Outcome::Unchanged | Outcome::Stale => (self.state.session != session, None),
         };
-        Ok((outcome, dirty.then_some((before, now))))
+        Ok(Stepped {
+            outcome,
+            dirty: dirty.then_some((before, now)),
+            published,
+        })
     }
 
-    fn publish(&mut self, effects: &[Effect], origin: Option<TabId>) {
-        self.published = self.env.fanout().publish(&self.state);
-        self.deliver(effects, origin);
+    /// Publishes the current state and delivers it; returns the update.
+    fn publish(&mut self, effects: &[Effect], origin: Option<TabId>) -> Arc<Published> {
+        let published = self.env.fanout().publish(&self.state);
+        self.latest = published.latest.clone();
+        self.deliver(&published.frame, effects, origin);
+        published
     }
 
-    /// Pushes the published frame to the agent's tabs and carries out the effects.
-    fn deliver(&mut self, effects: &[Effect], origin: Option<TabId>) {
-        for tab in self.tabs.iter() {
-            let _ = tab.outbox.push(self.published.frame.clone());
+    /// Pushes the update's frame to the agent's tabs and carries out the effects.
+    fn deliver(&mut self, frame: &Text, effects: &[Effect], origin: Option<TabId>) {
+        for tab in self.extras.tabs() {
+            let _ = tab.outbox.push(frame.clone());
         }
         for effect in effects {
             match effect {
                 Effect::OfferToTabs => {
                     let frame = protocol::call_offered(&self.state);
-                    for tab in self.tabs.iter() {
+                    for tab in self.extras.tabs() {
                         let _ = tab.outbox.push(frame.clone());
                     }
                 }
@@ -390,9 +392,9 @@ impl AgentActor {
     fn close_tabs(&mut self, reason: Reason, origin: Option<TabId>) {
         // Tabs on nodes (cluster mode) are closed by their nodes, which see the logout in
         // the followed stream.
-        self.node_tabs = None;
+        self.extras.set_node_tabs(NodeTabs::new());
         let frame = protocol::logged_out(reason);
-        for tab in std::mem::take(&mut self.tabs).into_vec() {
+        for tab in self.extras.take_tabs() {
             if Some(tab.id) == origin {
                 continue;
             }
@@ -403,13 +405,24 @@ impl AgentActor {
         }
     }
 
-    fn hello(&self, outbox: &Outbox) {
+    /// The latest state's JSON: that of `fresh` (the update just published), else rendered
+    /// from the kept state.
+    fn agent_json<'a>(&self, fresh: Option<&'a Published>) -> Cow<'a, str> {
+        match fresh {
+            Some(p) => Cow::Borrowed(p.agent_json()),
+            None => Cow::Owned(self.latest.json()),
+        }
+    }
+
+    /// Greets a tab with the latest state (`fresh`: that update, when it was just
+    /// published, so its JSON is not rendered again).
+    fn hello(&self, outbox: &Outbox, fresh: Option<&Published>) {
         let env = &self.env;
         let _ = outbox.push(protocol::agent_hello(
-            self.published.agent_json(),
+            &self.agent_json(fresh),
             env.clock().now_ms(),
             &env.fanout().epoch(),
-            self.published.seq,
+            self.latest.seq,
             env.node().as_str(),
         ));
         if self.state.status == crate::model::Status::Ringing {
@@ -433,19 +446,15 @@ impl AgentActor {
             };
         }
         let is_offer = matches!(input, Input::CallOffered { .. });
-        let (result, dirty) = match self.step(input, None) {
-            Ok((outcome, dirty)) => (Ok(outcome), dirty),
-            Err(rejection) => (Err(rejection), None),
+        let (result, dirty, fresh) = match self.step(input, None) {
+            Ok(s) => (Ok(s.outcome), s.dirty, s.published),
+            Err(rejection) => (Err(rejection), None, None),
         };
         let result = EventResult::of(&result);
         let stale = result == EventResult::Stale;
-        let published = (result == EventResult::Changed).then_some(&self.published);
-        let reply = protocol::telephony_reply(
-            is_offer,
-            result,
-            self.state.status,
-            self.published.agent_json(),
-        );
+        let published = fresh.as_ref().filter(|_| result == EventResult::Changed);
+        let json = self.agent_json(fresh.as_deref());
+        let reply = protocol::telephony_reply(is_offer, result, self.state.status, &json);
         let store = self.env.store();
         let ticket = match dirty {
             Some((before, at)) => {
@@ -479,11 +488,15 @@ mod tests {
 
     #[test]
     fn the_actor_task_stays_small() {
-        // Every agent's task holds this future (tokio rounds its task cell up to 128 bytes:
-        // at most ~296 bytes here keeps the cell at 384). The actor must be in it once.
+        // Every agent's task holds this future: tokio's task cell is the future plus 104
+        // bytes (and 8 for the task tracker's token), rounded up to 128. At most 272 bytes
+        // here keeps the cell at 384 (273 makes it 512). The actor must be in it once.
         let actor = std::mem::size_of::<AgentActor>();
         let run = future_size(AgentActor::run);
         assert!(run < 2 * actor, "the actor is stored twice: {run} bytes");
-        assert!(run <= 296, "the actor's future grew to {run} bytes");
+        assert!(
+            run <= 272,
+            "the actor's future grew to {run} bytes (actor {actor})"
+        );
     }
 }

@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::cluster::{Backplane, NodeId};
 use crate::fanout::{Fanout, NodeTabs, Notifier};
 use crate::metrics::Metrics;
-use crate::protocol::Published;
+use crate::protocol::LatestState;
 use crate::store::dedup::EventIdCache;
 use crate::store::{CommitTicket, Store};
 
@@ -58,7 +58,7 @@ pub(crate) struct EnvParts {
     pub tasks: TaskTracker,
     /// Where a stopping actor leaves its last published state, for the hub to forget it
     /// once its last change is committed.
-    pub retired: mpsc::Sender<Arc<Published>>,
+    pub retired: mpsc::Sender<Arc<LatestState>>,
     /// This node's id, for the `hello` of agent tabs.
     pub node: NodeId,
     /// Cluster mode: this node's agent tabs, which get their frames from every change this
@@ -137,7 +137,7 @@ impl AgentEnv {
 
     /// An actor stopped (idle): the hub forgets it once its last change is committed. A
     /// full queue only delays that until the agent is next looked up.
-    pub(super) fn retired(&self, last: Arc<Published>) {
+    pub(super) fn retired(&self, last: Arc<LatestState>) {
         let _ = self.shared.retired.try_send(last);
     }
 

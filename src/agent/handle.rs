@@ -11,7 +11,7 @@ use crate::cluster::NodeId;
 use crate::model::{AgentState, Input, Rejection, TeamId};
 use crate::outbox::Outbox;
 use crate::protocol::StoredReply;
-use crate::protocol::{self, ErrorCode, Published, Ref, Text};
+use crate::protocol::{self, ErrorCode, LatestState, Ref, Text};
 use crate::store::CommitTicket;
 
 /// Mailbox size of one agent. Small: an agent gets a handful of requests per call.
@@ -49,8 +49,8 @@ pub(crate) struct Profile {
 /// The answer to an applied input.
 #[derive(Debug)]
 pub(crate) struct Applied {
-    /// The agent's state after it (shared, already serialized).
-    pub state: Arc<Published>,
+    /// The agent's latest published state after it (shared with the fan-out).
+    pub state: Arc<LatestState>,
     /// Resolves when the state this answer reports is committed to the durable store
     /// (at once with `--durability async`). Await it before acknowledging the request.
     pub ticket: CommitTicket,

@@ -27,7 +27,7 @@ use feed::{Feed, Sub, Tail};
 
 use crate::model::{AgentId, AgentState, Status, TeamId};
 use crate::outbox::{Outbound, Outbox, SnapshotReply, CLOSE_SLOW_CONSUMER};
-use crate::protocol::{self, Published, Ref};
+use crate::protocol::{self, LatestState, Published, Ref};
 use std::sync::atomic::Ordering;
 
 /// Which agents a subscriber wants. Both lists narrow: an agent must match each one given.
@@ -67,10 +67,13 @@ struct Inner {
     /// Agents in `latest` by status (in `Status::ALL` order), kept as they change: a
     /// scrape reads seven numbers instead of walking every agent under the lock.
     by_status: [u64; Status::ALL.len()],
-    latest: HashMap<AgentId, Arc<Published>>,
-    /// Recent updates, oldest first, for `resume` (each knows its `seq`). Bounded by
-    /// `history_size`. A pointer each: at the default size it holds an update per agent.
-    history: VecDeque<Arc<Published>>,
+    /// Every listed agent's latest state, compact (its frame is not kept: snapshots and
+    /// the HTTP API render it again).
+    latest: HashMap<AgentId, Arc<LatestState>>,
+    /// Recent updates, oldest first, for `resume` (each knows its `seq`; a replay renders
+    /// their frames again). Bounded by `history_size`. A pointer each, to the same states
+    /// as `latest` while they are the latest.
+    history: VecDeque<Arc<LatestState>>,
     /// The feed's newest chunk and byte count (appends happen under this lock).
     tail: Tail,
     /// Subscribed sockets (each reads the feed itself; kept here to cut off the slow ones
@@ -151,16 +154,15 @@ impl Fanout {
 
     /// Records an agent's state without an update (a directory agent that exists before it
     /// ever changed). It shows in snapshots; subscribers get nothing.
-    pub(crate) fn register(&self, state: &AgentState) -> Arc<Published> {
-        let json = Published::serialize(state);
+    pub(crate) fn register(&self, state: &AgentState) -> Arc<LatestState> {
         let mut inner = self.lock();
-        let published = Arc::new(Published::build(state, inner.seq, &json));
         let inner = &mut *inner;
         match inner.latest.entry(state.agent_id.clone()) {
             std::collections::hash_map::Entry::Occupied(e) => e.get().clone(),
             std::collections::hash_map::Entry::Vacant(e) => {
-                inner.by_status[status_index(published.status)] += 1;
-                e.insert(published).clone()
+                let latest = Arc::new(LatestState::of(state, inner.seq));
+                inner.by_status[status_index(latest.status)] += 1;
+                e.insert(latest).clone()
             }
         }
     }
@@ -218,14 +220,12 @@ impl Fanout {
     ) -> (Arc<Published>, feed::Appended) {
         inner.seq = seq;
         let published = Arc::new(Published::build(state, seq, json));
-        if let Some(old) = inner
-            .latest
-            .insert(state.agent_id.clone(), published.clone())
-        {
+        let latest = &published.latest;
+        if let Some(old) = inner.latest.insert(state.agent_id.clone(), latest.clone()) {
             inner.by_status[status_index(old.status)] -= 1;
         }
-        inner.by_status[status_index(published.status)] += 1;
-        inner.history.push_back(published.clone());
+        inner.by_status[status_index(latest.status)] += 1;
+        inner.history.push_back(latest.clone());
         while inner.history.len() > self.history_size {
             inner.history.pop_front();
         }
@@ -323,18 +323,19 @@ impl Fanout {
         }
         // By seq, not by offset: in cluster mode the kept seqs may skip numbers.
         let skip = inner.history.partition_point(|p| p.seq <= seq);
-        let mut frames = earlier;
-        frames.extend(
-            inner
-                .history
-                .iter()
-                .skip(skip)
-                .filter(|p| filter.matches(&p.agent_id, &p.teams))
-                .map(|p| p.frame.clone()),
-        );
-        let replayed = frames.len();
+        // Rendered by the socket's task, not under this lock.
+        let replay: Vec<Arc<LatestState>> = inner
+            .history
+            .iter()
+            .skip(skip)
+            .filter(|p| filter.matches(&p.agent_id, &p.teams))
+            .cloned()
+            .collect();
+        let replayed = earlier.len() + replay.len();
         let ok = protocol::resumed(reply_ref, replayed, &current, inner.seq);
-        let queued = (replayed == 0 || outbox.push_unbounded(Outbound::Frames(frames)).is_ok())
+        let queued = (earlier.is_empty()
+            || outbox.push_unbounded(Outbound::Frames(earlier)).is_ok())
+            && (replay.is_empty() || outbox.push_unbounded(Outbound::Replay(replay)).is_ok())
             && outbox.push_unbounded(Outbound::Frame(ok)).is_ok();
         if queued {
             self.attach(&mut inner, conn_id, filter, outbox, cursor);
@@ -344,7 +345,7 @@ impl Fanout {
 
     /// Forgets an agent whose actor stopped (not in the directory): it leaves snapshots,
     /// unless it changed since `last` (its actor started again).
-    pub(crate) fn forget(&self, last: &Arc<Published>) {
+    pub(crate) fn forget(&self, last: &Arc<LatestState>) {
         let mut inner = self.lock();
         if inner
             .latest
@@ -371,7 +372,7 @@ impl Fanout {
     }
 
     /// A consistent view: current `seq` and the matching agents' latest states.
-    pub(crate) fn snapshot(&self, filter: &Filter) -> (u64, Vec<Arc<Published>>) {
+    pub(crate) fn snapshot(&self, filter: &Filter) -> (u64, Vec<Arc<LatestState>>) {
         let inner = self.lock();
         (inner.seq, matching(&inner, filter))
     }
@@ -387,7 +388,7 @@ impl Fanout {
     }
 
     /// The latest state of one agent.
-    pub(crate) fn get(&self, agent_id: &AgentId) -> Option<Arc<Published>> {
+    pub(crate) fn get(&self, agent_id: &AgentId) -> Option<Arc<LatestState>> {
         self.lock().latest.get(agent_id).cloned()
     }
 
@@ -436,8 +437,8 @@ fn status_index(status: Status) -> usize {
     Status::ALL.iter().position(|s| *s == status).unwrap_or(0)
 }
 
-fn matching(inner: &Inner, filter: &Filter) -> Vec<Arc<Published>> {
-    let agents: Vec<Arc<Published>> = match &filter.agents {
+fn matching(inner: &Inner, filter: &Filter) -> Vec<Arc<LatestState>> {
+    let agents: Vec<Arc<LatestState>> = match &filter.agents {
         // An id list is usually short: look the ids up instead of scanning everyone.
         Some(ids) if ids.len() < inner.latest.len() => ids
             .iter()

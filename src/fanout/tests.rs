@@ -61,6 +61,7 @@ fn drain(tap: &mut Tap) -> Vec<Value> {
         match item {
             Outbound::Frame(f) => out.push(json(f.as_str())),
             Outbound::Frames(fs) => out.extend(fs.iter().map(|f| json(f.as_str()))),
+            Outbound::Replay(us) => out.extend(us.iter().map(|u| json(u.frame().as_str()))),
             Outbound::Snapshot(reply) => out.push(json(&reply.render())),
             Outbound::Close(code, _) => panic!("unexpected close {code}"),
         }

@@ -19,7 +19,7 @@ use crate::metrics::{Computed, Rejected};
 use crate::model::{AgentId, Status, TeamId};
 use crate::protocol::Role;
 use crate::protocol::{self, peek_ref, ErrorCode, TelephonyMessage};
-use crate::protocol::{render_agent_list, sort_by_id, Published};
+use crate::protocol::{render_agent_list, sort_by_id, LatestState};
 use crate::ws::limit::SharedBucket;
 
 type Params = Query<HashMap<String, String>>;
@@ -134,9 +134,7 @@ pub(crate) async fn agents(
         list.retain(|p| p.status == status);
     }
     sort_by_id(&mut list);
-    let mut out = String::new();
-    render_agent_list(&mut out, &hub.epoch(), seq, &list);
-    json(StatusCode::OK, out)
+    json(StatusCode::OK, render_agent_list(&hub.epoch(), seq, &list))
 }
 
 /// `GET /api/v1/agents/{id}`: one `AgentState` or 404.
@@ -156,7 +154,7 @@ pub(crate) async fn agent(
         .ok()
         .and_then(|id| hub.fanout().get(&id));
     match found {
-        Some(p) => json(StatusCode::OK, p.agent_json().to_string()),
+        Some(p) => json(StatusCode::OK, p.json()),
         None => json(
             StatusCode::NOT_FOUND,
             protocol::error(
@@ -204,9 +202,7 @@ pub(crate) async fn available(
             .cmp(&b.since)
             .then_with(|| a.agent_id.cmp(&b.agent_id))
     });
-    let mut out = String::new();
-    render_agent_list(&mut out, &hub.epoch(), seq, &list);
-    json(StatusCode::OK, out)
+    json(StatusCode::OK, render_agent_list(&hub.epoch(), seq, &list))
 }
 
 /// `GET /api/v1/summary?team=`: counts per status and the longest time in each.
@@ -233,9 +229,9 @@ pub(crate) async fn summary(
     )
 }
 
-fn render_summary(epoch: &str, seq: u64, now: u64, list: &[Arc<Published>]) -> String {
+fn render_summary(epoch: &str, seq: u64, now: u64, list: &[Arc<LatestState>]) -> String {
     let mut counts: HashMap<Status, usize> = HashMap::new();
-    let mut longest: HashMap<Status, &Published> = HashMap::new();
+    let mut longest: HashMap<Status, &LatestState> = HashMap::new();
     let mut connected = 0usize;
     for p in list {
         *counts.entry(p.status).or_default() += 1;

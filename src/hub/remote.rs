@@ -19,7 +19,7 @@ use super::Hub;
 use crate::agent::{Applied, Profile, TelephonyAnswer};
 use crate::cluster::{Backplane, ClusterError, Forwarded, NodeId};
 use crate::model::{AgentId, AgentState, Input, Rejection};
-use crate::protocol::{ErrorCode, Published, StoredReply};
+use crate::protocol::{ErrorCode, LatestState, StoredReply};
 use crate::store::CommitTicket;
 
 /// How long a forwarded command may wait for the owner's answer. Above the owner's own
@@ -182,9 +182,8 @@ impl Peer {
 /// Rebuilds an applied answer on the node that forwarded it: the state as the owner stored
 /// it, already committed (the owner answered after its ticket).
 pub(crate) fn applied(seq: u64, state: &AgentState) -> Applied {
-    let json = Published::serialize(state);
     Applied {
-        state: Arc::new(Published::build(state, seq, &json)),
+        state: Arc::new(LatestState::of(state, seq)),
         ticket: CommitTicket::done(),
     }
 }
@@ -290,10 +289,10 @@ async fn run(hub: &Hub, command: Command) -> Answer {
     }
 }
 
-fn answer_state(published: &Published) -> Answer {
-    // The owner's own published JSON is the state: parse it back (cluster mode only; a few
+fn answer_state(published: &LatestState) -> Answer {
+    // The owner's own published state, as JSON parsed back (cluster mode only; a few
     // microseconds against a NATS round trip).
-    let state = match serde_json::from_str::<AgentState>(published.agent_json()) {
+    let state = match serde_json::from_str::<AgentState>(&published.json()) {
         Ok(s) => s,
         Err(_) => {
             return Answer::Unavailable {

@@ -38,7 +38,7 @@ use crate::fanout::Fanout;
 use crate::metrics::Metrics;
 use crate::model::{AgentId, AgentState, Input, Rejection};
 use crate::outbox::Outbox;
-use crate::protocol::Published;
+use crate::protocol::LatestState;
 use crate::store::dedup::EventIdCache;
 use crate::store::Store;
 
@@ -419,7 +419,7 @@ impl Router {
     /// directory and the live agents). Runs until `stop`.
     pub(super) fn reaper(
         &self,
-        mut retired: mpsc::Receiver<Arc<Published>>,
+        mut retired: mpsc::Receiver<Arc<LatestState>>,
         fanout: Arc<Fanout>,
         stop: CancellationToken,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {

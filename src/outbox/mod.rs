@@ -18,7 +18,7 @@ mod ordered;
 pub(crate) use ordered::{Later, Ordered};
 
 use crate::metrics::Metrics;
-use crate::protocol::{self, sort_by_id, Published, Ref, Text};
+use crate::protocol::{self, sort_by_id, LatestState, Ref, Text};
 
 /// Close code for a socket that fell behind its queue bound.
 pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 4008;
@@ -28,8 +28,12 @@ pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 4008;
 pub(crate) enum Outbound {
     /// A ready-made text frame, shared with every other receiver of it.
     Frame(Text),
-    /// Several frames to write in order (a `resume` replay).
+    /// Several frames to write in order (updates moved from the feed, earlier changes of a
+    /// `resume` read from the stream).
     Frames(Vec<Text>),
+    /// A `resume` replay: the `agent` frames of these kept updates, in order, rendered by
+    /// the socket's own task (the fan-out keeps no frames: see `LatestState`).
+    Replay(Vec<Arc<LatestState>>),
     /// A snapshot reply, serialized by the socket's own task so the fan-out lock is never
     /// held while megabytes of JSON are written.
     Snapshot(Box<SnapshotReply>),
@@ -46,7 +50,7 @@ pub(crate) struct SnapshotReply {
     pub recovered: Option<bool>,
     pub epoch: Arc<str>,
     pub seq: u64,
-    pub agents: Vec<Arc<Published>>,
+    pub agents: Vec<Arc<LatestState>>,
 }
 
 impl SnapshotReply {
@@ -75,11 +79,9 @@ struct Shared {
     items: Mutex<Queue>,
     /// Bytes queued and not yet taken by the writer.
     queued: AtomicUsize,
-    /// The bound in bytes, from `--queue-bytes`.
+    /// The bound in bytes, from `--queue-bytes` (and the backstop on the number of items
+    /// derived from it, [`max_items`]: not a field, so the whole `Arc` fits in 128 bytes).
     bound: usize,
-    /// Backstop on the number of items (frames are >= ~64 bytes, so the byte bound bites
-    /// first).
-    max_items: usize,
     /// Producers alive; the receiver sees the end of the queue when it drops to zero.
     producers: AtomicUsize,
     /// The socket task, woken when an item is queued, a close is requested or the last
@@ -164,6 +166,12 @@ const KEEP_CAPACITY: usize = 64;
 /// busy wallboard's larger queue is kept, up to `KEEP_CAPACITY`, to avoid regrowing it).
 const FREE_CAPACITY: usize = 8;
 
+/// Backstop on the number of items queued (frames are >= ~64 bytes, so the byte bound
+/// bites first).
+fn max_items(bound_bytes: usize) -> usize {
+    (bound_bytes / 64).clamp(64, 1 << 16)
+}
+
 /// Creates a queue bounded to `bound_bytes`.
 #[cfg(test)]
 pub(crate) fn outbox(bound_bytes: usize) -> (Outbox, OutboxReceiver) {
@@ -179,7 +187,6 @@ pub(crate) fn outbox_measured(
         items: Mutex::new(Queue::default()),
         queued: AtomicUsize::new(0),
         bound: bound_bytes,
-        max_items: (bound_bytes / 64).clamp(64, 1 << 16),
         producers: AtomicUsize::new(1),
         waker: AtomicWaker::new(),
         close_code: AtomicU16::new(0),
@@ -246,7 +253,7 @@ impl Outbox {
     fn enqueue(&self, item: Outbound, counted: usize) -> Result<(), Overflow> {
         {
             let mut queue = self.shared.lock();
-            if queue.items.len() >= self.shared.max_items {
+            if queue.items.len() >= max_items(self.shared.bound) {
                 drop(queue);
                 self.shared.queued.fetch_sub(counted, Ordering::Relaxed);
                 self.close(CLOSE_SLOW_CONSUMER);
@@ -355,6 +362,13 @@ impl OutboxReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outbox_stays_in_128_bytes() {
+        // One per socket: with the `Arc`'s two counts, at most 128 bytes is jemalloc's
+        // 128-byte size class (one byte more is the 160-byte one).
+        assert!(16 + std::mem::size_of::<Shared>() <= 128);
+    }
 
     fn text(s: &str) -> Text {
         Text::from(s.to_string())

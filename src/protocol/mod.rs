@@ -3,10 +3,12 @@
 //! - `inbound`: one serde-tagged enum per surface, decoded once per frame;
 //! - `outbound`: one builder per frame the hub sends;
 //! - `published`: the published update (the hot `agent` event, serialized once);
+//! - `latest`: an agent's latest state as the hub keeps it (compact, rendered on demand);
 //! - `identity`: roles and the authenticated caller.
 
 mod identity;
 mod inbound;
+mod latest;
 mod outbound;
 mod published;
 mod text;
@@ -16,6 +18,7 @@ pub use inbound::{
     decode, describe, peek_ref, AdminMessage, AgentMessage, CallEvent, CallOffer, Envelope,
     FilterSpec, OutboundCall, StatusChange, StatusChangeError, TelephonyMessage,
 };
+pub use latest::LatestState;
 pub use outbound::*;
 pub use published::{render_agent_list, snapshot, sort_by_id, Published};
 

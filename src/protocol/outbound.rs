@@ -1,9 +1,10 @@
 //! Every frame the hub sends, one builder each, serialized with serde from typed fields.
 //!
 //! Pre-serialized agent states (the `agent` object of the hot `agent` event, built once
-//! per change by [`super::Published`]) are embedded as raw JSON, not serialized again.
-//! The only frames assembled by hand are the hot `agent` event itself and the agent lists
-//! of snapshots, which splice those same pre-serialized states (see `published.rs`).
+//! per change by [`super::Published`], or rendered from a kept [`super::LatestState`]) are
+//! embedded as raw JSON, not serialized again. The only frames assembled by hand are the
+//! hot `agent` event itself and the agent lists of snapshots, which write each agent's
+//! kept state in place (see `published.rs`).
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;

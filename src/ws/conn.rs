@@ -402,6 +402,11 @@ fn write_batch(
                         b.text(frame.as_bytes());
                     }
                 }
+                Outbound::Replay(updates) => {
+                    for update in &updates {
+                        b.text(update.frame().as_bytes());
+                    }
+                }
                 Outbound::Snapshot(reply) => {
                     let frame = reply.render();
                     if frame.len() > max_frame_out {

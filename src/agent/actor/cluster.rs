@@ -34,7 +34,6 @@ use crate::model::{AgentState, Effect, Input, Outcome, Rejection};
 use crate::outbox::{Outbound, Outbox};
 use crate::protocol::{self, EventResult, Published, StoredReply};
 use crate::store::CommitTicket;
-use std::sync::Arc;
 
 /// The append of one change, resolved by the stream's acknowledgement.
 type AppendFuture = Pin<Box<dyn Future<Output = Result<Head, ClusterError>> + Send>>;
@@ -130,11 +129,7 @@ impl AgentActor {
                 )
             }
             Command::Detach { tab } => {
-                let before = self.tabs.len();
-                let mut tabs = std::mem::take(&mut self.tabs).into_vec();
-                tabs.retain(|t| t.id != tab);
-                self.tabs = tabs.into_boxed_slice();
-                if self.tabs.len() < before {
+                if self.extras.remove_tab(tab) {
                     self.propose(Input::SocketClosed, None, Then::Detach)
                 } else {
                     After::Continue
@@ -158,8 +153,8 @@ impl AgentActor {
             }
             Command::DetachNode { node } => {
                 if self
-                    .node_tabs
-                    .as_ref()
+                    .extras
+                    .node_tabs()
                     .is_some_and(|t| t.contains_key(&node))
                 {
                     self.propose(Input::SocketClosed, None, Then::DetachNode { node })
@@ -169,7 +164,8 @@ impl AgentActor {
             }
             Command::NodesAlive { alive } => self.close_lost_nodes(&alive),
             Command::SetProfile { profile, stop } => {
-                self.wrap_up_ms = super::wrap_up_of(profile.wrap_up_ms);
+                self.extras
+                    .set_wrap_up_ms(super::wrap_up_of(profile.wrap_up_ms));
                 if (&self.state.name, &self.state.teams) == (&profile.name, &profile.teams) {
                     return if stop {
                         After::StopIfIdle
@@ -208,7 +204,7 @@ impl AgentActor {
             Ok(_) => {
                 // Internal bookkeeping only (nothing to store).
                 self.state = next;
-                self.done(then)
+                self.done(then, None)
             }
         }
     }
@@ -252,7 +248,7 @@ impl AgentActor {
                 is_offer,
                 event_result,
                 self.state.status,
-                self.published.agent_json(),
+                &self.latest.json(),
             )
         };
         if !stored {
@@ -303,7 +299,7 @@ impl AgentActor {
     ) -> After {
         let Some(backplane) = self.env.cluster().cloned() else {
             // Not reachable: `handle_cluster` runs in cluster mode only.
-            return self.done(then);
+            return self.done(then, None);
         };
         debug_assert_eq!(next.version, self.state.version + 1);
         let mut record =
@@ -322,7 +318,7 @@ impl AgentActor {
             record.tabs = tabs.iter().map(|(n, c)| (n.to_string(), *c)).collect();
         }
         let after = Head {
-            seq: self.published.seq,
+            seq: self.latest.seq,
             version: self.state.version,
         };
         let retries = matches!(then, Then::Detach | Then::Timer | Then::DetachNode { .. })
@@ -355,11 +351,12 @@ impl AgentActor {
         match stored {
             Ok(head) => {
                 self.state = next;
-                self.node_tabs = (!tabs.is_empty()).then(|| Box::new(tabs));
+                self.extras.set_node_tabs(tabs);
                 let json = Published::serialize(&self.state);
-                self.published = Arc::new(Published::build(&self.state, head.seq, &json));
-                self.deliver(&effects, origin);
-                self.done(then)
+                let published = Published::build(&self.state, head.seq, &json);
+                self.latest = published.latest.clone();
+                self.deliver(&published.frame, &effects, origin);
+                self.done(then, Some(&published))
             }
             Err(ClusterError::Fenced { .. }) => {
                 warn!(
@@ -368,7 +365,7 @@ impl AgentActor {
                 );
                 self.refuse(then, ActorError::Moved);
                 // The tab that asked answers `unavailable` first and closes itself.
-                for tab in std::mem::take(&mut self.tabs).into_vec() {
+                for tab in self.extras.take_tabs() {
                     if Some(tab.id) != origin {
                         let _ = tab.outbox.push_unbounded(Outbound::Close(
                             CLOSE_MOVED,
@@ -404,21 +401,19 @@ impl AgentActor {
         }
     }
 
-    /// Answers whoever waits for a change that counts now (stored, or nothing to store).
-    fn done(&mut self, then: Then) -> After {
+    /// Answers whoever waits for a change that counts now (stored, or nothing to store;
+    /// `fresh`: its update, when it was published).
+    fn done(&mut self, then: Then, fresh: Option<&Published>) -> After {
         match then {
             Then::Apply(reply) => {
                 let _ = reply.send(Ok(Ok(Applied {
-                    state: self.published.clone(),
+                    state: self.latest.clone(),
                     ticket: CommitTicket::done(),
                 })));
             }
             Then::Attach { id, outbox, reply } => {
-                self.hello(&outbox);
-                let mut tabs = std::mem::take(&mut self.tabs).into_vec();
-                tabs.reserve_exact(1);
-                tabs.push(Tab { id, outbox });
-                self.tabs = tabs.into_boxed_slice();
+                self.hello(&outbox, fresh);
+                self.extras.push_tab(Tab { id, outbox });
                 let _ = reply.send(Ok(id));
             }
             Then::Telephony {
@@ -428,7 +423,7 @@ impl AgentActor {
                 to,
             } => self.answer_event(&event_id, reply, stale, to),
             Then::AttachNode { reply, .. } => {
-                let _ = reply.send(Ok((self.published.seq, self.state.clone())));
+                let _ = reply.send(Ok((self.latest.seq, self.state.clone())));
             }
             Then::Profile { stop: true } => return After::StopIfIdle,
             Then::Profile { stop: false }

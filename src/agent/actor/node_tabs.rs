@@ -12,7 +12,7 @@ impl AgentActor {
     /// Closes the tabs counted on nodes not in `alive` (one change; the disconnect grace
     /// starts now if no tab is left).
     pub(super) fn close_lost_nodes(&mut self, alive: &[NodeId]) -> After {
-        let Some(current) = self.node_tabs.as_deref() else {
+        let Some(current) = self.extras.node_tabs() else {
             return After::Continue;
         };
         let tabs: NodeTabs = current
@@ -41,7 +41,7 @@ impl AgentActor {
             // Logged out, or every tab closed.
             return NodeTabs::new();
         }
-        let mut tabs = self.node_tabs.as_deref().cloned().unwrap_or_default();
+        let mut tabs = self.extras.node_tabs().cloned().unwrap_or_default();
         match then {
             Then::AttachNode { node, .. } => *tabs.entry(node.clone()).or_default() += 1,
             Then::DetachNode { node } => {

@@ -215,7 +215,7 @@ impl Router {
         }
         let answer = match &result {
             Ok(Ok(applied)) => {
-                if let Ok(state) = serde_json::from_str::<AgentState>(applied.state.agent_json()) {
+                if let Ok(state) = serde_json::from_str::<AgentState>(&applied.state.json()) {
                     own.tabs.changed(applied.state.seq, &state);
                 }
                 LogoutAnswer::Done
