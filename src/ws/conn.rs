@@ -6,9 +6,10 @@
 //!
 //! The loop waits on one hand-written poll ([`next_event`]) over its sources in a fixed
 //! order, instead of a `select!` of futures: its idle state is the socket and a few
-//! scalars (its one deadline, liveness and token expiry together, is kept by the hub's
-//! list of open sockets, `hub::sockets`), so every idle socket's task stays small. Shutdown reaches the loop through its outbox (a close request with 1001
-//! from the hub's list of open sockets, `hub::sockets`), not through a waiter of its own.
+//! scalars, so every idle socket's task stays small. Its one deadline (liveness and
+//! token expiry together) is kept by the hub's list of open sockets (`hub::sockets`),
+//! whose timer task tells the socket through its outbox; shutdown reaches the loop the
+//! same way (a close request with 1001), not through a waiter or a timer of its own.
 
 use crate::protocol::Text as Utf8Bytes;
 use std::future::{poll_fn, Future};
@@ -327,7 +328,8 @@ pub(crate) async fn linger(socket: &mut WsSocket, exit: Exit) {
     Box::pin(socket.linger(limit, raw)).await;
 }
 
-/// A socket's place in the hub's list of open sockets, given back when the loop ends.
+/// A socket's place in the hub's list of open sockets (and its deadline there), given
+/// back when the loop ends.
 struct Registered {
     hub: Arc<Hub>,
     key: Option<SocketKey>,
@@ -339,9 +341,7 @@ impl Registered {
         let key = hub.sockets().add(rx.closer());
         Registered { hub, key }
     }
-}
 
-impl Registered {
     /// Sets the socket's next liveness (or expiry) deadline (see `hub::sockets`).
     fn set_deadline(&self, at: Instant) {
         if let Some(key) = self.key {
