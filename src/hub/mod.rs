@@ -212,7 +212,7 @@ impl Hub {
         let sockets = Arc::new(Sockets::default());
         tasks.spawn({
             let (sockets, shutdown) = (sockets.clone(), shutdown.clone());
-            async move { sockets.close_on(shutdown).await }
+            async move { sockets.run(shutdown).await }
         });
         if let Some(c) = &cluster {
             // The stream is the truth: the database only tells the follower what it holds.

@@ -6,7 +6,7 @@
 //! the socket for closing with 4008 and drops it, so a slow reader never slows anyone else.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
@@ -90,6 +90,11 @@ struct Shared {
     waker: AtomicWaker,
     /// Close code requested by a producer; 0 while open.
     close_code: AtomicU16,
+    /// The socket's liveness deadline (or its token's expiry) passed: set by the hub's
+    /// timer (`hub::sockets`) with a wake-up, cleared when the socket sets its next
+    /// deadline. A flag here instead of a tokio `Sleep` in every socket's task (112
+    /// bytes); it sits in the padding beside `close_code`.
+    due: AtomicBool,
 }
 
 /// The items, and since when the oldest one waits.
@@ -150,6 +155,17 @@ impl Closer {
     pub(crate) fn close(&self, code: u16) {
         self.shared.close(code);
     }
+
+    /// Tells the socket its deadline passed (see `Shared::due`) and wakes it.
+    pub(crate) fn set_due(&self) {
+        self.shared.due.store(true, Ordering::Release);
+        self.shared.waker.wake();
+    }
+
+    /// The socket set a new deadline: the one that passed is forgotten.
+    pub(crate) fn clear_due(&self) {
+        self.shared.due.store(false, Ordering::Release);
+    }
 }
 
 /// The writer side, owned by the socket task.
@@ -190,6 +206,7 @@ pub(crate) fn outbox_measured(
         producers: AtomicUsize::new(1),
         waker: AtomicWaker::new(),
         close_code: AtomicU16::new(0),
+        due: AtomicBool::new(false),
     });
     (
         Outbox {
@@ -320,6 +337,12 @@ impl OutboxReceiver {
         Closer {
             shared: self.shared.clone(),
         }
+    }
+
+    /// True once the socket's deadline passed (until it sets the next one); the socket is
+    /// woken like [`OutboxReceiver::poll_recv`] when it becomes true.
+    pub(crate) fn is_due(&self) -> bool {
+        self.shared.due.load(Ordering::Acquire)
     }
 
     /// Polls for a close request (its code); woken like [`OutboxReceiver::poll_recv`].

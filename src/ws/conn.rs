@@ -5,19 +5,19 @@
 //! abuse, token expiry or shutdown.
 //!
 //! The loop waits on one hand-written poll ([`next_event`]) over its sources in a fixed
-//! order, instead of a `select!` of futures: its idle state is the socket, one timer
-//! (liveness and token expiry together) and a few scalars, so every idle socket's task
-//! stays small. Shutdown reaches the loop through its outbox (a close request with 1001
-//! from the hub's list of open sockets, `hub::sockets`), not through a waiter of its own.
+//! order, instead of a `select!` of futures: its idle state is the socket and a few
+//! scalars, so every idle socket's task stays small. Its one deadline (liveness and
+//! token expiry together) is kept by the hub's list of open sockets (`hub::sockets`),
+//! whose timer task tells the socket through its outbox; shutdown reaches the loop the
+//! same way (a close request with 1001), not through a waiter or a timer of its own.
 
 use crate::protocol::Text as Utf8Bytes;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::frame::{CLOSE_INVALID_PAYLOAD, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG as FRAME_TOO_BIG};
 use super::limit::{MessageLimiter, SocketLimiter, Verdict};
@@ -93,22 +93,22 @@ pub(crate) struct Conn {
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 pub(crate) fn drive(conn: &mut Conn) -> impl Future<Output = Exit> + Send + '_ {
     async move {
-        // Liveness: one timer for the whole life of the socket (no timer per loop turn),
-        // shared with the token expiry (it is set to whichever comes first). It fires
+        // Liveness: one deadline at a time, kept by the hub's list of open sockets (its one
+        // timer task tells the socket through its outbox: no timer in every socket's task),
+        // shared with the token expiry (it is set to whichever comes first). It passes
         // `ping_interval` after the last frame from the peer (then a ping goes out), and
         // `pong_timeout` after a ping (then the peer is dead unless a frame came meanwhile).
-        // (Helpers of one step live in blocks: a local keeps its place in every socket's
-        // task until its scope ends.)
-        let (mut last_seen, timer) = {
-            let now = Instant::now();
-            let at = first(now + conn.hub.settings().ping_interval, conn.expires);
-            (now, tokio::time::sleep_until(at))
-        };
-        let mut awaiting_answer = false;
-        tokio::pin!(timer);
         // Shutdown asks the outbox to close (1001); the socket leaves the list when the
         // loop ends or is dropped.
-        let _registered = Registered::new(conn.hub.clone(), &conn.rx);
+        // (Helpers of one step live in blocks: a local keeps its place in every socket's
+        // task until its scope ends.)
+        let registered = Registered::new(conn.hub.clone(), &conn.rx);
+        let mut last_seen = Instant::now();
+        registered.set_deadline(first(
+            last_seen + conn.hub.settings().ping_interval,
+            conn.expires,
+        ));
+        let mut awaiting_answer = false;
         // Held only while it counts something (see `SocketLimiter`).
         let mut limiter = SocketLimiter::default();
         let exit = loop {
@@ -121,7 +121,7 @@ pub(crate) fn drive(conn: &mut Conn) -> impl Future<Output = Exit> + Send + '_ {
             }
             // The event lives in this block only: it is gone before a message is handled.
             let text = {
-                let event = poll_fn(|cx| next_event(cx, timer.as_mut(), &mut *conn)).await;
+                let event = poll_fn(|cx| next_event(cx, &mut *conn)).await;
                 if matches!(event, Event::Read(_)) {
                     // Any frame from the peer proves it is alive.
                     last_seen = Instant::now();
@@ -187,13 +187,12 @@ pub(crate) fn drive(conn: &mut Conn) -> impl Future<Output = Exit> + Send + '_ {
                         if quiet_until > now {
                             // The peer spoke since: ping only after a full interval of
                             // silence.
-                            timer.as_mut().reset(first(quiet_until, conn.expires));
+                            registered.set_deadline(first(quiet_until, conn.expires));
                             continue;
                         }
                         awaiting_answer = true;
-                        timer
-                            .as_mut()
-                            .reset(first(now + core.settings().pong_timeout, conn.expires));
+                        registered
+                            .set_deadline(first(now + core.settings().pong_timeout, conn.expires));
                         if conn.socket.write_batch(|b| b.ping()).is_err() {
                             core.metrics().dead_peer(role);
                             break Exit::Gone;
@@ -249,13 +248,16 @@ fn first(liveness: Instant, expires: Option<Instant>) -> Instant {
 /// token expiry, the outbox (or the unsent bytes of the last batch), an admin's update
 /// feed, the peer, then liveness (after reading, so a pong that came in time is seen before
 /// the deadline is judged).
-fn next_event(cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>, conn: &mut Conn) -> Poll<Event> {
+fn next_event(cx: &mut Context<'_>, conn: &mut Conn) -> Poll<Event> {
     let (socket, rx, session, expires) = (&mut conn.socket, &conn.rx, &conn.session, conn.expires);
+    // Registers the task's waker first: a deadline passing from now on wakes it.
     if let Poll::Ready(code) = rx.poll_close(cx) {
         return Poll::Ready(Event::CloseRequested(code));
     }
-    let timer_fired = timer.as_mut().poll(cx).is_ready();
-    if timer_fired && expires.is_some_and(|e| timer.deadline() >= e) {
+    // The deadline is the earlier of liveness and expiry: once it passed, the token ran
+    // out if its expiry is behind us.
+    let timer_fired = rx.is_due();
+    if timer_fired && expires.is_some_and(|e| Instant::now() >= e) {
         return Poll::Ready(Event::Expired);
     }
     if socket.has_unsent() {
@@ -326,7 +328,8 @@ pub(crate) async fn linger(socket: &mut WsSocket, exit: Exit) {
     Box::pin(socket.linger(limit, raw)).await;
 }
 
-/// A socket's place in the hub's list of open sockets, given back when the loop ends.
+/// A socket's place in the hub's list of open sockets (and its deadline there), given
+/// back when the loop ends.
 struct Registered {
     hub: Arc<Hub>,
     key: Option<SocketKey>,
@@ -337,6 +340,13 @@ impl Registered {
     fn new(hub: Arc<Hub>, rx: &OutboxReceiver) -> Self {
         let key = hub.sockets().add(rx.closer());
         Registered { hub, key }
+    }
+
+    /// Sets the socket's next liveness (or expiry) deadline (see `hub::sockets`).
+    fn set_deadline(&self, at: Instant) {
+        if let Some(key) = self.key {
+            self.hub.sockets().set_deadline(key, at);
+        }
     }
 }
 
